@@ -1,0 +1,52 @@
+"""Typed results shared by the CLI, the service, the dashboard and training.
+
+The JSON written by ``semqa analyze`` is :class:`AnalysisResult` serialized with
+``model_dump_json``; the service returns the same models, so both agree field for field.
+Measurement and statistics models live beside the code that computes them
+(:mod:`semqa.measure`, :mod:`semqa.psd`, :mod:`semqa.equivalence`); this module holds
+what ties them together: which model and which inputs produced a result.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from pydantic import BaseModel, Field
+
+from semqa import __version__
+
+
+class ModelRef(BaseModel):
+    """The generator that produced a super-resolved image, as resolved at run time."""
+
+    name: str
+    version: str | None = None
+    alias: str | None = Field(None, description="registry alias used to resolve it, e.g. 'production'")
+    run_id: str | None = Field(None, description="MLflow training run that produced it")
+    model_uri: str | None = None
+    weights_digest: str | None = Field(None, description="sha256 of the generator weights")
+    scale: int
+
+
+class ImageSummary(BaseModel):
+    """One analysed image (one unit)."""
+
+    name: str
+    digest: str = Field(description="sha256 of the input file bytes")
+    pixel_size_um: float = Field(description="pixel size of the input image, µm per pixel")
+    analysed_pixel_size_um: float = Field(description="pixel size of the image segmented (after SR)")
+    width: int
+    height: int
+    n_particles: int
+    excluded_border: int
+    excluded_small: int
+
+
+class Lineage(BaseModel):
+    """What an auditor needs to trace a result: model, inputs, code."""
+
+    model: ModelRef | None = Field(None, description="None when analysed without super-resolution")
+    input_digests: dict[str, str] = Field(default_factory=dict, description="image name → sha256")
+    code_version: str = Field(description="git commit of the code, or the package version")
+    semqa_version: str = __version__
+    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))

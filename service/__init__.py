@@ -1,0 +1,1 @@
+"""semqa service app."""

@@ -1,0 +1,1 @@
+"""semqa training app."""
