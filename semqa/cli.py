@@ -61,7 +61,99 @@ def main(argv: Sequence[str] | None = None) -> int:
 # One function per command; keep each thin: parse, call the core or an app, print.
 
 
-_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+def _read_micrographs(paths: Sequence[str | os.PathLike], args: argparse.Namespace) -> list:
+    from semqa.imageio import read_image
+
+    return [read_image(p, pixel_size_um=args.pixel_size, max_pixels=args.max_pixels) for p in paths]
+
+
+def _upscaler(args: argparse.Namespace):
+    if not args.sr:
+        return None
+    from semqa.inference import load_upscaler
+
+    return load_upscaler(args.model)
+
+
+def _write_json(model, path: str | None) -> None:
+    if path:
+        from pathlib import Path
+
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(model.model_dump_json(indent=2) + "\n")
+        print(f"wrote {out}")
+
+
+def _add_analysis_options(p: argparse.ArgumentParser) -> None:
+    from semqa.imageio import DEFAULT_MAX_PIXELS
+
+    p.add_argument("--pixel-size", type=float, metavar="UM", help="µm per pixel of the input images (else from metadata or sidecar)")
+    p.add_argument("--sr", action=argparse.BooleanOptionalAction, default=False, help="super-resolve before segmenting")
+    p.add_argument("--model", metavar="URI", help="generator for --sr (default models:/semqa-generator@production)")
+    p.add_argument("--json", metavar="OUT", help="write the result JSON here")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (decompression bombs)")
+
+
+def _fmt(value: float | None, unit: str = " µm") -> str:
+    return "n/a" if value is None else f"{value:.3g}{unit}"
+
+
+def _psd_line(label: str, psd) -> str:
+    return (
+        f"{label}: n={psd.n}  D10={_fmt(psd.d10_um)}  D50={_fmt(psd.d50_um)}  "
+        f"D90={_fmt(psd.d90_um)}  span={_fmt(psd.span, '')}  ({psd.weighting}-weighted)"
+    )
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from semqa.analysis import analyze
+    from semqa.imageio import expand_image_paths
+
+    micrographs = _read_micrographs(expand_image_paths(args.paths), args)
+    result = analyze(micrographs, upscaler=_upscaler(args))
+    print(_psd_line(f"{len(micrographs)} image(s)", result.psd))
+    print(_psd_line("volume", result.psd_volume))
+    print(f"excluded: {result.exclusions.border} cut by the border, {result.exclusions.too_small} below "
+          f"{result.exclusions.min_pixels} px")
+    for w in result.psd.warnings:
+        print(f"warning: {w}")
+    _write_json(result, args.json)
+    return EXIT_OK
+
+
+def _add_analyze(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("analyze", help="PSD of images (files or folders)")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    _add_analysis_options(p)
+    p.set_defaults(func=_cmd_analyze)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from semqa.analysis import compare, load_lots
+
+    ref = {lot: _read_micrographs(files, args) for lot, files in load_lots(args.reference).items()}
+    test = {lot: _read_micrographs(files, args) for lot, files in load_lots(args.test).items()}
+    report = compare(ref, test, upscaler=_upscaler(args))
+    for label, lots in (("reference", report.reference), ("test", report.test)):
+        for lot, res in lots.items():
+            print(_psd_line(f"{label} {lot}", res.psd))
+    for w in report.statistics.warnings:
+        print(f"warning: {w}")
+    print(f"verdict: {report.verdict} — {report.reason}")
+    _write_json(report, args.json)
+    return EXIT_OK
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="equivalence of a test product's lots with the reference's (DIR/<lot>/*)")
+    p.add_argument("--reference", required=True, metavar="DIR", help="reference (RLD) product: DIR/<lot>/<images>")
+    p.add_argument("--test", required=True, metavar="DIR", help="test (generic) product: DIR/<lot>/<images>")
+    _add_analysis_options(p)
+    p.set_defaults(func=_cmd_compare)
+
+
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_analyze, _add_compare]
 
 
 if __name__ == "__main__":
