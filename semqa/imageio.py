@@ -24,6 +24,7 @@ import hashlib
 import io
 import json
 import math
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,7 @@ IMAGE_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".b
 #: (typically ≤ 6144 × 4096) and guards against decompression bombs.
 DEFAULT_MAX_PIXELS: int = 100_000_000
 
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _UM_PER_UNIT = {"micron": 1.0, "microns": 1.0, "um": 1.0, "µm": 1.0, "\\u00b5m": 1.0, "nm": 1e-3, "mm": 1e3}
 
@@ -154,17 +156,16 @@ def _to_unit_float(arr: np.ndarray, name: str) -> tuple[np.ndarray, int]:
     if arr.ndim == 3 and arr.shape[-1] in (3, 4):
         if arr.shape[-1] == 4:
             arr = arr[..., :3]
-        gray_dtype = arr.dtype
-        arr_f, depth = _to_unit_float_gray(arr, name, gray_dtype)
+        arr_f, depth = _scale_to_unit(arr, name, arr.dtype)
         return rgb2gray(arr_f).astype(np.float32), depth
     if arr.ndim == 3 and arr.shape[-1] in (1, 2):
         arr = arr[..., 0]
     if arr.ndim != 2:
         raise InputError(f"{name}: expected a 2-D grayscale or RGB image, got shape {arr.shape}")
-    return _to_unit_float_gray(arr, name, arr.dtype)
+    return _scale_to_unit(arr, name, arr.dtype)
 
 
-def _to_unit_float_gray(arr: np.ndarray, name: str, dtype: np.dtype) -> tuple[np.ndarray, int]:
+def _scale_to_unit(arr: np.ndarray, name: str, dtype: np.dtype) -> tuple[np.ndarray, int]:
     if dtype == np.bool_:
         return arr.astype(np.float32), 1
     if np.issubdtype(dtype, np.unsignedinteger) or np.issubdtype(dtype, np.signedinteger):
@@ -211,7 +212,13 @@ def _decode(data: bytes, name: str, max_pixels: int) -> tuple[np.ndarray, int, f
             elif img.mode == "CMYK":
                 img = img.convert("RGB")
             arr = np.asarray(img)
+    except Image.DecompressionBombError as exc:
+        raise TooLargeError(f"{name}: {exc}") from None
     except UnidentifiedImageError:
+        if data[:8] == _PNG_MAGIC and len(data) >= 24:
+            width, height = struct.unpack(">II", data[16:24])
+            _check_size((height, width), name, max_pixels)
+            raise InputError(f"{name}: corrupt PNG") from None
         raise UnsupportedMediaError(f"{name}: not an image (TIFF, PNG, JPEG or BMP expected)") from None
     except InputError:
         raise
