@@ -213,7 +213,7 @@ def _decode(data: bytes, name: str, max_pixels: int) -> tuple[np.ndarray, int, f
                 img = img.convert("RGB")
             arr = np.asarray(img)
     except Image.DecompressionBombError as exc:
-        raise TooLargeError(f"{name}: {exc}") from None
+        raise TooLargeError(f"{name}: pixel count exceeds the limit of the decoder ({exc})") from None
     except UnidentifiedImageError:
         if data[:8] == _PNG_MAGIC and len(data) >= 24:
             width, height = struct.unpack(">II", data[16:24])
