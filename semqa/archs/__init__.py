@@ -1,0 +1,65 @@
+"""Super-resolution network architectures and the registry that builds them from config.
+
+A generator is described completely by a :class:`GeneratorConfig`; the config is stored as
+JSON beside the weights (safetensors), so a model loads by rebuilding the architecture from
+``semqa`` and filling in tensors — never by unpickling code.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from semqa.archs.discriminator import UNetDiscriminatorSN
+from semqa.archs.rrdbnet import RRDBNet
+from semqa.archs.srvgg import SRVGGNetCompact
+
+__all__ = [
+    "DiscriminatorConfig",
+    "GeneratorConfig",
+    "RRDBNet",
+    "SRVGGNetCompact",
+    "UNetDiscriminatorSN",
+    "build_discriminator",
+    "build_generator",
+]
+
+
+class GeneratorConfig(BaseModel):
+    """Architecture of a grayscale super-resolution generator.
+
+    ``srvgg`` (default) is the compact CPU-friendly network; ``rrdbnet`` the stronger
+    ESRGAN generator meant for GPU training.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    arch: Literal["srvgg", "rrdbnet"] = "srvgg"
+    scale: Literal[2, 4] = 2
+    num_feat: int = Field(32, ge=4, le=256, description="feature channels")
+    num_conv: int = Field(8, ge=1, le=64, description="srvgg: 3×3 body convolutions at LR resolution")
+    num_block: int = Field(6, ge=1, le=64, description="rrdbnet: residual-in-residual dense blocks")
+    num_grow_ch: int = Field(16, ge=4, le=128, description="rrdbnet: growth channels of a dense block")
+
+
+class DiscriminatorConfig(BaseModel):
+    """Architecture of the U-Net discriminator with spectral normalization."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_feat: int = Field(32, ge=4, le=256, description="channels of the first level (doubled per level)")
+    skip_connection: bool = True
+
+
+def build_generator(config: GeneratorConfig) -> nn.Module:
+    """A freshly initialised generator for ``config`` (1 channel in, 1 channel out)."""
+    if config.arch == "srvgg":
+        return SRVGGNetCompact(num_feat=config.num_feat, num_conv=config.num_conv, scale=config.scale)
+    return RRDBNet(num_feat=config.num_feat, num_block=config.num_block, num_grow_ch=config.num_grow_ch, scale=config.scale)
+
+
+def build_discriminator(config: DiscriminatorConfig) -> nn.Module:
+    """A freshly initialised U-Net discriminator with spectral normalization."""
+    return UNetDiscriminatorSN(num_feat=config.num_feat, skip_connection=config.skip_connection)

@@ -1,0 +1,274 @@
+"""Super-resolution inference: a trained generator applied to images of any size.
+
+Weights travel as a safetensors state dict plus the architecture's JSON config
+(:class:`semqa.archs.GeneratorConfig`); loading rebuilds the network from ``semqa`` and
+fills in tensors, so no pickled code is ever executed.
+
+Large images are processed in overlapping windows of bounded size. Each window is padded by
+at least the generator's receptive radius where possible and only its centre is kept, so the
+result equals whole-image inference (no seams) while memory stays bounded by the window size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from semqa.archs import GeneratorConfig, build_generator
+from semqa.errors import InputError
+from semqa.registry import MODEL_NAME
+from semqa.results import ModelRef
+
+#: The generator used when no model is named: the registry's production alias.
+DEFAULT_MODEL_URI = f"models:/{MODEL_NAME}@production"
+#: File names of a generator's weights and architecture (run artifacts and model extra files).
+WEIGHTS_FILE = "weights.safetensors"
+ARCH_FILE = "arch_config.json"
+#: Model-version tags written at registration and read here.
+TAG_WEIGHTS_ARTIFACT = "weights_artifact"
+TAG_WEIGHTS_DIGEST = "weights_digest"
+
+
+def weights_digest(path: str | Path) -> str:
+    """``sha256:<hex>`` of a weights file: the digest recorded in lineage."""
+    return "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def save_generator_files(generator: nn.Module, config: GeneratorConfig, folder: str | Path) -> tuple[Path, Path]:
+    """Write ``weights.safetensors`` and ``arch_config.json`` into ``folder``; returns both paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in generator.state_dict().items()}
+    weights, arch = folder / WEIGHTS_FILE, folder / ARCH_FILE
+    save_file(state, str(weights))
+    arch.write_text(config.model_dump_json(indent=2) + "\n")
+    return weights, arch
+
+
+def _window_starts(n: int, window: int, pad: int) -> tuple[list[int], list[tuple[int, int]]]:
+    """Window starts along one axis and the output span (in input pixels) each one owns.
+
+    Consecutive windows overlap by at least ``2 * pad``; the boundary between the spans two
+    windows own lies in the middle of their overlap, so every kept pixel is at least ``pad``
+    pixels away from an interior window edge.
+    """
+    if n <= window:
+        return [0], [(0, n)]
+    step = window - 2 * pad
+    k = math.ceil((n - window) / step) + 1
+    starts = [round(i * (n - window) / (k - 1)) for i in range(k)]
+    bounds = [0] + [(starts[i + 1] + starts[i] + window) // 2 for i in range(k - 1)] + [n]
+    return starts, list(zip(bounds[:-1], bounds[1:]))
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Upscaler:
+    """A generator in evaluation mode with tiled inference.
+
+    Parameters
+    ----------
+    generator : torch.nn.Module
+        The (EMA) generator; it is moved to ``device`` and put in eval mode.
+    ref : semqa.results.ModelRef
+        What the generator is (registry name, version, run, weights digest, scale).
+    device : str or torch.device, optional
+        Default: CUDA when available, else CPU.
+    tile_size : int
+        Window side in input (LR) pixels; bounds memory.
+    tile_pad : int, optional
+        Minimum context kept around each window's centre; default the generator's receptive
+        radius (capped at a quarter of the window), which makes tiling exact.
+    tile_batch : int
+        Windows per forward pass.
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        ref: ModelRef,
+        device: str | torch.device | None = None,
+        *,
+        tile_size: int = 256,
+        tile_pad: int | None = None,
+        tile_batch: int = 4,
+    ) -> None:
+        self.device = torch.device(device) if device is not None else default_device()
+        self.generator = generator.to(self.device).eval()
+        self.ref = ref
+        self.scale = int(ref.scale)
+        radius = int(getattr(generator, "receptive_radius", 16))
+        self.tile_pad = int(tile_pad) if tile_pad is not None else min(radius, tile_size // 4)
+        if tile_size <= 2 * self.tile_pad:
+            raise ValueError(f"tile_size {tile_size} must exceed twice tile_pad {self.tile_pad}")
+        self.tile_size = int(tile_size)
+        self.tile_batch = max(1, int(tile_batch))
+
+    @classmethod
+    def from_files(
+        cls,
+        weights: str | Path,
+        arch_config: str | Path,
+        *,
+        ref: ModelRef | None = None,
+        device: str | torch.device | None = None,
+        **tiling,
+    ) -> Upscaler:
+        """Load from a safetensors state dict and the architecture JSON (no MLflow needed).
+
+        ``ref`` defaults to a :class:`ModelRef` naming only the registered model name, the
+        scale and the weights' digest.
+        """
+        weights, arch_config = Path(weights), Path(arch_config)
+        for p in (weights, arch_config):
+            if not p.is_file():
+                raise InputError(f"generator file not found: {p}")
+        try:
+            config = GeneratorConfig.model_validate_json(arch_config.read_text())
+        except ValueError as exc:
+            raise InputError(f"invalid generator architecture file {arch_config}: {exc}") from None
+        generator = build_generator(config)
+        try:
+            generator.load_state_dict(load_file(str(weights)))
+        except Exception as exc:  # safetensors and load_state_dict raise several types
+            raise InputError(f"weights {weights.name} do not fit architecture {config.arch}: {exc}") from None
+        digest = weights_digest(weights)
+        if ref is None:
+            ref = ModelRef(name=MODEL_NAME, scale=config.scale, weights_digest=digest, model_uri=str(weights.parent))
+        elif ref.weights_digest is not None and ref.weights_digest != digest:
+            raise InputError(f"weights digest {digest} differs from the registered {ref.weights_digest}")
+        return cls(generator, ref.model_copy(update={"weights_digest": digest, "scale": config.scale}), device, **tiling)
+
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(batch[:, None])).to(self.device)
+        with torch.inference_mode(), self._autocast():
+            y = self.generator(x)
+        return y[:, 0].float().cpu().numpy()
+
+    def _upscale_stack(self, stack: np.ndarray) -> np.ndarray:
+        """Upscale ``(N, H, W)`` float32 images window by window."""
+        n, h, w = stack.shape
+        s = self.scale
+        out = np.empty((n, h * s, w * s), dtype=np.float32)
+        ys, yspans = _window_starts(h, self.tile_size, self.tile_pad)
+        xs, xspans = _window_starts(w, self.tile_size, self.tile_pad)
+        wh, ww = min(h, self.tile_size), min(w, self.tile_size)
+        jobs = [(i, y, yspan, x, xspan) for i in range(n) for y, yspan in zip(ys, yspans) for x, xspan in zip(xs, xspans)]
+        for k in range(0, len(jobs), self.tile_batch):
+            chunk = jobs[k : k + self.tile_batch]
+            result = self._forward(np.stack([stack[i, y : y + wh, x : x + ww] for i, y, _, x, _ in chunk]))
+            for tile, (i, y, (y0, y1), x, (x0, x1)) in zip(result, chunk):
+                out[i, y0 * s : y1 * s, x0 * s : x1 * s] = tile[(y0 - y) * s : (y1 - y) * s, (x0 - x) * s : (x1 - x) * s]
+        return np.clip(out, 0.0, 1.0, out=out)
+
+    @staticmethod
+    def _check(image: np.ndarray) -> np.ndarray:
+        arr = np.asarray(image)
+        if arr.ndim != 2 or arr.size == 0:
+            raise InputError(f"super-resolution needs a non-empty 2-D grayscale image, got shape {arr.shape}")
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise InputError(f"super-resolution needs a float image in [0, 1], got {arr.dtype}")
+        if not np.all(np.isfinite(arr)):
+            raise InputError("image contains NaN or infinite values")
+        return arr.astype(np.float32, copy=False)
+
+    def upscale(self, image: np.ndarray) -> np.ndarray:
+        """Super-resolve one 2-D float image in [0, 1]; returns ``float32`` of shape × ``scale``."""
+        return self._upscale_stack(self._check(image)[None])[0]
+
+    def upscale_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Super-resolve several images of the same shape together."""
+        arrays = [self._check(im) for im in images]
+        if not arrays:
+            return []
+        if len({a.shape for a in arrays}) != 1:
+            raise InputError("upscale_batch needs images of one shape; call upscale() for mixed sizes")
+        return list(self._upscale_stack(np.stack(arrays)))
+
+
+def _parse_models_uri(uri: str) -> tuple[str, str | None, str | None]:
+    """``models:/name@alias`` or ``models:/name/version`` → (name, alias, version)."""
+    rest = uri.removeprefix("models:/")
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        return name, alias, None
+    name, _, version = rest.partition("/")
+    if not name or not version:
+        raise InputError(f"model URI {uri!r} must be models:/<name>@<alias>, models:/<name>/<version> or a folder")
+    return name, None, version
+
+
+def load_upscaler(model_uri: str | None = None, device: str | torch.device | None = None, **tiling) -> Upscaler:
+    """The generator named by ``model_uri``, ready for inference.
+
+    Parameters
+    ----------
+    model_uri : str, optional
+        ``models:/<name>@<alias>``, ``models:/<name>/<version>``, or a local folder holding
+        ``weights.safetensors`` and ``arch_config.json``. Default: ``SEMQA_MODEL_URI`` or
+        ``models:/semqa-generator@production``.
+    device : str or torch.device, optional
+        Default: CUDA when available, else CPU.
+    **tiling
+        ``tile_size``, ``tile_pad``, ``tile_batch`` for :class:`Upscaler`.
+
+    Raises
+    ------
+    InputError
+        Unknown model, version or alias, or weights whose digest differs from the registry's.
+    """
+    uri = model_uri or os.environ.get("SEMQA_MODEL_URI") or DEFAULT_MODEL_URI
+    if not uri.startswith("models:/"):
+        folder = Path(uri)
+        if not folder.is_dir():
+            raise InputError(f"model {uri!r} is neither a models:/ URI nor a folder with {WEIGHTS_FILE}")
+        return Upscaler.from_files(folder / WEIGHTS_FILE, folder / ARCH_FILE, device=device, **tiling)
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from semqa.registry import configure_tracking
+
+    name, alias, version = _parse_models_uri(uri)
+    configure_tracking()
+    client = mlflow.MlflowClient()
+    try:
+        mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+    except MlflowException:
+        if alias == "production" and name == MODEL_NAME:
+            raise InputError(f"no production model registered ({uri}); run `semqa train` and promote one") from None
+        raise InputError(f"model {uri} not found in the registry at {mlflow.get_tracking_uri()}") from None
+    artifact = mv.tags.get(TAG_WEIGHTS_ARTIFACT)
+    if not artifact or not mv.run_id:
+        raise InputError(f"model version {name}/{mv.version} carries no {TAG_WEIGHTS_ARTIFACT} tag: not a semqa generator")
+    with tempfile.TemporaryDirectory(prefix="semqa-generator-") as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=artifact, dst_path=tmp))
+        ref = ModelRef(
+            name=name,
+            version=str(mv.version),
+            alias=alias,
+            run_id=mv.run_id,
+            model_uri=uri,
+            weights_digest=mv.tags.get(TAG_WEIGHTS_DIGEST),
+            scale=json.loads((local / ARCH_FILE).read_text())["scale"],
+        )
+        return Upscaler.from_files(local / WEIGHTS_FILE, local / ARCH_FILE, ref=ref, device=device, **tiling)

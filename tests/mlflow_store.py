@@ -1,0 +1,35 @@
+"""A migrated MLflow SQLite store, made once per test session and copied per test.
+
+Migrating a fresh SQLite database takes seconds (DESIGN.md), so tests copy one file.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+
+def migrated_db(folder: Path) -> Path:
+    """Create and migrate an MLflow SQLite database in ``folder``; returns its path."""
+    import mlflow
+
+    db = folder / "mlflow.db"
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{db}", registry_uri=f"sqlite:///{db}")
+    client.search_experiments()
+    client.search_registered_models()
+    return db
+
+
+def fresh_store(template: Path, workdir: Path, monkeypatch) -> str:
+    """Copy ``template`` to ``workdir/mlruns/mlflow.db``, chdir there, point MLflow at it."""
+    import mlflow
+
+    store = workdir / "mlruns"
+    store.mkdir(parents=True, exist_ok=True)
+    shutil.copy(template, store / "mlflow.db")
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
