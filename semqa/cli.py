@@ -153,7 +153,57 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_compare)
 
 
-_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_analyze, _add_compare]
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from semqa.degradation import DegradationConfig
+    from semqa.synth import default_products, make_lots, make_pairs, synth_config
+
+    if args.pairs < 0 or (args.pairs == 0 and not args.lots):
+        raise InputError("--pairs must be ≥ 1 (or 0 together with --lots)")
+    try:
+        degradation = DegradationConfig(scale=args.scale)
+    except ValueError:
+        raise InputError(f"--scale must be 2 or 4, got {args.scale}") from None
+    config = synth_config(
+        size_px=args.size, pixel_size_um=args.pixel_size, d50_um=args.d50, gsd=args.gsd, degradation=degradation
+    )
+    out = Path(args.out)
+    if args.pairs:
+        make_pairs(out, args.pairs, config, seed=args.seed, labels=args.labels)
+        print(f"wrote {args.pairs} HR/LR pairs: {out / 'hr'} ({config.pixel_size_um:g} µm/px), "
+              f"{out / 'lr'} ({config.lr_pixel_size_um:g} µm/px)")
+        print(f"truth {out / 'particles.csv'}, manifest {out / 'manifest.csv'}")
+    if args.lots:
+        lots_dir = out / "lots"
+        products = default_products(config.d50_um, config.gsd)
+        make_lots(lots_dir, products, lots=args.n_lots, images_per_lot=args.images_per_lot, config=config,
+                  seed=args.seed, lot_cv=args.lot_cv)
+        for name, spec in products.items():
+            print(f"product {name} (D50 {spec.d50_um:g} µm, GSD {spec.gsd:g}): {args.n_lots} lots × "
+                  f"{args.images_per_lot} images in {lots_dir / name / 'lr'} and {lots_dir / name / 'hr'}")
+    return EXIT_OK
+
+
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="synthetic SEM-like HR/LR pairs and product lots with ground truth")
+    p.add_argument("out", metavar="OUT", help="output folder (hr/, lr/, particles.csv, manifest.csv, lots/)")
+    p.add_argument("--pairs", type=int, default=16, metavar="N", help="HR/LR pairs to make (default 16)")
+    p.add_argument("--lots", action="store_true", help="also make lots of products rld, generic-equivalent, generic-shifted (D50 +25 %%) under OUT/lots/")
+    p.add_argument("--n-lots", type=int, default=3, metavar="N", help="lots per product (default 3)")
+    p.add_argument("--images-per-lot", type=int, default=10, metavar="N", help="images (units) per lot (default 10)")
+    p.add_argument("--lot-cv", type=float, default=0.03, metavar="CV", help="between-lot CV of D50 (default 0.03)")
+    p.add_argument("--size", type=int, default=768, metavar="PX", help="HR image side in pixels (default 768)")
+    p.add_argument("--pixel-size", type=float, default=0.1, metavar="UM", help="HR pixel size in µm (default 0.1)")
+    p.add_argument("--scale", type=int, default=4, metavar="2|4", help="LR pixel pitch in HR pixels (default 4)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (same seed, same bytes)")
+    p.add_argument("--d50", type=float, default=3.0, metavar="UM", help="median ECD in µm (default 3)")
+    p.add_argument("--gsd", type=float, default=1.5, metavar="G", help="geometric SD of ECD (default 1.5)")
+    p.add_argument("--labels", action="store_true", help="also write true label images to OUT/labels/")
+    p.set_defaults(func=_cmd_synth)
+
+
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_analyze, _add_compare, _add_synth]
 
 
 if __name__ == "__main__":
