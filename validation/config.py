@@ -1,0 +1,77 @@
+"""Every threshold of data validation, in one configuration with documented defaults.
+
+The defaults were set on :mod:`semqa.synth` pairs (HR 0.1 µm/px, LR ×4, 8-bit) so that a
+clean generated set passes with margin and each deliberate fault fails; measured values
+on clean synthetic data are given beside each default.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ValidationConfig(BaseModel):
+    """Declared properties of a data set and the limits its images are checked against.
+
+    ``scale`` and ``bit_depth`` are *declared* values: when left ``None`` they come from the
+    pair set's ``manifest.csv`` (columns ``scale`` / ``bit_depth``), else scale 4 and the
+    bit depth most files of the set share.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scale: int | None = Field(None, ge=1, le=16, description="declared HR/LR scale; None: manifest.csv, else 4")
+    bit_depth: int | None = Field(None, description="declared bits per sample (8, 16 or 32 for float); None: manifest.csv, else the set's most common")
+    size_tolerance_lr_px: float = Field(
+        1.0, ge=0, description="largest |LR side − HR side / scale| in LR pixels (rounding of odd HR sides)"
+    )
+    max_fov_mismatch: float = Field(
+        0.02,
+        ge=0,
+        description="largest relative difference between the HR and LR fields of view (pixel size × pixels), per axis",
+    )
+    max_saturated_fraction: float = Field(
+        0.005, ge=0, le=1, description="largest share of pixels at the top code (clean synthetic: < 3e-4)"
+    )
+    max_black_fraction: float = Field(
+        0.005, ge=0, le=1, description="largest share of pixels at code 0 (clean synthetic: < 3e-5)"
+    )
+    min_dynamic_range: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="smallest 0.5–99.5 percentile spread as a share of full scale (clean synthetic: ≈ 0.6)",
+    )
+    focus_sigma_px: float = Field(
+        1.5,
+        gt=0,
+        description="Gaussian sigma (px) of the Laplacian-of-Gaussian focus measure; smoothing keeps shot noise, "
+        "which the bare Laplacian mostly measures, out of it",
+    )
+    min_focus_hr: float = Field(
+        1.5e-4,
+        ge=0,
+        description="smallest focus measure of an HR image (clean synthetic: 2.8e-4–3.7e-4; blurred by σ = 3 px: ≤ 1.0e-4)",
+    )
+    min_focus_lot: float = Field(
+        1.5e-4, ge=0, description="smallest focus measure of a lot image (same measure, at the image's own pixel size)"
+    )
+    max_shift_lr_px: float = Field(
+        0.25, ge=0, description="largest residual HR↔LR shift in LR pixels (clean synthetic: ≤ 0.1)"
+    )
+    min_correlation: float = Field(
+        0.7,
+        ge=-1,
+        le=1,
+        description="smallest Pearson correlation of the area-downscaled HR and the LR after removing the shift "
+        "(clean synthetic: 0.84–0.89)",
+    )
+    upsample_factor: int = Field(20, ge=1, description="sub-pixel precision of phase correlation: 1/upsample_factor LR px")
+    max_colour_spread: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="largest 99th-percentile difference between colour channels (share of full scale) for a colour "
+        "file to count as a gray image stored in colour",
+    )
+    workers: int = Field(2, ge=1, description="threads computing the per-pair rows (numpy and scipy release the GIL)")
