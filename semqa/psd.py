@@ -95,7 +95,8 @@ class PSD(BaseModel):
     warnings: list[str] = Field(default_factory=list)
 
 
-def _as_sizes(ecd_um: Sequence[float] | np.ndarray, what: str = "ECD") -> np.ndarray:
+def as_sizes(ecd_um: Sequence[float] | np.ndarray, what: str = "ECD") -> np.ndarray:
+    """Sizes as a 1-D float array; :class:`InputError` unless all are finite and > 0."""
     x = np.asarray(ecd_um, dtype=float)
     if x.ndim != 1:
         raise InputError(f"{what} values must be a flat list of sizes, got shape {x.shape}")
@@ -119,14 +120,12 @@ def _as_weights(weights: Sequence[float] | np.ndarray | None, n: int) -> np.ndar
     return w
 
 
-def _quantity_weights(x: np.ndarray, w: np.ndarray, weighting: Weighting) -> np.ndarray:
+def quantity_weights(x: np.ndarray, w: np.ndarray, weighting: Weighting) -> np.ndarray:
     """Per-particle share of the quantity: count (r = 0) or sphere-equivalent volume (r = 3)."""
     if weighting == "number":
         return w
-    if weighting == "volume":
-        # Scale by the largest size first so ECD³ cannot overflow or underflow for any unit.
-        return w * (x / x.max()) ** 3
-    raise InputError(f"weighting must be 'number' or 'volume', got {weighting!r}")
+    # Scale by the largest size first so ECD³ cannot overflow or underflow for any unit.
+    return w * (x / x.max()) ** 3
 
 
 def _row_quantiles(x_sorted: np.ndarray, w_sorted: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -196,8 +195,10 @@ def d_values(
     sizes. For equal weights this is Hazen's rule (Hyndman & Fan 1996, type 5).
     Particles of zero weight carry no quantity and are ignored.
     """
-    x = _as_sizes(ecd_um)
-    w = _quantity_weights(x, _as_weights(weights, x.size), weighting) if x.size else np.ones(0)
+    x = as_sizes(ecd_um)
+    if weighting not in ("number", "volume"):
+        raise InputError(f"weighting must be 'number' or 'volume', got {weighting!r}")
+    w = quantity_weights(x, _as_weights(weights, x.size), weighting) if x.size else np.ones(0)
     q = np.asarray(quantiles, dtype=float)
     if q.ndim != 1 or q.size == 0 or np.any((q < 0) | (q > 1)):
         raise InputError("quantiles must be a non-empty list of fractions in [0, 1]")
@@ -323,7 +324,7 @@ def compute_psd(
     the replicates. Resampling particles treats them as independent draws; clustering by
     image is not accounted for (between-image variation is what PBE's lot/unit design is for).
     """
-    x = _as_sizes(ecd_um)
+    x = as_sizes(ecd_um)
     w_user = _as_weights(weights, x.size)
     if not 0 < ci_level < 1:
         raise InputError(f"ci_level must be between 0 and 1, got {ci_level}")
@@ -336,7 +337,7 @@ def compute_psd(
     if x.size == 0:
         return PSD(weighting=weighting, n=0, ci_level=ci_level, histogram=_histogram(x, x, bins_arr), warnings=warnings)
 
-    w = _quantity_weights(x, w_user, weighting)
+    w = quantity_weights(x, w_user, weighting)
     keep = w > 0
     order = np.argsort(x[keep], kind="stable")
     xs, ws = x[keep][order], w[keep][order]
