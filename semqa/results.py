@@ -47,6 +47,9 @@ class Lineage(BaseModel):
 
     model: ModelRef | None = Field(None, description="None when analysed without super-resolution")
     input_digests: dict[str, str] = Field(default_factory=dict, description="image name → sha256")
+    input_paths: dict[str, str] = Field(
+        default_factory=dict, description="image name → absolute path read, so lineage can re-hash the inputs"
+    )
     code_version: str = Field(description="git commit of the code, or the package version")
     semqa_version: str = __version__
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
