@@ -170,7 +170,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     )
     out = Path(args.out)
     if args.pairs:
-        make_pairs(out, args.pairs, config, seed=args.seed, labels=args.labels)
+        make_pairs(out, args.pairs, config, seed=args.seed, labels=args.labels, workers=args.workers)
         print(f"wrote {args.pairs} HR/LR pairs: {out / 'hr'} ({config.pixel_size_um:g} µm/px), "
               f"{out / 'lr'} ({config.lr_pixel_size_um:g} µm/px)")
         print(f"truth {out / 'particles.csv'}, manifest {out / 'manifest.csv'}")
@@ -178,7 +178,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         lots_dir = out / "lots"
         products = default_products(config.d50_um, config.gsd)
         make_lots(lots_dir, products, lots=args.n_lots, images_per_lot=args.images_per_lot, config=config,
-                  seed=args.seed, lot_cv=args.lot_cv)
+                  seed=args.seed, lot_cv=args.lot_cv, workers=args.workers)
         for name, spec in products.items():
             print(f"product {name} (D50 {spec.d50_um:g} µm, GSD {spec.gsd:g}): {args.n_lots} lots × "
                   f"{args.images_per_lot} images in {lots_dir / name / 'lr'} and {lots_dir / name / 'hr'}")
@@ -200,10 +200,75 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--d50", type=float, default=3.0, metavar="UM", help="median ECD in µm (default 3)")
     p.add_argument("--gsd", type=float, default=1.5, metavar="G", help="geometric SD of ECD (default 1.5)")
     p.add_argument("--labels", action="store_true", help="also write true label images to OUT/labels/")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="processes to render with (output is the same for any N)")
     p.set_defaults(func=_cmd_synth)
 
 
-_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_analyze, _add_compare, _add_synth]
+def _print_failures(report, what: str) -> None:
+    for check, rows in report.failures.items():
+        print(f"FAIL {check}: {len(rows)} {what}: {', '.join(rows)}")
+    print(f"report: {report.report_dir} (Data Docs {report.data_docs_index})")
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from validation import ValidationConfig, validate_lots, validate_pairs
+
+    try:
+        config = ValidationConfig(scale=args.scale, bit_depth=args.bit_depth)
+    except ValueError as exc:
+        raise InputError(f"bad validation setting: {exc.errors()[0]['msg']}") from None  # type: ignore[attr-defined]
+    if args.lots:
+        report = validate_lots(args.dir, config=config, report_dir=args.report, pixel_size_um=args.pixel_size)
+        rows, n, n_failed = "image(s)", report.n_images, report.n_failed_images
+        print(f"{n} image(s) in {len(report.lots)} lot(s); dataset digest {report.dataset_digest}")
+    else:
+        if args.pixel_size is not None:
+            raise InputError("--pixel-size applies to --lots only: pair sets carry their pixel sizes in the files")
+        report = validate_pairs(args.dir, config=config, report_dir=args.report)
+        rows, n, n_failed = "pair(s)", report.n_pairs, report.n_failed_pairs
+        print(f"{n} pair(s), scale {report.scale} ({report.scale_source}), bit depth {report.bit_depth} "
+              f"({report.bit_depth_source}); dataset digest {report.dataset_digest}")
+    _print_failures(report, rows)
+    if not report.success:
+        raise CheckFailed(f"validation failed: {n_failed} of {n} {rows} failed {len(report.failures)} check(s)")
+    print(f"validation passed: {n} {rows}")
+    return EXIT_OK
+
+
+def _add_validate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate", help="validate a pair set (DIR/hr/*, DIR/lr/*) or, with --lots, images to analyze")
+    p.add_argument("dir", metavar="DIR", help="pair set, or with --lots DIR/<lot>/* or a folder of images")
+    p.add_argument("--report", metavar="DIR", help="report folder (default DIR/validation_report)")
+    p.add_argument("--scale", type=int, metavar="N", help="declared HR/LR scale (default: manifest.csv, else 4)")
+    p.add_argument("--bit-depth", type=int, metavar="N", help="declared bits per sample (default: manifest.csv, else the most common)")
+    p.add_argument("--lots", action="store_true", help="DIR holds images to analyze: readable, pixel size, exposure, focus")
+    p.add_argument("--pixel-size", type=float, metavar="UM", help="with --lots: µm per pixel, overriding metadata")
+    p.set_defaults(func=_cmd_validate)
+
+
+def _cmd_register_pairs(args: argparse.Namespace) -> int:
+    from validation.fix import register_pair_set
+
+    result = register_pair_set(args.dir, args.out, scale=args.scale)
+    for name, shift in result.registered.items():
+        print(f"{name}: shift ({shift[0]:+.2f}, {shift[1]:+.2f}) LR px, cropped to the aligned overlap")
+    for name, reason in result.skipped.items():
+        print(f"skipped {name}: {reason}")
+    print(f"wrote {len(result.registered)} registered pair(s) to {args.out}; validate with: semqa validate {args.out}")
+    if result.skipped:
+        raise CheckFailed(f"{len(result.skipped)} pair(s) could not be registered and were left out")
+    return EXIT_OK
+
+
+def _add_register_pairs(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("register-pairs", help="register every HR/LR pair of DIR and crop it to its aligned overlap in OUT")
+    p.add_argument("dir", metavar="DIR", help="pair set (DIR/hr/*, DIR/lr/*)")
+    p.add_argument("out", metavar="OUT", help="new pair set (OUT/hr, OUT/lr); must not exist or be empty")
+    p.add_argument("--scale", type=int, metavar="N", help="HR/LR scale (default: manifest.csv, else 4)")
+    p.set_defaults(func=_cmd_register_pairs)
+
+
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_analyze, _add_compare, _add_synth, _add_validate, _add_register_pairs]
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ class DegradationConfig(BaseModel):
         description="Gaussian probe sigma in HR pixels; None → FWHM of one LR pixel (0.425 × scale)",
     )
     dose: float = Field(
-        60.0,
+        80.0,
         gt=0,
         description="electrons per LR pixel at yield 1.0; lower than the HR scan's per-pixel dose (fast scan)",
     )

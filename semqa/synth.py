@@ -102,8 +102,8 @@ class SynthConfig(BaseModel):
     substrate_level: float = Field(0.2, ge=0, le=1, description="substrate yield")
     particle_level: float = Field(0.5, ge=0, le=1, description="mean particle interior yield")
     particle_level_sd: float = Field(0.05, ge=0, description="particle-to-particle sd of interior yield")
-    rim_amplitude: float = Field(0.3, ge=0, description="extra yield at the boundary (edge effect)")
-    rim_width_um: float = Field(0.25, gt=0, description="e-folding distance of the edge effect inside a particle, µm")
+    rim_amplitude: float = Field(0.4, ge=0, description="extra yield at the boundary (edge effect)")
+    rim_width_um: float = Field(0.3, gt=0, description="e-folding distance of the edge effect inside a particle, µm")
     shading: float = Field(0.12, ge=0, le=0.5, description="relative one-sided brightness change across a particle (detector side)")
     texture: float = Field(0.04, ge=0, le=0.3, description="relative sd of smooth internal texture")
     texture_scale_um: float = Field(0.3, gt=0, description="correlation length of the texture, µm")
@@ -527,32 +527,58 @@ def _rng(seed: int, *key: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
 
 
-def _write_unit(
-    out_dir: Path, hr_path: Path, lr_path: Path, name: str, config: SynthConfig, rng: np.random.Generator, labels_path: Path | None
-) -> tuple[pd.DataFrame, dict]:
+@dataclass(frozen=True)
+class _Unit:
+    """One image to write: where, with which settings and which random stream."""
+
+    out_dir: Path
+    hr_path: Path
+    lr_path: Path
+    labels_path: Path | None
+    config: SynthConfig
+    seed: int
+    key: tuple[int, ...]
+
+
+def _write_unit(unit: _Unit) -> tuple[pd.DataFrame, dict]:
+    config, rng = unit.config, _rng(unit.seed, *unit.key)
     scene = render_scene(config, rng)
     hr, lr = scan_scene(scene, config, rng)
-    write_image(hr_path, hr, pixel_size_um=config.pixel_size_um, bit_depth=config.bit_depth)
-    write_image(lr_path, lr, pixel_size_um=config.lr_pixel_size_um, bit_depth=config.bit_depth)
+    write_image(unit.hr_path, hr, pixel_size_um=config.pixel_size_um, bit_depth=config.bit_depth)
+    write_image(unit.lr_path, lr, pixel_size_um=config.lr_pixel_size_um, bit_depth=config.bit_depth)
     row = {
-        "name": name,
-        "hr_path": hr_path.relative_to(out_dir).as_posix(),
-        "lr_path": lr_path.relative_to(out_dir).as_posix(),
+        "name": unit.hr_path.name,
+        "hr_path": unit.hr_path.relative_to(unit.out_dir).as_posix(),
+        "lr_path": unit.lr_path.relative_to(unit.out_dir).as_posix(),
         "hr_pixel_size_um": config.pixel_size_um,
         "lr_pixel_size_um": config.lr_pixel_size_um,
         "scale": config.scale,
-        "hr_sha256": file_digest(hr_path.read_bytes()),
-        "lr_sha256": file_digest(lr_path.read_bytes()),
+        "hr_sha256": file_digest(unit.hr_path.read_bytes()),
+        "lr_sha256": file_digest(unit.lr_path.read_bytes()),
         "n_particles": len(scene.particles),
     }
-    if labels_path is not None:
+    if unit.labels_path is not None:
         import tifffile
 
-        labels_path.parent.mkdir(parents=True, exist_ok=True)
-        tifffile.imwrite(labels_path, scene.labels.astype(np.uint16), photometric="minisblack", metadata=None)
-        row["labels_path"] = labels_path.relative_to(out_dir).as_posix()
-    truth = scene.particles.assign(image=hr_path.name)
-    return truth, row
+        unit.labels_path.parent.mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(unit.labels_path, scene.labels.astype(np.uint16), photometric="minisblack", metadata=None)
+        row["labels_path"] = unit.labels_path.relative_to(unit.out_dir).as_posix()
+    return scene.particles.assign(image=unit.hr_path.name), row
+
+
+def _write_units(units: list[_Unit], workers: int) -> list[tuple[pd.DataFrame, dict]]:
+    """Write every unit, in order; in ``workers`` processes when more than one.
+
+    Each unit's random stream is fixed by its key, so the bytes do not depend on
+    ``workers``.
+    """
+    workers = _check_count(workers, "number of workers")
+    if workers == 1 or len(units) == 1:
+        return [_write_unit(u) for u in units]
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=min(workers, len(units))) as pool:
+        return list(pool.map(_write_unit, units))
 
 
 def _check_count(n: int, what: str) -> int:
@@ -568,6 +594,7 @@ def make_pairs(
     seed: int = 0,
     *,
     labels: bool = False,
+    workers: int = 1,
 ) -> Path:
     """Write ``n`` synthetic HR/LR pairs with ground truth.
 
@@ -585,14 +612,14 @@ def make_pairs(
     config = config or SynthConfig()
     n = _check_count(n, "number of pairs")
     out = Path(out_dir)
-    truths, rows = [], []
-    for i in range(n):
-        name = f"synth_{i:04d}.tif"
-        truth, row = _write_unit(
-            out, out / "hr" / name, out / "lr" / name, name, config, _rng(seed, i), out / "labels" / name if labels else None
-        )
-        truths.append(truth)
-        rows.append({**row, "seed": seed, "index": i})
+    names = [f"synth_{i:04d}.tif" for i in range(n)]
+    units = [
+        _Unit(out, out / "hr" / name, out / "lr" / name, out / "labels" / name if labels else None, config, seed, (i,))
+        for i, name in enumerate(names)
+    ]
+    done = _write_units(units, workers)
+    truths = [truth for truth, _ in done]
+    rows = [{**row, "seed": seed, "index": i} for i, (_, row) in enumerate(done)]
     pd.concat(truths, ignore_index=True).to_csv(out / "particles.csv", index=False)
     pd.DataFrame(rows).to_csv(out / "manifest.csv", index=False)
     return out
@@ -616,6 +643,7 @@ def make_lots(
     seed: int = 0,
     *,
     lot_cv: float = 0.03,
+    workers: int = 1,
 ) -> Path:
     """Write product lots: ``OUT/<product>/{hr,lr}/<lot>/*.tif`` with truth per product.
 
@@ -643,22 +671,21 @@ def make_lots(
             raise InputError(f"bad product name {product!r}")
         spec = ProductSpec.model_validate(spec)
         pkey = zlib.crc32(product.encode())
-        truths, rows, lot_rows = [], [], []
+        units, meta, lot_rows = [], [], []
         for li in range(lots):
             lot = f"lot{li + 1}"
-            lot_rng = _rng(seed, pkey, li)
             sigma = np.sqrt(np.log1p(lot_cv**2))
-            lot_d50 = spec.d50_um * float(np.exp(lot_rng.normal(0.0, sigma)))
+            lot_d50 = spec.d50_um * float(np.exp(_rng(seed, pkey, li).normal(0.0, sigma)))
             lot_cfg = synth_config(**{**config.model_dump(), "d50_um": lot_d50, "gsd": spec.gsd})
             lot_rows.append({"product": product, "lot": lot, "d50_um": lot_d50, "gsd": spec.gsd})
             for k in range(images_per_lot):
                 name = f"{product}-{lot}-{k:03d}.tif"
-                truth, row = _write_unit(
-                    out / product, out / product / "hr" / lot / name, out / product / "lr" / lot / name,
-                    name, lot_cfg, _rng(seed, pkey, li, k), None,
-                )
-                truths.append(truth.assign(product=product, lot=lot))
-                rows.append({**row, "product": product, "lot": lot, "seed": seed, "index": k})
+                pdir = out / product
+                units.append(_Unit(pdir, pdir / "hr" / lot / name, pdir / "lr" / lot / name, None, lot_cfg, seed, (pkey, li, k)))
+                meta.append({"product": product, "lot": lot, "seed": seed, "index": k})
+        done = _write_units(units, workers)
+        truths = [truth.assign(product=m["product"], lot=m["lot"]) for (truth, _), m in zip(done, meta, strict=True)]
+        rows = [{**row, **m} for (_, row), m in zip(done, meta, strict=True)]
         pd.concat(truths, ignore_index=True).to_csv(out / product / "particles.csv", index=False)
         pd.DataFrame(rows).to_csv(out / product / "manifest.csv", index=False)
         pd.DataFrame(lot_rows).to_csv(out / product / "lots.csv", index=False)

@@ -38,6 +38,12 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     assert a["hr/synth_0000.tif"] != c["hr/synth_0000.tif"]
 
 
+def test_output_does_not_depend_on_worker_count(tmp_path):
+    make_pairs(tmp_path / "one", 3, SMALL, seed=2, workers=1)
+    make_pairs(tmp_path / "two", 3, SMALL, seed=2, workers=2)
+    assert _tree_bytes(tmp_path / "one") == _tree_bytes(tmp_path / "two")
+
+
 @pytest.mark.parametrize("scale", [2, 4])
 def test_layout_pixel_sizes_and_manifest(tmp_path, scale):
     cfg = SynthConfig(size_px=192, pixel_size_um=0.08, d50_um=2.0, degradation=DegradationConfig(scale=scale))
@@ -248,7 +254,7 @@ def test_cli_writes_pairs_and_lots(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "args", [["--scale", "3"], ["--pairs", "0"], ["--size", "130"], ["--gsd", "0.5"], ["--pixel-size", "-1"]]
+    "args", [["--scale", "3"], ["--pairs", "0"], ["--workers", "0"], ["--size", "130"], ["--gsd", "0.5"], ["--pixel-size", "-1"]]
 )
 def test_cli_bad_arguments_exit_2(tmp_path, capsys, args):
     assert main(["synth", str(tmp_path), "--size", "128", *args]) == 2
