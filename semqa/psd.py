@@ -51,9 +51,9 @@ class CountGuidance(BaseModel):
       6 000 particles must be measured for a repeatable volume-mean diameter, and at least
       61 000 for reliable volume percentiles such as D90. Volume weighting lets the few
       largest particles dominate, hence the large numbers.
-    * ``number_percentiles = 500``: our choice, from the order-statistics standard error of
-      a sample quantile (e.g. Stuart & Ord, *Kendall's Advanced Theory of Statistics* Vol. 1,
-      §10.10): for a log-normal with σ_g = 1.6 (ln σ_g ≈ 0.47), 500 particles give a relative
+    * ``number_percentiles = 500``: our choice, from the asymptotic variance of a sample
+      quantile, p(1 − p) / (n f(x_p)²) (Serfling, *Approximation Theorems of Mathematical
+      Statistics*, 1980, §2.3): for a log-normal with σ_g = 1.6 (ln σ_g ≈ 0.47), 500 particles give a relative
       standard error of about 2.6 % for the number D50 and 3.6 % for D10/D90, i.e. 95 % CIs of
       roughly ±5–7 %, the repeatability image analysis is usually asked for. ISO 13322-1
       gives no lower number for number-based percentiles.
