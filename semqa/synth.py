@@ -41,6 +41,7 @@ from matplotlib.path import Path as PolygonPath
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy import ndimage
 from scipy.spatial import ConvexHull
+from scipy.spatial.distance import pdist
 from skimage.measure import block_reduce
 
 from semqa.degradation import DegradationConfig, degrade, scan
@@ -198,14 +199,13 @@ def feret_diameters(xy: np.ndarray) -> tuple[float, float]:
     calipers; Toussaint, "Solving geometric problems with the rotating calipers", 1983).
     """
     hull = xy[ConvexHull(xy).vertices]
-    diff = hull[:, None, :] - hull[None, :, :]
-    fmax = float(np.sqrt((diff**2).sum(-1)).max())
+    fmax = float(pdist(hull).max())
     edges = np.roll(hull, -1, axis=0) - hull
     normals = np.stack([-edges[:, 1], edges[:, 0]], axis=1)
     normals /= np.linalg.norm(normals, axis=1, keepdims=True)
-    widths = np.abs((hull[None, :, :] - hull[:, None, :]) @ normals[..., None])[..., 0]
-    # widths[i, j] = distance of vertex j from edge line i
-    fmin = float(widths.max(axis=1).min())
+    # Width across edge i's normal: the spread of all hull vertices projected on it.
+    proj = hull @ normals.T
+    fmin = float((proj.max(axis=0) - proj.min(axis=0)).min())
     return fmax, fmin
 
 
@@ -410,16 +410,22 @@ def _smooth_field(shape: tuple[int, int], sigma_px: float, rng: np.random.Genera
 
 
 def _illumination(size: int, amplitude: float, rng: np.random.Generator) -> np.ndarray:
-    """Multiplicative background unevenness: a random tilt plus a very smooth blob field."""
+    """Multiplicative background unevenness: a random tilt plus a few very smooth waves.
+
+    The waves are products of cosines of at most one period across the field, built as
+    outer products so the cost stays O(size²) with a tiny constant.
+    """
     if amplitude == 0:
         return np.ones((size, size))
-    yy, xx = np.mgrid[0:size, 0:size] / max(size - 1, 1) - 0.5
+    t = np.arange(size) / max(size - 1, 1) - 0.5
     angle = rng.uniform(0, 2 * np.pi)
-    tilt = np.cos(angle) * xx + np.sin(angle) * yy  # in [-0.71, 0.71]
-    coarse = rng.normal(size=(4, 4))
-    blobs = ndimage.zoom(coarse, size / 4, order=3, mode="reflect")[:size, :size]
-    blobs /= max(np.abs(blobs).max(), 1e-9)
-    return 1.0 + amplitude * (tilt + 0.5 * blobs)
+    k = np.arange(3)[:, None]
+    wx = np.cos(np.pi * k * (t[None, :] + 0.5) + rng.uniform(0, 2 * np.pi, size=(3, 1)))
+    wy = np.cos(np.pi * k * (t[None, :] + 0.5) + rng.uniform(0, 2 * np.pi, size=(3, 1)))
+    waves = wy.T @ rng.normal(size=(3, 3)) @ wx
+    waves /= max(np.abs(waves).max(), 1e-9)
+    tilt = np.cos(angle) * t[None, :] + np.sin(angle) * t[:, None]  # in [-0.71, 0.71]
+    return 1.0 + amplitude * (tilt + 0.5 * waves)
 
 
 def _truth_row(p: PlacedParticle, pid: int, config: SynthConfig) -> dict:
@@ -491,9 +497,11 @@ def render_scene(config: SynthConfig, rng: np.random.Generator) -> Scene:
         rows.append(_truth_row(p, pid, config))
     # A touching pair may overlap by < 1 nm at shared boundary pixels: cap the sum.
     coverage = np.clip(coverage, 0.0, 1.0)
-    texture = 1.0 + config.texture * _smooth_field((size, size), config.texture_scale_um / px, rng)
-    substrate = config.substrate_level * (1.0 + 0.5 * config.texture * _smooth_field((size, size), 2.0, rng))
-    clean = (substrate * (1.0 - coverage) + signal * texture) * _illumination(size, config.illumination, rng)
+    # One texture field serves particles and (at half strength) the substrate: they
+    # cover different pixels, and a second full-frame filter costs as much as all EDTs.
+    grain = _smooth_field((size, size), config.texture_scale_um / px, rng)
+    substrate = config.substrate_level * (1.0 + 0.5 * config.texture * grain)
+    clean = (substrate * (1.0 - coverage) + signal * (1.0 + config.texture * grain)) * _illumination(size, config.illumination, rng)
     particles = pd.DataFrame(rows, columns=list(TRUTH_COLUMNS[1:-1]))
     # Pixel count of each particle in the true label image (HR pixels).
     particles["area_px"] = np.bincount(labels.ravel(), minlength=len(placed) + 1)[1:].astype(np.int64)
