@@ -52,7 +52,14 @@ from semqa.imageio import file_digest, write_image
 #: differs from the smooth outline's by far less than 0.1 %.
 OUTLINE_VERTICES: int = 256
 
-#: Columns of the ground-truth table (``particles.csv``).
+#: Columns of the ground-truth table (``particles.csv``). Sizes are of the whole true
+#: shape, also for a particle cut by the frame (``touches_border``): ``ecd_um`` =
+#: sqrt(4·area/π), ``area_um2``, Feret max/min (µm) and ``aspect_ratio`` = Feret max /
+#: Feret min (≥ 1); centroid in µm and HR px (pixel centres at integers).
+#: ``touches_border``: the shape reaches the outermost HR pixel row/column (or beyond);
+#: ``touches_border_lr``: the same for the LR frame's outermost pixels. ``touching_group``:
+#: id shared by the two particles of a designed touching pair, −1 otherwise. ``area_px``:
+#: HR pixels the particle covers by ≥ half inside the frame (a perfect segmentation's count).
 TRUTH_COLUMNS: tuple[str, ...] = (
     "image",
     "particle_id",
@@ -532,6 +539,8 @@ def render_pair(config: SynthConfig, rng: np.random.Generator) -> tuple[np.ndarr
 
 def _rng(seed: int, *key: int) -> np.random.Generator:
     """Independent stream per image, fixed by (seed, key) alone."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(f"seed must be a whole number ≥ 0, got {seed!r}")
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
 
 

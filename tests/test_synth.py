@@ -254,7 +254,7 @@ def test_cli_writes_pairs_and_lots(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "args", [["--scale", "3"], ["--pairs", "0"], ["--workers", "0"], ["--size", "130"], ["--gsd", "0.5"], ["--pixel-size", "-1"]]
+    "args", [["--scale", "3"], ["--pairs", "0"], ["--workers", "0"], ["--seed", "-1"], ["--lots", "--lot-cv", "-0.1"], ["--size", "130"], ["--gsd", "0.5"], ["--pixel-size", "-1"]]
 )
 def test_cli_bad_arguments_exit_2(tmp_path, capsys, args):
     assert main(["synth", str(tmp_path), "--size", "128", *args]) == 2
