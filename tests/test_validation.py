@@ -1,0 +1,299 @@
+"""Data validation with Great Expectations: one fault per pair set, reported exactly once.
+
+Pair sets come from :func:`semqa.synth.make_pairs` (small, 256 px HR); each fault is
+made the way it arises in practice and the test asserts that the report names that
+fault, for that pair, and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage
+
+from semqa.cli import main
+from semqa.degradation import DegradationConfig, degrade, shot_noise
+from semqa.errors import InputError
+from semqa.imageio import read_image, write_image
+from semqa.synth import SynthConfig, make_pairs
+from validation import ValidationConfig, log_report_to_mlflow, register_pair, validate_lots, validate_pairs
+from validation.dataset import dataset_digest
+from validation.fix import register_pair_set
+from validation.register import alignment
+
+HR_PX, LR_PX, SCALE = 0.1, 0.4, 4
+N_PAIRS = 5
+
+
+def _name(i: int) -> str:
+    return f"synth_{i:04d}.tif"
+
+
+@pytest.fixture(scope="module")
+def clean_set(tmp_path_factory) -> Path:
+    return make_pairs(tmp_path_factory.mktemp("pairs") / "clean", N_PAIRS, SynthConfig(size_px=256), seed=3)
+
+
+@pytest.fixture()
+def pair_set(clean_set: Path, tmp_path: Path) -> Path:
+    """A fresh copy of the clean set to break."""
+    return Path(shutil.copytree(clean_set, tmp_path / "set"))
+
+
+def _rewrite(path: Path, image: np.ndarray, pixel_size_um: float | None) -> None:
+    write_image(path, image, pixel_size_um=pixel_size_um, bit_depth=8)
+
+
+def _image(path: Path) -> np.ndarray:
+    return read_image(path).image
+
+
+def _validate(pair_set: Path, **config) -> object:
+    return validate_pairs(pair_set, config=ValidationConfig(**config), report_dir=pair_set.parent / "report")
+
+
+def test_clean_set_passes_and_writes_the_report_folder(clean_set: Path, tmp_path: Path) -> None:
+    report = validate_pairs(clean_set, report_dir=tmp_path / "report")
+    assert report.success, report.failures
+    assert report.failures == {}
+    assert report.n_pairs == N_PAIRS and report.n_failed_pairs == 0
+    assert (report.scale, report.scale_source) == (SCALE, "manifest")
+    assert (report.bit_depth, report.bit_depth_source) == (8, "inferred")
+    assert all(c.success for c in report.checks)
+    # The report folder: GX Data Docs (HTML), the suite, the table, the GX result.
+    assert report.data_docs_index.is_file() and "<html" in report.data_docs_index.read_text().lower()
+    assert list((report.report_dir / "data_docs" / "validations").rglob("*.html"))
+    suite = json.loads(report.suite_json.read_text())
+    checks_in_suite = {e["meta"]["check"] for e in suite["expectations"]}
+    assert checks_in_suite == {c.check for c in report.checks}
+    assert {"partner", "readable", "duplicate", "scale", "focus", "registration_shift"} <= checks_in_suite
+    table = pd.read_csv(report.rows_csv)
+    assert list(table["pair"]) == [_name(i) for i in range(N_PAIRS)]
+    assert (table["shift_lr_px"] < 0.25).all() and (table["correlation"] > 0.7).all()
+    assert json.loads(report.result_json.read_text())["success"] is True
+    assert json.loads(report.report_json.read_text())["dataset_digest"] == report.dataset_digest
+
+
+def test_dataset_digest_covers_every_file_and_matches_the_manifest(clean_set: Path, tmp_path: Path) -> None:
+    report = validate_pairs(clean_set, report_dir=tmp_path / "report")
+    manifest = pd.read_csv(clean_set / "manifest.csv")
+    # Per-file digests are synth's own sha256 digests of the same files.
+    expected = {f"hr/{n}": d for n, d in zip(manifest["name"], manifest["hr_sha256"], strict=True)}
+    expected |= {f"lr/{n}": d for n, d in zip(manifest["name"], manifest["lr_sha256"], strict=True)}
+    assert report.dataset_digest == dataset_digest(expected)
+    assert dataset_digest(dict(reversed(list(expected.items())))) == report.dataset_digest
+    changed = dict(expected, **{f"hr/{_name(0)}": "sha256:" + "0" * 64})
+    assert dataset_digest(changed) != report.dataset_digest
+
+
+def test_missing_partner(pair_set: Path) -> None:
+    (pair_set / "lr" / _name(1)).unlink()
+    report = _validate(pair_set)
+    assert report.failures == {"partner": [_name(1)]}
+    assert report.n_failed_pairs == 1
+
+
+def test_wrong_scale(pair_set: Path) -> None:
+    # An LR scanned at ×2 (pixel size 0.2 µm, consistent with its own size) in a ×4 set.
+    hr = _image(pair_set / "hr" / _name(2))
+    lr2 = degrade(hr, DegradationConfig(scale=2), np.random.default_rng(0))
+    _rewrite(pair_set / "lr" / _name(2), lr2, HR_PX * 2)
+    assert _validate(pair_set).failures == {"scale": [_name(2)]}
+
+
+def test_lr_shifted_by_three_lr_pixels(pair_set: Path) -> None:
+    lr_path = pair_set / "lr" / _name(0)
+    _rewrite(lr_path, ndimage.shift(_image(lr_path), (0, 3), order=0, mode="nearest"), LR_PX)
+    report = _validate(pair_set)
+    assert report.failures == {"registration_shift": [_name(0)]}
+    row = pd.read_csv(report.rows_csv).set_index("pair").loc[_name(0)]
+    assert row["shift_dx_lr_px"] == pytest.approx(-3, abs=0.1)
+    assert abs(row["shift_dy_lr_px"]) < 0.15
+
+
+def test_saturated_image(pair_set: Path) -> None:
+    # Detector gain set too high on both scans: bright particles clip at the top code.
+    for sub, px in (("hr", HR_PX), ("lr", LR_PX)):
+        path = pair_set / sub / _name(3)
+        _rewrite(path, np.clip(_image(path) * 2.0, 0, 1), px)
+    assert _validate(pair_set).failures == {"saturated": [_name(3)]}
+
+
+def test_blurred_hr(pair_set: Path) -> None:
+    # Out of focus: a wider probe (σ = 3 HR px), then the scan's shot noise.
+    path = pair_set / "hr" / _name(4)
+    blurred = shot_noise(ndimage.gaussian_filter(_image(path), 3.0), 200.0, np.random.default_rng(1))
+    _rewrite(path, blurred, HR_PX)
+    assert _validate(pair_set).failures == {"focus": [_name(4)]}
+
+
+def test_duplicate(pair_set: Path) -> None:
+    for sub in ("hr", "lr"):
+        shutil.copy(pair_set / sub / _name(2), pair_set / sub / "copy_of_2.tif")
+    report = _validate(pair_set)
+    assert report.failures == {"duplicate": sorted(["copy_of_2.tif", _name(2)])}
+    assert report.n_pairs == N_PAIRS + 1
+
+
+def test_duplicate_with_other_metadata_is_found_by_content(pair_set: Path) -> None:
+    # Same pixels, different pixel size in the metadata: the file bytes differ, the content does not.
+    for sub, px in (("hr", HR_PX * 1.01), ("lr", LR_PX * 1.01)):
+        _rewrite(pair_set / sub / "copy.tif", _image(pair_set / sub / _name(1)), px)
+    assert _validate(pair_set).failures == {"duplicate": sorted(["copy.tif", _name(1)])}
+
+
+def test_non_image_file(pair_set: Path) -> None:
+    (pair_set / "hr" / _name(3)).write_text("acquisition notes, not an image\n")
+    report = _validate(pair_set)
+    assert report.failures == {"readable": [_name(3)]}
+    error = pd.read_csv(report.rows_csv).set_index("pair").loc[_name(3), "error"]
+    assert error.startswith("hr: ") and "not an image" in error
+
+
+def test_missing_pixel_size(pair_set: Path) -> None:
+    path = pair_set / "lr" / _name(4)
+    _rewrite(path, _image(path), None)
+    assert _validate(pair_set).failures == {"pixel_size": [_name(4)]}
+
+
+def test_pixel_size_inconsistent_with_scale(pair_set: Path) -> None:
+    path = pair_set / "lr" / _name(1)
+    _rewrite(path, _image(path), LR_PX * 2)  # says ×8 while the sizes say ×4
+    assert _validate(pair_set).failures == {"pixel_size_scale": [_name(1)]}
+
+
+def test_bit_depth_as_declared(pair_set: Path) -> None:
+    report = _validate(pair_set, bit_depth=16)
+    assert report.failures == {"bit_depth": [_name(i) for i in range(N_PAIRS)]}
+    assert report.bit_depth_source == "config"
+
+
+def test_colour_image_of_gray_passes_false_colour_fails(pair_set: Path) -> None:
+    from PIL import Image
+
+    gray = (_image(pair_set / "hr" / _name(0)) * 255).astype(np.uint8)
+    as_rgb = pair_set / "hr" / _name(0)
+    Image.fromarray(np.stack([gray] * 3, axis=-1)).save(as_rgb, format="TIFF")
+    (as_rgb.with_suffix(".json")).write_text(json.dumps({"pixel_size_um": HR_PX}))
+    false_colour = np.stack([gray, 255 - gray, gray // 2], axis=-1)
+    path = pair_set / "hr" / _name(1)
+    Image.fromarray(false_colour).save(path, format="TIFF")
+    path.with_suffix(".json").write_text(json.dumps({"pixel_size_um": HR_PX}))
+    failures = _validate(pair_set).failures
+    assert failures["grayscale"] == [_name(1)]
+
+
+def test_register_pair_fixes_the_shifted_pair(pair_set: Path, tmp_path: Path) -> None:
+    lr_path = pair_set / "lr" / _name(0)
+    _rewrite(lr_path, ndimage.shift(_image(lr_path), (3, -3), order=0, mode="nearest"), LR_PX)
+    hr = _image(pair_set / "hr" / _name(0))
+    hr_c, lr_c, shift = register_pair(hr, _image(lr_path), SCALE)
+    assert shift == pytest.approx((-3, 3), abs=0.15)
+    assert hr_c.shape == (lr_c.shape[0] * SCALE, lr_c.shape[1] * SCALE)
+    assert lr_c.shape == (61, 61)  # 64 LR px less the 3 the shift moved out of the field
+    residual, corr = alignment(hr_c, lr_c, SCALE)
+    assert np.hypot(*residual) < 0.25 and corr > 0.8
+
+    # The same through the set-level fix, then validation passes.
+    result = register_pair_set(pair_set, tmp_path / "fixed")
+    assert result.skipped == {} and set(result.registered) == {_name(i) for i in range(N_PAIRS)}
+    assert result.registered[_name(0)] == pytest.approx((-3, 3), abs=0.15)
+    report = validate_pairs(tmp_path / "fixed", report_dir=tmp_path / "fixed_report")
+    assert report.success, report.failures
+    assert read_image(tmp_path / "fixed" / "hr" / _name(0)).pixel_size_um == pytest.approx(HR_PX)
+
+
+def test_register_pair_without_overlap_is_an_input_error() -> None:
+    rng = np.random.default_rng(0)
+    hr = ndimage.gaussian_filter(rng.random((64, 64)), 2)
+    lr = np.ascontiguousarray(ndimage.gaussian_filter(rng.random((16, 16)), 0.5)[:1, :])
+    with pytest.raises(InputError):
+        register_pair(hr, lr, SCALE)
+
+
+def test_not_a_pair_set_is_an_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="not a folder"):
+        validate_pairs(tmp_path / "missing")
+    (tmp_path / "hr").mkdir()
+    with pytest.raises(InputError, match="no lr/"):
+        validate_pairs(tmp_path)
+
+
+def test_lots(clean_set: Path, tmp_path: Path) -> None:
+    lots = tmp_path / "lots"
+    for i in range(N_PAIRS):
+        lot = lots / ("lot1" if i < 3 else "lot2")
+        lot.mkdir(parents=True, exist_ok=True)
+        shutil.copy(clean_set / "lr" / _name(i), lot / _name(i))
+    report = validate_lots(lots, report_dir=tmp_path / "lot_report")
+    assert report.success, report.failures
+    assert report.lots == {"lot1": 3, "lot2": 2} and report.data_docs_index.is_file()
+
+    _rewrite(lots / "lot2" / _name(4), _image(lots / "lot2" / _name(4)), None)
+    (lots / "lot1" / _name(0)).write_bytes(b"\x89PNG broken")
+    report = validate_lots(lots, report_dir=tmp_path / "lot_report")
+    assert report.failures == {"readable": [f"lot1/{_name(0)}"], "pixel_size": [f"lot2/{_name(4)}"]}
+    # A pixel size given by the caller (as with --pixel-size) fills the gap.
+    report = validate_lots(lots, report_dir=tmp_path / "lot_report", pixel_size_um=LR_PX)
+    assert report.failures == {"readable": [f"lot1/{_name(0)}"]}
+
+
+def test_log_report_to_mlflow(clean_set: Path, tmp_path: Path, monkeypatch) -> None:
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("validation-test")
+    report = validate_pairs(clean_set, report_dir=tmp_path / "report")
+    with pytest.raises(RuntimeError, match="active MLflow run"):
+        log_report_to_mlflow(report)
+    with mlflow.start_run() as run:
+        log_report_to_mlflow(report)
+    client = mlflow.MlflowClient(uri)
+    data = client.get_run(run.info.run_id).data
+    assert data.tags["semqa.dataset_digest"] == report.dataset_digest
+    assert data.tags["validation.success"] == "true"
+    assert data.params["validation.scale"] == "4"
+    assert data.metrics["validation.success"] == 1.0 and data.metrics["validation.n_rows"] == N_PAIRS
+    assert data.metrics["validation.failed.registration_shift"] == 0.0
+    artifacts = {f.path for f in client.list_artifacts(run.info.run_id, "validation")}
+    assert {"validation/report.json", "validation/pairs.csv", "validation/suite.json", "validation/data_docs"} <= artifacts
+    docs = {f.path for f in client.list_artifacts(run.info.run_id, "validation/data_docs")}
+    assert "validation/data_docs/index.html" in docs
+
+
+def test_cli_exit_codes(pair_set: Path, tmp_path: Path, capsys) -> None:
+    assert main(["validate", str(pair_set), "--report", str(tmp_path / "r0")]) == 0
+    assert "validation passed" in capsys.readouterr().out
+
+    (pair_set / "lr" / _name(1)).unlink()
+    (pair_set / "hr" / _name(3)).write_bytes(b"not an image")
+    assert main(["validate", str(pair_set), "--report", str(tmp_path / "r1")]) == 1
+    captured = capsys.readouterr()
+    assert f"FAIL partner: 1 pair(s): {_name(1)}" in captured.out
+    assert f"FAIL readable: 1 pair(s): {_name(3)}" in captured.out
+    assert "validation failed: 2 of 5 pair(s)" in captured.err
+
+    assert main(["validate", str(tmp_path / "nowhere")]) == 2
+    assert "not a folder" in capsys.readouterr().err
+    assert main(["validate", str(pair_set), "--scale", "0"]) == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["validate"])
+    assert exc.value.code == 2
+
+
+def test_cli_register_pairs_then_validate(pair_set: Path, tmp_path: Path, capsys) -> None:
+    lr_path = pair_set / "lr" / _name(2)
+    _rewrite(lr_path, ndimage.shift(_image(lr_path), (-3, 0), order=0, mode="nearest"), LR_PX)
+    assert main(["validate", str(pair_set), "--report", str(tmp_path / "before")]) == 1
+    assert f"FAIL registration_shift: 1 pair(s): {_name(2)}" in capsys.readouterr().out
+    out = tmp_path / "fixed"
+    assert main(["register-pairs", str(pair_set), str(out)]) == 0
+    assert main(["validate", str(out), "--report", str(tmp_path / "after")]) == 0
+    assert main(["register-pairs", str(pair_set), str(out)]) == 2  # refuses to overwrite
