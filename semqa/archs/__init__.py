@@ -37,7 +37,7 @@ class GeneratorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     arch: Literal["srvgg", "rrdbnet"] = "srvgg"
-    scale: Literal[2, 4] = 2
+    scale: Literal[2, 4] = Field(4, description="upscaling factor; 4 matches the default LR fast scan")
     num_feat: int = Field(32, ge=4, le=256, description="feature channels")
     num_conv: int = Field(8, ge=1, le=64, description="srvgg: 3×3 body convolutions at LR resolution")
     num_block: int = Field(6, ge=1, le=64, description="rrdbnet: residual-in-residual dense blocks")

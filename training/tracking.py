@@ -1,0 +1,151 @@
+"""MLflow bookkeeping of a training run: context, per-step metrics, registration.
+
+Only rank 0 of a multi-process run calls these functions.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import tempfile
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.entities import Metric
+from mlflow.models import ModelSignature
+from mlflow.types import Schema, TensorSpec
+from torch import nn
+
+from semqa.archs import GeneratorConfig
+from semqa.inference import TAG_WEIGHTS_ARTIFACT, TAG_WEIGHTS_DIGEST, save_generator_files, weights_digest
+from semqa.registry import MODEL_NAME
+from semqa.version import code_version
+from training.config import TrainConfig
+from training.evaluate import EvalMetrics
+
+#: Any batch, any image size: the generator is fully convolutional.
+GENERATOR_SIGNATURE = ModelSignature(
+    inputs=Schema([TensorSpec(np.dtype("float32"), (-1, 1, -1, -1))]),
+    outputs=Schema([TensorSpec(np.dtype("float32"), (-1, 1, -1, -1))]),
+)
+
+
+def environment_text() -> str:
+    """Installed distributions as ``name==version`` lines (what ``pip freeze`` lists)."""
+    dists = {(d.metadata["Name"] or "?"): d.version for d in importlib.metadata.distributions()}
+    return "\n".join(f"{n}=={v}" for n, v in sorted(dists.items(), key=lambda kv: kv[0].lower())) + "\n"
+
+
+def log_run_context(config: TrainConfig, manifest: pd.DataFrame, data_dir: Path, mode: str, world_size: int) -> str:
+    """Log config params, the dataset, code version and environment; returns the dataset digest."""
+    mlflow.log_params(config.flat_params())
+    dataset = mlflow.data.from_pandas(manifest, source=str(data_dir.resolve()), name=f"{data_dir.name}-{mode}")
+    mlflow.log_input(dataset, context="training")
+    mlflow.set_tags(
+        {
+            "semqa.code_version": code_version(),
+            "semqa.data_mode": mode,
+            "semqa.data_digest": dataset.digest,
+            "semqa.world_size": str(world_size),
+        }
+    )
+    mlflow.log_text(environment_text(), "environment/pip-freeze.txt")
+    mlflow.log_text(manifest.to_csv(index=False), "data/manifest.csv")
+    mlflow.log_text(config.model_dump_json(indent=2), "config/train_config.json")
+    return dataset.digest
+
+
+class MetricBuffer:
+    """Per-step metrics batched into few ``log_batch`` calls (one SQL transaction each)."""
+
+    def __init__(self, run_id: str, flush_every: int = 50) -> None:
+        self.run_id, self.flush_every = run_id, flush_every
+        self._pending: list[Metric] = []
+        self._client = mlflow.MlflowClient()
+
+    def add(self, values: dict[str, float], step: int) -> None:
+        ts = int(time.time() * 1000)
+        self._pending += [Metric(k, float(v), ts, step) for k, v in values.items()]
+        if len(self._pending) >= self.flush_every * max(1, len(values)):
+            self.flush()
+
+    def flush(self) -> None:
+        for i in range(0, len(self._pending), 900):  # MLflow allows 1000 metrics per batch
+            self._client.log_batch(self.run_id, metrics=self._pending[i : i + 900])
+        self._pending = []
+
+
+def register_generator(
+    ema_generator: nn.Module,
+    gen_config: GeneratorConfig,
+    *,
+    run_id: str,
+    step: int,
+    metrics: EvalMetrics | None,
+    data_digest: str,
+    validation_report: str,
+    register: bool = True,
+) -> tuple[str | None, str]:
+    """Log the EMA generator (safetensors + arch JSON, and an MLflow pytorch/pyfunc model) and register it.
+
+    Returns
+    -------
+    (version, weights digest)
+        ``version`` is ``None`` when ``register`` is false.
+    """
+    import torch
+
+    artifact = f"generator/step-{step:07d}"
+    module = ema_generator.to("cpu").eval()
+    with tempfile.TemporaryDirectory(prefix="semqa-gen-") as tmp:
+        weights, arch = save_generator_files(module, gen_config, tmp)
+        digest = weights_digest(weights)
+        mlflow.log_artifacts(tmp, artifact)
+        example = np.random.default_rng(0).random((2, 1, 16, 16)).astype(np.float32)
+        with torch.no_grad():
+            info = mlflow.pytorch.log_model(
+                module,
+                name="generator",
+                input_example=example,
+                signature=GENERATOR_SIGNATURE,
+                extra_files=[str(weights), str(arch)],
+                step=step,
+                # Explicit: the pt2 program needs only torch and numpy, and MLflow's
+                # requirement inference would load the model in a subprocess (slow).
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"],
+            )
+    if not register:
+        return None, digest
+    tags = {
+        "data_digest": data_digest,
+        "validation_report": validation_report,
+        "train_run_id": run_id,
+        "code_version": code_version(),
+        "steps": str(step),
+        TAG_WEIGHTS_ARTIFACT: artifact,
+        TAG_WEIGHTS_DIGEST: digest,
+        "arch": gen_config.arch,
+        "scale": str(gen_config.scale),
+    }
+    summary = ""
+    if metrics is not None:
+        for key in ("psnr", "ssim", "bicubic_psnr", "psnr_gain_db", "d50_rel_err", "lr_d50_rel_err", "recall", "precision"):
+            value = getattr(metrics, key)
+            if value is not None:
+                tags[f"val_{key}"] = f"{value:.4g}"
+        summary = (
+            f" Held-out ({metrics.n_images} images): PSNR {metrics.psnr:.2f} dB vs bicubic {metrics.bicubic_psnr:.2f} dB,"
+            f" D50 relative error {metrics.d50_rel_err if metrics.d50_rel_err is not None else float('nan'):.3f}."
+        )
+    mv = mlflow.register_model(info.model_uri, MODEL_NAME, tags=tags)
+    mlflow.MlflowClient().update_model_version(
+        MODEL_NAME,
+        mv.version,
+        description=(
+            f"{gen_config.arch} ×{gen_config.scale} EMA generator after {step} steps of run {run_id}; "
+            f"data {data_digest}; validation {validation_report}.{summary}"
+        ),
+    )
+    return str(mv.version), digest
