@@ -1,0 +1,107 @@
+"""Packaging the served generator: import into the BentoML model store, build a Bento.
+
+``semqa service build`` resolves the production generator from the MLflow registry,
+copies its weights (safetensors) and architecture (JSON) into the BentoML model store
+with the registry lineage as labels and metadata, and builds a Bento whose service reads
+the model from there, so the Bento serves without MLflow.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from semqa.errors import InputError
+from semqa.inference import ARCH_FILE, TAG_WEIGHTS_ARTIFACT, WEIGHTS_FILE, Upscaler, load_upscaler, weights_digest
+from semqa.registry import MODEL_NAME
+from semqa.results import ModelRef
+
+if TYPE_CHECKING:
+    import bentoml
+
+#: Name of the generator in the BentoML model store.
+BENTO_MODEL_NAME = MODEL_NAME
+#: Bento argument naming the packaged model's tag (``bentoml build --arg bento_model=TAG``).
+BENTO_MODEL_ARG = "bento_model"
+#: Metadata key holding the registry's :class:`ModelRef` of the packaged model.
+REF_METADATA_KEY = "model_ref"
+#: Project root: where ``bentofile.yaml`` lies.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bento_version(ref: ModelRef) -> str:
+    digest = (ref.weights_digest or "").removeprefix("sha256:")[:12]
+    return f"v{ref.version or 'local'}-{digest}"
+
+
+def _fetch_files(ref: ModelRef, dst: Path) -> None:
+    """Copy the weights and architecture that ``ref`` names into ``dst``."""
+    if ref.run_id is None:  # a local folder given as model URI
+        src = Path(ref.model_uri or "")
+        for name in (WEIGHTS_FILE, ARCH_FILE):
+            shutil.copy2(src / name, dst / name)
+        return
+    import mlflow
+
+    mv = mlflow.MlflowClient().get_model_version(ref.name, ref.version)
+    artifact = mv.tags[TAG_WEIGHTS_ARTIFACT]
+    local = Path(mlflow.artifacts.download_artifacts(run_id=ref.run_id, artifact_path=artifact, dst_path=str(dst / "_dl")))
+    for name in (WEIGHTS_FILE, ARCH_FILE):
+        shutil.move(local / name, dst / name)
+    shutil.rmtree(dst / "_dl")
+
+
+def import_model(model_uri: str | None = None) -> bentoml.Model:
+    """Import the generator ``model_uri`` names into the BentoML model store.
+
+    Parameters
+    ----------
+    model_uri : str, optional
+        As for :func:`semqa.inference.load_upscaler`; default ``SEMQA_MODEL_URI`` or
+        ``models:/semqa-generator@production``.
+
+    Returns
+    -------
+    bentoml.Model
+        The stored model, tagged ``semqa-generator:v<version>-<digest prefix>``; an import of
+        the same version and weights returns the model already stored.
+    """
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    ref = load_upscaler(model_uri, device="cpu").ref  # resolves the alias and checks the digest
+    tag = f"{BENTO_MODEL_NAME}:{_bento_version(ref)}"
+    try:
+        return bentoml.models.get(tag)
+    except NotFound:
+        pass
+    labels = {k: str(v) for k, v in ref.model_dump(include={"name", "version", "alias", "run_id"}).items() if v is not None}
+    with bentoml.models.create(tag, labels=labels, metadata={REF_METADATA_KEY: ref.model_dump(mode="json")}) as model:
+        folder = Path(model.path)
+        _fetch_files(ref, folder)
+        if weights_digest(folder / WEIGHTS_FILE) != ref.weights_digest:
+            raise InputError(f"downloaded weights of {tag} differ from the registered digest {ref.weights_digest}")
+    return model
+
+
+def upscaler_from_bento_model(model: bentoml.Model, **tiling) -> Upscaler:
+    """The :class:`Upscaler` of a generator stored by :func:`import_model` (no MLflow needed)."""
+    ref = ModelRef.model_validate(model.info.metadata[REF_METADATA_KEY])
+    return Upscaler.from_files(model.path_of(WEIGHTS_FILE), model.path_of(ARCH_FILE), ref=ref, **tiling)
+
+
+def build_bento(model_uri: str | None = None, *, version: str | None = None) -> bentoml.Bento:
+    """Import the generator and build the service's Bento from ``bentofile.yaml``.
+
+    Returns the built :class:`bentoml.Bento`; its ``tag`` is what ``bentoml serve`` takes.
+    """
+    import bentoml
+
+    model = import_model(model_uri)
+    bentofile = PROJECT_ROOT / "bentofile.yaml"
+    if not bentofile.is_file():
+        raise InputError(f"no {bentofile}: build from a semqa checkout")
+    return bentoml.bentos.build_bentofile(
+        str(bentofile), build_ctx=str(PROJECT_ROOT), version=version, args={BENTO_MODEL_ARG: str(model.tag)}
+    )
