@@ -1,0 +1,205 @@
+"""Running a comparison for the page: model choice, caching and progress.
+
+Results are cached with ``st.cache_data`` under a key made of every image's digest and
+pixel size, the *resolved* model version (never an alias, which can move), the analysis
+settings and where the analysis ran; the loaded generator is cached with
+``st.cache_resource`` under the same resolved version. A rerun with the same inputs is
+therefore answered from the cache, and promoting another version invalidates nothing by
+accident.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import streamlit as st
+
+from semqa.analysis import AnalysisConfig, ComparisonReport, compare
+from semqa.errors import InputError
+from semqa.imageio import Micrograph
+
+if TYPE_CHECKING:
+    from semqa.inference import Upscaler
+
+    from dashboard.config import DashboardSettings
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """One registered generator version as offered in the page."""
+
+    name: str
+    version: str
+    aliases: tuple[str, ...]
+    run_id: str | None
+
+    @property
+    def label(self) -> str:
+        tags = f" @{', @'.join(self.aliases)}" if self.aliases else ""
+        return f"version {self.version}{tags}"
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def registered_versions(model_name: str) -> list[ModelChoice]:
+    """Registered versions of ``model_name``, newest first (cached 30 s so promotions show up).
+
+    Raises
+    ------
+    InputError
+        When the registry cannot be reached.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from semqa.registry import configure_tracking
+
+    try:
+        configure_tracking()
+        found = MlflowClient().search_model_versions(f"name='{model_name}'")
+    except MlflowException as exc:
+        raise InputError(f"model registry unavailable: {exc.message.splitlines()[0]}") from None
+    choices = [ModelChoice(model_name, str(v.version), tuple(sorted(v.aliases or ())), v.run_id) for v in found]
+    return sorted(choices, key=lambda c: int(c.version), reverse=True)
+
+
+def default_choice(choices: Sequence[ModelChoice], alias: str) -> int:
+    """Index of the version carrying ``alias`` (the production model), else the newest."""
+    for i, c in enumerate(choices):
+        if alias in c.aliases:
+            return i
+    return 0
+
+
+@st.cache_resource(show_spinner="Loading the super-resolution model…", max_entries=4)
+def load_generator(name: str, version: str, alias: str | None) -> Upscaler:
+    """The generator of ``name`` version ``version``, loaded once per process.
+
+    It is loaded through ``alias`` when the user kept the aliased default, so the lineage
+    records the alias too; the version is checked so a moved alias cannot slip in.
+    """
+    from semqa.inference import load_upscaler
+
+    uri = f"models:/{name}@{alias}" if alias else f"models:/{name}/{version}"
+    upscaler = load_upscaler(uri)
+    if upscaler.ref.version is not None and str(upscaler.ref.version) != version:
+        raise InputError(f"{uri} now resolves to version {upscaler.ref.version}, not {version}: reload the page")
+    return upscaler
+
+
+def _inventory(lots: Mapping[str, Sequence[Micrograph]]) -> dict[str, list[tuple[str, str, float | None]]]:
+    return {lot: [(mg.name, mg.digest, mg.pixel_size_um) for mg in mgs] for lot, mgs in lots.items()}
+
+
+def comparison_key(
+    reference: Mapping[str, Sequence[Micrograph]],
+    test: Mapping[str, Sequence[Micrograph]],
+    config: AnalysisConfig,
+    model: ModelChoice | None,
+    service_url: str | None,
+) -> str:
+    """Cache key: image digests and pixel sizes per lot, resolved model version, settings, runner."""
+    payload = {
+        "reference": _inventory(reference),
+        "test": _inventory(test),
+        "config": config.model_dump(mode="json"),
+        "model": None if model is None else [model.name, model.version],
+        "service": service_url,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _cached_comparison(
+    key: str,
+    _reference: Mapping[str, Sequence[Micrograph]],
+    _test: Mapping[str, Sequence[Micrograph]],
+    _config: AnalysisConfig,
+    _model: ModelChoice | None,
+    _settings: DashboardSettings,
+) -> ComparisonReport:
+    # The progress bar is made inside the cached function: Streamlit replays the elements a
+    # cached function creates, and an element made outside it could not be replayed.
+    total = sum(map(len, _reference.values())) + sum(map(len, _test.values()))
+    bar = st.progress(0.0, text=f"Analysing {total} images…")
+
+    def progress(done: int, all_: int) -> None:
+        bar.progress(done / all_, text=f"Analysed {done} of {all_} images")
+
+    try:
+        if _settings.service_url is not None:
+            report = _compare_via_service(_reference, _test, _config, _model, _settings, progress)
+        else:
+            upscaler = None if _model is None else load_generator(_model.name, _model.version, _alias(_model, _settings))
+            report = compare(_reference, _test, config=_config, upscaler=upscaler, progress=progress)
+    finally:
+        bar.empty()
+    return report
+
+
+def _alias(model: ModelChoice, settings: DashboardSettings) -> str | None:
+    return settings.default_alias if settings.default_alias in model.aliases else None
+
+
+def _compare_via_service(
+    reference: Mapping[str, Sequence[Micrograph]],
+    test: Mapping[str, Sequence[Micrograph]],
+    config: AnalysisConfig,
+    model: ModelChoice | None,
+    settings: DashboardSettings,
+    progress: Callable[[int, int], None],
+) -> ComparisonReport:
+    """:meth:`service.client.SemqaClient.compare`: the service runs the same ``compare``.
+
+    Each image travels as a 16-bit TIFF carrying its pixel size (the client's encoding), so
+    the service's lineage records the digests of those files.
+    """
+    from service.client import SemqaClient
+
+    with SemqaClient(str(settings.service_url), timeout=settings.service_timeout_s) as client:
+        return client.compare(
+            reference, test, sr=model is not None, config=config,
+            model_version=None if model is None else model.version, progress=progress,
+        )
+
+
+def run_comparison(
+    reference: Mapping[str, Sequence[Micrograph]],
+    test: Mapping[str, Sequence[Micrograph]],
+    config: AnalysisConfig,
+    model: ModelChoice | None,
+    settings: DashboardSettings,
+) -> ComparisonReport:
+    """Compare the two products, from the cache when these inputs were compared before."""
+    service = None if settings.service_url is None else str(settings.service_url)
+    key = comparison_key(reference, test, config, model, service)
+    return _cached_comparison(key, reference, test, config, model, settings)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def analysed_view(
+    digest: str,
+    _micrograph: Micrograph,
+    segmentation_json: str,
+    model_version: str | None,
+    _model: ModelChoice | None,
+    _settings: DashboardSettings,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """``(input image, super-resolved image or None, outlined analysed image)`` of one micrograph.
+
+    Outlines (:func:`dashboard.charts.outlined`) are the boundaries of the labels :func:`semqa.segmentation.segment` finds in the image that was measured.
+    """
+    from dashboard.charts import outlined
+
+    from semqa.segmentation import SegmentationConfig, segment
+
+    sr = None
+    if _model is not None:
+        sr = load_generator(_model.name, _model.version, _alias(_model, _settings)).upscale(_micrograph.image)
+    analysed = _micrograph.image if sr is None else sr
+    labels = segment(analysed, SegmentationConfig.model_validate_json(segmentation_json))
+    return _micrograph.image, sr, outlined(analysed, labels)

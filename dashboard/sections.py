@@ -1,0 +1,257 @@
+"""The parts of the dashboard page: sidebar, product inputs and the result panels.
+
+Each function draws one part with Streamlit and returns what the page needs next; the
+numbers come from :mod:`dashboard.tables` and the figures from :mod:`dashboard.charts`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, report as report_export, tables
+from dashboard.config import DashboardSettings
+from dashboard.inputs import LotInput, lot_from_uploads, lots_from_folder, product_folders
+from dashboard.runner import (
+    ModelChoice,
+    analysed_view,
+    comparison_key,
+    default_choice,
+    registered_versions,
+)
+from semqa.analysis import AnalysisConfig, ComparisonReport
+from semqa.errors import InputError
+from semqa.imageio import Micrograph
+
+#: Banner per verdict (DESIGN.md: equivalent | not_equivalent | inconclusive).
+_BANNERS = {"equivalent": st.success, "not_equivalent": st.error, "inconclusive": st.warning}
+_VERDICT_TEXT = {
+    "equivalent": "EQUIVALENT",
+    "not_equivalent": "NOT EQUIVALENT",
+    "inconclusive": "INCONCLUSIVE",
+}
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the sidebar decided: pixel size override and the generator (None: no SR)."""
+
+    pixel_size_um: float | None
+    model: ModelChoice | None
+
+
+def sidebar(settings: DashboardSettings) -> Options:
+    """Pixel size, super-resolution and model version; where the analysis runs."""
+    with st.sidebar:
+        st.header("Settings")
+        pixel_size = st.number_input(
+            "Pixel size (µm per pixel)",
+            min_value=0.0001,
+            value=None,
+            format="%.4f",
+            placeholder="from the image metadata",
+            help="Leave empty to use the pixel size stored in each TIFF (or its JSON sidecar).",
+            key="pixel_size",
+        )
+        use_sr = st.toggle("Super-resolution", value=False, key="use_sr", help="Super-resolve each image before segmentation.")
+        model = _model_choice(settings) if use_sr else None
+        where = f"service at {settings.service_url}" if settings.service_url else "this server (in-process)"
+        st.caption(f"Analysis runs on {where}.")
+    return Options(pixel_size_um=pixel_size, model=model)
+
+
+def _model_choice(settings: DashboardSettings) -> ModelChoice | None:
+    try:
+        choices = registered_versions(settings.model_name)
+    except InputError as exc:
+        st.error(f"{exc}; analysing without super-resolution.")
+        return None
+    if not choices:
+        st.warning(f"No version of {settings.model_name} is registered; analysing without super-resolution.")
+        return None
+    index = default_choice(choices, settings.default_alias)
+    return st.selectbox(
+        "Model version", choices, index=index, format_func=lambda c: c.label, key="model_version",
+        help=f"Preselected: the version with alias @{settings.default_alias}.",
+    )
+
+
+def _show_problems(lot: LotInput) -> None:
+    for problem in lot.problems:
+        st.error(problem, icon="⚠️")
+
+
+def product_input(
+    key: str, title: str, settings: DashboardSettings, pixel_size_um: float | None
+) -> dict[str, list[Micrograph]]:
+    """Lots of one product from uploads or a server folder; problems are shown, not raised."""
+    st.subheader(title)
+    folders = product_folders(settings.lots_root)
+    sources = ["Upload images", "Server folder"] if folders else ["Upload images"]
+    source = st.radio("Images from", sources, key=f"{key}_source", horizontal=True)
+    if source == "Server folder":
+        folder = st.selectbox("Product folder", folders, key=f"{key}_folder")
+        try:
+            lots = lots_from_folder(Path(settings.lots_root) / folder, pixel_size_um)
+        except InputError as exc:
+            st.error(str(exc))
+            return {}
+    else:
+        count = int(st.number_input("Number of lots", min_value=1, max_value=20, value=3, key=f"{key}_lots"))
+        lots = []
+        for i in range(count):
+            name = st.text_input(f"Lot {i + 1} name", value=f"{key}-lot-{i + 1}", key=f"{key}_lot{i}_name").strip()
+            files = st.file_uploader(
+                f"Images of lot {i + 1}", accept_multiple_files=True, key=f"{key}_lot{i}_files",
+                help="TIFF, PNG, JPEG or BMP; one image is one unit of the lot.",
+            )
+            if files:
+                lots.append(lot_from_uploads(name or f"lot {i + 1}", [(f.name, f.getvalue()) for f in files], pixel_size_um))
+    usable: dict[str, list[Micrograph]] = {}
+    for lot in lots:
+        _show_problems(lot)
+        if lot.name in usable:
+            st.error(f"Two lots are named {lot.name!r}; the second is left out. Give each lot its own name.")
+        elif not lot.micrographs:
+            st.warning(f"Lot {lot.name!r} has no usable images and is left out.")
+        else:
+            usable[lot.name] = lot.micrographs
+    if usable:
+        st.caption(", ".join(f"{lot}: {len(m)} images" for lot, m in usable.items()))
+    return usable
+
+
+def inputs_key(
+    reference: Mapping[str, Sequence[Micrograph]],
+    test: Mapping[str, Sequence[Micrograph]],
+    config: AnalysisConfig,
+    options: Options,
+    settings: DashboardSettings,
+) -> str:
+    """The comparison's cache key (:func:`dashboard.runner.comparison_key`) for these inputs."""
+    service = None if settings.service_url is None else str(settings.service_url)
+    return comparison_key(reference, test, config, options.model, service)
+
+
+def verdict_banner(report: ComparisonReport) -> None:
+    """The verdict as a coloured banner with its reason."""
+    banner = _BANNERS.get(report.verdict, st.warning)
+    banner(f"**Verdict: {_VERDICT_TEXT.get(report.verdict, report.verdict)}** — {report.reason}")
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _summary(key: str, _report: ComparisonReport, _config: AnalysisConfig) -> report_export.Summary:
+    return report_export.summarize(_report, _config)
+
+
+def results(
+    key: str,
+    report: ComparisonReport,
+    reference: Mapping[str, Sequence[Micrograph]],
+    test: Mapping[str, Sequence[Micrograph]],
+    config: AnalysisConfig,
+    options: Options,
+    settings: DashboardSettings,
+) -> None:
+    """Everything shown after a comparison."""
+    summary = _summary(key, report, config)
+    st.header("Result")
+    verdict_banner(report)
+    for product in tables.PRODUCTS:
+        for lot, result in (report.reference if product == "reference" else report.test).items():
+            if result.psd.n == 0:
+                st.warning(f"{charts.LABELS[product]} lot {lot!r}: no particles were found in its images.")
+    st.dataframe(summary.statistics, hide_index=True)
+
+    tab_dist, tab_lots, tab_images, tab_particles, tab_lineage, tab_report = st.tabs(
+        ["Distributions", "D-values per lot", "Images", "Particles", "Lineage", "Report"]
+    )
+    with tab_dist:
+        for weighting in ("number", "volume"):
+            fig = charts.psd_figure(summary.pooled[weighting], f"{weighting.capitalize()}-weighted PSD")
+            st.pyplot(fig, clear_figure=True)
+            plt.close(fig)
+    with tab_lots:
+        for weighting in ("number", "volume"):
+            st.markdown(f"**{weighting.capitalize()}-weighted** (interval level {config.ci_level:.0%})")
+            st.dataframe(summary.dvalues[weighting], hide_index=True)
+        fig = charts.lot_d50_figure(summary.dvalues["number"])
+        st.pyplot(fig, clear_figure=True)
+        plt.close(fig)
+    with tab_images:
+        _images(reference, test, config, options, settings)
+    with tab_particles:
+        _particles(summary.particles)
+    with tab_lineage:
+        st.dataframe(summary.lineage, hide_index=True)
+        st.caption("Input images (sha256 of each file as received):")
+        st.dataframe(summary.images[["product", "lot", "name", "digest", "pixel_size_um", "n_particles"]], hide_index=True)
+    with tab_report:
+        st.write("A self-contained record of this comparison: verdict, statistics, figures, tables and lineage.")
+        left, right = st.columns(2)
+        left.download_button(
+            "Download report (HTML)", lambda: report_export.render_html(report, summary, settings.report_title),
+            file_name="semqa-comparison.html", mime="text/html", key="report_html",
+        )
+        right.download_button(
+            "Download report (PDF)", lambda: report_export.render_pdf(report, summary, settings.report_title),
+            file_name="semqa-comparison.pdf", mime="application/pdf", key="report_pdf",
+        )
+
+
+def _images(
+    reference: Mapping[str, Sequence[Micrograph]],
+    test: Mapping[str, Sequence[Micrograph]],
+    config: AnalysisConfig,
+    options: Options,
+    settings: DashboardSettings,
+) -> None:
+    entries = {
+        f"{charts.LABELS[product]} / {lot} / {mg.name}": mg
+        for product, lots in (("reference", reference), ("test", test))
+        for lot, mgs in lots.items()
+        for mg in mgs
+    }
+    choice = st.selectbox("Image", list(entries), key="image_choice")
+    mg = entries[choice]
+    model_version = None if options.model is None else options.model.version
+    try:
+        lr, sr, outline = analysed_view(
+            mg.digest, mg, config.segmentation.model_dump_json(), model_version, options.model, settings
+        )
+    except InputError as exc:
+        st.error(str(exc))
+        return
+    if sr is None:
+        left, right = st.columns(2)
+        left.image(lr, caption=f"{mg.name} — as acquired", clamp=True)
+        right.image(outline, caption="Segmented particles (outlines)", clamp=True)
+    else:
+        left, middle, right = st.columns(3)
+        left.image(lr, caption=f"{mg.name} — low resolution (LR)", clamp=True)
+        middle.image(sr, caption=f"Super-resolved (SR), model version {model_version}", clamp=True)
+        right.image(outline, caption="Segmented particles on SR (outlines)", clamp=True)
+
+
+def _particles(frame: pd.DataFrame) -> None:
+    left, middle, right = st.columns(3)
+    products = left.multiselect("Product", tables.PRODUCTS, default=list(tables.PRODUCTS), key="filter_product")
+    lots = sorted(frame["lot"].unique())
+    chosen_lots = middle.multiselect("Lot", lots, default=lots, key="filter_lot")
+    if frame.empty:
+        st.info("No particles were measured.")
+        return
+    lo, hi = float(frame["ecd_um"].min()), float(frame["ecd_um"].max())
+    ecd = right.slider("ECD range (µm)", min_value=lo, max_value=max(hi, lo + 1e-3), value=(lo, max(hi, lo + 1e-3)), key="filter_ecd")
+    shown = frame[frame["product"].isin(products) & frame["lot"].isin(chosen_lots) & frame["ecd_um"].between(*ecd)]
+    st.caption(f"{len(shown)} of {len(frame)} particles")
+    st.dataframe(shown, hide_index=True)
+    st.download_button(
+        "Download particles (CSV)", shown.to_csv(index=False).encode(), file_name="semqa-particles.csv",
+        mime="text/csv", key="particles_csv",
+    )

@@ -1,0 +1,217 @@
+"""The Streamlit dashboard, driven with ``streamlit.testing.v1.AppTest`` on generated lots.
+
+The page must show what :func:`semqa.analysis.compare` computes for the same images (the
+test recomputes it), and bad input must show a message while the rest keeps working.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dashboard import report as report_export
+from dashboard.config import DashboardSettings
+from dashboard.inputs import lot_from_uploads, product_folders
+from semqa.analysis import AnalysisConfig, compare, load_lots
+from semqa.imageio import encode_image, read_image
+from semqa.synth import ProductSpec, make_lots, synth_config
+
+APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
+N_BOOTSTRAP = 200
+#: AppTest's default is 3 s per run; an analysis of 18 small images takes longer on 2 shared cores.
+TIMEOUT_S = 180
+
+
+@pytest.fixture(scope="module")
+def lots_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two products × 3 lots × 3 images (128 × 128 LR) from :func:`semqa.synth.make_lots`."""
+    root = tmp_path_factory.mktemp("lots")
+    make_lots(
+        root,
+        products={"rld": ProductSpec(d50_um=3.0, gsd=1.5), "generic": ProductSpec(d50_um=3.0, gsd=1.5)},
+        lots=3,
+        images_per_lot=3,
+        config=synth_config(size_px=512),
+        seed=7,
+    )
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _settings_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SEMQA_DASHBOARD_N_BOOTSTRAP", str(N_BOOTSTRAP))
+    monkeypatch.delenv("SEMQA_DASHBOARD_LOTS_ROOT", raising=False)
+    monkeypatch.delenv("SEMQA_DASHBOARD_SERVICE_URL", raising=False)
+    # Registry look-ups (SR toggle) go to an empty store of this test, never the user's.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def _lots(folder: Path) -> dict[str, list[Path]]:
+    return load_lots(folder)
+
+
+def _upload(at: AppTest, product: str, lots: dict[str, list[tuple[str, bytes]]]) -> None:
+    at.number_input(key=f"{product}_lots").set_value(len(lots))
+    at.run()
+    for i, (lot, files) in enumerate(lots.items()):
+        at.text_input(key=f"{product}_lot{i}_name").set_value(lot)
+        at.file_uploader(key=f"{product}_lot{i}_files").set_value([(n, data, "image/tiff") for n, data in files])
+
+
+def _files(folder: Path) -> dict[str, list[tuple[str, bytes]]]:
+    return {lot: [(p.name, p.read_bytes()) for p in paths] for lot, paths in _lots(folder).items()}
+
+
+def _banner_texts(at: AppTest) -> list[str]:
+    return [e.value for e in (*at.success, *at.error, *at.warning) if "Verdict:" in e.value]
+
+
+def _expected(lots_root: Path) -> object:
+    read = lambda folder: {lot: [read_image(p) for p in ps] for lot, ps in _lots(folder).items()}  # noqa: E731
+    return compare(read(lots_root / "rld" / "lr"), read(lots_root / "generic" / "lr"), AnalysisConfig(n_bootstrap=N_BOOTSTRAP))
+
+
+def test_main_flow_uploads_compare_and_show_results(lots_root: Path) -> None:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+    assert not at.exception
+    assert at.button(key="compare").disabled  # nothing uploaded yet
+    _upload(at, "reference", _files(lots_root / "rld" / "lr"))
+    _upload(at, "test", _files(lots_root / "generic" / "lr"))
+    at.run()
+    assert not at.exception
+    assert not at.error, [e.value for e in at.error]
+    at.button(key="compare").click().run()
+    assert not at.exception
+
+    expected = _expected(lots_root)
+    banners = _banner_texts(at)
+    assert len(banners) == 1
+    assert expected.verdict.replace("_", " ").upper() in banners[0] and expected.reason in banners[0]
+
+    stats = at.dataframe[0].value
+    ks = stats.loc[stats["statistic"] == "Kolmogorov–Smirnov D", "value"].item()
+    assert ks == pytest.approx(expected.statistics.ks_statistic)
+    w = stats.loc[stats["statistic"] == "Wasserstein distance (µm)", "value"].item()
+    assert w == pytest.approx(expected.statistics.wasserstein_um)
+
+    # D-values per lot are those of the analysis, with their confidence limits.
+    dvalues = at.dataframe[1].value
+    for product, lots in (("reference", expected.reference), ("test", expected.test)):
+        for lot, result in lots.items():
+            row = dvalues[(dvalues["product"] == product) & (dvalues["lot"] == lot)].iloc[0]
+            assert row["particles"] == result.psd.n
+            assert row["D50 (µm)"] == pytest.approx(result.psd.d50_um)
+            assert (row["D50 low"], row["D50 high"]) == pytest.approx(result.psd.d50_ci_um)
+    assert set(dvalues["lot"]) == {"lot1", "lot2", "lot3", "(all lots)"}
+
+    # Figures: number and volume PSDs, D50 per lot; images with outlines.
+    captions = [c for img in at.image for c in img.captions]
+    assert len(at.image) == 5, captions  # 3 figures, the chosen image as acquired and outlined
+    assert "Segmented particles (outlines)" in captions
+    lineage = at.dataframe[4].value.set_index("item")["value"]
+    assert lineage["code version"] == expected.lineage.code_version
+    assert lineage["super-resolution"] == "off"
+
+    particles = at.dataframe[3].value
+    n_all = sum(r.psd.n for r in (*expected.reference.values(), *expected.test.values()))
+    assert len(particles) == n_all
+    labels = {b.label for b in at.get("download_button")}
+    assert {"Download particles (CSV)", "Download report (HTML)", "Download report (PDF)"} <= labels
+
+    # Filtering the particle table: only test lot2.
+    at.multiselect(key="filter_product").set_value(["test"])
+    at.multiselect(key="filter_lot").set_value(["lot2"])
+    at.run()
+    shown = at.dataframe[3].value
+    assert len(shown) == expected.test["lot2"].psd.n
+    assert set(shown["product"]) == {"test"} and set(shown["lot"]) == {"lot2"}
+    assert _banner_texts(at) == banners  # the rerun is served from the cache, same verdict
+
+
+def test_server_folder_source(lots_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEMQA_DASHBOARD_LOTS_ROOT", str(lots_root))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+    for product, folder in (("reference", "rld/lr"), ("test", "generic/lr")):
+        at.radio(key=f"{product}_source").set_value("Server folder")
+        at.run()
+        at.selectbox(key=f"{product}_folder").set_value(folder)
+    at.run()
+    at.button(key="compare").click().run()
+    assert not at.exception
+    expected = _expected(lots_root)
+    banners = _banner_texts(at)
+    assert len(banners) == 1 and expected.reason in banners[0]
+
+
+def test_bad_inputs_show_messages_and_the_rest_works(lots_root: Path) -> None:
+    reference = _files(lots_root / "rld" / "lr")
+    test = _files(lots_root / "generic" / "lr")
+    reference["lot1"].append(("notes.txt", b"this is not an image"))
+    test["lot2"].append(("unsized.png", encode_image(np.full((64, 64), 0.5), "png")))  # PNG: no pixel size
+    blank = encode_image(np.full((128, 128), 0.3), "tiff", pixel_size_um=0.4)
+    test["empty"] = [("blank.tif", blank)]
+
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+    _upload(at, "reference", reference)
+    _upload(at, "test", test)
+    at.run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert any("notes.txt" in e and "not an image" in e for e in errors), errors
+    assert any("unsized.png" in e and "pixel size unknown" in e for e in errors), errors
+
+    at.button(key="compare").click().run()
+    assert not at.exception
+    assert len(_banner_texts(at)) == 1  # the comparison ran on the usable images
+    warnings = [w.value for w in at.warning]
+    assert any("'empty'" in w and "no particles" in w for w in warnings), warnings
+
+    # Entering a pixel size makes the PNG usable (it overrides metadata for all images).
+    at.number_input(key="pixel_size").set_value(0.4)
+    at.run()
+    assert not any("unsized.png" in e.value for e in at.error)
+    assert any("inputs changed" in i.value for i in at.info)
+
+
+def test_lot_with_only_bad_files_is_left_out(lots_root: Path) -> None:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+    _upload(at, "reference", {"bad": [("a.tif", b"II*\x00garbage")]})
+    at.run()
+    assert not at.exception
+    assert any("a.tif" in e.value for e in at.error)
+    assert any("'bad'" in w.value and "no usable images" in w.value for w in at.warning)
+    assert at.button(key="compare").disabled
+
+
+def test_sr_without_registered_model_falls_back_with_a_message() -> None:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+    at.toggle(key="use_sr").set_value(True).run()
+    assert not at.exception
+    assert any("No version of semqa-generator is registered" in w.value for w in at.sidebar.warning)
+
+
+def test_report_exports_hold_verdict_figures_tables_and_lineage(lots_root: Path) -> None:
+    expected = _expected(lots_root)
+    summary = report_export.summarize(expected, AnalysisConfig(n_bootstrap=N_BOOTSTRAP))
+    page = report_export.render_html(expected, summary, "QA record")
+    assert f"Verdict: {expected.verdict.replace('_', ' ').upper()}" in page
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == 3
+    assert expected.lineage.code_version in page
+    for result in expected.reference.values():
+        for image in result.images:
+            assert image.digest in page
+    pdf = report_export.render_pdf(expected, summary, "QA record")
+    assert pdf.startswith(b"%PDF")
+    assert len(re.findall(rb"/Type\s*/Page\b", pdf)) >= 6  # summary, 3 figures, 2 D-value tables, images, notes
+
+
+def test_inputs_helpers(tmp_path: Path, lots_root: Path) -> None:
+    assert product_folders(lots_root) == ["generic/hr", "generic/lr", "rld/hr", "rld/lr"]
+    assert product_folders(None) == [] and product_folders(tmp_path / "missing") == []
+    lot = lot_from_uploads("x", [("e.bin", b""), ("ok.tif", encode_image(np.zeros((8, 8)), "tiff", pixel_size_um=1.0))], None)
+    assert [m.name for m in lot.micrographs] == ["ok.tif"] and "empty file" in lot.problems[0]
+    assert DashboardSettings().default_alias == "production"
