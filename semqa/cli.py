@@ -268,6 +268,90 @@ def _add_register_pairs(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_register_pairs)
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from training.config import TrainConfig, demo_config
+    from training.train import train
+
+    if args.config and args.preset:
+        raise InputError("give --config or --preset, not both")
+    config = TrainConfig.from_yaml(args.config) if args.config else demo_config() if args.preset == "demo" else TrainConfig()
+    result = train(
+        config,
+        args.data,
+        max_steps=args.max_steps,
+        resume=args.resume,
+        hr_only=args.hr_only,
+        allow_invalid_data=args.allow_invalid_data,
+        progress=True,
+    )
+    if int(os.environ.get("RANK", "0")) == 0:
+        m = result.metrics
+        if m:
+            print(f"held-out: PSNR {m['val_psnr']:.2f} dB (bicubic {m['val_bicubic_psnr']:.2f} dB), "
+                  f"D50 rel. error {m.get('val_d50_rel_err', float('nan')):.3f}")
+        print(f"run id: {result.run_id}")
+        print(f"registered: semqa-generator version {result.model_version}" if result.model_version else "not registered")
+        if not result.completed:
+            print(f"stopped at step {result.steps}; run again to continue from the checkpoint")
+    return EXIT_OK
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a super-resolution generator, log to MLflow, register a version")
+    p.add_argument("--data", required=True, metavar="DIR", help="pair set DIR/hr, DIR/lr (or HR images with --hr-only)")
+    p.add_argument("--config", metavar="FILE", help="training configuration (YAML, fields of training.config.TrainConfig)")
+    p.add_argument("--preset", choices=["demo"], help="a built-in configuration: 'demo' trains in a few minutes on CPU")
+    p.add_argument("--max-steps", type=int, metavar="N", help="stop at step N (a later run continues from the checkpoint)")
+    p.add_argument("--hr-only", action="store_true", help="synthesise LR images from HR ones (semqa.degradation)")
+    p.add_argument("--allow-invalid-data", action="store_true", help="train even if the data fails validation")
+    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True, help="continue from a checkpoint")
+    p.set_defaults(func=_cmd_train)
+
+
+def _sr_output_path(src, out, folder_mode: bool):
+    from pathlib import Path
+
+    out = Path(out)
+    suffix = src.suffix.lower() if src.suffix.lower() in (".tif", ".tiff", ".png") else ".png"
+    if folder_mode or out.is_dir() or not out.suffix:
+        return out / (src.stem + suffix)
+    return out
+
+
+def _cmd_super_resolve(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from semqa.imageio import expand_image_paths, read_image, write_image
+    from semqa.inference import load_upscaler
+
+    src = Path(args.input)
+    files = expand_image_paths([src])
+    folder_mode = src.is_dir()
+    if not folder_mode and Path(args.output).resolve() == src.resolve():
+        raise InputError("output would overwrite the input")
+    upscaler = load_upscaler(args.model, tile_size=args.tile_size)
+    for path in files:
+        mg = read_image(path)
+        sr = upscaler.upscale(mg.image)
+        px = mg.pixel_size_um / upscaler.scale if mg.pixel_size_um is not None else None
+        dst = write_image(_sr_output_path(path, args.output, folder_mode), sr, pixel_size_um=px,
+                          bit_depth=16 if mg.bit_depth == 16 else 8)
+        print(f"{path} → {dst} ({sr.shape[1]}×{sr.shape[0]}"
+              + (f", {px:.4g} µm/px" if px is not None else ", pixel size unknown") + ")")
+    ref = upscaler.ref
+    print(f"model: {ref.name} version {ref.version or '-'} ({ref.model_uri}), ×{upscaler.scale}")
+    return EXIT_OK
+
+
+def _add_super_resolve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("super-resolve", help="super-resolve an image or a folder of images")
+    p.add_argument("input", metavar="IN", help="image file or folder")
+    p.add_argument("output", metavar="OUT", help="output file (for one image) or folder")
+    p.add_argument("--model", metavar="URI", help="models:/NAME@ALIAS, models:/NAME/VERSION or a folder (default production)")
+    p.add_argument("--tile-size", type=int, default=256, metavar="PX", help="LR window side of tiled inference (bounds memory)")
+    p.set_defaults(func=_cmd_super_resolve)
+
+
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     import subprocess
     from pathlib import Path
@@ -300,7 +384,7 @@ def _add_dashboard(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_dashboard)
 
 
-_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_analyze, _add_compare, _add_synth, _add_validate, _add_register_pairs, _add_dashboard]
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_analyze, _add_compare, _add_synth, _add_validate, _add_register_pairs, _add_train, _add_super_resolve, _add_dashboard]
 
 
 if __name__ == "__main__":
