@@ -45,16 +45,18 @@ class ValidationConfig(BaseModel):
     focus_sigma_px: float = Field(
         1.5,
         gt=0,
-        description="Gaussian sigma (px) of the Laplacian-of-Gaussian focus measure; smoothing keeps shot noise, "
-        "which the bare Laplacian mostly measures, out of it",
+        description="Gaussian sigma (px) applied before the Laplacian of the focus measure; smoothing keeps shot "
+        "noise, which the bare Laplacian mostly measures, out of it",
     )
     min_focus_hr: float = Field(
         1.5e-4,
         ge=0,
-        description="smallest focus measure of an HR image (clean synthetic: 2.8e-4–3.7e-4; blurred by σ = 3 px: ≤ 1.0e-4)",
+        description="smallest focus measure of an HR image (clean synthetic 768²: 3.5e-4–3.8e-4; "
+        "probe blurred by σ = 2 px: 1.4e-4, σ = 3 px: 0.85e-4)",
     )
     min_focus_lot: float = Field(
-        1.5e-4, ge=0, description="smallest focus measure of a lot image (same measure, at the image's own pixel size)"
+        1.5e-4, ge=0, description="smallest focus measure of a lot image (same measure at the image's own pixel size; "
+        "clean synthetic LR: ≈ 8.4e-4)"
     )
     max_shift_lr_px: float = Field(
         0.25, ge=0, description="largest residual HR↔LR shift in LR pixels (clean synthetic: ≤ 0.1)"

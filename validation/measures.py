@@ -31,35 +31,41 @@ def content_hash(image: np.ndarray) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def exposure(image: np.ndarray) -> dict[str, float]:
+def exposure(image: np.ndarray, intensity: tuple[float, float] | None = None) -> dict[str, float]:
     """Shares of saturated (top code) and black (code 0) pixels, and the dynamic range.
 
     The dynamic range is the spread between the 0.5th and 99.5th percentiles as a share of
-    full scale.
+    full scale; ``intensity`` passes those percentiles where already known.
     """
-    lo, hi = np.percentile(image, RANGE_PERCENTILES)
+    lo, hi = intensity if intensity is not None else intensity_range(image)
     return {
         "saturated_fraction": float(np.count_nonzero(image >= 1.0)) / image.size,
         "black_fraction": float(np.count_nonzero(image <= 0.0)) / image.size,
-        "dynamic_range": float(hi - lo),
+        "dynamic_range": hi - lo,
     }
 
 
-def focus(image: np.ndarray, sigma_px: float) -> float:
-    """Variance of the Laplacian of Gaussian of the contrast-normalised image.
+def intensity_range(image: np.ndarray) -> tuple[float, float]:
+    """The 0.5th and 99.5th percentiles (:data:`RANGE_PERCENTILES`)."""
+    lo, hi = np.percentile(image, RANGE_PERCENTILES)
+    return float(lo), float(hi)
+
+
+def focus(image: np.ndarray, sigma_px: float, intensity: tuple[float, float] | None = None) -> float:
+    """Variance of the Laplacian of the smoothed, contrast-normalised image.
 
     The variance of the Laplacian is the classic focus measure (Pech-Pacheco et al.,
     "Diatom autofocusing in brightfield microscopy: a comparative study", ICPR 2000).
-    The image is first stretched so its 0.5–99.5 percentile range maps to [0, 1], making
-    the measure independent of brightness and contrast; the Gaussian (``sigma_px``) keeps
-    shot noise, which dominates the bare Laplacian of an SEM image, out of the measure
-    (:func:`scipy.ndimage.gaussian_laplace`).
+    The image is first stretched so its 0.5–99.5 percentile range (``intensity``, computed
+    if not given) maps to [0, 1], making the measure independent of brightness and
+    contrast, then smoothed by a Gaussian of ``sigma_px``: shot noise dominates the bare
+    Laplacian of an SEM image and would make a blurred but noisy image look sharp.
     """
-    lo, hi = np.percentile(image, RANGE_PERCENTILES)
+    lo, hi = intensity if intensity is not None else intensity_range(image)
     if hi <= lo:
         return 0.0
-    norm = (np.asarray(image, dtype=np.float32) - lo) / (hi - lo)
-    return float(ndimage.gaussian_laplace(norm, sigma_px).var())
+    norm = (np.asarray(image, dtype=np.float32) - np.float32(lo)) / np.float32(hi - lo)
+    return float(ndimage.laplace(ndimage.gaussian_filter(norm, sigma_px)).var())
 
 
 def _stored_array(path: Path) -> np.ndarray:

@@ -19,7 +19,7 @@ from semqa.errors import InputError
 from semqa.imageio import Micrograph, file_digest, read_image
 from validation.config import ValidationConfig
 from validation.dataset import lot_members, pair_members
-from validation.measures import colour_spread, content_hash, exposure, focus
+from validation.measures import colour_spread, content_hash, exposure, focus, intensity_range
 from validation.register import alignment
 
 
@@ -38,6 +38,7 @@ def _image_fields(
         mg = read_image(path, pixel_size_um=pixel_size_um)
     except InputError as exc:
         return {"readable": False, "error": str(exc), "digest": _file_digest(path)}, None
+    intensity = intensity_range(mg.image)
     fields: dict = {
         "readable": True,
         "error": "",
@@ -49,10 +50,10 @@ def _image_fields(
         "pixel_size_um": mg.pixel_size_um,
         "has_pixel_size": mg.pixel_size_um is not None,
         "colour_spread": colour_spread(path),
-        **exposure(mg.image),
+        **exposure(mg.image, intensity),
     }
     if with_focus:
-        fields["focus"] = focus(mg.image, config.focus_sigma_px)
+        fields["focus"] = focus(mg.image, config.focus_sigma_px, intensity)
     return fields, mg
 
 

@@ -29,7 +29,7 @@ CHECKS: dict[str, str] = {
     "saturated": "share of saturated pixels below the limit",
     "black": "share of black (code 0) pixels below the limit",
     "dynamic_range": "0.5–99.5 percentile spread above the minimum",
-    "focus": "Laplacian-of-Gaussian variance (focus) above the minimum",
+    "focus": "variance of the Laplacian of the smoothed, normalised image (focus) above the minimum",
     "registration_shift": "residual HR↔LR shift below the limit (LR px)",
     "registration_correlation": "downscaled HR and LR correlate above the minimum once aligned",
 }

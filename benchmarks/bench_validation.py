@@ -1,0 +1,74 @@
+"""Speed of pair-set validation: 200 synthetic pairs of 768² HR, target under 30 s.
+
+Times :func:`validation.validate_pairs` (rows, GX checkpoint, Data Docs, report files) on
+the configured number of worker threads against one thread (the baseline) on the same
+data, and prints seconds in all, ms per pair, and how much of it GX took.
+
+    .venv/bin/python benchmarks/bench_validation.py [--pairs 200] [--size 768] [--data DIR] [--workers 2]
+
+``--data DIR`` reuses (or, if missing, makes and keeps) the pair set there; otherwise it
+is made in a temporary folder first (about 0.5 s per 768² pair, not counted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+TARGET_S = 30.0
+
+
+def _time(pair_dir: Path, workers: int, report_dir: Path) -> tuple[float, float, bool]:
+    """(total seconds, seconds spent in the pair table, success)."""
+    from validation import ValidationConfig, validate_pairs
+    from validation.rows import pair_table
+
+    config = ValidationConfig(workers=workers)
+    t0 = time.perf_counter()
+    report = validate_pairs(pair_dir, config=config, report_dir=report_dir)
+    total = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pair_table(pair_dir, config, report.scale)
+    rows = time.perf_counter() - t0
+    return total, rows, report.success
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=200)
+    parser.add_argument("--size", type=int, default=768, help="HR side in pixels")
+    parser.add_argument("--data", type=Path, help="pair set to reuse or create")
+    parser.add_argument("--workers", type=int, default=2, help="threads for the timed run (baseline: 1)")
+    args = parser.parse_args()
+
+    from semqa.synth import SynthConfig, make_pairs
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = args.data or Path(tmp) / "pairs"
+        if not (data / "hr").is_dir():
+            t0 = time.perf_counter()
+            make_pairs(data, args.pairs, SynthConfig(size_px=args.size), seed=0, workers=max(args.workers, 1))
+            print(f"made {args.pairs} pairs of {args.size}² HR in {time.perf_counter() - t0:.1f} s (not timed)")
+        n = len(list((data / "hr").iterdir()))
+        import validation.run  # noqa: F401  (GX import, ~4 s once per process, not per call)
+
+        runs = {}
+        for workers in (1, args.workers):
+            total, rows, ok = _time(data, workers, Path(tmp) / f"report_{workers}")
+            runs[workers] = total
+            print(
+                f"workers={workers}: {total:.2f} s for {n} pairs ({1000 * total / n:.1f} ms/pair); "
+                f"pair table {rows:.2f} s, GX + report {total - rows:.2f} s; all passed: {ok}"
+            )
+        speedup = runs[1] / runs[args.workers]
+        verdict = "meets" if runs[args.workers] < TARGET_S else "MISSES"
+        print(f"speed-up over 1 worker: {speedup:.2f}×; {runs[args.workers]:.2f} s {verdict} the {TARGET_S:.0f} s target")
+
+
+if __name__ == "__main__":
+    main()
