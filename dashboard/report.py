@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 
 from dashboard import charts, tables
 from semqa.analysis import AnalysisConfig, ComparisonReport
+from semqa.lineage import LineageReport
 from semqa.psd import PSD
 
 WEIGHTINGS = ("number", "volume")
@@ -42,10 +43,14 @@ class Summary:
     particles: pd.DataFrame
     images: pd.DataFrame
     lineage: pd.DataFrame
+    chain: pd.DataFrame | None
 
 
-def summarize(report: ComparisonReport, config: AnalysisConfig) -> Summary:
-    """Everything the page and the report show of ``report``, computed once."""
+def summarize(report: ComparisonReport, config: AnalysisConfig, chain: LineageReport | None = None) -> Summary:
+    """Everything the page and the report show of ``report``, computed once.
+
+    ``chain`` is the lineage chain of the generator version used (None without SR).
+    """
     pooled = {w: tables.product_psds(report, w, config) for w in WEIGHTINGS}
     return Summary(
         statistics=tables.statistics_frame(report),
@@ -53,7 +58,8 @@ def summarize(report: ComparisonReport, config: AnalysisConfig) -> Summary:
         dvalues={w: tables.dvalue_frame(report, w, pooled[w]) for w in WEIGHTINGS},
         particles=tables.particle_frame(report),
         images=tables.image_frame(report),
-        lineage=tables.lineage_frame(report, config),
+        lineage=tables.lineage_frame(report, config, chain),
+        chain=None if chain is None else tables.chain_frame(chain),
     )
 
 
@@ -100,6 +106,7 @@ def render_html(report: ComparisonReport, summary: Summary, title: str) -> str:
         f"<h3>{w.capitalize()}-weighted</h3>{_html_table(summary.dvalues[w])}" for w in WEIGHTINGS
     )
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in _notes(report, summary)) or "<li>none</li>"
+    chain = "" if summary.chain is None else f"<h3>Model version lineage chain</h3>{_html_table(summary.chain)}"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"/><title>{html.escape(title)}</title>
 <style>
@@ -116,7 +123,7 @@ figure {{ margin: 1em 0; }} img {{ max-width: 100%; }}
 <h2>Particle size distributions</h2>{figures}
 <h2>D-values per lot</h2>{dvalue_sections}
 <h2>Notes on the statistics</h2><ul>{notes}</ul>
-<h2>Lineage</h2>{_html_table(summary.lineage)}
+<h2>Lineage</h2>{_html_table(summary.lineage)}{chain}
 <h2>Input images</h2>{_html_table(summary.images[_IMAGE_COLUMNS])}
 </body></html>
 """
@@ -161,6 +168,10 @@ def _first_page(pdf: PdfPages, report: ComparisonReport, summary: Summary, title
     y = _put(fig, y - 0.01, "Lineage", size=11, weight="bold")
     for row in summary.lineage.itertuples():
         y = _put(fig, y, f"{row.item}: {row.value}", size=7.5, width=100, family="monospace")
+    if summary.chain is not None:
+        y = _put(fig, y - 0.01, "Model version lineage chain", size=11, weight="bold")
+        for row in summary.chain.itertuples():
+            y = _put(fig, y, f"[{'ok' if row.holds == 'yes' else 'BROKEN'}] {row.step}: {row.summary}", size=7, width=120)
     pdf.savefig(fig)
     plt.close(fig)
 

@@ -25,6 +25,7 @@ from semqa.imageio import Micrograph
 
 if TYPE_CHECKING:
     from semqa.inference import Upscaler
+    from semqa.lineage import LineageReport
 
     from dashboard.config import DashboardSettings
 
@@ -73,6 +74,20 @@ def default_choice(choices: Sequence[ModelChoice], alias: str) -> int:
         if alias in c.aliases:
             return i
     return 0
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def model_lineage(name: str, version: str) -> LineageReport:
+    """The chain behind a generator version (:func:`semqa.lineage.trace_version`).
+
+    A broken chain is returned, not raised: the page shows which links hold and which do not.
+    """
+    from semqa.lineage import LineageBroken, trace_version
+
+    try:
+        return trace_version(version, name)
+    except LineageBroken as exc:
+        return exc.report
 
 
 @st.cache_resource(show_spinner="Loading the super-resolution model…", max_entries=4)

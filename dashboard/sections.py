@@ -22,11 +22,13 @@ from dashboard.runner import (
     analysed_view,
     comparison_key,
     default_choice,
+    model_lineage,
     registered_versions,
 )
 from semqa.analysis import AnalysisConfig, ComparisonReport
-from semqa.errors import InputError
+from semqa.errors import InputError, SemqaError
 from semqa.imageio import Micrograph
+from semqa.lineage import LineageReport
 
 #: Banner per verdict (DESIGN.md: equivalent | not_equivalent | inconclusive).
 _BANNERS = {"equivalent": st.success, "not_equivalent": st.error, "inconclusive": st.warning}
@@ -145,8 +147,20 @@ def verdict_banner(report: ComparisonReport) -> None:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _summary(key: str, _report: ComparisonReport, _config: AnalysisConfig) -> report_export.Summary:
-    return report_export.summarize(_report, _config)
+def _summary(key: str, _report: ComparisonReport, _config: AnalysisConfig, chain_json: str | None) -> report_export.Summary:
+    chain = None if chain_json is None else LineageReport.model_validate_json(chain_json)
+    return report_export.summarize(_report, _config, chain)
+
+
+def _chain(options: Options) -> LineageReport | None:
+    """Lineage chain of the chosen generator version; None without SR or when it cannot be read."""
+    if options.model is None:
+        return None
+    try:
+        return model_lineage(options.model.name, options.model.version)
+    except SemqaError as exc:
+        st.error(f"Lineage of model version {options.model.version} could not be read: {exc}")
+        return None
 
 
 def results(
@@ -159,13 +173,15 @@ def results(
     settings: DashboardSettings,
 ) -> None:
     """Everything shown after a comparison."""
-    summary = _summary(key, report, config)
+    chain = _chain(options)
+    summary = _summary(key, report, config, None if chain is None else chain.model_dump_json())
     st.header("Result")
     verdict_banner(report)
     for product in tables.PRODUCTS:
         for lot, result in (report.reference if product == "reference" else report.test).items():
             if result.psd.n == 0:
                 st.warning(f"{charts.LABELS[product]} lot {lot!r}: no particles were found in its images.")
+    st.subheader("Equivalence statistics")
     st.dataframe(summary.statistics, hide_index=True)
 
     tab_dist, tab_lots, tab_images, tab_particles, tab_lineage, tab_report = st.tabs(
@@ -189,6 +205,9 @@ def results(
         _particles(summary.particles)
     with tab_lineage:
         st.dataframe(summary.lineage, hide_index=True)
+        if summary.chain is not None:
+            st.caption(f"Lineage chain of model version {options.model.version} (registry, weights, training run, data, code):")
+            st.dataframe(summary.chain, hide_index=True)
         st.caption("Input images (sha256 of each file as received):")
         st.dataframe(summary.images[["product", "lot", "name", "digest", "pixel_size_um", "n_particles"]], hide_index=True)
     with tab_report:

@@ -14,6 +14,7 @@ import pandas as pd
 
 from semqa.analysis import AnalysisConfig, AnalysisResult, ComparisonReport
 from semqa.equivalence import PBEResult
+from semqa.lineage import LineageReport
 from semqa.measure import particles_frame
 from semqa.psd import PSD, Weighting, compute_psd, histogram_edges
 
@@ -115,8 +116,27 @@ def input_set_digest(report: ComparisonReport) -> str:
     return "sha256:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
-def lineage_frame(report: ComparisonReport, config: AnalysisConfig) -> pd.DataFrame:
-    """What produced the result, one ``item``/``value`` row each: model, run, data, code, settings."""
+def chain_frame(chain: LineageReport) -> pd.DataFrame:
+    """The links of a model version's lineage chain: step, whether it holds, summary."""
+    return pd.DataFrame(
+        [{"step": link.step, "holds": "yes" if link.ok else "NO", "summary": link.summary} for link in chain.links],
+        columns=["step", "holds", "summary"],
+    )
+
+
+def _link_detail(chain: LineageReport | None, step: str, key: str) -> str:
+    for link in chain.links if chain is not None else []:
+        if link.step == step and link.details.get(key) is not None:
+            return str(link.details[key])
+    return "—"
+
+
+def lineage_frame(report: ComparisonReport, config: AnalysisConfig, chain: LineageReport | None = None) -> pd.DataFrame:
+    """What produced the result, one ``item``/``value`` row each: model, run, data, code, settings.
+
+    ``chain`` (:func:`semqa.lineage.trace_version` of the model version used) adds the
+    training data digest, its validation and the training code.
+    """
     lin = report.lineage
     model = lin.model
     rows = [
@@ -127,9 +147,13 @@ def lineage_frame(report: ComparisonReport, config: AnalysisConfig) -> pd.DataFr
         ("training run", model.run_id if model and model.run_id else "—"),
         ("model URI", model.model_uri if model and model.model_uri else "—"),
         ("weights digest", model.weights_digest if model and model.weights_digest else "—"),
+        ("training data digest", _link_detail(chain, "dataset", "digest")),
+        ("training data validation", _link_detail(chain, "validation_report", "success")),
+        ("training code version", _link_detail(chain, "code", "code_version")),
+        ("model lineage chain", "—" if chain is None else ("intact" if chain.ok else "BROKEN at " + ", ".join(b.step for b in chain.broken))),
         ("input image set digest", input_set_digest(report)),
         ("images analysed", str(sum(len(r.images) for p in PRODUCTS for r in _lots(report, p).values()))),
-        ("code version", lin.code_version),
+        ("analysis code version", lin.code_version),
         ("semqa version", lin.semqa_version),
         ("created (UTC)", lin.created_at.strftime("%Y-%m-%d %H:%M:%S")),
         ("analysis settings", config.model_dump_json()),

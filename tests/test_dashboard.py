@@ -113,7 +113,7 @@ def test_main_flow_uploads_compare_and_show_results(lots_root: Path) -> None:
     assert len(at.image) == 5, captions  # 3 figures, the chosen image as acquired and outlined
     assert "Segmented particles (outlines)" in captions
     lineage = at.dataframe[4].value.set_index("item")["value"]
-    assert lineage["code version"] == expected.lineage.code_version
+    assert lineage["analysis code version"] == expected.lineage.code_version
     assert lineage["super-resolution"] == "off"
 
     particles = at.dataframe[3].value
