@@ -297,3 +297,28 @@ def test_cli_register_pairs_then_validate(pair_set: Path, tmp_path: Path, capsys
     assert main(["register-pairs", str(pair_set), str(out)]) == 0
     assert main(["validate", str(out), "--report", str(tmp_path / "after")]) == 0
     assert main(["register-pairs", str(pair_set), str(out)]) == 2  # refuses to overwrite
+
+
+def test_gx_runs_without_network(clean_set: Path, tmp_path: Path, monkeypatch) -> None:
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"validation tried the network: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    report = validate_pairs(clean_set, report_dir=tmp_path / "report")
+    assert report.success and report.data_docs_index.is_file()
+
+
+def test_cli_lots(clean_set: Path, tmp_path: Path, capsys) -> None:
+    lot = tmp_path / "lots" / "lot1"
+    lot.mkdir(parents=True)
+    for i in range(2):
+        shutil.copy(clean_set / "lr" / _name(i), lot / _name(i))
+    assert main(["validate", str(tmp_path / "lots"), "--lots", "--report", str(tmp_path / "r")]) == 0
+    _rewrite(lot / _name(1), np.zeros((64, 64)), LR_PX)  # a black frame: beam off
+    assert main(["validate", str(tmp_path / "lots"), "--lots", "--report", str(tmp_path / "r")]) == 1
+    out = capsys.readouterr().out
+    assert f"FAIL black: 1 image(s): lot1/{_name(1)}" in out
+    assert main(["validate", str(clean_set), "--pixel-size", "0.1"]) == 2
