@@ -384,7 +384,108 @@ def _add_dashboard(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_dashboard)
 
 
-_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_analyze, _add_compare, _add_synth, _add_validate, _add_register_pairs, _add_train, _add_super_resolve, _add_dashboard]
+def gate_evaluator(model_uri: str, eval_dir):
+    """Evaluate a registered generator on a pair folder for the promotion gates.
+
+    The :data:`semqa.promotion.Evaluator` the CLI (and ``semqa demo``) passes to
+    :func:`semqa.promotion.promote`: :func:`training.evaluate.evaluate_generator` on
+    :func:`training.data.load_pairs`.
+    """
+    from semqa.inference import load_upscaler
+    from training.data import load_pairs
+    from training.evaluate import evaluate_generator
+
+    upscaler = load_upscaler(model_uri, device="cpu")
+    return evaluate_generator(upscaler, load_pairs(eval_dir, upscaler.scale))
+
+
+def _print_lineage(report, as_json: bool) -> None:
+    print(report.model_dump_json(indent=2) if as_json else report.text())
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from semqa import promotion
+    from semqa.lineage import LineageBroken, trace_version
+
+    if args.models_command == "list":
+        table = promotion.list_versions()
+        if args.json:
+            print(table.to_json(orient="records", indent=2))
+        elif table.empty:
+            print("no registered versions")
+        else:
+            print(table.drop(columns=["run_id"]).to_string(index=False, na_rep="-"))
+    elif args.models_command == "promote":
+        entry = promotion.promote(
+            args.version, args.to, args.reason, args.force,
+            evaluator=gate_evaluator, eval_data=Path(args.eval_data) if args.eval_data else None,
+        )
+        for gate in entry.gates:
+            print(f"  [{'pass' if gate.passed else 'FAIL'}] {gate.detail}")
+        print(f"version {entry.version} is now {entry.alias}" + (" (FORCED past failed gates)" if entry.forced and not entry.gates_passed else "")
+              + (f"; v{entry.archived_version} archived" if entry.archived_version else "")
+              + f"; evaluation run {entry.eval_run_id}, set {entry.eval_set_digest}")
+    elif args.models_command == "rollback":
+        entry = promotion.rollback(args.reason)
+        print(f"production rolled back from v{entry.from_version} to v{entry.version}; v{entry.archived_version} archived")
+    elif args.models_command == "lineage":
+        try:
+            _print_lineage(trace_version(args.version), args.json)
+        except LineageBroken as exc:
+            _print_lineage(exc.report, args.json)
+            raise
+    elif args.models_command == "audit":
+        from semqa.audit import export_audit, read_audit
+
+        text = export_audit(read_audit(), args.format, Path(args.out) if args.out else None)
+        print(f"wrote {args.out}" if args.out else text, end="" if not args.out else "\n")
+    return EXIT_OK
+
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="model registry: list, promote behind gates, rollback, lineage, audit")
+    msub = p.add_subparsers(dest="models_command", required=True, parser_class=_Parser)
+    ls = msub.add_parser("list", help="versions, aliases, gate metrics and gate status")
+    ls.add_argument("--json", action="store_true", help="print JSON records")
+    pr = msub.add_parser("promote", help="move staging/production onto VERSION if its gates pass")
+    pr.add_argument("version", metavar="VERSION")
+    pr.add_argument("--to", required=True, choices=["staging", "production"])
+    pr.add_argument("--reason", required=True, metavar="TEXT", help="why (kept in the audit trail)")
+    pr.add_argument("--force", action="store_true", help="promote even if a gate fails (recorded as forced)")
+    pr.add_argument("--eval-data", metavar="DIR", help="evaluation pair folder (default: the seeded synthetic set)")
+    rb = msub.add_parser("rollback", help="give production back to the version it replaced")
+    rb.add_argument("--reason", required=True, metavar="TEXT")
+    li = msub.add_parser("lineage", help="training run, data, validation report and code behind VERSION")
+    li.add_argument("version", metavar="VERSION")
+    li.add_argument("--json", action="store_true")
+    au = msub.add_parser("audit", help="export the audit trail of promotions and rollbacks")
+    au.add_argument("--format", choices=["csv", "json"], default="csv")
+    au.add_argument("--out", metavar="FILE", help="write here instead of stdout")
+    p.set_defaults(func=_cmd_models)
+
+
+def _cmd_lineage(args: argparse.Namespace) -> int:
+    from semqa.lineage import LineageBroken, trace_result
+
+    try:
+        _print_lineage(trace_result(args.result, args.images), args.json)
+    except LineageBroken as exc:
+        _print_lineage(exc.report, args.json)
+        raise
+    return EXIT_OK
+
+
+def _add_lineage(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("lineage", help="the chain behind a result: inputs, model, training run, data, code")
+    p.add_argument("result", metavar="RESULT.json")
+    p.add_argument("--images", nargs="+", metavar="DIR", default=[], help="folders holding the input images (if moved)")
+    p.add_argument("--json", action="store_true", help="print the chain as JSON")
+    p.set_defaults(func=_cmd_lineage)
+
+
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_analyze, _add_compare, _add_synth, _add_validate, _add_register_pairs, _add_train, _add_super_resolve, _add_dashboard, _add_models, _add_lineage]
 
 
 if __name__ == "__main__":

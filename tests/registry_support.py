@@ -1,0 +1,114 @@
+"""Real generators in a real MLflow store for the registry, lineage and server tests.
+
+One tiny generator is trained once per test session with :func:`training.train.train`
+(paired synthetic data, validated by Great Expectations, registered as version 1) into a
+template store; each test copies the template's database and works on its copy. Further
+versions are registered from real artifacts: the same trained weights, a freshly
+initialised (untrained) generator, or weights trained on data that failed validation.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import mlflow
+import torch
+
+from semqa.archs import GeneratorConfig, build_generator
+from semqa.inference import TAG_WEIGHTS_ARTIFACT, TAG_WEIGHTS_DIGEST, save_generator_files, weights_digest
+from semqa.registry import MODEL_NAME
+from semqa.synth import SynthConfig, make_pairs
+from semqa.version import code_version
+
+TINY = GeneratorConfig(arch="srvgg", num_feat=8, num_conv=2, scale=4)
+SIZE_PX = 192
+
+
+def _train_template(folder: Path) -> dict:
+    from training.config import demo_config
+    from training.train import train
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pairs = make_pairs(folder / "pairs", 3, SynthConfig(size_px=SIZE_PX), seed=1)
+    eval_dir = make_pairs(folder / "eval", 2, SynthConfig(size_px=SIZE_PX), seed=99)
+    uri = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
+    (folder / "mlruns").mkdir(exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    config = demo_config(
+        generator=TINY, pretrain_steps=40, gan_steps=0, batch_size=4, eval_every=1000,
+        checkpoint_every=1000, max_val_images=1, checkpoint_dir=folder / "ckpt",
+    )
+    result = train(config, pairs)
+    assert result.model_version == "1"
+    return {"db": folder / "mlruns" / "mlflow.db", "pairs": pairs, "eval": eval_dir, "run_id": result.run_id}
+
+
+def trained_template(tmp_path_factory) -> dict:
+    """The session's template store with version 1 trained (made on first use)."""
+    import os
+
+    folder = tmp_path_factory.getbasetemp() / "registry-template"
+    marker = folder / "done"
+    if not marker.is_file():
+        old_cwd, old_uri = Path.cwd(), os.environ.pop("MLFLOW_TRACKING_URI", None)
+        os.chdir(tmp_path_factory.getbasetemp())
+        try:
+            info = _train_template(folder)
+        finally:
+            os.chdir(old_cwd)
+            if old_uri is not None:
+                os.environ["MLFLOW_TRACKING_URI"] = old_uri
+        marker.write_text(info["run_id"])
+    return {"db": folder / "mlruns" / "mlflow.db", "pairs": folder / "pairs", "eval": folder / "eval", "run_id": marker.read_text()}
+
+
+def use_copy(template: dict, workdir: Path, monkeypatch) -> str:
+    """Copy the template database into ``workdir/mlruns``, chdir there and point MLflow at it."""
+    store = workdir / "mlruns"
+    store.mkdir(parents=True, exist_ok=True)
+    shutil.copy(template["db"], store / "mlflow.db")
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def register_same_weights(version: str = "1") -> str:
+    """A new version of the weights ``version`` holds (same run, same artifacts)."""
+    client = mlflow.MlflowClient()
+    mv = client.get_model_version(MODEL_NAME, version)
+    # Only the tags training wrote at registration; audit and gate tags belong to ``version``.
+    tags = {k: v for k, v in mv.tags.items() if not k.startswith(("audit.", "semqa."))}
+    return str(client.create_model_version(MODEL_NAME, mv.source, run_id=mv.run_id, tags=tags).version)
+
+
+def register_generator_run(generator: torch.nn.Module, *, validation_report=None) -> str:
+    """Log ``generator``'s files in a new run (with a real validation report if given) and register it."""
+    from validation import log_report_to_mlflow
+
+    mlflow.set_experiment("registry-tests")
+    with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:
+        mlflow.set_tag("semqa.code_version", code_version())
+        if validation_report is not None:
+            log_report_to_mlflow(validation_report)
+        weights, _ = save_generator_files(generator, TINY, tmp)
+        digest = weights_digest(weights)
+        mlflow.log_artifacts(tmp, "generator/files")
+    tags = {TAG_WEIGHTS_ARTIFACT: "generator/files", TAG_WEIGHTS_DIGEST: digest}
+    mv = mlflow.MlflowClient().create_model_version(MODEL_NAME, f"runs:/{run.info.run_id}/generator/files", run_id=run.info.run_id, tags=tags)
+    return str(mv.version)
+
+
+def untrained_generator(seed: int = 5) -> torch.nn.Module:
+    """A freshly initialised generator with perturbed weights: far worse than bicubic."""
+    torch.manual_seed(seed)
+    g = build_generator(TINY)
+    with torch.no_grad():
+        for p in g.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    return g
