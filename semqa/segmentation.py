@@ -38,8 +38,8 @@ from scipy import ndimage
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from skimage.filters import threshold_otsu
-from skimage.morphology import h_maxima
-from skimage.segmentation import expand_labels, watershed
+from skimage.morphology import convex_hull_image
+from skimage.segmentation import watershed
 from skimage.transform import resize
 
 from semqa.errors import InputError
@@ -61,7 +61,7 @@ class SegmentationConfig(BaseModel):
         "(area-weighted median ECD of a first Otsu segmentation)",
     )
     denoise_sigma_rel: float = Field(
-        0.03, ge=0, description="Gaussian denoising sigma as a fraction of the particle diameter"
+        0.02, ge=0, description="Gaussian denoising sigma as a fraction of the particle diameter"
     )
     denoise_sigma_min_px: float = Field(0.5, ge=0, description="lower bound of the denoising sigma, px")
     denoise_sigma_max_px: float = Field(2.0, ge=0, description="upper bound of the denoising sigma, px")
@@ -75,28 +75,41 @@ class SegmentationConfig(BaseModel):
         description="where each boundary is placed between the local substrate (0) and the particle's "
         "bright level (1); 0.5 is the half-maximum edge criterion",
     )
-    bright_percentile: float = Field(
-        90.0, gt=50, le=100, description="percentile of a particle's pixels taken as its bright (rim) level"
+    bright_window_rel: float = Field(
+        0.15,
+        gt=0,
+        description="half-width of the window around each pixel whose maximum is the particle's bright "
+        "(rim) level there, in particle diameters",
     )
     ring_px_rel: float = Field(
         0.25, gt=0, description="width of the ring sampled for the local substrate level, in particle diameters"
     )
     min_snr: float = Field(
-        5.0, gt=0, description="least contrast of a particle over its substrate, in noise standard deviations"
+        8.0, gt=0, description="least contrast of a particle over its substrate, in noise standard deviations "
+        "(of the denoised image); 8 keeps the extreme specks of a noise-only frame out"
     )
     fill_holes: bool = Field(True, description="fill enclosed holes (rims make particles look like rings)")
     min_object_px: int = Field(
         4, ge=1, description="connected components smaller than this many pixels are noise and dropped"
     )
     split_touching: bool = Field(True, description="split touching particles by watershed")
-    h_px: float = Field(
-        1.0, gt=0, description="h of the h-maxima of the distance map used as watershed markers, px"
-    )
-    merge_neck_ratio: float = Field(
-        0.6,
+    marker_window_rel: float = Field(
+        0.15,
         gt=0,
-        description="regions are merged back when the cut between them is longer than this fraction of "
-        "the smaller region's inscribed diameter",
+        description="watershed markers are maxima of the distance map within a window of this half-width, "
+        "in particle diameters",
+    )
+    merge_cut_ratio: float = Field(
+        0.9,
+        gt=0,
+        description="neighbouring watershed regions are merged back at once when the cut between them is "
+        "longer than this fraction of the smaller region's inscribed diameter",
+    )
+    merge_notch_ratio: float = Field(
+        0.3,
+        gt=0,
+        description="neighbouring watershed regions are merged back when the concavities at the ends of "
+        "the cut between them are shallower than this fraction of the smaller region's inscribed radius",
     )
 
 
@@ -104,9 +117,9 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim != 2:
         raise InputError(f"segment needs a 2-D grayscale image, got an array of shape {image.shape}")
-    if image.size == 0 or min(image.shape) < 3:
+    if min(image.shape) < 3:
         raise InputError(f"image of shape {image.shape} is too small to segment (at least 3 × 3 pixels)")
-    if not (np.issubdtype(image.dtype, np.floating) or np.issubdtype(image.dtype, np.integer)) or image.dtype == bool:
+    if image.dtype == bool or not (np.issubdtype(image.dtype, np.floating) or np.issubdtype(image.dtype, np.integer)):
         raise InputError(f"segment needs a real-valued image, got dtype {image.dtype}")
     image = image.astype(np.float32, copy=False)
     if not np.isfinite(image).all():
@@ -114,40 +127,76 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     return image
 
 
+def _by_label(values: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel values of labelled pixels sorted by (label, value), with each label's start and count.
+
+    One sort serves every per-label order statistic; :func:`scipy.ndimage.median` and
+    :func:`scipy.ndimage.maximum` sort the whole image once per call instead.
+    """
+    sel = labels > 0
+    lab, val = labels[sel], values[sel].astype(np.float64)
+    # One float64 argsort on label + value scaled into [0, 0.5): labels stay in order and
+    # values sort within each label (float64 resolves 1e-9 steps below a million labels).
+    lo, hi = (float(val.min()), float(val.max())) if val.size else (0.0, 0.0)
+    order = np.argsort(lab + 0.5 * (val - lo) / (hi - lo + 1e-12))
+    counts = np.bincount(lab, minlength=int(labels.max()) + 1)[1:]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return val[order], starts, counts
+
+
+def _label_quantile(values: np.ndarray, labels: np.ndarray, qs: tuple[float, ...]) -> list[np.ndarray]:
+    """Quantiles (nearest rank) of ``values`` for labels 1…max; NaN for labels without pixels."""
+    ordered, starts, counts = _by_label(values, labels)
+    has = counts > 0
+    out = []
+    for q in qs:
+        idx = starts + np.floor(q * np.maximum(counts - 1, 0)).astype(np.int64)
+        column = np.full(counts.size, np.nan)
+        column[has] = ordered[idx[has]]
+        out.append(column)
+    return out
+
+
 def _ecd_scale(mask: np.ndarray) -> float | None:
-    """Area-weighted median ECD (px) of the connected components of ``mask``."""
+    """Area-weighted median ECD (px) of the connected components of ``mask``, None if none."""
     lab, n = ndimage.label(mask)
     if n == 0:
         return None
-    areas = np.bincount(lab.ravel())[1:].astype(float)
+    areas = np.sort(np.bincount(lab.ravel())[1:].astype(float))
     areas = areas[areas >= 4]
     if areas.size == 0:
         return None
-    order = np.sort(areas)
-    cum = np.cumsum(order)
-    median_area = order[np.searchsorted(cum, 0.5 * cum[-1])]
+    cum = np.cumsum(areas)
+    median_area = areas[np.searchsorted(cum, 0.5 * cum[-1])]
     return math.sqrt(4.0 * median_area / math.pi)
 
 
 def _background(image: np.ndarray, substrate: np.ndarray, sigma_px: float) -> np.ndarray:
-    """Smooth substrate level by normalized convolution, computed on a coarse grid."""
+    """Smooth substrate level by normalized convolution, computed on a grid ``sigma/4`` coarser."""
     factor = max(1, int(sigma_px // 4))
     small_shape = (max(1, image.shape[0] // factor), max(1, image.shape[1] // factor))
-    img_s = resize(image * substrate, small_shape, order=1, anti_aliasing=True)
-    w_s = resize(substrate.astype(np.float32), small_shape, order=1, anti_aliasing=True)
+    h, w = small_shape[0] * factor, small_shape[1] * factor
+    weight = substrate[:h, :w].astype(np.float32)
+    img_s = (image[:h, :w] * weight).reshape(small_shape[0], factor, small_shape[1], factor).mean(axis=(1, 3))
+    w_s = weight.reshape(small_shape[0], factor, small_shape[1], factor).mean(axis=(1, 3))
     s = sigma_px / factor
     num = ndimage.gaussian_filter(img_s, s, mode="reflect")
     den = ndimage.gaussian_filter(w_s, s, mode="reflect")
     fallback = float(np.median(image[substrate])) if substrate.any() else float(np.median(image))
     bg_s = np.where(den > 1e-3, num / np.maximum(den, 1e-3), fallback)
-    bg = resize(bg_s, image.shape, order=1)
-    return np.maximum(bg, 1e-6 + 1e-3 * max(fallback, 0.0)).astype(np.float32)
+    bg = resize(bg_s, image.shape, order=1, mode="edge", anti_aliasing=False, preserve_range=True)
+    return np.maximum(bg, max(1e-6, 1e-3 * abs(fallback))).astype(np.float32)
 
 
 def _otsu_mask(image: np.ndarray) -> np.ndarray | None:
-    if float(image.max()) <= float(image.min()):
+    """Otsu foreground, the threshold taken from every other row and column (4× fewer pixels).
+
+    The mask only seeds the local thresholds, so the subsample's threshold is precise enough.
+    """
+    sample = image[::2, ::2] if min(image.shape) >= 64 else image
+    if float(sample.max()) <= float(sample.min()):
         return None
-    return image > threshold_otsu(image)
+    return image > threshold_otsu(sample)
 
 
 def _noise_sd(image: np.ndarray) -> float:
@@ -157,14 +206,27 @@ def _noise_sd(image: np.ndarray) -> float:
     structure; the mean absolute response gives the noise sd. Edges add a little.
     """
     kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
-    response = ndimage.convolve(image, kernel, mode="reflect")[1:-1, 1:-1]
+    # A central crop of at most 1024 × 1024 pixels holds enough samples of stationary noise.
+    r0, c0 = max(0, (image.shape[0] - 1024) // 2), max(0, (image.shape[1] - 1024) // 2)
+    crop = image[r0 : r0 + 1024, c0 : c0 + 1024]
+    response = ndimage.convolve(crop, kernel, mode="reflect")[1:-1, 1:-1]
     return float(math.sqrt(math.pi / 2.0) * np.abs(response).mean() / 6.0)
 
 
 def _local_threshold_mask(
-    flat: np.ndarray, mask: np.ndarray, gap_px: int, ring_px: float, noise_sd: float, config: SegmentationConfig
+    flat: np.ndarray,
+    mask: np.ndarray,
+    gap_px: int,
+    ring_px: float,
+    bright_px: int,
+    noise_sd: float,
+    config: SegmentationConfig,
 ) -> np.ndarray:
-    """Re-threshold every particle at its own half level between substrate and rim.
+    """Re-threshold every particle at the half level between its substrate and its nearby rim.
+
+    The substrate level is the median of a ring around each connected component; the bright
+    level is the maximum within ``bright_px`` of each pixel, so each stretch of boundary is
+    placed by its own rim (shading, and touching particles of different brightness).
 
     Components whose contrast over their local substrate is below ``min_snr`` noise standard
     deviations are noise, not particles, and are dropped (an image of pure noise gives none).
@@ -172,60 +234,137 @@ def _local_threshold_mask(
     lab, n = ndimage.label(mask)
     if n == 0:
         return mask
-    index = np.arange(1, n + 1)
-    zone = expand_labels(lab, distance=gap_px + ring_px)
-    ring = np.where(ndimage.binary_dilation(mask, iterations=gap_px), 0, zone)
-    substrate = np.asarray(ndimage.median(flat, ring, index), dtype=float)
+    # Zone of each particle: the particle and the background within a square of half-width
+    # gap + ring around it (a separable maximum filter; between two particles closer than
+    # that, the higher label takes the shared background pixels).
+    reach = 2 * int(math.ceil(gap_px + ring_px)) + 1
+    zone = np.where(lab > 0, lab, ndimage.maximum_filter(lab, size=reach))
+    ring = np.where(ndimage.maximum_filter(mask, size=2 * gap_px + 1), 0, zone)
+    (substrate,) = _label_quantile(flat, ring, (0.5,))
+    if substrate.size < n:
+        substrate = np.concatenate([substrate, np.full(n - substrate.size, np.nan)])
     # A component without a ring of its own (crowded) takes the field's substrate level.
-    substrate = np.where(np.isfinite(substrate), substrate, float(np.median(flat[zone == 0])) if (zone == 0).any() else 1.0)
-    bright = np.asarray(
-        ndimage.labeled_comprehension(
-            flat, lab, index, lambda v: np.percentile(v, config.bright_percentile), np.float64, np.nan
-        )
-    )
-    median = np.asarray(ndimage.median(flat, lab, index), dtype=float)
+    field = float(np.median(flat[zone == 0])) if (zone == 0).any() else float(np.median(flat[~mask]))
+    substrate = np.where(np.isfinite(substrate), substrate, field)
+    (median,) = _label_quantile(flat, lab, (0.5,))
     real = (median - substrate) > config.min_snr * noise_sd
-    level = np.where(real, substrate + config.edge_level * (bright - substrate), np.inf)
-    level_map = np.concatenate([[np.inf], level])[zone]
-    return flat > level_map
+    substrate_map = np.concatenate([[np.nan], np.where(real, substrate, np.nan)])[zone]
+    # Bright level: the highest particle pixel nearby; pixels with none within reach stay out.
+    bright_map = ndimage.maximum_filter(np.where(mask, flat, -np.inf), size=2 * bright_px + 1)
+    level = substrate_map + config.edge_level * (bright_map - substrate_map)
+    with np.errstate(invalid="ignore"):
+        return flat > np.where(np.isfinite(level), level, np.inf)
 
 
-def _split(mask: np.ndarray, config: SegmentationConfig) -> np.ndarray:
-    """Marker-controlled watershed of the distance map, merging cuts through particle bodies."""
-    dist = ndimage.distance_transform_edt(mask).astype(np.float32)
-    markers, n_markers = ndimage.label(h_maxima(dist, config.h_px))
-    regions = watershed(-dist, markers, mask=mask)
-    if n_markers < 2:
-        return regions
-    # Cut length between neighbouring regions from horizontal and vertical pixel adjacencies.
-    pairs = []
-    for a, b, axis in ((regions[:, :-1], regions[:, 1:], 0), (regions[:-1, :], regions[1:, :], 1)):
+def _cut_lengths(regions: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Neighbouring region pairs ``(a, b)`` with ``a < b`` and the length of the cut between them.
+
+    The length is estimated from the counts of horizontal and vertical pixel adjacencies
+    across the cut, ``hypot(n_h, n_v)``, exact for straight cuts at any angle.
+    """
+    lo_parts, hi_parts, axis_parts = [], [], []
+    for axis, (a, b) in enumerate(((regions[:, :-1], regions[:, 1:]), (regions[:-1, :], regions[1:, :]))):
         diff = (a != b) & (a > 0) & (b > 0)
-        lo = np.minimum(a[diff], b[diff]).astype(np.int64)
-        hi = np.maximum(a[diff], b[diff]).astype(np.int64)
-        pairs.append((lo, hi, np.full(lo.size, axis)))
-    lo = np.concatenate([p[0] for p in pairs])
-    hi = np.concatenate([p[1] for p in pairs])
-    axis = np.concatenate([p[2] for p in pairs])
-    if lo.size == 0:
-        return regions
-    code = lo * (n_markers + 1) + hi
-    codes, inverse = np.unique(code, return_inverse=True)
+        lo_parts.append(np.minimum(a[diff], b[diff]).astype(np.int64))
+        hi_parts.append(np.maximum(a[diff], b[diff]).astype(np.int64))
+        axis_parts.append(np.full(lo_parts[-1].size, axis))
+    lo, hi, axis = np.concatenate(lo_parts), np.concatenate(hi_parts), np.concatenate(axis_parts)
+    codes, inverse = np.unique(lo * (n + 1) + hi, return_inverse=True)
     n_h = np.bincount(inverse, weights=(axis == 0), minlength=codes.size)
     n_v = np.bincount(inverse, weights=(axis == 1), minlength=codes.size)
-    cut = np.hypot(n_h, n_v)
-    ra, rb = np.divmod(codes, n_markers + 1)
-    peak = np.concatenate([[0.0], ndimage.maximum(dist, regions, np.arange(1, n_markers + 1))])
-    inscribed = 2.0 * np.minimum(peak[ra], peak[rb])
-    merge = cut > config.merge_neck_ratio * inscribed
-    graph = coo_matrix(
-        (np.ones(int(merge.sum())), (ra[merge], rb[merge])), shape=(n_markers + 1, n_markers + 1)
-    )
+    ra, rb = np.divmod(codes, n + 1)
+    return ra, rb, np.hypot(n_h, n_v)
+
+
+def _notch_depth(regions: np.ndarray, boxes: list, a: int, b: int) -> float:
+    """Depth of the concavities at the ends of the cut between regions ``a`` and ``b``, px.
+
+    For every pixel of ``a`` next to ``b``, the distance to the border of the union's convex
+    hull minus the distance to the border of the union itself. A cut through a particle's
+    body ends on its convex outline (depth ≈ 0); a cut between two touching particles ends in
+    the notches where their outlines meet (depth of the order of the smaller radius).
+    """
+    sa, sb = boxes[a - 1], boxes[b - 1]
+    box = tuple(slice(max(min(x.start, y.start) - 1, 0), max(x.stop, y.stop) + 1) for x, y in zip(sa, sb))
+    crop = regions[box]
+    is_a, is_b = crop == a, crop == b
+    union = is_a | is_b
+    cut = is_a & ndimage.binary_dilation(is_b)
+    if not cut.any():
+        return 0.0
+    hull = convex_hull_image(union)
+    d_hull = ndimage.distance_transform_edt(np.pad(hull, 1))[1:-1, 1:-1]
+    d_union = ndimage.distance_transform_edt(np.pad(union, 1))[1:-1, 1:-1]
+    return float((d_hull - d_union)[cut].max())
+
+
+def _split_component(mask: np.ndarray, dist: np.ndarray, markers: np.ndarray, config: SegmentationConfig) -> np.ndarray:
+    """Watershed of one component (a crop) from its markers, merging cuts through bodies."""
+    n = int(markers.max())
+    regions = watershed(-dist, markers, mask=mask)
+    ra, rb, cut = _cut_lengths(regions, n)
+    if ra.size == 0:
+        return regions
+    # Each region's highest distance is at its marker, where the flooding started.
+    peak = np.zeros(n + 1)
+    np.maximum.at(peak, markers[markers > 0], dist[markers > 0])
+    inscribed = np.minimum(peak[ra], peak[rb])
+    # A cut nearly as long as the smaller region is wide crosses a body, not a neck; only the
+    # others need the (slower) notch test.
+    merge = cut >= config.merge_cut_ratio * 2.0 * inscribed
+    boxes = ndimage.find_objects(regions)
+    for k in np.flatnonzero(~merge):
+        merge[k] = _notch_depth(regions, boxes, int(ra[k]), int(rb[k])) < config.merge_notch_ratio * inscribed[k]
+    graph = coo_matrix((np.ones(int(merge.sum())), (ra[merge], rb[merge])), shape=(n + 1, n + 1))
     _, component = connected_components(graph, directed=False)
-    # Relabel: background stays 0, merged regions share one consecutive label.
     _, new_ids = np.unique(component[1:], return_inverse=True)
-    lookup = np.concatenate([[0], new_ids + 1]).astype(np.int32)
-    return lookup[regions]
+    return np.concatenate([[0], new_ids + 1])[regions]
+
+
+def _split(mask: np.ndarray, diameter: float, config: SegmentationConfig) -> np.ndarray:
+    """Label ``mask``, splitting touching particles (watershed of the distance map).
+
+    Each connected component is handled in its own bounding box: markers are the maxima
+    of its distance map within a window; a component with one marker is one particle.
+    """
+    components, n_comp = ndimage.label(mask, structure=np.ones((3, 3)))
+    labels = components.astype(np.int32)
+    half = max(1, round(config.marker_window_rel * diameter))
+    next_label = n_comp + 1
+    for c, box in enumerate(ndimage.find_objects(components), start=1):
+        own = np.pad(components[box] == c, 1)
+        dist = ndimage.distance_transform_edt(own).astype(np.float32)
+        peaks = (dist >= ndimage.maximum_filter(dist, size=2 * half + 1)) & (dist >= 1.0)
+        markers, n_markers = ndimage.label(peaks, structure=np.ones((3, 3)))
+        if n_markers < 2:
+            continue
+        parts = _split_component(own, dist, markers, config)[1:-1, 1:-1]
+        n_parts = int(parts.max())
+        if n_parts > 1:
+            # Part 1 keeps the component's label; the others get new ones.
+            relabel = np.concatenate([[0, c], np.arange(next_label, next_label + n_parts - 1)]).astype(np.int32)
+            inside = parts > 0
+            labels[box][inside] = relabel[parts[inside]]
+            next_label += n_parts - 1
+    return labels
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """Fill holes: background components that do not reach the image border.
+
+    Same result as :func:`scipy.ndimage.binary_fill_holes` (4-connected background), from one
+    labelling instead of a binary propagation over the whole frame.
+    """
+    background, _ = ndimage.label(~mask)
+    edge = np.unique(np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]]))
+    outside = np.zeros(int(background.max()) + 1, dtype=bool)
+    outside[edge] = True
+    outside[0] = False
+    return ~outside[background]
+
+
+def _denoise_sigma(diameter: float, config: SegmentationConfig) -> float:
+    return float(np.clip(config.denoise_sigma_rel * diameter, config.denoise_sigma_min_px, config.denoise_sigma_max_px))
 
 
 def segment(image: np.ndarray, config: SegmentationConfig | None = None) -> np.ndarray:
@@ -253,29 +392,35 @@ def segment(image: np.ndarray, config: SegmentationConfig | None = None) -> np.n
     config = config or SegmentationConfig()
     image = _check_image(image)
     empty = np.zeros(image.shape, dtype=np.int32)
-    coarse = _otsu_mask(ndimage.gaussian_filter(image, 1.0))
+    sigma = _denoise_sigma(config.particle_diameter_px or 0.0, config)
+    smooth = ndimage.gaussian_filter(image, sigma) if sigma > 0 else image
+    coarse = _otsu_mask(smooth)
     if coarse is None:
         return empty
     diameter = config.particle_diameter_px or _ecd_scale(coarse)
     if diameter is None:
         return empty
-    sigma = float(np.clip(config.denoise_sigma_rel * diameter, config.denoise_sigma_min_px, config.denoise_sigma_max_px))
-    smooth = ndimage.gaussian_filter(image, sigma) if sigma > 0 else image
-    bg = _background(smooth, ~ndimage.binary_dilation(coarse, iterations=2), config.background_sigma_rel * diameter)
+    if abs(_denoise_sigma(diameter, config) - sigma) > 0.15:
+        sigma = _denoise_sigma(diameter, config)
+        smooth = ndimage.gaussian_filter(image, sigma) if sigma > 0 else image
+    bg = _background(smooth, ~coarse, config.background_sigma_rel * diameter)
     flat = smooth / bg
     mask = _otsu_mask(flat)
     if mask is None:
         return empty
-    noise_sd = _noise_sd(image / bg) / (2.0 * math.sqrt(math.pi) * sigma) if sigma > 0 else _noise_sd(flat)
+    # Noise sd of the smoothed image: white noise of sd s blurred by a Gaussian of sigma
+    # keeps sd s / (2 sqrt(pi) sigma).
+    noise_sd = _noise_sd(image / bg) / max(1.0, 2.0 * math.sqrt(math.pi) * sigma)
     gap = max(1, math.ceil(2.0 * sigma))
-    mask = _local_threshold_mask(flat, mask, gap, max(2.0, config.ring_px_rel * diameter), noise_sd, config)
+    ring = max(2.0, config.ring_px_rel * diameter)
+    bright = max(1, round(config.bright_window_rel * diameter))
+    mask = _local_threshold_mask(flat, mask, gap, ring, bright, noise_sd, config)
     if config.fill_holes:
-        mask = ndimage.binary_fill_holes(mask)
+        mask = _fill_holes(mask)
     lab, _ = ndimage.label(mask)
-    sizes = np.bincount(lab.ravel())
-    mask = (sizes >= config.min_object_px)[lab] & mask
+    mask = (np.bincount(lab.ravel()) >= config.min_object_px)[lab] & mask
     if not mask.any():
         return empty
     if config.split_touching:
-        return _split(mask, config).astype(np.int32)
+        return _split(mask, diameter, config).astype(np.int32)
     return ndimage.label(mask)[0].astype(np.int32)

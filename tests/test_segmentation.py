@@ -1,0 +1,189 @@
+"""Segmentation: accuracy against synthetic ground truth, robustness, bad input.
+
+The accuracy tests use :mod:`semqa.synth` scenes (SEM-like contrast: bright rims, uneven
+background, probe blur, Poisson noise) whose true particle outlines are known. The
+reference population is the true particles not cut by the image border, the same
+population :func:`semqa.measure.measure_particles` keeps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from skimage.draw import ellipse
+
+from semqa.errors import InputError
+from semqa.measure import measure_particles
+from semqa.psd import d_values
+from semqa.segmentation import SegmentationConfig, segment
+from semqa.synth import SynthConfig, render_scene, scan_scene
+
+N_IMAGES = 20
+SEEDS = range(1000, 1000 + N_IMAGES)
+
+
+def _scene(seed: int, config: SynthConfig):
+    rng = np.random.default_rng(seed)
+    scene = render_scene(config, rng)
+    hr, lr = scan_scene(scene, config, rng)
+    return scene, hr, lr
+
+
+def _pair_split(labels: np.ndarray, true_labels: np.ndarray, ids: list[int]) -> bool:
+    """A designed pair is split when each partner's best-overlapping object matches it (IoU > 0.5)
+    and the two objects differ."""
+    best = []
+    for pid in ids:
+        own = true_labels == pid
+        hits = labels[own]
+        hits = hits[hits > 0]
+        if hits.size == 0:
+            return False
+        obj = int(np.bincount(hits).argmax())
+        inter = int((hits == obj).sum())
+        iou = inter / (own.sum() + (labels == obj).sum() - inter)
+        if iou <= 0.5:
+            return False
+        best.append(obj)
+    return best[0] != best[1]
+
+
+@pytest.fixture(scope="module")
+def hr_results() -> pd.DataFrame:
+    """Per-image D-values (measured and true) and per-pair split outcomes for 20 HR scenes."""
+    config = SynthConfig(size_px=512)
+    rows, pairs = [], []
+    for seed in SEEDS:
+        scene, hr, _ = _scene(seed, config)
+        labels = segment(hr)
+        particles, _ = measure_particles(labels, config.pixel_size_um)
+        truth = scene.particles[~scene.particles.touches_border]
+        est = d_values([p.ecd_um for p in particles])
+        true = d_values(truth.ecd_um.to_numpy())
+        rows.append({"seed": seed, "n": len(particles), "n_true": len(truth), **{
+            f"{k}_est": e for k, e in zip(("d10", "d50", "d90"), est)}, **{
+            f"{k}_true": t for k, t in zip(("d10", "d50", "d90"), true)}})
+        designed = truth[truth.touching_group >= 0].groupby("touching_group").particle_id.apply(list)
+        pairs += [_pair_split(labels, scene.labels, ids) for ids in designed if len(ids) == 2]
+    frame = pd.DataFrame(rows)
+    frame.attrs["pairs"] = pairs
+    return frame
+
+
+@pytest.mark.slow
+def test_d50_within_2_percent_on_20_hr_images(hr_results: pd.DataFrame) -> None:
+    err = (hr_results.d50_est - hr_results.d50_true).abs() / hr_results.d50_true
+    assert err.mean() <= 0.02, f"mean |ΔD50|/D50 = {err.mean():.4f}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("d", ["d10", "d90"])
+def test_d10_d90_within_4_percent_on_20_hr_images(hr_results: pd.DataFrame, d: str) -> None:
+    err = (hr_results[f"{d}_est"] - hr_results[f"{d}_true"]).abs() / hr_results[f"{d}_true"]
+    assert err.mean() <= 0.04, f"mean |Δ{d.upper()}|/{d.upper()} = {err.mean():.4f}"
+
+
+@pytest.mark.slow
+def test_touching_pairs_split(hr_results: pd.DataFrame) -> None:
+    pairs = hr_results.attrs["pairs"]
+    assert len(pairs) >= 30, "too few designed touching pairs to judge"
+    assert np.mean(pairs) >= 0.90, f"split {np.mean(pairs):.3f} of {len(pairs)} pairs"
+
+
+@pytest.mark.slow
+def test_particle_count_close_to_truth(hr_results: pd.DataFrame) -> None:
+    found, true = hr_results.n.sum(), hr_results.n_true.sum()
+    assert abs(found - true) <= 0.03 * true, f"{found} particles found, {true} true"
+
+
+def test_lr_image_d50_close_to_truth() -> None:
+    """A 4× coarser scan (D50 ≈ 7.5 px) still sizes the population's median within 5 %."""
+    config = SynthConfig(size_px=768)
+    ests, trues = [], []
+    for seed in (11, 12, 13):
+        scene, _, lr = _scene(seed, config)
+        particles, _ = measure_particles(segment(lr), config.lr_pixel_size_um)
+        ests += [p.ecd_um for p in particles]
+        trues += list(scene.particles[~scene.particles.touches_border_lr].ecd_um)
+    est, true = d_values(ests)[1], d_values(trues)[1]
+    assert abs(est - true) / true <= 0.05, (est, true)
+
+
+def _ring_particles(shape=(256, 256), seed=0) -> tuple[np.ndarray, int]:
+    """Ellipses with bright rims and darker interiors on a sloped background, Poisson noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    img = 0.15 + 0.15 * xx / shape[1]
+    centres = [(50, 50), (50, 150), (150, 60), (160, 170), (210, 110)]
+    for r, c in centres:
+        angle = rng.uniform(0, np.pi)
+        rr, cc = ellipse(r, c, 22, 14, shape=shape, rotation=angle)
+        img[rr, cc] = 0.9
+        rr, cc = ellipse(r, c, 18, 10, shape=shape, rotation=angle)
+        img[rr, cc] = np.minimum(img[rr, cc], 0.4)
+    return rng.poisson(img * 200) / 200.0, len(centres)
+
+
+def test_rimmed_particles_on_sloped_background_are_filled_and_counted() -> None:
+    img, n = _ring_particles()
+    labels = segment(img)
+    assert labels.dtype == np.int32 and labels.shape == img.shape
+    assert labels.max() == n
+    # Holes filled: the particle centres belong to particles.
+    for r, c in [(50, 50), (50, 150), (150, 60), (160, 170), (210, 110)]:
+        assert labels[r, c] > 0
+
+
+def test_elongated_particle_stays_whole() -> None:
+    img = np.full((200, 300), 0.2)
+    rr, cc = ellipse(100, 150, 12, 110, shape=img.shape, rotation=0.3)
+    img[rr, cc] = 0.7
+    img = np.random.default_rng(3).poisson(img * 300) / 300.0
+    assert segment(img).max() == 1
+
+
+def test_two_touching_disks_are_split() -> None:
+    img = np.full((120, 200), 0.2)
+    yy, xx = np.mgrid[0:120, 0:200]
+    for c in (70, 130):
+        img[(yy - 60) ** 2 + (xx - c) ** 2 <= 30**2] = 0.6
+    img = np.random.default_rng(4).poisson(img * 300) / 300.0
+    labels = segment(img)
+    assert labels.max() == 2
+    assert labels[60, 50] != labels[60, 150]
+
+
+def test_flat_and_noise_only_images_give_no_particles() -> None:
+    assert segment(np.zeros((64, 64))).max() == 0
+    assert segment(np.full((64, 64), 0.3)).max() == 0
+    noise = np.random.default_rng(5).poisson(40, (256, 256)) / 200.0
+    assert segment(noise).max() == 0
+
+
+def test_given_particle_diameter_is_used() -> None:
+    img, n = _ring_particles()
+    assert segment(img, SegmentationConfig(particle_diameter_px=35)).max() == n
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros((4, 4, 3)),
+        np.zeros(10),
+        np.zeros((2, 50)),
+        np.array([[np.nan, 0, 0]] * 3),
+        np.array([[np.inf, 0, 0]] * 3),
+        np.zeros((5, 5), dtype=bool),
+        np.zeros((5, 5), dtype=complex),
+        np.array([["a"] * 5] * 5),
+    ],
+)
+def test_bad_input_raises_input_error(bad: np.ndarray) -> None:
+    with pytest.raises(InputError):
+        segment(bad)
+
+
+def test_integer_image_is_accepted() -> None:
+    img, n = _ring_particles()
+    assert segment((img * 1000).astype(np.uint16)).max() == n
