@@ -82,11 +82,15 @@ def _formatted(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.map(cell)
 
 
-def _png(fig: Figure) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+def figure_pngs(summary: Summary, dpi: int = 110) -> list[tuple[str, bytes]]:
+    """The report's figures as ``(title, PNG bytes)``, for the page and the HTML report."""
+    out = []
+    for name, fig in _figures(summary):
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi)
+        plt.close(fig)
+        out.append((name, buf.getvalue()))
+    return out
 
 
 def _html_table(frame: pd.DataFrame) -> str:
@@ -98,9 +102,9 @@ def render_html(report: ComparisonReport, summary: Summary, title: str) -> str:
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     color = _VERDICT_COLORS.get(report.verdict, "#57606a")
     figures = "".join(
-        f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{_png(fig)}"/>'
+        f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{base64.b64encode(png).decode()}"/>'
         f"<figcaption>{html.escape(name)}</figcaption></figure>"
-        for name, fig in _figures(summary)
+        for name, png in figure_pngs(summary)
     )
     dvalue_sections = "".join(
         f"<h3>{w.capitalize()}-weighted</h3>{_html_table(summary.dvalues[w])}" for w in WEIGHTINGS

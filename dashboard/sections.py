@@ -10,7 +10,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
 import streamlit as st
 
@@ -152,6 +151,12 @@ def _summary(key: str, _report: ComparisonReport, _config: AnalysisConfig, chain
     return report_export.summarize(_report, _config, chain)
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def _figures(key: str, _summary: report_export.Summary) -> list[tuple[str, bytes]]:
+    # Drawing the figures costs more than the rest of a rerun: they are made once per comparison.
+    return report_export.figure_pngs(_summary)
+
+
 def _chain(options: Options) -> LineageReport | None:
     """Lineage chain of the chosen generator version; None without SR or when it cannot be read."""
     if options.model is None:
@@ -187,18 +192,15 @@ def results(
     tab_dist, tab_lots, tab_images, tab_particles, tab_lineage, tab_report = st.tabs(
         ["Distributions", "D-values per lot", "Images", "Particles", "Lineage", "Report"]
     )
+    figures = dict(_figures(key, summary))
     with tab_dist:
         for weighting in ("number", "volume"):
-            fig = charts.psd_figure(summary.pooled[weighting], f"{weighting.capitalize()}-weighted PSD")
-            st.pyplot(fig, clear_figure=True)
-            plt.close(fig)
+            st.image(figures[f"{weighting.capitalize()}-weighted PSD"], width="stretch")
     with tab_lots:
         for weighting in ("number", "volume"):
             st.markdown(f"**{weighting.capitalize()}-weighted** (interval level {config.ci_level:.0%})")
             st.dataframe(summary.dvalues[weighting], hide_index=True)
-        fig = charts.lot_d50_figure(summary.dvalues["number"])
-        st.pyplot(fig, clear_figure=True)
-        plt.close(fig)
+        st.image(figures["D50 per lot"], width="stretch")
     with tab_images:
         _images(reference, test, config, options, settings)
     with tab_particles:
