@@ -1,0 +1,142 @@
+"""Lineage of a real result end to end, and the chain breaking where it should.
+
+A tiny generator is trained on validated synthetic pairs (``training.train``), promoted to
+production, used by ``semqa.analysis.analyze`` on LR micrographs, and the result JSON is
+traced back: input digests → model version and alias → weights → training run → data set
+and validation report → code.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from registry_support import trained_template, use_copy
+from semqa.cli import gate_evaluator, main
+from semqa.errors import InputError
+from semqa.lineage import LineageBroken, trace_result, trace_version
+from semqa.promotion import GateConfig, promote
+
+pytestmark = pytest.mark.slow
+
+LOOSE = GateConfig(min_psnr_gain_db=-100.0, max_d50_rel_error=10.0, max_wasserstein_um=100.0, max_hallucination_rate=1.0)
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    return trained_template(tmp_path_factory)
+
+
+@pytest.fixture
+def production(template, tmp_path, monkeypatch):
+    """A store copy with version 1 promoted to production, and a folder of input images."""
+    use_copy(template, tmp_path, monkeypatch)
+    for to in ("staging", "production"):
+        promote("1", to, "lineage test", evaluator=gate_evaluator, eval_data=template["eval"], config=LOOSE)
+    images = tmp_path / "images"
+    shutil.copytree(template["eval"] / "lr", images)
+    return {**template, "images": images, "tmp": tmp_path}
+
+
+def _analyze(images, out, sr: bool = True):
+    from semqa.analysis import analyze
+    from semqa.imageio import list_images, read_image
+    from semqa.inference import load_upscaler
+
+    upscaler = load_upscaler(device="cpu") if sr else None
+    result = analyze([read_image(p) for p in list_images(images)], upscaler=upscaler)
+    out.write_text(result.model_dump_json(indent=2))
+    return result
+
+
+def test_result_traced_end_to_end(production) -> None:
+    result_path = production["tmp"] / "result.json"
+    result = _analyze(production["images"], result_path)
+    assert result.lineage.model.alias == "production" and result.lineage.model.version == "1"
+    report = trace_result(result_path, [production["images"]])
+    assert report.ok
+    steps = [link.step for link in report.links]
+    assert steps == ["result", "input", "input", "model", "alias", "weights", "training_run", "dataset", "validation_report", "code"]
+    by_step = {link.step: link for link in report.links}
+    assert by_step["alias"].details["holder"] == "1"
+    assert by_step["training_run"].details["run_id"] == production["run_id"]
+    assert "pretrain_steps" in by_step["training_run"].details["params"]
+    assert by_step["validation_report"].details["success"] is True
+    assert by_step["dataset"].details["digest"] == by_step["validation_report"].details["dataset_digest"]
+    assert by_step["code"].details["code_version"].startswith(("git:", "semqa-"))
+    text = report.text()
+    assert "Chain intact" in text and "training_run" in text
+
+
+def test_tampered_input_breaks_the_chain(production, capsys) -> None:
+    result_path = production["tmp"] / "result.json"
+    _analyze(production["images"], result_path)
+    victim = sorted(production["images"].iterdir())[0]
+    data = bytearray(victim.read_bytes())
+    data[-1] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    with pytest.raises(LineageBroken, match="broken at input: .*digest changed") as err:
+        trace_result(result_path, [production["images"]])
+    broken = err.value.report.broken
+    assert [link.details["name"] for link in broken] == [victim.name]
+    # The rest of the chain is still reported.
+    assert {"model", "weights", "training_run", "code"} <= {link.step for link in err.value.report.links if link.ok}
+    assert main(["lineage", str(result_path), "--images", str(production["images"])]) == 1
+    captured = capsys.readouterr()
+    assert "[BROKEN] input" in captured.out and "digest changed" in captured.err
+
+
+def test_missing_inputs_and_recorded_paths(production) -> None:
+    result_path = production["tmp"] / "result.json"
+    result = _analyze(production["images"], result_path)
+    with pytest.raises(LineageBroken, match="file not found"):
+        trace_result(result_path)
+    # With the paths recorded in the result, no folders are needed.
+    paths = {p.name: str(p.resolve()) for p in production["images"].iterdir()}
+    recorded = result.model_copy(update={"lineage": result.lineage.model_copy(update={"input_paths": paths})})
+    result_path.write_text(recorded.model_dump_json())
+    assert trace_result(result_path).ok
+
+
+def test_registry_links_break_loudly(production) -> None:
+    result_path = production["tmp"] / "result.json"
+    result = _analyze(production["images"], result_path)
+    roots = [production["images"]]
+    for update, message in (
+        ({"version": "99"}, "model: semqa-generator version 99 is not in the registry"),
+        ({"weights_digest": "sha256:" + "0" * 64}, "weights: .*the result used sha256:0000"),
+        ({"run_id": "0" * 32}, "model: .*but the result names run 0000"),
+    ):
+        model = result.lineage.model.model_copy(update=update)
+        edited = result.model_copy(update={"lineage": result.lineage.model_copy(update={"model": model})})
+        result_path.write_text(edited.model_dump_json())
+        with pytest.raises(LineageBroken, match=message):
+            trace_result(result_path, roots)
+
+
+def test_result_without_sr_and_bad_files(production) -> None:
+    result_path = production["tmp"] / "plain.json"
+    _analyze(production["images"], result_path, sr=False)
+    report = trace_result(result_path, [production["images"]])
+    assert [link.step for link in report.links] == ["result", "input", "input", "model"]
+    with pytest.raises(InputError, match="no such result file"):
+        trace_result(production["tmp"] / "missing.json")
+    (production["tmp"] / "junk.json").write_text("{not json")
+    with pytest.raises(InputError, match="not a JSON result"):
+        trace_result(production["tmp"] / "junk.json")
+    (production["tmp"] / "bare.json").write_text(json.dumps({"psd": {}}))
+    assert main(["lineage", str(production["tmp"] / "bare.json")]) == 1
+
+
+def test_version_lineage_lists_evaluations_and_audit(production, capsys) -> None:
+    report = trace_version("1")
+    steps = [link.step for link in report.links]
+    assert steps[:6] == ["model", "weights", "training_run", "dataset", "validation_report", "code"]
+    assert steps.count("evaluation") == 1 and steps.count("audit") == 2
+    assert main(["models", "lineage", "1", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["subject"] == "semqa-generator version 1"
+    assert main(["models", "lineage", "42"]) == 1
+    assert "[BROKEN] model" in capsys.readouterr().out
