@@ -75,6 +75,7 @@ class UnitResult:
     particles: list[Particle]
     summary: ImageSummary
     exclusions: Exclusions
+    path: str | None = None
 
 
 def analyze_unit(mg: Micrograph, config: AnalysisConfig, upscaler: Upscaler | None = None) -> UnitResult:
@@ -99,14 +100,16 @@ def analyze_unit(mg: Micrograph, config: AnalysisConfig, upscaler: Upscaler | No
         excluded_border=excl.border,
         excluded_small=excl.too_small,
     )
-    return UnitResult(particles=particles, summary=summary, exclusions=excl)
+    return UnitResult(particles=particles, summary=summary, exclusions=excl, path=mg.path)
 
 
-def _lineage(units: Sequence[UnitResult], upscaler: Upscaler | None) -> Lineage:
+def _lineage(units: Mapping[str, UnitResult], upscaler: Upscaler | None) -> Lineage:
+    """Lineage of units keyed by the name they are recorded under."""
     model: ModelRef | None = upscaler.ref if upscaler is not None else None
     return Lineage(
         model=model,
-        input_digests={u.summary.name: u.summary.digest for u in units},
+        input_digests={key: u.summary.digest for key, u in units.items()},
+        input_paths={key: u.path for key, u in units.items() if u.path},
         code_version=code_version(),
     )
 
@@ -128,7 +131,7 @@ def summarize(units: Sequence[UnitResult], config: AnalysisConfig, upscaler: Ups
             min_pixels=min_pixels,
         ),
         sr=upscaler is not None,
-        lineage=_lineage(units, upscaler),
+        lineage=_lineage({u.summary.name: u for u in units}, upscaler),
         config=config,
     )
 
@@ -218,7 +221,13 @@ def compare(
         return {lot: [np.array([p.ecd_um for p in u.particles], dtype=float) for u in us] for lot, us in units.items()}
 
     stats = compare_products(ecds(ref_units), ecds(test_units), compare_config)
-    all_units = [u for us in (*ref_units.values(), *test_units.values()) for u in us]
+    # Lots may reuse file names (image001.tif in every folder): key inputs by product and lot.
+    all_units = {
+        f"{product}/{lot}/{u.summary.name}": u
+        for product, units in (("reference", ref_units), ("test", test_units))
+        for lot, us in units.items()
+        for u in us
+    }
     return ComparisonReport(
         verdict=stats.verdict,
         reason=stats.reason,

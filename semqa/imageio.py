@@ -20,12 +20,12 @@ images are converted to luminance (ITU-R BT.709 weights, :func:`skimage.color.rg
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
 import math
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +47,7 @@ _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _UM_PER_UNIT = {"micron": 1.0, "microns": 1.0, "um": 1.0, "µm": 1.0, "\\u00b5m": 1.0, "nm": 1e-3, "mm": 1e3}
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Micrograph:
     """A grayscale micrograph as read from a file or upload.
 
@@ -63,6 +63,8 @@ class Micrograph:
         Bits per sample of the stored image (8 or 16; 32 for float TIFFs).
     digest : str
         ``sha256:<hex>`` of the file's bytes, for lineage.
+    path : str or None
+        Absolute path it was read from; ``None`` for uploads.
     """
 
     name: str
@@ -70,6 +72,7 @@ class Micrograph:
     pixel_size_um: float | None
     bit_depth: int
     digest: str
+    path: str | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -282,11 +285,8 @@ def read_image(
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}") from None
     mg = read_image_bytes(data, path.name, pixel_size_um=pixel_size_um, max_pixels=max_pixels)
-    if mg.pixel_size_um is None:
-        side = _sidecar_pixel_size(path)
-        if side is not None:
-            mg = Micrograph(mg.name, mg.image, side, mg.bit_depth, mg.digest)
-    return mg
+    pixel_size = mg.pixel_size_um if mg.pixel_size_um is not None else _sidecar_pixel_size(path)
+    return dataclasses.replace(mg, pixel_size_um=pixel_size, path=str(path.resolve()))
 
 
 def require_pixel_size(mg: Micrograph) -> float:
