@@ -484,8 +484,39 @@ def _add_lineage(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the chain as JSON")
     p.set_defaults(func=_cmd_lineage)
 
+def _cmd_service(args: argparse.Namespace) -> int:
+    if args.service_command == "build":
+        from service.build import build_bento
 
-_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_analyze, _add_compare, _add_synth, _add_validate, _add_register_pairs, _add_train, _add_super_resolve, _add_dashboard, _add_models, _add_lineage]
+        bento = build_bento(args.model)
+        print(f"built Bento {bento.tag} (model {', '.join(str(m.tag) for m in bento.info.all_models)})")
+        print(f"serve it with: semqa service serve --bento {bento.tag}")
+        return EXIT_OK
+    import bentoml
+
+    from service.build import PROJECT_ROOT
+    from service.config import load_settings
+
+    load_settings().token()  # refuse to start without a token, before starting anything
+    target = args.bento or "service.service:Semqa"
+    print(f"serving {target} on http://{args.host}:{args.port} (Ctrl+C stops)")
+    bentoml.serve(target, host=args.host, port=args.port, working_dir=str(PROJECT_ROOT), blocking=True)
+    return EXIT_OK
+
+
+def _add_service(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("service", help="the HTTP service (BentoML): build a Bento, serve")
+    ssub = p.add_subparsers(dest="service_command", required=True, parser_class=_Parser)
+    b = ssub.add_parser("build", help="import the production generator into the BentoML model store and build a Bento")
+    b.add_argument("--model", metavar="URI", help="generator to package (default SEMQA_MODEL_URI or models:/semqa-generator@production)")
+    s = ssub.add_parser("serve", help="serve the API (needs SEMQA_API_TOKEN or SEMQA_API_TOKEN_FILE)")
+    s.add_argument("--port", type=int, default=3000)
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
+    s.add_argument("--bento", metavar="TAG", help="serve a built Bento instead of the checkout (no MLflow needed)")
+    p.set_defaults(func=_cmd_service)
+
+
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_analyze, _add_compare, _add_synth, _add_validate, _add_register_pairs, _add_train, _add_super_resolve, _add_dashboard, _add_models, _add_lineage, _add_service]
 
 
 if __name__ == "__main__":

@@ -1,0 +1,335 @@
+"""The BentoML service on loopback: every route, results equal to the CLI's, bad input, auth.
+
+A tiny real generator is registered in a temporary MLflow store with the registration code
+training uses, promoted to ``production``, and served by ``bentoml.serve`` on a free port.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import struct
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import mlflow
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from mlflow_store import migrated_db
+from semqa.archs import GeneratorConfig, build_generator
+from semqa.cli import main as cli
+from semqa.imageio import encode_image, read_image, read_image_bytes, to_uint, write_image
+from semqa.inference import load_upscaler
+from semqa.registry import MODEL_NAME
+from semqa.synth import SynthConfig, render_pair
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+TOKEN = "test-token-5f2c"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+MAX_PIXELS = 400_000
+MAX_UPLOAD = 2_000_000
+LR_PX = 0.4  # µm per LR pixel (SynthConfig default HR 0.1 µm × scale 4)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _register_tiny_generator(tmp: Path) -> str:
+    """Register a tiny perturbed generator as version 1 @production; returns its run id."""
+    from training.tracking import register_generator
+
+    torch.manual_seed(0)
+    config = GeneratorConfig(arch="srvgg", num_feat=8, num_conv=2, scale=2)
+    generator = build_generator(config)
+    with torch.no_grad():
+        for p in generator.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    mlflow.set_experiment("service-test")
+    with mlflow.start_run() as run:
+        version, _ = register_generator(
+            generator, config, run_id=run.info.run_id, step=1, metrics=None,
+            data_digest="sha256:test", validation_report="none",
+        )
+    mlflow.MlflowClient().set_registered_model_alias(MODEL_NAME, "production", version)
+    return run.info.run_id
+
+
+def _wait_ready(url: str, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"service at {url} not ready after {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """A registry with a production generator, the service's settings, LR test images."""
+    root = tmp_path_factory.mktemp("service")
+    mp = pytest.MonkeyPatch()
+    store = root / "mlruns"
+    store.mkdir()
+    db = migrated_db(store)
+    uri = f"sqlite:///{db}"
+    mp.chdir(root)
+    mp.setenv("MLFLOW_TRACKING_URI", uri)
+    mp.setenv("BENTOML_HOME", str(root / "bentoml"))
+    mp.setenv("BENTOML_DO_NOT_TRACK", "true")
+    mp.setenv("SEMQA_API_TOKEN", TOKEN)
+    mp.setenv("SEMQA_SERVICE_MAX_PIXELS", str(MAX_PIXELS))
+    mp.setenv("SEMQA_SERVICE_MAX_UPLOAD_BYTES", str(MAX_UPLOAD))
+    mp.delenv("SEMQA_MODEL_URI", raising=False)
+    mp.delenv("SEMQA_API_TOKEN_FILE", raising=False)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    run_id = _register_tiny_generator(root)
+    # LR micrographs (96×96 at 0.4 µm) as 16-bit TIFFs with their pixel size, in two products.
+    images = root / "images"
+    for product, seed0 in (("ref", 10), ("gen", 20)):
+        for lot in ("lot1", "lot2"):
+            for k in range(2):
+                _, lr, _ = render_pair(SynthConfig(size_px=384), np.random.default_rng(seed0 + 3 * k + (lot == "lot2")))
+                write_image(images / product / lot / f"{product}-{lot}-{k}.tif", lr, pixel_size_um=LR_PX, bit_depth=16)
+    yield {"root": root, "run_id": run_id, "images": images}
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def server(env):
+    """``bentoml.serve`` of the service on 127.0.0.1, stopped in the finalizer."""
+    import bentoml
+
+    port = _free_port()
+    handle = bentoml.serve("service.service:Semqa", host="127.0.0.1", port=port,
+                           working_dir=str(Path(__file__).resolve().parent.parent))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url)
+        yield url
+    finally:
+        handle.stop()
+
+
+def _tif(env, product="ref", lot="lot1", k=0) -> Path:
+    return env["images"] / product / lot / f"{product}-{lot}-{k}.tif"
+
+
+def _without_times(data: dict) -> dict:
+    """A result without its creation time (the only field that differs between two runs)."""
+    data = json.loads(json.dumps(data))
+    for node in [data, *data.get("reference", {}).values(), *data.get("test", {}).values()]:
+        node["lineage"].pop("created_at")
+    return data
+
+
+# --- routes ---------------------------------------------------------------------------------
+
+
+def test_model_info_names_the_production_version(env, server):
+    info = httpx.get(f"{server}/v1/model_info", headers=AUTH, timeout=30).json()
+    mv = mlflow.MlflowClient().get_model_version_by_alias(MODEL_NAME, "production")
+    model = info["model"]
+    assert (model["name"], model["version"], model["alias"]) == (MODEL_NAME, "1", "production")
+    assert model["run_id"] == env["run_id"] == mv.run_id
+    assert model["weights_digest"] == mv.tags["weights_digest"]
+    assert model["scale"] == 2
+    assert info["source"] == "registry" and info["device"] == "cpu" and info["batching"] is True
+
+
+def test_super_resolve_16bit_tiff_and_png_equal_local_inference(env, server):
+    local = load_upscaler()
+    path = _tif(env)
+    mg = read_image(path)
+    expected = local.upscale(mg.image)
+    r = httpx.post(f"{server}/v1/super_resolve", headers=AUTH, files={"image": (path.name, path.read_bytes())}, timeout=60)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/tiff"
+    assert r.headers["x-semqa-model-version"] == "1"
+    with tifffile.TiffFile(io.BytesIO(r.content)) as tif:
+        assert tif.pages[0].dtype == np.uint16
+    out = read_image_bytes(r.content, "sr.tif")
+    assert out.bit_depth == 16 and out.image.shape == (192, 192)
+    assert out.pixel_size_um == pytest.approx(LR_PX / 2)
+    np.testing.assert_array_equal(to_uint(out.image, 16), to_uint(expected, 16))
+
+    png8 = encode_image(mg.image, "png")
+    r = httpx.post(f"{server}/v1/super_resolve", headers=AUTH, files={"image": ("a.png", png8)}, timeout=60)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    got = read_image_bytes(r.content, "a.png")
+    assert got.bit_depth == 8
+    np.testing.assert_array_equal(to_uint(got.image), to_uint(local.upscale(read_image_bytes(png8, "a").image)))
+
+
+def test_concurrent_same_size_requests_are_batched_and_each_correct(env, server):
+    local = load_upscaler()
+    paths = [_tif(env, p, lot, k) for p in ("ref", "gen") for lot in ("lot1", "lot2") for k in (0, 1)]
+
+    def call(path: Path) -> np.ndarray:
+        r = httpx.post(f"{server}/v1/super_resolve", headers=AUTH, files={"image": (path.name, path.read_bytes())},
+                       data={"format": "tiff"}, timeout=120)
+        assert r.status_code == 200, r.text
+        return read_image_bytes(r.content, path.name).image
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(call, paths))
+    for path, got in zip(paths, results):
+        np.testing.assert_array_equal(to_uint(got, 16), to_uint(local.upscale(read_image(path).image), 16))
+    metrics = httpx.get(f"{server}/metrics", headers=AUTH, timeout=30).text
+    sizes = [line for line in metrics.splitlines() if line.startswith("bentoml_service_adaptive_batch_size_count")]
+    assert sizes, "adaptive batch size histogram missing from /metrics"
+
+
+def test_analyze_equals_the_cli(env, server, tmp_path):
+    paths = [_tif(env, "ref", "lot1", 0), _tif(env, "ref", "lot1", 1)]
+    out = tmp_path / "cli.json"
+    assert cli(["analyze", *map(str, paths), "--sr", "--json", str(out)]) == 0
+    files = [("images", (p.name, p.read_bytes())) for p in paths]
+    r = httpx.post(f"{server}/v1/analyze", headers=AUTH, files=files, data={"sr": "true"}, timeout=300)
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert got["lineage"]["model"]["version"] == "1" and got["sr"] is True
+    assert got["lineage"]["input_digests"] == {p.name: read_image(p).digest for p in paths}
+    assert _without_times(got) == _without_times(json.loads(out.read_text()))
+    assert got["psd"]["n"] > 0
+
+
+def test_analyze_without_sr_and_with_pixel_size_given(env, server, tmp_path):
+    from semqa.analysis import AnalysisConfig, analyze
+
+    path = _tif(env, "gen", "lot2", 1)
+    mg = read_image(path)
+    png = encode_image(mg.image, "png", bit_depth=16)
+    config = AnalysisConfig(n_bootstrap=50)
+    r = httpx.post(f"{server}/v1/analyze", headers=AUTH, files={"images": ("x.png", png)},
+                   data={"sr": "false", "pixel_size_um": str(LR_PX), "config": config.model_dump_json()}, timeout=120)
+    assert r.status_code == 200, r.text
+    expected = analyze([read_image_bytes(png, "x.png", pixel_size_um=LR_PX)], config=config)
+    got = r.json()
+    assert got["sr"] is False and got["lineage"]["model"] is None and got["config"]["n_bootstrap"] == 50
+    assert _without_times(got) == _without_times(json.loads(expected.model_dump_json()))
+
+
+def test_compare_equals_the_cli_through_the_typed_client(env, server, tmp_path):
+    from service.client import SemqaClient
+
+    out = tmp_path / "cli.json"
+    images = env["images"]
+    assert cli(["compare", "--reference", str(images / "ref"), "--test", str(images / "gen"), "--sr",
+                "--json", str(out)]) == 0
+    ref = {lot: [(p.name, p.read_bytes()) for p in sorted((images / "ref" / lot).glob("*.tif"))] for lot in ("lot1", "lot2")}
+    test = {lot: [(p.name, p.read_bytes()) for p in sorted((images / "gen" / lot).glob("*.tif"))] for lot in ("lot1", "lot2")}
+    with SemqaClient(server, timeout=300) as client:
+        assert client.health()
+        assert client.model_info().model.version == "1"
+        seen = []
+        report = client.compare(ref, test, sr=True, progress=lambda d, t: seen.append((d, t)))
+        assert seen == [(8, 8)]
+        assert report.verdict in ("equivalent", "not_equivalent", "inconclusive")
+        assert report.lineage.model.version == "1"
+        assert _without_times(json.loads(report.model_dump_json())) == _without_times(json.loads(out.read_text()))
+        # a version other than the one served is refused, not silently replaced
+        with pytest.raises(Exception, match="serves version 1") as info:
+            client.compare(ref, test, model_version="7")
+        assert info.value.http_status == 409
+
+
+# --- authentication ---------------------------------------------------------------------------
+
+
+def test_token_required_everywhere_but_health(server):
+    for path in ("/healthz", "/livez", "/readyz"):
+        assert httpx.get(server + path, timeout=10).status_code == 200
+    for method, path in (("GET", "/v1/model_info"), ("POST", "/v1/super_resolve"), ("POST", "/v1/analyze"),
+                         ("POST", "/v1/compare"), ("GET", "/metrics"), ("GET", "/"), ("GET", "/docs.json")):
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+            r = httpx.request(method, server + path, headers=headers, timeout=10)
+            assert r.status_code == 401, (method, path, headers)
+            assert "API token" in r.json()["error"]
+    assert httpx.get(f"{server}/metrics", headers=AUTH, timeout=10).status_code == 200
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+
+def _png_with_size(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def _bomb_png() -> bytes:
+    """A valid, tiny (well compressed) PNG of 1000×1000 pixels: over MAX_PIXELS once decoded."""
+    buf = io.BytesIO()
+    from PIL import Image
+
+    Image.new("L", (1000, 1000)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("route", "files", "data", "status", "says"),
+    [
+        ("super_resolve", {"image": ("a.png", b"\x89PNG\r\n\x1a\ntruncated")}, {}, 400, "corrupt"),
+        ("super_resolve", {"image": ("a.txt", b"hello, not an image")}, {}, 415, "not an image"),
+        ("super_resolve", {"image": ("z.png", _png_with_size(0, 10))}, {}, 400, "zero-size"),
+        ("super_resolve", {"image": ("b.png", _bomb_png())}, {}, 413, "exceeds the limit"),
+        ("super_resolve", {"image": ("e.png", b"")}, {}, 400, "empty"),
+        ("super_resolve", {}, {"image": "/etc/passwd"}, 400, "must hold files"),
+        ("super_resolve", {"image": ("a.png", encode_image(np.zeros((8, 8))))}, {"format": "jpeg"}, 400, "format"),
+        ("analyze", {}, {}, 400, "no images"),
+        ("analyze", {"images": ("a.png", encode_image(np.zeros((16, 16))))}, {}, 400, "pixel size unknown"),
+        ("analyze", {"images": ("a.png", encode_image(np.zeros((16, 16))))}, {"pixel_size_um": "-1"}, 400, "positive"),
+        ("analyze", {"images": ("a.png", encode_image(np.zeros((16, 16))))}, {"pixel_size_um": "abc"}, 400, "number"),
+        ("analyze", {"images": ("a.png", encode_image(np.zeros((16, 16))))},
+         {"pixel_size_um": "0.4", "config": '{"ci_level": 3}'}, 400, "ci_level"),
+        ("analyze", {"images": ("a.png", encode_image(np.zeros((16, 16))))},
+         {"pixel_size_um": "0.4", "sr": "maybe"}, 400, "true or false"),
+        ("compare", {"reference": ("noslash.png", encode_image(np.zeros((16, 16))))},
+         {"pixel_size_um": "0.4"}, 400, "<lot>/<image>"),
+        ("compare", {"reference": ("../x.png", encode_image(np.zeros((16, 16))))},
+         {"pixel_size_um": "0.4"}, 400, "<lot>/<image>"),
+        ("compare", {"reference": ("l/a.png", encode_image(np.zeros((16, 16))))},
+         {"pixel_size_um": "0.4"}, 400, "no test images"),
+    ],
+)
+def test_bad_input_is_a_4xx_json_error(server, route, files, data, status, says):
+    r = httpx.post(f"{server}/v1/{route}", headers=AUTH, files=files or None, data=data, timeout=60)
+    assert r.status_code == status, r.text
+    assert says in r.json()["error"]
+
+
+def test_upload_limits_and_the_service_keeps_serving(env, server):
+    big = b"\0" * (MAX_UPLOAD + 1)
+    r = httpx.post(f"{server}/v1/super_resolve", headers=AUTH, files={"image": ("big.png", big)}, timeout=60)
+    assert r.status_code == 413 and "exceeds the limit" in r.json()["error"]
+
+    def chunks():  # no Content-Length: the limit holds for streamed bodies too
+        for _ in range(MAX_UPLOAD // 65536 + 2):
+            yield b"x" * 65536
+
+    r = httpx.post(f"{server}/v1/analyze", headers={**AUTH, "Content-Type": "multipart/form-data; boundary=b"},
+                   content=chunks(), timeout=60)
+    assert r.status_code == 413
+    # a client path is a name only: nothing is opened, the name is its last part
+    path = _tif(env)
+    r = httpx.post(f"{server}/v1/analyze", headers=AUTH, files={"images": ("../../etc/passwd", path.read_bytes())},
+                   data={"sr": "true"}, timeout=120)
+    assert r.status_code == 200, r.text
+    assert r.json()["lineage"]["input_digests"] == {"passwd": read_image(path).digest}
+    assert r.json()["lineage"]["model"]["version"] == "1"
