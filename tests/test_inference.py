@@ -101,3 +101,23 @@ def test_missing_production_model_is_a_clear_input_error(tmp_path, monkeypatch, 
         load_upscaler("models:/other@staging")
     with pytest.raises(InputError, match="neither"):
         load_upscaler(str(tmp_path / "nowhere"))
+
+
+def test_super_resolve_cli_keeps_bit_depth_and_pixel_size(tmp_path, capsys) -> None:
+    from semqa.cli import main
+    from semqa.imageio import read_image, write_image
+
+    config = GeneratorConfig(num_feat=8, num_conv=2, scale=2)
+    save_generator_files(build_generator(config), config, tmp_path / "model")
+    src = tmp_path / "in"
+    write_image(src / "a.tif", _image(30, 40), pixel_size_um=0.4, bit_depth=16)
+    write_image(src / "b.png", _image(20, 20, 1), pixel_size_um=0.2)
+    assert main(["super-resolve", str(src), str(tmp_path / "out"), "--model", str(tmp_path / "model")]) == 0
+    a = read_image(tmp_path / "out" / "a.tif")
+    assert a.image.shape == (60, 80) and a.bit_depth == 16 and a.pixel_size_um == pytest.approx(0.2)
+    b = read_image(tmp_path / "out" / "b.png")
+    assert b.image.shape == (40, 40) and b.bit_depth == 8 and b.pixel_size_um == pytest.approx(0.1)
+    assert main(["super-resolve", str(src / "a.tif"), str(tmp_path / "one.tif"), "--model", str(tmp_path / "model")]) == 0
+    assert read_image(tmp_path / "one.tif").image.shape == (60, 80)
+    assert main(["super-resolve", str(tmp_path / "missing.tif"), str(tmp_path / "x.tif"), "--model", str(tmp_path / "model")]) == 2
+    assert "no such file" in capsys.readouterr().err

@@ -268,8 +268,8 @@ def train(
             loss_g.backward()
             torch.nn.utils.clip_grad_norm_(g_raw.parameters(), config.grad_clip)
             opt_g.step()
-            logs.update({f"loss_{k}": float(v) for k, v in terms.items()})
-            logs["loss_g"] = float(loss_g)
+            logs.update({f"loss_{k}": float(v.detach()) for k, v in terms.items()})
+            logs["loss_g"] = float(loss_g.detach())
             logs["lr_g"] = opt_g.param_groups[0]["lr"]
             if gan:
                 d_raw.requires_grad_(True)
@@ -280,7 +280,7 @@ def train(
                 opt_d.zero_grad(set_to_none=True)
                 loss_d.backward()
                 opt_d.step()
-                logs["loss_d"] = float(loss_d)
+                logs["loss_d"] = float(loss_d.detach())
                 logs["lr_d"] = opt_d.param_groups[0]["lr"]
             sched.step()
             ema.update_parameters(g_raw)
