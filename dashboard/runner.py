@@ -38,6 +38,9 @@ class ModelChoice:
     version: str
     aliases: tuple[str, ...]
     run_id: str | None
+    #: Registry URI it was found in: part of every cache key, as "version 1" names a
+    #: different model in another registry.
+    registry: str
 
     @property
     def label(self) -> str:
@@ -46,8 +49,11 @@ class ModelChoice:
 
 
 @st.cache_data(ttl=30, show_spinner=False)
-def registered_versions(model_name: str) -> list[ModelChoice]:
-    """Registered versions of ``model_name``, newest first (cached 30 s so promotions show up).
+def registered_versions(model_name: str, registry: str) -> list[ModelChoice]:
+    """Registered versions of ``model_name`` in ``registry``, newest first.
+
+    Cached 30 s so that promotions show up; ``registry`` is
+    :func:`semqa.registry.tracking_uri`, the store MLflow is pointed at.
 
     Raises
     ------
@@ -60,11 +66,20 @@ def registered_versions(model_name: str) -> list[ModelChoice]:
     from semqa.registry import configure_tracking
 
     try:
-        configure_tracking()
-        found = MlflowClient().search_model_versions(f"name='{model_name}'")
+        if configure_tracking() != registry:
+            raise InputError(f"the registry in force is not {registry}")
+        client = MlflowClient()
+        found = client.search_model_versions(f"name='{model_name}'")
+        # search_model_versions leaves ModelVersion.aliases empty; the registered model has them.
+        aliases = client.get_registered_model(model_name).aliases if found else {}
     except MlflowException as exc:
         raise InputError(f"model registry unavailable: {exc.message.splitlines()[0]}") from None
-    choices = [ModelChoice(model_name, str(v.version), tuple(sorted(v.aliases or ())), v.run_id) for v in found]
+    choices = [
+        ModelChoice(
+            model_name, str(v.version), tuple(sorted(a for a, ver in aliases.items() if str(ver) == str(v.version))), v.run_id, registry
+        )
+        for v in found
+    ]
     return sorted(choices, key=lambda c: int(c.version), reverse=True)
 
 
@@ -77,7 +92,7 @@ def default_choice(choices: Sequence[ModelChoice], alias: str) -> int:
 
 
 @st.cache_data(ttl=60, show_spinner=False)
-def model_lineage(name: str, version: str) -> LineageReport:
+def model_lineage(name: str, version: str, registry: str) -> LineageReport:
     """The chain behind a generator version (:func:`semqa.lineage.trace_version`).
 
     A broken chain is returned, not raised: the page shows which links hold and which do not.
@@ -91,14 +106,17 @@ def model_lineage(name: str, version: str) -> LineageReport:
 
 
 @st.cache_resource(show_spinner="Loading the super-resolution model…", max_entries=4)
-def load_generator(name: str, version: str, alias: str | None) -> Upscaler:
-    """The generator of ``name`` version ``version``, loaded once per process.
+def load_generator(name: str, version: str, alias: str | None, registry: str) -> Upscaler:
+    """The generator of ``name`` version ``version`` in ``registry``, loaded once per process.
 
     It is loaded through ``alias`` when the user kept the aliased default, so the lineage
     records the alias too; the version is checked so a moved alias cannot slip in.
     """
     from semqa.inference import load_upscaler
+    from semqa.registry import tracking_uri
 
+    if tracking_uri() != registry:
+        raise InputError(f"the registry in force is not {registry}: reload the page")
     uri = f"models:/{name}@{alias}" if alias else f"models:/{name}/{version}"
     upscaler = load_upscaler(uri)
     if upscaler.ref.version is not None and str(upscaler.ref.version) != version:
@@ -122,7 +140,7 @@ def comparison_key(
         "reference": _inventory(reference),
         "test": _inventory(test),
         "config": config.model_dump(mode="json"),
-        "model": None if model is None else [model.name, model.version],
+        "model": None if model is None else [model.registry, model.name, model.version],
         "service": service_url,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -149,7 +167,7 @@ def _cached_comparison(
         if _settings.service_url is not None:
             report = _compare_via_service(_reference, _test, _config, _model, _settings, progress)
         else:
-            upscaler = None if _model is None else load_generator(_model.name, _model.version, _alias(_model, _settings))
+            upscaler = None if _model is None else load_generator(_model.name, _model.version, _alias(_model, _settings), _model.registry)
             report = compare(_reference, _test, config=_config, upscaler=upscaler, progress=progress)
     finally:
         bar.empty()
@@ -214,7 +232,7 @@ def analysed_view(
 
     sr = None
     if _model is not None:
-        sr = load_generator(_model.name, _model.version, _alias(_model, _settings)).upscale(_micrograph.image)
+        sr = load_generator(_model.name, _model.version, _alias(_model, _settings), _model.registry).upscale(_micrograph.image)
     analysed = _micrograph.image if sr is None else sr
     labels = segment(analysed, SegmentationConfig.model_validate_json(segmentation_json))
     return _micrograph.image, sr, outlined(analysed, labels)

@@ -28,6 +28,7 @@ from semqa.analysis import AnalysisConfig, ComparisonReport
 from semqa.errors import InputError, SemqaError
 from semqa.imageio import Micrograph
 from semqa.lineage import LineageReport
+from semqa.registry import tracking_uri
 
 #: Banner per verdict (DESIGN.md: equivalent | not_equivalent | inconclusive).
 _BANNERS = {"equivalent": st.success, "not_equivalent": st.error, "inconclusive": st.warning}
@@ -68,7 +69,7 @@ def sidebar(settings: DashboardSettings) -> Options:
 
 def _model_choice(settings: DashboardSettings) -> ModelChoice | None:
     try:
-        choices = registered_versions(settings.model_name)
+        choices = registered_versions(settings.model_name, tracking_uri())
     except InputError as exc:
         st.error(f"{exc}; analysing without super-resolution.")
         return None
@@ -162,7 +163,7 @@ def _chain(options: Options) -> LineageReport | None:
     if options.model is None:
         return None
     try:
-        return model_lineage(options.model.name, options.model.version)
+        return model_lineage(options.model.name, options.model.version, options.model.registry)
     except SemqaError as exc:
         st.error(f"Lineage of model version {options.model.version} could not be read: {exc}")
         return None

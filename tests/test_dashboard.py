@@ -17,7 +17,7 @@ from dashboard import report as report_export
 from dashboard.config import DashboardSettings
 from dashboard.inputs import lot_from_uploads, product_folders
 from semqa.analysis import AnalysisConfig, compare, load_lots
-from semqa.imageio import encode_image, read_image
+from semqa.imageio import encode_image, read_image, read_image_bytes
 from semqa.synth import ProductSpec, make_lots, synth_config
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
@@ -215,3 +215,60 @@ def test_inputs_helpers(tmp_path: Path, lots_root: Path) -> None:
     lot = lot_from_uploads("x", [("e.bin", b""), ("ok.tif", encode_image(np.zeros((8, 8)), "tiff", pixel_size_um=1.0))], None)
     assert [m.name for m in lot.micrographs] == ["ok.tif"] and "empty file" in lot.problems[0]
     assert DashboardSettings().default_alias == "production"
+
+
+@pytest.mark.slow
+def test_sr_comparison_with_the_production_model(
+    lots_root: Path, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tiny generator trained and promoted for real; the page preselects it and records it."""
+    from registry_support import trained_template, use_copy
+
+    from semqa.cli import gate_evaluator
+    from semqa.inference import load_upscaler
+    from semqa.lineage import LineageBroken, trace_version
+    from semqa.promotion import GateConfig, promote
+
+    template = trained_template(tmp_path_factory)
+    use_copy(template, tmp_path, monkeypatch)
+    loose = GateConfig(min_psnr_gain_db=-100.0, max_d50_rel_error=10.0, max_wasserstein_um=100.0, max_hallucination_rate=1.0)
+    for alias in ("staging", "production"):
+        promote("1", alias, "dashboard test", evaluator=gate_evaluator, eval_data=template["eval"], config=loose)
+
+    # One lot of two images per product keeps the SR pass short.
+    pick = lambda folder: {"lot1": _files(folder)["lot1"][:2]}  # noqa: E731
+    reference, test = pick(lots_root / "rld" / "lr"), pick(lots_root / "generic" / "lr")
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+    at.toggle(key="use_sr").set_value(True).run()
+    assert at.selectbox(key="model_version").value.version == "1"
+    assert "@production" in at.selectbox(key="model_version").value.label
+    _upload(at, "reference", reference)
+    _upload(at, "test", test)
+    at.run()
+    at.button(key="compare").click().run()
+    assert not at.exception
+
+    upscaler = load_upscaler("models:/semqa-generator@production")
+    decode = lambda lots: {lot: [read_image_bytes(d, n) for n, d in files] for lot, files in lots.items()}  # noqa: E731
+    expected = compare(decode(reference), decode(test), AnalysisConfig(n_bootstrap=N_BOOTSTRAP), upscaler=upscaler)
+    banners = _banner_texts(at)
+    assert len(banners) == 1 and expected.reason in banners[0]
+    dvalues = at.dataframe[1].value
+    row = dvalues[(dvalues["product"] == "test") & (dvalues["lot"] == "lot1")].iloc[0]
+    assert row["particles"] == expected.test["lot1"].psd.n
+    assert row["D50 (µm)"] == pytest.approx(expected.test["lot1"].psd.d50_um)
+
+    lineage = at.dataframe[4].value.set_index("item")["value"]
+    assert lineage["super-resolution"] == "on"
+    assert lineage["model version"] == "1" and lineage["registry alias"] == "production"
+    assert lineage["training run"] == template["run_id"]
+    try:
+        chain = trace_version("1")
+    except LineageBroken as exc:
+        chain = exc.report
+    digest = next(link.details["digest"] for link in chain.links if link.step == "dataset")
+    assert lineage["training data digest"] == digest
+    assert lineage["model lineage chain"] == ("intact" if chain.ok else "BROKEN at " + ", ".join(b.step for b in chain.broken))
+    captions = [c for img in at.image for c in img.captions]
+    assert any("Super-resolved (SR), model version 1" in c for c in captions), captions
+    assert any("low resolution (LR)" in c for c in captions)
