@@ -284,3 +284,25 @@ def test_torchrun_two_processes(tmp_path, monkeypatch, mlflow_template, pair_dir
     assert runs.iloc[0]["metrics.loss_d"] > 0
     versions = mlflow.MlflowClient().search_model_versions(f"name='{MODEL_NAME}'")
     assert len(versions) == 1
+
+
+def test_evaluate_generator_perfect_sr_has_no_psd_error() -> None:
+    from skimage.draw import disk
+
+    from semqa.archs import GeneratorConfig, build_generator
+    from training.evaluate import evaluate_generator
+
+    lr = np.full((64, 64), 0.2, np.float32)
+    for (r, c), rad in zip([(14, 14), (14, 46), (44, 20), (46, 48)], [5, 6, 7, 8]):
+        lr[disk((r, c), rad)] = 0.7
+    hr = np.kron(lr, np.ones((4, 4), np.float32))
+    g = build_generator(GeneratorConfig(scale=4, num_feat=8, num_conv=1))
+    for p in g.body[-2].parameters():  # zero residual: SR is the nearest upscale, i.e. exactly HR
+        torch.nn.init.zeros_(p)
+    m = evaluate_generator(g, [Pair("a", hr, lr, 0.1, "sha256:a", "sha256:b")])
+    assert m.n_particles_hr == m.n_particles_sr == 4
+    assert m.d50_rel_err == 0.0 and m.d10_rel_err == 0.0 and m.wasserstein == 0.0
+    assert m.recall == 1.0 and m.precision == 1.0
+    assert m.psnr == float("inf") and m.ssim == pytest.approx(1.0)
+    assert m.bicubic_psnr < 40 and m.size_unit == "um"
+    assert "val_psnr" not in m.mlflow_metrics()  # infinite values are not logged

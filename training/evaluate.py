@@ -111,8 +111,9 @@ def evaluate_generator(
     segmentation : SegmentationConfig, optional
         Segmentation settings; the product's defaults when omitted.
     min_pixels : int, optional
-        Smallest particle measured, in pixels of the HR grid (LR-direct uses the LR
-        equivalent, ``min_pixels / scale²``); default :data:`semqa.measure.DEFAULT_MIN_PIXELS`.
+        Smallest particle measured, in pixels of the image analysed (as ``semqa analyze``
+        does, so LR-direct loses the small particles it would lose in the product);
+        default :data:`semqa.measure.DEFAULT_MIN_PIXELS`.
     """
     from semqa.measure import DEFAULT_MIN_PIXELS
 
@@ -139,9 +140,9 @@ def evaluate_generator(
             ss.append(structural_similarity(hr, out, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False))
         px = p.hr_pixel_size_um if known else 1.0
         labels = {}
-        for key, img, size, mp in (("hr", hr, px, min_px), ("sr", sr, px, min_px), ("bicubic", bic, px, min_px), ("lr", p.lr, px * s, max(1, round(min_px / s**2)))):
+        for key, img, size in (("hr", hr, px), ("sr", sr, px), ("bicubic", bic, px), ("lr", p.lr, px * s)):
             labels[key] = segment(img, seg)
-            parts, _ = measure_particles(labels[key], size, image_name=p.name, min_pixels=mp)
+            parts, _ = measure_particles(labels[key], size, image_name=p.name, min_pixels=min_px)
             ecd[key].extend(q.ecd_um for q in parts)
         match = match_particles(labels["sr"], labels["hr"])
         matched, n_true, n_pred = matched + match.matched, n_true + match.n_true, n_pred + match.n_pred

@@ -19,6 +19,7 @@ import math
 import os
 import shutil
 import tempfile
+import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -127,6 +128,7 @@ def train(
     data_dir: str | Path,
     *,
     max_steps: int | None = None,
+    max_seconds: float | None = None,
     resume: bool = True,
     hr_only: bool = False,
     allow_invalid_data: bool = False,
@@ -242,7 +244,9 @@ def train(
 
             bar = tqdm(total=stop, initial=start, desc="training", unit="step", dynamic_ncols=True)
         last_metrics: EvalMetrics | None = None
-        for step in range(start, stop):
+        deadline = time.monotonic() + max_seconds if max_seconds is not None else None
+        step = start
+        while step < stop:
             lr_t, hr_t = sampler.batch(config.batch_size, config.seed, step, rank)
             lr_t, hr_t = lr_t.to(device, non_blocking=True), hr_t.to(device, non_blocking=True)
             gan = step >= config.pretrain_steps
@@ -284,7 +288,9 @@ def train(
                 logs["lr_d"] = opt_d.param_groups[0]["lr"]
             sched.step()
             ema.update_parameters(g_raw)
-            done = step + 1
+            done = step = step + 1
+            if deadline is not None and _broadcast(time.monotonic() > deadline, rank, world):
+                stop = done
             if rank == 0:
                 buffer.add(logs, done)
                 if bar is not None:
