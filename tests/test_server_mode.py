@@ -1,0 +1,224 @@
+"""Team server mode for real: PostgreSQL + ``mlflow server --app-name basic-auth`` on loopback.
+
+The test starts a throwaway PostgreSQL cluster (Debian's ``postgresql``, installed by
+``scripts/setup.sh --test``) and the MLflow server through ``scripts/start_mlflow_server.sh``
+(the documented way), trains a tiny generator against it with ``training.train``, promotes
+it as the admin, and checks that an unauthenticated user and a user with READ permission
+only are refused promotion while the aliases stay as they were.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import mlflow
+import pytest
+
+from semqa.cli import gate_evaluator, main
+from semqa.promotion import GateConfig, PromotionRefused, alias_holders, promote
+from semqa.registry import MODEL_NAME
+from semqa.synth import SynthConfig, make_pairs
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN, ADMIN_PASSWORD = "admin", "admin-Pa55-for-tests"
+READER, READER_PASSWORD = "reader", "reader-Pa55-for-tests"
+LOOSE = GateConfig(min_psnr_gain_db=-100.0, max_d50_rel_error=10.0, max_wasserstein_um=100.0, max_hallucination_rate=1.0)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pg_bin() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found:
+        pytest.skip(
+            "PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin): install Debian's "
+            "'postgresql' (scripts/setup.sh --test does) to run the team-server test"
+        )
+    return Path(found[-1]).parent
+
+
+def _as_db_user(cmd: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: run its tools as the 'postgres' system user then."""
+    if os.geteuid() != 0:
+        return cmd
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        pytest.fail("running as root but there is no 'postgres' user to run PostgreSQL as (is Debian's postgresql installed?)")
+    return ["runuser", "-u", "postgres", "--", *cmd]
+
+
+@pytest.fixture(scope="module")
+def postgres(request):
+    """A PostgreSQL cluster in a temporary folder on a free loopback port; stopped at the end."""
+    bin_dir = _pg_bin()
+    folder = Path(tempfile.mkdtemp(prefix="semqa-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres")
+    data, port = folder / "data", _free_port()
+
+    def stop() -> None:
+        if (data / "postmaster.pid").exists():
+            subprocess.run(_as_db_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]), capture_output=True, timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    request.addfinalizer(stop)
+    subprocess.run(
+        _as_db_user([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"]),
+        check=True, capture_output=True, timeout=120,
+    )
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1"
+    subprocess.run(
+        _as_db_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "server.log"), "-w", "start"]),
+        check=True, capture_output=True, timeout=120,
+    )
+    import psycopg2
+
+    conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("CREATE DATABASE mlflow")
+        cur.execute("CREATE DATABASE mlflow_auth")
+    conn.close()
+    return f"postgresql+psycopg2://postgres@127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def server(postgres, tmp_path_factory, request):
+    """``scripts/start_mlflow_server.sh`` on a free loopback port; its process group is killed at the end."""
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    env = {
+        **os.environ,
+        "SEMQA_MLFLOW_DB": f"{postgres}/mlflow",
+        "SEMQA_MLFLOW_AUTH_DB": f"{postgres}/mlflow_auth",
+        "SEMQA_MLFLOW_ARTIFACTS": str(folder / "artifacts"),
+        "SEMQA_MLFLOW_AUTH_CONFIG": str(folder / "auth.ini"),
+        "SEMQA_MLFLOW_PORT": str(port),
+        "SEMQA_MLFLOW_WORKERS": "1",
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret-key-0123456789",
+        "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "MLFLOW": str(Path(sys.executable).with_name("mlflow")),
+    }
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        env.pop(var, None)
+    log = open(folder / "server.log", "wb")
+    proc = subprocess.Popen(
+        ["bash", str(ROOT / "scripts" / "start_mlflow_server.sh")],
+        cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+    def stop() -> None:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # uvicorn waits for open keep-alive connections
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+        log.close()
+
+    request.addfinalizer(stop)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"mlflow server exited with {proc.returncode}: {(folder / 'server.log').read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    else:
+        pytest.fail(f"mlflow server not up after 180 s: {(folder / 'server.log').read_text()[-3000:]}")
+    return {"url": url, "folder": folder}
+
+
+def _as(monkeypatch, user: str | None, password: str | None) -> None:
+    for var, value in (("MLFLOW_TRACKING_USERNAME", user), ("MLFLOW_TRACKING_PASSWORD", password)):
+        if value is None:
+            monkeypatch.delenv(var, raising=False)
+        else:
+            monkeypatch.setenv(var, value)
+
+
+def test_only_permitted_users_promote_on_the_team_server(server, tmp_path, monkeypatch) -> None:
+    from mlflow.server import get_app_client
+
+    from training.config import demo_config
+    from training.train import train
+
+    from registry_support import TINY
+
+    url = server["url"]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    _as(monkeypatch, ADMIN, ADMIN_PASSWORD)
+    mlflow.set_tracking_uri(url)
+    mlflow.set_registry_uri(url)
+
+    # The server requires credentials: no password, no reading.
+    assert httpx.get(f"{url}/api/2.0/mlflow/registered-models/search", timeout=10).status_code == 401
+
+    pairs = make_pairs(tmp_path / "pairs", 3, SynthConfig(size_px=192), seed=1)
+    eval_dir = make_pairs(tmp_path / "eval", 2, SynthConfig(size_px=192), seed=99)
+    config = demo_config(
+        generator=TINY, pretrain_steps=10, gan_steps=0, batch_size=4, eval_every=1000,
+        checkpoint_every=1000, max_val_images=1, checkpoint_dir=tmp_path / "ckpt",
+    )
+    result = train(config, pairs)
+    assert result.model_version == "1"
+    client = mlflow.MlflowClient()
+    mv = client.get_model_version(MODEL_NAME, "1")
+    assert mv.run_id == result.run_id and mv.tags["weights_digest"] == result.weights_digest
+    assert client.get_run(result.run_id).data.tags["validation.success"] == "true"
+
+    entry = promote("1", "staging", "first team build", evaluator=gate_evaluator, eval_data=eval_dir, config=LOOSE)
+    assert entry.user == ADMIN and alias_holders(client) == {"staging": "1"}
+
+    auth = get_app_client("basic-auth", tracking_uri=url)
+    auth.create_user(READER, READER_PASSWORD)
+    auth.grant_user_permission(READER, "registered_model", MODEL_NAME, "READ")
+    assert auth.get_user_permission(READER, "registered_model", MODEL_NAME).permission == "READ"
+
+    # A read-only user sees the registry but may not promote.
+    _as(monkeypatch, READER, READER_PASSWORD)
+    assert alias_holders(mlflow.MlflowClient()) == {"staging": "1"}
+    with pytest.raises(PromotionRefused, match="refused by the registry for user 'reader'.*403"):
+        promote("1", "production", "reader tries", evaluator=gate_evaluator, eval_data=eval_dir, config=LOOSE)
+    assert main(["models", "rollback", "--reason", "reader tries"]) == 2
+
+    # No credentials at all.
+    _as(monkeypatch, None, None)
+    with pytest.raises(PromotionRefused, match="401"):
+        promote("1", "production", "anonymous tries", evaluator=gate_evaluator, eval_data=eval_dir, config=LOOSE)
+
+    # Nothing moved; the admin can still promote, and the audit trail names who did what.
+    _as(monkeypatch, ADMIN, ADMIN_PASSWORD)
+    assert alias_holders(mlflow.MlflowClient()) == {"staging": "1"}
+    entry = promote("1", "production", "released", evaluator=gate_evaluator, eval_data=eval_dir, config=LOOSE)
+    assert alias_holders(mlflow.MlflowClient()) == {"production": "1"}
+    from semqa.audit import read_audit
+
+    assert [(e.user, e.alias, e.reason) for e in read_audit()] == [
+        (ADMIN, "staging", "first team build"),
+        (ADMIN, "production", "released"),
+    ]
