@@ -6,26 +6,32 @@ Microscopy*, 2nd ed., Springer 1998, ch. 4). :func:`segment` works in five steps
 sized from the typical particle diameter in pixels (given, or estimated from the image),
 so one configuration serves high-resolution, low-resolution and super-resolved frames:
 
+0. **Look** at a 2 × 2 block mean: Otsu's threshold gives a first mask whose area-weighted
+   median ECD is the particle diameter every later length is scaled by (unless given).
 1. **Denoise** with a Gaussian whose sigma is a small fraction of the particle diameter
    (a symmetric blur leaves the 50 % point of an edge in place).
 2. **Flatten** the background: SE illumination and charging act multiplicatively, so the
    image is divided by a smooth substrate estimate, a normalized convolution (Knutsson &
    Westin, CVPR 1993) of the substrate pixels with a Gaussian several particle diameters
-   wide, computed on a downsampled grid.
+   wide, computed on a coarse grid.
 3. **Detect** particles with Otsu's threshold (Otsu, IEEE SMC 1979) of the flattened image,
-   then **locate each boundary** with a local half-maximum rule: each particle gets the
-   threshold halfway between its local substrate level (median of a ring around it) and its
-   own bright level (a high percentile of its pixels, i.e. the rim), the 50 % edge
+   then **locate each boundary** by a local half-maximum rule: a pixel belongs to a particle
+   when it is above the level halfway between the particle's local substrate (median of a
+   ring around it) and the brightest particle pixel near it (its rim there): the 50 % edge
    criterion of metrology. A global threshold sits closer to the substrate than to the
-   rims and would put every boundary outside the true edge by a fraction of the blur width,
-   a bias of several per cent of the ECD of a 30-pixel particle.
+   rims and puts every boundary outside the true edge by a fraction of the blur width (a
+   bias of several per cent of the ECD of a 30-pixel particle). Components whose contrast
+   is below ``min_snr`` noise standard deviations (Immerkær's estimator) are dropped, so a
+   frame of pure noise has no particles.
 4. **Fill holes**: bright rims around a darker interior make particles look like rings.
 5. **Split touching particles** with a marker-controlled watershed of the distance
-   transform (Beucher & Meyer 1993): markers are h-maxima of the distance map, then
-   neighbouring regions are merged again where the cut between them is nearly as long as
-   the smaller region is wide (a cut across a particle's body, not through a neck). This
-   keeps elongated and faceted particles, whose distance maps have several maxima along
-   their ridge, in one piece.
+   transform (Beucher & Meyer 1993), per connected component: markers are the maxima of the
+   distance map within a window; neighbouring regions are merged back where the cut between
+   them crosses a body rather than a contact, i.e. where the cut is nearly as long as the
+   smaller region is wide, or where the concavities ("notches") at its ends are shallow
+   compared with the smaller region's inscribed radius. Two touching particles meet in
+   notches as deep as their radii; an elongated or faceted particle, whose distance map has
+   several maxima along its ridge, has none, and stays whole.
 """
 
 from __future__ import annotations
@@ -40,7 +46,6 @@ from scipy.sparse.csgraph import connected_components
 from skimage.filters import threshold_otsu
 from skimage.morphology import convex_hull_image
 from skimage.segmentation import watershed
-from skimage.transform import resize
 
 from semqa.errors import InputError
 
@@ -194,8 +199,20 @@ def _background(image: np.ndarray, substrate: np.ndarray, sigma_px: float, shape
     den = ndimage.gaussian_filter(w_s, s, mode="reflect")
     fallback = float(np.median(image[substrate])) if substrate.any() else float(np.median(image))
     bg_s = np.where(den > 1e-3, num / np.maximum(den, 1e-3), fallback)
-    bg = resize(bg_s, shape, order=1, mode="edge", anti_aliasing=False, preserve_range=True)
-    return np.maximum(bg, max(1e-6, 1e-3 * abs(fallback))).astype(np.float32)
+    bg = _upsample_linear(bg_s.astype(np.float32), shape)
+    return np.maximum(bg, np.float32(max(1e-6, 1e-3 * abs(fallback))))
+
+
+def _interp_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """``(n_out, n_in)`` weights of linear interpolation between cell centres (edges clamped)."""
+    centres_in = (np.arange(n_in) + 0.5) * (n_out / n_in)
+    centres_out = np.arange(n_out) + 0.5
+    return np.stack([np.interp(centres_out, centres_in, e) for e in np.eye(n_in)], axis=1).astype(np.float32)
+
+
+def _upsample_linear(small: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear upsampling of a coarse smooth field as two small matrix products."""
+    return _interp_matrix(shape[0], small.shape[0]) @ small @ _interp_matrix(shape[1], small.shape[1]).T
 
 
 def _otsu_mask(image: np.ndarray) -> np.ndarray | None:
@@ -216,10 +233,7 @@ def _noise_sd(image: np.ndarray) -> float:
     structure; the mean absolute response gives the noise sd. Edges add a little.
     """
     kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
-    # A central crop of at most 1024 × 1024 pixels holds enough samples of stationary noise.
-    r0, c0 = max(0, (image.shape[0] - 1024) // 2), max(0, (image.shape[1] - 1024) // 2)
-    crop = image[r0 : r0 + 1024, c0 : c0 + 1024]
-    response = ndimage.convolve(crop, kernel, mode="reflect")[1:-1, 1:-1]
+    response = ndimage.convolve(image, kernel, mode="reflect")[1:-1, 1:-1]
     return float(math.sqrt(math.pi / 2.0) * np.abs(response).mean() / 6.0)
 
 
@@ -428,9 +442,12 @@ def segment(image: np.ndarray, config: SegmentationConfig | None = None) -> np.n
     mask = _otsu_mask(flat)
     if mask is None:
         return empty
-    # Noise sd of the smoothed image: white noise of sd s blurred by a Gaussian of sigma
-    # keeps sd s / (2 sqrt(pi) sigma).
-    noise_sd = _noise_sd(image / bg) / max(1.0, 2.0 * math.sqrt(math.pi) * sigma)
+    # Noise sd of the smoothed image, from a central crop of at most 512 × 512 pixels (enough
+    # samples of stationary noise): white noise of sd s blurred by a Gaussian of sigma keeps
+    # sd s / (2 sqrt(pi) sigma).
+    r0, c0 = max(0, (image.shape[0] - 512) // 2), max(0, (image.shape[1] - 512) // 2)
+    centre = (slice(r0, r0 + 512), slice(c0, c0 + 512))
+    noise_sd = _noise_sd(image[centre] / bg[centre]) / max(1.0, 2.0 * math.sqrt(math.pi) * sigma)
     gap = max(1, math.ceil(2.0 * sigma))
     ring = max(2.0, config.ring_px_rel * diameter)
     bright = max(1, round(config.bright_window_rel * diameter))
