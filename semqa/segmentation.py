@@ -2,7 +2,7 @@
 
 SE images show particles brighter than a darker substrate, with bright rims (the edge
 effect), a smooth uneven background, and Poisson shot noise (Reimer, *Scanning Electron
-Microscopy*, 2nd ed., Springer 1998, ch. 4). :func:`segment` works in five steps, each
+Microscopy*, 2nd ed., Springer 1998, ch. 4). :func:`segment` works in the steps below, each
 sized from the typical particle diameter in pixels (given, or estimated from the image),
 so one configuration serves high-resolution, low-resolution and super-resolved frames:
 
