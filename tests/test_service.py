@@ -345,3 +345,36 @@ def test_upload_limits_and_the_service_keeps_serving(env, server):
     assert r.status_code == 200, r.text
     assert r.json()["lineage"]["input_digests"] == {"passwd": read_image(path).digest}
     assert r.json()["lineage"]["model"]["version"] == "1"
+
+
+# --- packaging --------------------------------------------------------------------------------
+
+
+def test_bento_build_serves_the_packaged_model_without_mlflow(env, tmp_path, monkeypatch):
+    """``semqa service build`` packages the production model; the Bento serves it with no registry."""
+    import bentoml
+
+    assert cli(["service", "build"]) == 0
+    bento = bentoml.bentos.list()[0]
+    models = [str(m.tag) for m in bento.info.all_models]
+    assert len(models) == 1 and models[0].startswith(f"{MODEL_NAME}:v1-")
+    stored = bentoml.models.get(models[0])
+    mv = mlflow.MlflowClient().get_model_version_by_alias(MODEL_NAME, "production")
+    assert stored.info.labels["run_id"] == mv.run_id and stored.info.labels["version"] == "1"
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'nowhere' / 'no.db'}")  # no registry reachable
+    port = _free_port()
+    handle = bentoml.serve(str(bento.tag), host="127.0.0.1", port=port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url)
+        info = httpx.get(f"{url}/v1/model_info", headers=AUTH, timeout=30).json()
+        assert info["source"] == "bento" and info["bento_model"] == models[0]
+        assert info["model"]["version"] == "1" and info["model"]["weights_digest"] == mv.tags["weights_digest"]
+        path = _tif(env)
+        r = httpx.post(f"{url}/v1/analyze", headers=AUTH, files={"images": (path.name, path.read_bytes())}, timeout=120)
+        assert r.status_code == 200, r.text
+        assert r.json()["lineage"]["model"]["version"] == "1"
+    finally:
+        handle.stop()
+    assert not (tmp_path / "nowhere").exists()
