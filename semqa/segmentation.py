@@ -283,7 +283,10 @@ def _local_threshold_mask(
     level = sub + np.float32(config.edge_level) * (bright_map.ravel()[candidates] - sub)
     refined = np.zeros(flat.size, dtype=bool)
     refined[candidates[values > level]] = True
-    return refined.reshape(flat.shape)
+    # The rule places boundaries; the core of a detected particle (farther than bright_px
+    # from its first boundary) stays in, even where a dim interior is below its rims' half level.
+    core = ~ndimage.maximum_filter(~mask, size=2 * bright_px + 1) & np.concatenate([[False], real])[lab]
+    return refined.reshape(flat.shape) | core
 
 
 def _cut_lengths(regions: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -356,12 +359,19 @@ def _split(mask: np.ndarray, diameter: float, config: SegmentationConfig) -> np.
 
     Each connected component is handled in its own bounding box: markers are the maxima
     of its distance map within a window; a component with one marker is one particle.
+    Components touching the image border are not split.
     """
     components, n_comp = ndimage.label(mask, structure=np.ones((3, 3)))
     labels = components.astype(np.int32)
     half = max(1, round(config.marker_window_rel * diameter))
     next_label = n_comp + 1
+    rows, cols = mask.shape
     for c, box in enumerate(ndimage.find_objects(components), start=1):
+        # A component cut by the frame is excluded from measurement anyway (ISO 13322-1); its
+        # hole cannot be filled (it opens onto the border), and split into rim arcs it would
+        # leave fragments inside the frame that look like small particles. It stays whole.
+        if box[0].start == 0 or box[1].start == 0 or box[0].stop == rows or box[1].stop == cols:
+            continue
         own = np.pad(components[box] == c, 1)
         dist = ndimage.distance_transform_edt(own).astype(np.float32)
         peaks = (dist >= ndimage.maximum_filter(dist, size=2 * half + 1)) & (dist >= 1.0)
