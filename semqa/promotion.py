@@ -391,10 +391,6 @@ def production_checks(
 # --- promotion and rollback --------------------------------------------------------------
 
 
-def _set_alias(client: Any, name: str, alias: str, version: str) -> None:
-    client.set_registered_model_alias(name, alias, version)
-
-
 def _record_gates(client: Any, name: str, version: str, alias: str, entry: AuditEntry) -> None:
     summary = {
         "passed": entry.gates_passed,
@@ -499,15 +495,16 @@ def promote(
         eval_set_digest=evaluation_set.digest,
     )
     with _registry_errors(f"promoting version {v} to {to}"):
-        if to == PRODUCTION:
-            previous = holders.get(PRODUCTION)
-            if previous:
-                client.set_model_version_tag(name, v, TAG_PREVIOUS_PRODUCTION, previous)
-                _set_alias(client, name, ARCHIVED, previous)
-                entry.archived_version = previous
-            if holders.get(STAGING) == v:
-                client.delete_registered_model_alias(name, STAGING)
-        _set_alias(client, name, to, v)
+        # Removing an alias needs MANAGE on the model (setting one needs EDIT): do it first,
+        # so a user without it is refused before anything has moved.
+        if to == PRODUCTION and holders.get(STAGING) == v:
+            client.delete_registered_model_alias(name, STAGING)
+        client.set_registered_model_alias(name, to, v)
+        previous = holders.get(PRODUCTION) if to == PRODUCTION else None
+        if previous:
+            client.set_registered_model_alias(name, ARCHIVED, previous)
+            client.set_model_version_tag(name, v, TAG_PREVIOUS_PRODUCTION, previous)
+            entry.archived_version = previous
         _record_gates(client, name, v, to, entry)
         return append_audit_entry(client, entry)
 
@@ -545,8 +542,8 @@ def rollback(reason: str, *, name: str = MODEL_NAME) -> AuditEntry:
         reason=reason.strip(),
     )
     with _registry_errors(f"rolling back production from version {current}"):
-        _set_alias(client, name, PRODUCTION, previous)
-        _set_alias(client, name, ARCHIVED, current)
+        client.set_registered_model_alias(name, PRODUCTION, previous)
+        client.set_registered_model_alias(name, ARCHIVED, current)
         return append_audit_entry(client, entry)
 
 
