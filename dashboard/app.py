@@ -13,7 +13,7 @@ from dashboard import sections
 from dashboard.config import load_settings
 from dashboard.runner import run_comparison
 from semqa.analysis import AnalysisConfig
-from semqa.errors import InputError
+from semqa.errors import SemqaError
 
 st.set_page_config(page_title="semqa — PSD comparison", page_icon="🔬", layout="wide")
 settings = load_settings()
@@ -44,7 +44,7 @@ elif st.session_state.get("compared") is not None:
     else:
         try:
             report = run_comparison(reference, test, config, options.model, settings)
-        except InputError as exc:
+        except SemqaError as exc:  # bad input, or the service unreachable / failing
             st.error(f"The comparison could not run: {exc}")
         else:
             sections.results(key, report, reference, test, config, options, settings)

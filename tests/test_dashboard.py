@@ -7,6 +7,7 @@ test recomputes it), and bad input must show a message while the rest keeps work
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -272,3 +273,94 @@ def test_sr_comparison_with_the_production_model(
     captions = [c for img in at.image for c in img.captions]
     assert any("Super-resolved (SR), model version 1" in c for c in captions), captions
     assert any("low resolution (LR)" in c for c in captions)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_service_is_a_message(lots_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEMQA_DASHBOARD_SERVICE_URL", f"http://127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("SEMQA_API_TOKEN", "dashboard-test-token")
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+    assert any("service at http://127.0.0.1" in c.value for c in at.sidebar.caption)
+    _upload(at, "reference", {"lot1": _files(lots_root / "rld" / "lr")["lot1"]})
+    _upload(at, "test", {"lot1": _files(lots_root / "generic" / "lr")["lot1"]})
+    at.run()
+    at.button(key="compare").click().run()
+    assert not at.exception
+    assert any("could not run" in e.value and "unreachable" in e.value for e in at.error), [e.value for e in at.error]
+
+
+@pytest.mark.slow
+def test_comparison_through_the_service_equals_in_process(
+    lots_root: Path, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``bentoml.serve`` of the real service on loopback; the page sends the lots there.
+
+    Without SR the numbers must equal the in-process analysis. With SR only the model
+    version is checked: the service batches tiles across requests, and batched float
+    inference need not match an unbatched run bit for bit.
+    """
+    import bentoml
+    import httpx
+    from registry_support import trained_template, use_copy
+
+    from semqa.cli import gate_evaluator
+    from semqa.promotion import GateConfig, promote
+
+    template = trained_template(tmp_path_factory)
+    use_copy(template, tmp_path, monkeypatch)
+    loose = GateConfig(min_psnr_gain_db=-100.0, max_d50_rel_error=10.0, max_wasserstein_um=100.0, max_hallucination_rate=1.0)
+    for alias in ("staging", "production"):
+        promote("1", alias, "dashboard service test", evaluator=gate_evaluator, eval_data=template["eval"], config=loose)
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
+    monkeypatch.setenv("SEMQA_API_TOKEN", "dashboard-test-token")
+    monkeypatch.delenv("SEMQA_MODEL_URI", raising=False)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    handle = bentoml.serve("service.service:Semqa", host="127.0.0.1", port=port, working_dir=str(Path(APP).parent.parent))
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "service not ready in 240 s"
+            time.sleep(0.5)
+        monkeypatch.setenv("SEMQA_DASHBOARD_SERVICE_URL", url)
+        pick = lambda folder: {"lot1": _files(folder)["lot1"][:2]}  # noqa: E731
+        reference, test = pick(lots_root / "rld" / "lr"), pick(lots_root / "generic" / "lr")
+        at = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+        _upload(at, "reference", reference)
+        _upload(at, "test", test)
+        at.run()
+        at.button(key="compare").click().run()
+        assert not at.exception and not [e.value for e in at.error]
+        without_sr = (_banner_texts(at), at.dataframe[1].value, at.dataframe[4].value.set_index("item")["value"])
+        # With SR the page names the registered version it chose; the service serves it.
+        at.toggle(key="use_sr").set_value(True).run()
+        at.button(key="compare").click().run()
+        assert not at.exception and not [e.value for e in at.error]
+        with_sr = at.dataframe[4].value.set_index("item")["value"]
+    finally:
+        handle.stop()
+
+    # Without SR the service computes exactly what the dashboard computes in-process.
+    decode = lambda lots: {lot: [read_image_bytes(d, n) for n, d in files] for lot, files in lots.items()}  # noqa: E731
+    expected = compare(decode(reference), decode(test), AnalysisConfig(n_bootstrap=N_BOOTSTRAP))
+    banners, dvalues, lineage = without_sr
+    assert len(banners) == 1 and expected.reason in banners[0]
+    for product, lots in (("reference", expected.reference), ("test", expected.test)):
+        row = dvalues[(dvalues["product"] == product) & (dvalues["lot"] == "lot1")].iloc[0]
+        assert row["particles"] == lots["lot1"].psd.n
+        assert row["D50 (µm)"] == pytest.approx(lots["lot1"].psd.d50_um)
+    assert lineage["super-resolution"] == "off"
+    assert with_sr["super-resolution"] == "on" and with_sr["model version"] == "1"
+    assert with_sr["training run"] == template["run_id"]
