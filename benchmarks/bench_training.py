@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -62,8 +63,19 @@ def main() -> int:
     ap.add_argument("--n-train", type=int, default=12, help="training pairs (one in five held out for validation)")
     ap.add_argument("--n-test", type=int, default=6, help="held-out test pairs")
     ap.add_argument("--size", type=int, default=512, help="HR side of generated images, px")
+    ap.add_argument("--threads", type=int, help="torch CPU threads (default torch's; 1 is faster on a crowded machine)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
+    work = Path(tempfile.mkdtemp(prefix="semqa-bench-"))
+    try:
+        return _run(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, work: Path) -> int:
     from semqa.analysis import AnalysisConfig, analyze
     from semqa.imageio import read_image
     from semqa.inference import load_upscaler
@@ -74,7 +86,6 @@ def main() -> int:
     from training.evaluate import evaluate_generator
     from training.train import train
 
-    work = Path(tempfile.mkdtemp(prefix="semqa-bench-"))
     os.chdir(work)
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlruns' / 'mlflow.db'}"
     (work / "mlruns").mkdir()
