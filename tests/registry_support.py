@@ -9,6 +9,7 @@ initialised (untrained) generator, or weights trained on data that failed valida
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,13 +27,14 @@ TINY = GeneratorConfig(arch="srvgg", num_feat=8, num_conv=2, scale=4)
 SIZE_PX = 192
 
 
-def _train_template(folder: Path) -> dict:
+def _train_template(folder: Path) -> str:
+    """Train and register version 1 in ``folder/mlruns``; returns the training run id."""
     from training.config import demo_config
     from training.train import train
 
     folder.mkdir(parents=True, exist_ok=True)
     pairs = make_pairs(folder / "pairs", 3, SynthConfig(size_px=SIZE_PX), seed=1)
-    eval_dir = make_pairs(folder / "eval", 2, SynthConfig(size_px=SIZE_PX), seed=99)
+    make_pairs(folder / "eval", 2, SynthConfig(size_px=SIZE_PX), seed=99)
     uri = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
     (folder / "mlruns").mkdir(exist_ok=True)
     mlflow.set_tracking_uri(uri)
@@ -43,25 +45,27 @@ def _train_template(folder: Path) -> dict:
     )
     result = train(config, pairs)
     assert result.model_version == "1"
-    return {"db": folder / "mlruns" / "mlflow.db", "pairs": pairs, "eval": eval_dir, "run_id": result.run_id}
+    return result.run_id
 
 
 def trained_template(tmp_path_factory) -> dict:
-    """The session's template store with version 1 trained (made on first use)."""
-    import os
+    """The session's template store with version 1 trained (made on first use).
 
+    Returns ``db`` (the template database), ``pairs`` (training pairs), ``eval`` (the fixed
+    evaluation set) and ``run_id`` (the training run).
+    """
     folder = tmp_path_factory.getbasetemp() / "registry-template"
     marker = folder / "done"
     if not marker.is_file():
         old_cwd, old_uri = Path.cwd(), os.environ.pop("MLFLOW_TRACKING_URI", None)
         os.chdir(tmp_path_factory.getbasetemp())
         try:
-            info = _train_template(folder)
+            run_id = _train_template(folder)
         finally:
             os.chdir(old_cwd)
             if old_uri is not None:
                 os.environ["MLFLOW_TRACKING_URI"] = old_uri
-        marker.write_text(info["run_id"])
+        marker.write_text(run_id)
     return {"db": folder / "mlruns" / "mlflow.db", "pairs": folder / "pairs", "eval": folder / "eval", "run_id": marker.read_text()}
 
 

@@ -3,8 +3,9 @@
 The test starts a throwaway PostgreSQL cluster (Debian's ``postgresql``, installed by
 ``scripts/setup.sh --test``) and the MLflow server through ``scripts/start_mlflow_server.sh``
 (the documented way), trains a tiny generator against it with ``training.train``, promotes
-it as the admin, and checks that an unauthenticated user and a user with READ permission
-only are refused promotion while the aliases stay as they were.
+it as the admin, and checks that an unauthenticated user, a user with READ permission only
+and a user with EDIT (who may not remove the staging alias) are refused promotion to
+production while the aliases stay as they were.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN, ADMIN_PASSWORD = "admin", "admin-Pa55-for-tests"
 READER, READER_PASSWORD = "reader", "reader-Pa55-for-tests"
+EDITOR, EDITOR_PASSWORD = "editor", "editor-Pa55-for-tests"
 LOOSE = GateConfig(min_psnr_gain_db=-100.0, max_d50_rel_error=10.0, max_wasserstein_um=100.0, max_hallucination_rate=1.0)
 
 
@@ -205,6 +207,15 @@ def test_only_permitted_users_promote_on_the_team_server(server, tmp_path, monke
     with pytest.raises(PromotionRefused, match="refused by the registry for user 'reader'.*403"):
         promote("1", "production", "reader tries", evaluator=gate_evaluator, eval_data=eval_dir, config=LOOSE)
     assert main(["models", "rollback", "--reason", "reader tries"]) == 2
+
+    # EDIT may stage but not release: moving staging to production removes an alias (MANAGE).
+    _as(monkeypatch, ADMIN, ADMIN_PASSWORD)
+    auth.create_user(EDITOR, EDITOR_PASSWORD)
+    auth.grant_user_permission(EDITOR, "registered_model", MODEL_NAME, "EDIT")
+    _as(monkeypatch, EDITOR, EDITOR_PASSWORD)
+    with pytest.raises(PromotionRefused, match="user 'editor'.*403"):
+        promote("1", "production", "editor tries", evaluator=gate_evaluator, eval_data=eval_dir, config=LOOSE)
+    assert alias_holders(mlflow.MlflowClient()) == {"staging": "1"}
 
     # No credentials at all.
     _as(monkeypatch, None, None)
