@@ -83,6 +83,11 @@ def _model_choice(settings: DashboardSettings) -> ModelChoice | None:
     )
 
 
+def _full_height(frame: pd.DataFrame) -> int:
+    """Pixel height that shows every row of a short table without an inner scroll bar."""
+    return 35 * (len(frame) + 1) + 3
+
+
 def _show_problems(lot: LotInput) -> None:
     for problem in lot.problems:
         st.error(problem, icon="⚠️")
@@ -188,7 +193,7 @@ def results(
             if result.psd.n == 0:
                 st.warning(f"{charts.LABELS[product]} lot {lot!r}: no particles were found in its images.")
     st.subheader("Equivalence statistics")
-    st.dataframe(summary.statistics, hide_index=True)
+    st.dataframe(summary.statistics, hide_index=True, height=_full_height(summary.statistics))
 
     tab_dist, tab_lots, tab_images, tab_particles, tab_lineage, tab_report = st.tabs(
         ["Distributions", "D-values per lot", "Images", "Particles", "Lineage", "Report"]
@@ -207,10 +212,10 @@ def results(
     with tab_particles:
         _particles(summary.particles)
     with tab_lineage:
-        st.dataframe(summary.lineage, hide_index=True)
+        st.dataframe(summary.lineage, hide_index=True, height=_full_height(summary.lineage))
         if summary.chain is not None:
             st.caption(f"Lineage chain of model version {options.model.version} (registry, weights, training run, data, code):")
-            st.dataframe(summary.chain, hide_index=True)
+            st.dataframe(summary.chain, hide_index=True, height=_full_height(summary.chain))
         st.caption("Input images (sha256 of each file as received):")
         st.dataframe(summary.images[["product", "lot", "name", "digest", "pixel_size_um", "n_particles"]], hide_index=True)
     with tab_report:
@@ -251,13 +256,13 @@ def _images(
         return
     if sr is None:
         left, right = st.columns(2)
-        left.image(lr, caption=f"{mg.name} — as acquired", clamp=True)
-        right.image(outline, caption="Segmented particles (outlines)", clamp=True)
+        left.image(lr, caption=f"{mg.name} — as acquired", clamp=True, width="stretch")
+        right.image(outline, caption="Segmented particles (outlines)", clamp=True, width="stretch")
     else:
         left, middle, right = st.columns(3)
-        left.image(lr, caption=f"{mg.name} — low resolution (LR)", clamp=True)
-        middle.image(sr, caption=f"Super-resolved (SR), model version {model_version}", clamp=True)
-        right.image(outline, caption="Segmented particles on SR (outlines)", clamp=True)
+        left.image(lr, caption=f"{mg.name} — low resolution (LR)", clamp=True, width="stretch")
+        middle.image(sr, caption=f"Super-resolved (SR), model version {model_version}", clamp=True, width="stretch")
+        right.image(outline, caption="Segmented particles on SR (outlines)", clamp=True, width="stretch")
 
 
 def _particles(frame: pd.DataFrame) -> None:

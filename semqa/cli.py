@@ -353,7 +353,6 @@ def _add_super_resolve(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
-    import subprocess
     from pathlib import Path
 
     import dashboard
@@ -370,9 +369,11 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
         sys.executable, "-m", "streamlit", "run", str(app),
         "--server.port", str(args.port), "--server.address", args.address,
         "--server.headless", "true", "--browser.gatherUsageStats", "false",
+        "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal",
     ]
     print(f"semqa dashboard on http://{args.address}:{args.port} (Ctrl+C stops it)", flush=True)
-    return subprocess.call(cmd, env=env)
+    # Replace this process, so a stop signal reaches the Streamlit server itself.
+    os.execve(sys.executable, cmd, env)
 
 
 def _add_dashboard(sub: argparse._SubParsersAction) -> None:

@@ -1,4 +1,4 @@
-"""The dashboard in a real browser: ``streamlit run`` on loopback, headless Chromium via Selenium.
+"""The dashboard in a real browser: ``semqa dashboard`` on loopback, headless Chromium via Selenium.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (installed by ``scripts/setup.sh --test``).
 The screenshot goes to ``$SEMQA_ARTIFACTS_DIR`` when set, else to the test's tmp folder.
@@ -29,7 +29,6 @@ from semqa.synth import ProductSpec, make_lots, synth_config
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 #: The first comparison of 18 small images on 2 shared cores; generous, it only bounds a hang.
@@ -72,20 +71,18 @@ def lots_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture()
 def app_url(lots_root: Path, tmp_path: Path) -> Iterator[str]:
-    """``streamlit run dashboard/app.py`` on a free loopback port, stopped at the end."""
+    """``semqa dashboard`` (``streamlit run dashboard/app.py``) on a free loopback port, stopped at the end."""
     port = _free_port()
     env = {
         **os.environ,
-        "SEMQA_DASHBOARD_LOTS_ROOT": str(lots_root),
         "SEMQA_DASHBOARD_N_BOOTSTRAP": "200",
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
     }
     env.pop("SEMQA_DASHBOARD_SERVICE_URL", None)
+    # Started the way QA staff start it: `semqa dashboard`, which becomes `streamlit run`.
     cmd = [
-        sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"),
-        "--server.address", "127.0.0.1", "--server.port", str(port), "--server.headless", "true",
-        "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-        "--client.toolbarMode", "minimal",
+        sys.executable, "-m", "semqa.cli", "dashboard",
+        "--address", "127.0.0.1", "--port", str(port), "--lots-root", str(lots_root),
     ]
     log = (tmp_path / "streamlit.log").open("wb")
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -148,6 +145,15 @@ def _choose(driver: WebDriver, index: int, label: str, option: str) -> None:
 
 
 def test_compare_in_browser_shows_verdict_and_charts(app_url: str, browser: WebDriver, tmp_path: Path) -> None:
+    try:
+        _compare_in_browser(app_url, browser, tmp_path)
+    except Exception:
+        # What the page showed when it failed, for whoever reads the CI artifacts.
+        browser.save_screenshot(str(_artifacts_dir(tmp_path) / "dashboard-failure.png"))
+        raise
+
+
+def _compare_in_browser(app_url: str, browser: WebDriver, tmp_path: Path) -> None:
     browser.get(app_url)
     WebDriverWait(browser, 60).until(EC.presence_of_element_located((By.XPATH, "//*[contains(text(), 'Reference product (RLD)')]")))
 
