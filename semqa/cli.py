@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Progress bars of MLflow's artifact downloads would bury the command's own output.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or EXIT_OK)
@@ -61,10 +64,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 # One function per command; keep each thin: parse, call the core or an app, print.
 
 
-def _read_micrographs(paths: Sequence[str | os.PathLike], args: argparse.Namespace) -> list:
-    from semqa.imageio import read_image
+def _read_micrographs(paths, pixel_size: float | None = None, max_pixels: int | None = None) -> list:
+    from semqa.imageio import DEFAULT_MAX_PIXELS, read_image
 
-    return [read_image(p, pixel_size_um=args.pixel_size, max_pixels=args.max_pixels) for p in paths]
+    return [read_image(p, pixel_size_um=pixel_size, max_pixels=max_pixels or DEFAULT_MAX_PIXELS) for p in paths]
+
+
+def _read_lots(folder, pixel_size: float | None = None, max_pixels: int | None = None) -> dict:
+    """A product folder ``DIR/<lot>/<images>`` read as lot name → micrographs."""
+    from semqa.analysis import load_lots
+
+    return {lot: _read_micrographs(files, pixel_size, max_pixels) for lot, files in load_lots(folder).items()}
 
 
 def _upscaler(args: argparse.Namespace):
@@ -110,7 +120,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from semqa.analysis import analyze
     from semqa.imageio import expand_image_paths
 
-    micrographs = _read_micrographs(expand_image_paths(args.paths), args)
+    micrographs = _read_micrographs(expand_image_paths(args.paths), args.pixel_size, args.max_pixels)
     result = analyze(micrographs, upscaler=_upscaler(args))
     print(_psd_line(f"{len(micrographs)} image(s)", result.psd))
     print(_psd_line("volume", result.psd_volume))
@@ -130,10 +140,10 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from semqa.analysis import compare, load_lots
+    from semqa.analysis import compare
 
-    ref = {lot: _read_micrographs(files, args) for lot, files in load_lots(args.reference).items()}
-    test = {lot: _read_micrographs(files, args) for lot, files in load_lots(args.test).items()}
+    ref = _read_lots(args.reference, args.pixel_size, args.max_pixels)
+    test = _read_lots(args.test, args.pixel_size, args.max_pixels)
     report = compare(ref, test, upscaler=_upscaler(args))
     for label, lots in (("reference", report.reference), ("test", report.test)):
         for lot, res in lots.items():
@@ -485,6 +495,7 @@ def _add_lineage(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the chain as JSON")
     p.set_defaults(func=_cmd_lineage)
 
+
 def _cmd_service(args: argparse.Namespace) -> int:
     if args.service_command == "build":
         from service.build import build_bento
@@ -517,7 +528,124 @@ def _add_service(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_service)
 
 
-_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_analyze, _add_compare, _add_synth, _add_validate, _add_register_pairs, _add_train, _add_super_resolve, _add_dashboard, _add_models, _add_lineage, _add_service]
+def _truth_d50(lot_dir, lot: str) -> float:
+    """True number-weighted D50 of a generated lot's whole particles (synth ground truth)."""
+    import pandas as pd
+
+    from semqa.psd import d_values
+
+    truth = pd.read_csv(lot_dir / "particles.csv")
+    inside = truth[(truth["lot"] == lot) & ~truth["touches_border"]]
+    return float(d_values(inside["ecd_um"].to_numpy(), "number", quantiles=(0.5,))[0])
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    """The main job on embedded defaults, each step printed with where its output went."""
+    import shutil
+    import time
+    from pathlib import Path
+
+    from dashboard.report import render_html, render_pdf, summarize as summarize_report
+    from semqa import promotion
+    from semqa.analysis import analyze, compare
+    from semqa.inference import load_upscaler
+    from semqa.lineage import trace_result, trace_version
+    from semqa.registry import configure_tracking
+    from semqa.synth import SynthConfig, make_lots, make_pairs
+    from training.config import demo_config
+    from training.train import train
+    from validation.run import validate_pairs
+
+    out = Path(args.out).resolve()
+    if out.exists():
+        if not (out / ".semqa-demo").is_file():
+            raise InputError(f"{out} exists and is not a semqa demo folder; choose another --out")
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    (out / ".semqa-demo").write_text("made by semqa demo; deleted and remade by the next run\n")
+    started = time.monotonic()
+
+    def step(n: int, text: str) -> None:
+        print(f"\n[{n}/7] {text}  (t={time.monotonic() - started:.0f} s)", flush=True)
+
+    # Lots at D50 = 2 µm: 5 LR pixels of 0.4 µm, small enough that a low-resolution scan
+    # mis-sizes them and super-resolution has something to recover.
+    synth = SynthConfig(d50_um=2.0)
+    step(1, f"synthesizing {args.pairs} HR/LR training pairs and 3 products × 3 lots × {args.images_per_lot} images")
+    pairs = make_pairs(out / "pairs", args.pairs, synth, seed=args.seed, workers=2)
+    lots = make_lots(out / "lots", lots=3, images_per_lot=args.images_per_lot, config=synth, seed=args.seed, workers=2)
+    print(f"pairs: {pairs}\nlots:  {lots}/<product>/{{hr,lr}}/<lot>/")
+
+    step(2, "validating the pairs with Great Expectations")
+    report = validate_pairs(pairs, report_dir=out / "validation")
+    print(f"{report.n_pairs} pairs, {report.n_failed_pairs} failed; dataset {report.dataset_digest}")
+    print(f"data docs: {report.data_docs_index}")
+    if not report.success:
+        raise CheckFailed(f"demo data failed validation: {sorted(report.failures)}")
+
+    step(3, "training the demo generator (MLflow run, registered version)")
+    print(f"tracking store: {configure_tracking()}")
+    trained = train(demo_config(), pairs, progress=True)
+    m = trained.metrics
+    print(f"run {trained.run_id}: registered semqa-generator v{trained.model_version}; held-out PSNR "
+          f"{m.get('val_psnr', float('nan')):.2f} dB vs bicubic {m.get('val_bicubic_psnr', float('nan')):.2f} dB")
+
+    step(4, "promoting through staging to production behind the gates")
+    for alias in ("staging", "production"):
+        entry = promotion.promote(trained.model_version, alias, "semqa demo", evaluator=gate_evaluator)
+        for gate in entry.gates:
+            print(f"  [{'pass' if gate.passed else 'FAIL'}] {gate.detail}")
+        print(f"v{entry.version} → {alias}")
+    upscaler = load_upscaler()
+
+    step(5, "analyzing RLD lot1: low resolution directly, super-resolved, and high resolution")
+    lot1 = {res: sorted((lots / "rld" / res / "lot1").glob("*.tif")) for res in ("lr", "hr")}
+    runs = {
+        "LR direct": analyze(_read_micrographs(lot1["lr"])),
+        "SR (production model)": analyze(_read_micrographs(lot1["lr"]), upscaler=upscaler),
+        "HR scan": analyze(_read_micrographs(lot1["hr"])),
+    }
+    truth = _truth_d50(lots / "rld", "lot1")
+    print(f"true D50 {truth:.3f} µm")
+    for label, res in runs.items():
+        d50 = res.psd.d50_um
+        err = f"{(d50 - truth) / truth:+.1%}" if d50 else "n/a"
+        print(f"  {label:<22} n={res.psd.n:<5} D50={_fmt(d50)}  error {err}")
+    result_json = out / "analysis_rld_lot1_sr.json"
+    _write_json(runs["SR (production model)"], str(result_json))
+
+    step(6, "comparing each generic with the RLD (super-resolved, PBE on D50 and span)")
+    reference = _read_lots(lots / "rld" / "lr")
+    reports = {}
+    for generic in ("generic-equivalent", "generic-shifted"):
+        reports[generic] = compare(reference, _read_lots(lots / generic / "lr"), upscaler=upscaler)
+        rep = reports[generic]
+        print(f"  {generic}: {rep.verdict} — {rep.reason}")
+        _write_json(rep, str(out / f"compare_rld_vs_{generic}.json"))
+
+    step(7, "report and lineage")
+    rep = reports["generic-equivalent"]
+    chain = trace_version(trained.model_version)
+    summary = summarize_report(rep, runs["SR (production model)"].config, chain)
+    title = "RLD vs generic-equivalent (semqa demo)"
+    (out / "report.html").write_text(render_html(rep, summary, title))
+    (out / "report.pdf").write_bytes(render_pdf(rep, summary, title))
+    print(f"report: {out / 'report.html'} and {out / 'report.pdf'}")
+    print(trace_result(result_json).text())
+    print(f"\ndone in {time.monotonic() - started:.0f} s; everything is under {out} and the registry in mlruns/")
+    return EXIT_OK
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the main job end to end on generated data (about 5-10 minutes on 2 cores)")
+    p.add_argument("--out", default="demo_out", metavar="DIR", help="output folder (default demo_out; remade each run)")
+    p.add_argument("--pairs", type=int, default=48, metavar="N", help="training pairs to generate")
+    p.add_argument("--images-per-lot", type=int, default=10, metavar="N", help="units per lot (FDA PBE asks ≥ 10)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_demo)
+
+
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_demo, _add_analyze, _add_compare, _add_synth, _add_validate, _add_register_pairs, _add_train, _add_super_resolve, _add_dashboard, _add_models, _add_lineage, _add_service]
 
 
 if __name__ == "__main__":
