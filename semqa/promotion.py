@@ -194,7 +194,7 @@ def _registry_errors(action: str) -> Iterator[None]:
         first = str(exc.message).splitlines()[0] if exc.message else code
         if code in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
             raise PromotionRefused(f"{action} refused by the registry for user {current_user()!r}: {first}") from None
-        if code == "RESOURCE_DOES_NOT_EXIST":
+        if code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             raise InputError(f"{action}: {first}") from None
         raise
 

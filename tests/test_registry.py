@@ -9,6 +9,7 @@ either side of the value actually measured (read back from the evaluation run).
 from __future__ import annotations
 
 import json
+import shutil
 
 import mlflow
 import pandas as pd
@@ -202,8 +203,6 @@ def test_eval_set_digest_is_fixed_and_follows_content(tmp_path, store) -> None:
     a = eval_set(store["eval"])
     assert a.digest == eval_set(store["eval"]).digest
     copy = tmp_path / "copy"
-    import shutil
-
     shutil.copytree(store["eval"], copy)
     assert folder_digest(copy) == a.digest
     (copy / "manifest.csv").write_text((copy / "manifest.csv").read_text() + "\n")
@@ -224,6 +223,7 @@ def test_cli_models_commands(store, tmp_path, capsys) -> None:
     assert code == 0
     assert "version 1 is now staging" in capsys.readouterr().out
     assert main(["models", "promote", "7", "--to", "staging", "--reason", "x", *eval_args]) == 2
+    assert main(["models", "promote", "seven", "--to", "staging", "--reason", "x", *eval_args]) == 2
     assert main(["models", "rollback", "--reason", "x"]) == 2
     assert main(["models", "list"]) == 0
     out = capsys.readouterr().out
