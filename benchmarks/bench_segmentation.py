@@ -24,23 +24,29 @@ Run: ``.venv/bin/python benchmarks/bench_segmentation.py [--n768 8] [--n2048 2] 
 
 from __future__ import annotations
 
-import argparse
 import os
-import statistics
-import time
-from collections.abc import Callable
 
-import numpy as np
-import pandas as pd
-from scipy import ndimage
-from skimage.feature import peak_local_max
-from skimage.filters import threshold_otsu
-from skimage.segmentation import watershed
+# The synthetic scenes are rendered with BLAS; idle OpenBLAS worker threads spin for a while
+# after each call and would bill their CPU time to whichever method is timed next (set before
+# numpy loads OpenBLAS).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from semqa.measure import measure_particles
-from semqa.psd import d_values
-from semqa.segmentation import segment
-from semqa.synth import SynthConfig, render_scene, scan_scene
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from scipy import ndimage  # noqa: E402
+from skimage.feature import peak_local_max  # noqa: E402
+from skimage.filters import threshold_otsu  # noqa: E402
+from skimage.segmentation import watershed  # noqa: E402
+
+from semqa.measure import measure_particles  # noqa: E402
+from semqa.psd import d_values  # noqa: E402
+from semqa.segmentation import segment  # noqa: E402
+from semqa.synth import SynthConfig, render_scene, scan_scene  # noqa: E402
 
 
 def baseline_segment(image: np.ndarray, min_distance: int) -> np.ndarray:
