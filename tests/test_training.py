@@ -168,6 +168,8 @@ def test_train_resume_and_registration(tmp_path, monkeypatch, mlflow_template, p
     ckpt_dir = next((tmp_path / "mlruns" / "checkpoints").iterdir())
     assert (ckpt_dir / CHECKPOINT_FILE).is_file()
 
+    with pytest.raises(InputError, match="not beyond the checkpoint"):
+        train(config, pair_dir, max_steps=3)
     second = train(config, pair_dir)
     assert second.resumed_from == 4 and second.completed and second.steps == 8
     assert second.run_id == first.run_id

@@ -217,8 +217,11 @@ def train(
             torch.set_rng_state(state["torch_rng"].cpu())
             start, run_id, resumed_from = int(state["step"]), state["run_id"], int(state["step"])
         stop = min(config.total_steps, max_steps) if max_steps is not None else config.total_steps
-        if max_steps is not None and max_steps < 1:
-            raise InputError("--max-steps must be at least 1")
+        if max_steps is not None and max_steps <= start:
+            raise InputError(
+                f"--max-steps {max_steps} is not beyond the checkpoint's step {start}"
+                if start else "--max-steps must be at least 1"
+            )
 
         buffer = data_digest = None
         if rank == 0:
