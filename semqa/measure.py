@@ -107,7 +107,7 @@ def _border_labels(labels: np.ndarray) -> np.ndarray:
     return found[found > 0]
 
 
-def _outline_hull(region_image: np.ndarray) -> np.ndarray:
+def outline_hull(region_image: np.ndarray) -> np.ndarray:
     """Vertices ``(row, col)`` of the convex hull of a region's outline, in the region image's frame.
 
     The outline is the 0.5 iso-contour of the region's own pixel mask: on a binary mask it
@@ -128,7 +128,7 @@ def _outline_hull(region_image: np.ndarray) -> np.ndarray:
 def _feret_diameters(hull: np.ndarray) -> tuple[float, float]:
     """Maximum and minimum caliper diameters, in pixels, of a region's outline hull.
 
-    ``hull`` is from :func:`_outline_hull`: the hull of the 0.5 iso-contour of the region's own
+    ``hull`` is from :func:`outline_hull`: the hull of the 0.5 iso-contour of the region's own
     pixel mask (through the midpoints of its boundary pixel edges), as
     :attr:`skimage.measure.RegionProperties.feret_diameter_max` uses for its convex image; taking
     the region's own mask avoids the up-to-1.7-pixel overestimate of the convex image (which
@@ -150,15 +150,17 @@ def _feret_diameters(hull: np.ndarray) -> tuple[float, float]:
     return feret_max, float(dist.max(axis=1).min())
 
 
-def _convex_area_px(region_image: np.ndarray, hull: np.ndarray) -> int:
-    """Pixels of the region image whose centres lie in or on the outline hull.
+def convex_image(region_image: np.ndarray, hull: np.ndarray | None = None) -> np.ndarray:
+    """Pixels of ``region_image`` whose centres lie in or on the region's outline hull.
 
-    This is :attr:`skimage.measure.RegionProperties.area_convex`: its convex image is the hull
-    of the pixel-edge midpoints of the row and column end pixels, the same polygon as the hull
-    of the outline's edge midpoints, rasterized by :func:`skimage.measure.grid_points_in_poly`.
-    Reusing the outline hull saves a second hull per particle.
+    The same pixels as :func:`skimage.morphology.convex_hull_image` (and so as
+    :attr:`skimage.measure.RegionProperties.image_convex`), for less work: that function takes
+    the hull of the pixel-edge midpoints of each row's and column's end pixels, which is the
+    same polygon as the hull of the outline's edge midpoints (:func:`outline_hull`), and
+    rasterizes it with :func:`skimage.measure.grid_points_in_poly`, as here. Pass ``hull`` when
+    it is already known.
     """
-    return int(grid_points_in_poly(region_image.shape, hull).sum())
+    return grid_points_in_poly(region_image.shape, outline_hull(region_image) if hull is None else hull)
 
 
 def measure_particles(
@@ -216,7 +218,7 @@ def measure_particles(
             continue
         area_px = float(region.area)
         perimeter_px = float(region.perimeter_crofton)
-        hull = _outline_hull(region.image)
+        hull = outline_hull(region.image)
         feret_max_px, feret_min_px = _feret_diameters(hull)
         row, col = region.centroid
         circularity = 4.0 * math.pi * area_px / perimeter_px**2 if perimeter_px > 0 else 1.0
@@ -231,7 +233,7 @@ def measure_particles(
                 feret_min_um=feret_min_px * px,
                 aspect_ratio=feret_max_px / feret_min_px,
                 circularity=min(1.0, circularity),
-                solidity=area_px / _convex_area_px(region.image, hull),
+                solidity=area_px / int(convex_image(region.image, hull).sum()),
                 centroid_x_um=(col + 0.5) * px,
                 centroid_y_um=(row + 0.5) * px,
             )

@@ -43,10 +43,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 from scipy.cluster.hierarchy import DisjointSet
 from skimage.filters import threshold_otsu
-from skimage.morphology import convex_hull_image
 from skimage.segmentation import watershed
 
 from semqa.errors import InputError
+from semqa.measure import convex_image
 
 
 class SegmentationConfig(BaseModel):
@@ -210,7 +210,7 @@ def _background(image: np.ndarray, substrate: np.ndarray, sigma_px: float, shape
     fallback = float(np.median(image[substrate])) if substrate.any() else float(np.median(image))
     bg_s = np.where(den > 1e-3, num / np.maximum(den, 1e-3), fallback)
     bg = _upsample_linear(bg_s.astype(np.float32), shape)
-    return np.maximum(bg, np.float32(max(1e-6, 1e-3 * abs(fallback))))
+    return np.maximum(bg, np.float32(max(1e-6, 1e-3 * abs(fallback))), out=bg)
 
 
 def _interp_weights(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -223,15 +223,21 @@ def _interp_weights(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.n
 
 
 def _upsample_linear(small: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Bilinear upsampling of a coarse smooth field, rows then columns.
+    """Bilinear upsampling of a coarse smooth field, columns then rows.
 
     Gathers of two neighbours per output line: a matrix product would do the same arithmetic
     with mostly zero weights (and, through a multi-threaded BLAS, cost more CPU than it saves).
     """
-    lo, hi, w = _interp_weights(shape[0], small.shape[0])
-    rows = w[:, None] * small[lo] + (1 - w[:, None]) * small[hi]
     lo, hi, w = _interp_weights(shape[1], small.shape[1])
-    return w * rows[:, lo] + (1 - w) * rows[:, hi]
+    cols = w * small[:, lo] + (1 - w) * small[:, hi]
+    # Full-size rows are gathered whole and combined in place: two full-size arrays, not five.
+    lo, hi, w = _interp_weights(shape[0], small.shape[0])
+    out = cols[lo]
+    out *= w[:, None]
+    upper = cols[hi]
+    upper *= (1 - w)[:, None]
+    out += upper
+    return out
 
 
 def _otsu_mask(image: np.ndarray) -> np.ndarray | None:
@@ -366,7 +372,7 @@ def _notch_depth(regions: np.ndarray, boxes: list, a: int, b: int) -> float:
         return 0.0
     # The crop's outermost rows and columns lie outside both regions (and so outside the hull),
     # which gives both distance maps their zero border.
-    d_hull = ndimage.distance_transform_edt(convex_hull_image(union))
+    d_hull = ndimage.distance_transform_edt(convex_image(union))
     d_union = ndimage.distance_transform_edt(union)
     return float((d_hull - d_union)[cut].max())
 
