@@ -88,16 +88,23 @@ def test_tampered_input_breaks_the_chain(production, capsys) -> None:
     assert "[BROKEN] input" in captured.out and "digest changed" in captured.err
 
 
-def test_missing_inputs_and_recorded_paths(production) -> None:
+def test_recorded_paths_moved_inputs_and_image_folders(production) -> None:
     result_path = production["tmp"] / "result.json"
     result = _analyze(production["images"], result_path)
-    with pytest.raises(LineageBroken, match="file not found"):
-        trace_result(result_path)
-    # With the paths recorded in the result, no folders are needed.
-    paths = {p.name: str(p.resolve()) for p in production["images"].iterdir()}
-    recorded = result.model_copy(update={"lineage": result.lineage.model_copy(update={"input_paths": paths})})
-    result_path.write_text(recorded.model_dump_json())
+    # analyze records where each input was read, so no folders are needed ...
+    assert set(result.lineage.input_paths) == set(result.lineage.input_digests)
     assert trace_result(result_path).ok
+    # ... until the images move: then the chain breaks unless their new folder is given.
+    moved = production["images"].rename(production["tmp"] / "archive")
+    with pytest.raises(LineageBroken, match="file not found .*recorded path .* is gone"):
+        trace_result(result_path)
+    assert trace_result(result_path, [moved]).ok
+    # A result without recorded paths is traced through the folders alone.
+    bare = result.model_copy(update={"lineage": result.lineage.model_copy(update={"input_paths": {}})})
+    result_path.write_text(bare.model_dump_json())
+    with pytest.raises(LineageBroken, match="no path recorded"):
+        trace_result(result_path)
+    assert trace_result(result_path, [production["tmp"]]).ok
 
 
 def test_registry_links_break_loudly(production) -> None:
