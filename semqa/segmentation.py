@@ -262,25 +262,36 @@ def _noise_sd(image: np.ndarray) -> float:
     return float(math.sqrt(math.pi / 2.0) * np.abs(response).mean() / 6.0)
 
 
-def _dilate_square(mask: np.ndarray, size: int) -> np.ndarray:
-    """Binary dilation of ``mask`` by a ``size × size`` square (``size`` odd), as
-    ``scipy.ndimage.maximum_filter(mask, size)`` computes it.
+def _max_filter_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Maximum over a ``size × size`` square (``size`` odd) of a boolean or unsigned 8- or 16-bit
+    image, as ``scipy.ndimage.maximum_filter(image, size)`` computes it (a binary dilation for
+    masks).
 
-    Per axis, a sliding OR by doubling windows (1, 2, 4, … then two overlapping ones covering
-    ``size``) on the 1-byte mask: a few whole-array operations, about eight times faster than
-    the filter's per-line loop on a boolean image.
+    Per axis, a sliding maximum by doubling windows (1, 2, 4, … then two overlapping ones
+    covering ``size``): a few whole-array operations, about eight times faster than the filter's
+    per-line loop on 1-byte pixels and up to four times on 2-byte ones. (On 4-byte pixels the
+    memory traffic eats the gain.)
     """
     radius = size // 2
-    out = mask
+    out = image
     for axis in (0, 1):
         along = np.moveaxis(np.pad(out, [(radius, radius) if a == axis else (0, 0) for a in (0, 1)]), axis, 0)
         span = 1
         while 2 * span <= size:
-            along = along[:-span] | along[span:]
+            along = np.maximum(along[:-span], along[span:])
             span *= 2
         n = out.shape[axis]
-        out = np.moveaxis(along[:n] | along[size - span : size - span + n], 0, axis)
+        out = np.moveaxis(np.maximum(along[:n], along[size - span : size - span + n]), 0, axis)
     return np.ascontiguousarray(out)
+
+
+def _label_max_filter(labels: np.ndarray, n: int, size: int) -> np.ndarray:
+    """Largest label within a ``size × size`` square around each pixel (labels ``0…n``), in the
+    narrowest unsigned type that holds ``n`` (see :func:`_max_filter_square`)."""
+    for dtype in (np.uint8, np.uint16):
+        if n <= np.iinfo(dtype).max:
+            return _max_filter_square(labels.astype(dtype), size)
+    return ndimage.maximum_filter(labels, size=size)
 
 
 def _local_threshold_mask(
@@ -308,8 +319,8 @@ def _local_threshold_mask(
     # gap + ring around it (a separable maximum filter; between two particles closer than
     # that, the higher label takes the shared background pixels).
     reach = 2 * int(math.ceil(gap_px + ring_px)) + 1
-    zone = np.where(lab > 0, lab, ndimage.maximum_filter(lab, size=reach))
-    ring = np.where(_dilate_square(mask, 2 * gap_px + 1), 0, zone)
+    zone = np.where(lab > 0, lab, _label_max_filter(lab, n, reach))
+    ring = np.where(_max_filter_square(mask, 2 * gap_px + 1), 0, zone)
     substrate = _label_median(flat, ring)
     if substrate.size < n:
         substrate = np.concatenate([substrate, np.full(n - substrate.size, np.nan)])
@@ -330,7 +341,7 @@ def _local_threshold_mask(
     refined[candidates[values > level]] = True
     # The rule places boundaries; the core of a detected particle (farther than bright_px
     # from its first boundary) stays in, even where a dim interior is below its rims' half level.
-    core = ~_dilate_square(~mask, 2 * bright_px + 1) & np.concatenate([[False], real])[lab]
+    core = ~_max_filter_square(~mask, 2 * bright_px + 1) & np.concatenate([[False], real])[lab]
     return refined.reshape(flat.shape) | core
 
 
