@@ -263,15 +263,17 @@ def _noise_sd(image: np.ndarray) -> float:
 
 
 def _max_filter_square(image: np.ndarray, size: int) -> np.ndarray:
-    """Maximum over a ``size × size`` square (``size`` odd) of a boolean or unsigned 8- or 16-bit
-    image, as ``scipy.ndimage.maximum_filter(image, size)`` computes it (a binary dilation for
-    masks).
+    """Maximum over a ``size × size`` square (``size`` odd), as
+    ``scipy.ndimage.maximum_filter(image, size)`` computes it (a binary dilation for masks).
 
-    Per axis, a sliding maximum by doubling windows (1, 2, 4, … then two overlapping ones
-    covering ``size``): a few whole-array operations, about eight times faster than the filter's
-    per-line loop on 1-byte pixels and up to four times on 2-byte ones. (On 4-byte pixels the
-    memory traffic eats the gain.)
+    Boolean and unsigned 8- or 16-bit images (masks, labels) are filtered per axis by a sliding
+    maximum with doubling windows (1, 2, 4, … then two overlapping ones covering ``size``): a few
+    whole-array operations, about eight times faster than the filter's per-line loop on 1-byte
+    pixels and up to four times on 2-byte ones. Wider pixels go to the filter (there the memory
+    traffic of whole-array operations eats the gain).
     """
+    if not (image.dtype == bool or image.dtype in (np.uint8, np.uint16)):
+        return ndimage.maximum_filter(image, size=size)
     radius = size // 2
     out = image
     for axis in (0, 1):
@@ -285,13 +287,13 @@ def _max_filter_square(image: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
-def _label_max_filter(labels: np.ndarray, n: int, size: int) -> np.ndarray:
-    """Largest label within a ``size × size`` square around each pixel (labels ``0…n``), in the
-    narrowest unsigned type that holds ``n`` (see :func:`_max_filter_square`)."""
+def _narrow_labels(labels: np.ndarray, n: int) -> np.ndarray:
+    """``labels`` (``0…n``) in the narrowest unsigned type that holds ``n``: less memory traffic in
+    every whole-image step, and the fast path of :func:`_max_filter_square`."""
     for dtype in (np.uint8, np.uint16):
         if n <= np.iinfo(dtype).max:
-            return _max_filter_square(labels.astype(dtype), size)
-    return ndimage.maximum_filter(labels, size=size)
+            return labels.astype(dtype)
+    return labels
 
 
 def _local_threshold_mask(
@@ -315,11 +317,12 @@ def _local_threshold_mask(
     lab, n = ndimage.label(mask)
     if n == 0:
         return mask
+    lab = _narrow_labels(lab, n)
     # Zone of each particle: the particle and the background within a square of half-width
     # gap + ring around it (a separable maximum filter; between two particles closer than
     # that, the higher label takes the shared background pixels).
     reach = 2 * int(math.ceil(gap_px + ring_px)) + 1
-    zone = np.where(lab > 0, lab, _label_max_filter(lab, n, reach))
+    zone = np.where(lab > 0, lab, _max_filter_square(lab, reach))
     ring = np.where(_max_filter_square(mask, 2 * gap_px + 1), 0, zone)
     substrate = _label_median(flat, ring)
     if substrate.size < n:
@@ -423,12 +426,13 @@ def _split(mask: np.ndarray, diameter: float, config: SegmentationConfig) -> np.
     of its distance map within a window; a component with one marker is one particle.
     Components touching the image border are not split.
     """
-    components, n_comp = ndimage.label(mask, structure=np.ones((3, 3)))
-    labels = components.astype(np.int32)
+    # Split parts are written into the component image itself: only a component's own pixels
+    # are rewritten, with new labels above n_comp, so later components still read as before.
+    labels, n_comp = ndimage.label(mask, structure=np.ones((3, 3)))
     half = max(1, round(config.marker_window_rel * diameter))
     next_label = n_comp + 1
     rows, cols = mask.shape
-    for c, box in enumerate(ndimage.find_objects(components), start=1):
+    for c, box in enumerate(ndimage.find_objects(labels), start=1):
         # A component cut by the frame is excluded from measurement anyway (ISO 13322-1); its
         # hole cannot be filled (it opens onto the border), and split into rim arcs it would
         # leave fragments inside the frame that look like small particles. It stays whole.
@@ -436,7 +440,7 @@ def _split(mask: np.ndarray, diameter: float, config: SegmentationConfig) -> np.
             continue
         # The box grown by one pixel (inside the frame here) gives the component a zero border.
         grown = tuple(slice(s.start - 1, s.stop + 1) for s in box)
-        own = components[grown] == c
+        own = labels[grown] == c
         dist = ndimage.distance_transform_edt(own).astype(np.float32)
         peaks = (dist >= ndimage.maximum_filter(dist, size=2 * half + 1)) & (dist >= 1.0)
         markers, n_markers = ndimage.label(peaks, structure=np.ones((3, 3)))
@@ -512,7 +516,8 @@ def segment(image: np.ndarray, config: SegmentationConfig | None = None) -> np.n
     sigma = _denoise_sigma(diameter, config)
     smooth = ndimage.gaussian_filter(image, sigma) if sigma > 0 else image
     bg = _background(small, ~coarse, config.background_sigma_rel * diameter / factor, image.shape)
-    flat = smooth / bg
+    # The blurred copy is ours to overwrite (without blur, smooth is the caller's image).
+    flat = np.divide(smooth, bg, out=smooth) if sigma > 0 else smooth / bg
     mask = _otsu_mask(flat)
     if mask is None:
         return empty
@@ -533,5 +538,5 @@ def segment(image: np.ndarray, config: SegmentationConfig | None = None) -> np.n
     if not mask.any():
         return empty
     if config.split_touching:
-        return _split(mask, diameter, config).astype(np.int32)
-    return ndimage.label(mask)[0].astype(np.int32)
+        return _split(mask, diameter, config).astype(np.int32, copy=False)
+    return ndimage.label(mask)[0].astype(np.int32, copy=False)
