@@ -183,3 +183,44 @@ def test_match_particles_empty_and_errors() -> None:
         match_particles(empty, np.zeros((20, 21), dtype=np.int32))
     with pytest.raises(InputError):
         match_particles(empty, empty, iou_threshold=0.3)
+
+
+def _assorted_masks() -> list[np.ndarray]:
+    """Shapes with single pixels, one-pixel lines, holes, concavities and rotated ellipses."""
+    rng = np.random.default_rng(7)
+    masks = [np.ones((1, 1), bool), np.ones((1, 9), bool), np.ones((9, 1), bool), np.eye(6, dtype=bool)]
+    ring = np.zeros((30, 30), bool)
+    ring[disk((15, 15), 12)] = True
+    ring[disk((15, 15), 6)] = False
+    masks.append(ring)
+    ell = np.zeros((60, 60), bool)
+    ell[polygon([5, 55, 55, 30, 5], [5, 5, 55, 30, 55])] = True
+    masks.append(ell)
+    for _ in range(20):
+        m = np.zeros((50, 50), bool)
+        m[ellipse(25, 25, rng.uniform(1, 20), rng.uniform(1, 20), rotation=rng.uniform(0, np.pi), shape=m.shape)] = True
+        m |= rng.random(m.shape) > 0.995
+        masks.append(m)
+    return masks
+
+
+def test_convex_image_is_scikit_images_convex_hull_image() -> None:
+    from skimage.morphology import convex_hull_image
+
+    from semqa.measure import convex_image
+
+    for mask in _assorted_masks():
+        assert np.array_equal(convex_image(mask), convex_hull_image(mask))
+
+
+def test_outline_hull_is_the_hull_of_the_half_level_contour() -> None:
+    from scipy.spatial import ConvexHull
+    from skimage.measure import find_contours
+
+    from semqa.measure import outline_hull
+
+    for mask in _assorted_masks():
+        points = np.vstack(find_contours(np.pad(mask, 1), 0.5, fully_connected="high")) - 1.0
+        expected = points[ConvexHull(points).vertices]
+        got = outline_hull(mask)
+        assert sorted(map(tuple, got)) == sorted(map(tuple, expected))

@@ -191,3 +191,37 @@ def test_bad_input_raises_input_error(bad: np.ndarray) -> None:
 def test_integer_image_is_accepted() -> None:
     img, n = _ring_particles()
     assert segment((img * 1000).astype(np.uint16)).max() == n
+
+
+def test_fast_max_filter_equals_scipy_maximum_filter() -> None:
+    from scipy import ndimage
+
+    from semqa.segmentation import _max_filter_square
+
+    rng = np.random.default_rng(3)
+    for shape in [(64, 64), (3, 3), (5, 40), (40, 5), (1, 7)]:
+        for size in (1, 3, 5, 11, 21):
+            for image in (rng.random(shape) > 0.97, rng.integers(0, 256, shape).astype(np.uint8),
+                          rng.integers(0, 2**16, shape).astype(np.uint16)):
+                assert np.array_equal(_max_filter_square(image, size), ndimage.maximum_filter(image, size=size))
+
+
+def test_label_medians_equal_numpy_per_label() -> None:
+    from semqa.segmentation import _label_median, _label_median_above
+
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 6, (40, 40))
+    labels[labels == 4] = 0  # a label without pixels
+    values = rng.normal(size=labels.shape).astype(np.float32)
+    median = _label_median(values, labels)
+    for k in range(1, 6):
+        v = np.sort(values[labels == k])
+        if v.size == 0:
+            assert np.isnan(median[k - 1])
+        else:
+            assert median[k - 1] == v[(v.size - 1) // 2]  # lower median
+    present = np.isfinite(median)
+    for shift in (-1e-3, 0.0, 1e-3):
+        threshold = np.where(present, median + shift, 0.0)
+        above = _label_median_above(values, labels, 5, threshold)
+        assert np.array_equal(above[present], (median > threshold)[present])
