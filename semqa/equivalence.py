@@ -6,12 +6,27 @@ and per-lot D-values are reported beside it.
 
 Sources
 -------
-* FDA, *Draft Guidance on Budesonide* (inhalation suspension; product-specific guidance,
-  rev. Sep 2012), statistical appendix "Population Bioequivalence Statistical Analysis
-  Procedure": ln-transformed data, the mixed-scaling linearized criterion with σT0 = 0.1 and
-  εp = 0.01, and the moment-based 95 % upper confidence bound computed below.
-* FDA, *Statistical Information from the June 1999 Draft Guidance and Statistical Information
-  for In Vitro Bioequivalence Data Posted on August 18, 1999* (the origin of that appendix).
+* FDA, *Draft Guidance on Budesonide* (inhalation suspension, RLD 020929; product-specific
+  guidance recommended Sep 2012, ``Budesonide_Inhalation_Sus_20929_RC_09-12.pdf``), and its
+  appendix on the population bioequivalence (PBE) statistical analysis procedure: one-way
+  ANOVA of ln values per product with canister (unit) as the factor, the mixed-scaling
+  linearized criterion with σT0 = 0.1 and θp = 2.0891, the moment-based 95 % upper bound
+  computed below, and example data (3 batches × 10 canisters × 3 life stages per
+  product, ln values) on which ``tests/test_equivalence.py`` runs this implementation.
+  For one life stage (m = 1) the appendix drops E2, E4s, E4c and their H and U terms.
+* FDA, *Statistical Information from the June 1999 Draft Guidance and Statistical
+  Information for In Vitro Bioequivalence Data Posted on August 18, 1999* (re-posted
+  04/10/2003 with the nasal aerosol/spray BA/BE draft guidance): the origin of that
+  appendix. Three batches are too few to estimate a between-batch component, so each
+  product's total variance is estimated from the canisters of the three batches pooled
+  into one "super-batch"; hence MSB runs over all l·n units (df l·n − 1), and batches
+  enter only through that count.
+* FDA, guidance for industry *Statistical Approaches to Establishing Bioequivalence*
+  (CDER, January 2001), section IV.B "Population Bioequivalence": the reference-/constant-
+  scaled criterion, chosen by σ̂R > σT0. Decision rule, in FDA's words (draft guidance
+  *Bioavailability and Bioequivalence Studies for Orally Administered Drug Products —
+  General Considerations*, July 2002): "If the upper confidence bound for the appropriate
+  criterion is negative or zero, conclude population BE" (hence ``passes`` is bound ≤ 0).
 * The bound is the modified large-sample method of Hyslop, Hsuan & Holder, "A small sample
   confidence interval approach to assess individual bioequivalence", *Stat. Med.* 19 (2000)
   2885–2897 (Howe 1974 / Graybill & Wang 1980 for sums of variance components).
@@ -37,7 +52,7 @@ _LN_LIMIT = np.log(1.11)
 
 
 def theta_p(sigma_t0: float = SIGMA_T0, epsilon_p: float = EPSILON_P) -> float:
-    """PBE limit θp = ((ln 1.11)² + εp) / σT0² (= 2.0891 for σT0 = 0.1, εp = 0.01; FDA budesonide PSG)."""
+    """PBE limit θp = ((ln 1.11)² + εp) / σT0² (2.0891 for σT0 = 0.1, εp = 0.01; FDA budesonide PSG, 2012)."""
     return float((_LN_LIMIT**2 + epsilon_p) / sigma_t0**2)
 
 
@@ -133,32 +148,35 @@ def pbe(
 
     Notes
     -----
-    Implements the statistical appendix of FDA's *Draft Guidance on Budesonide* (inhalation
-    suspension), after FDA's 1999 *Statistical Information for In Vitro Bioequivalence Data*.
-    Notation of the appendix: ``l`` lots, ``n`` units (containers) per lot, ``m``
-    measurements per unit; all values ln-transformed. Per product (T, R), with ``N = l·n``
-    units, unit means ``ȳ_u`` and grand mean ``ȳ``:
+    Implements the PBE appendix of FDA's *Draft Guidance on Budesonide* (inhalation
+    suspension, Sep 2012), after FDA's 1999 *Statistical Information for In Vitro
+    Bioequivalence Data* (module docstring). Notation of the appendix: ``l`` batches (lots),
+    ``n`` canisters (units) per batch, ``m`` life stages (measurements) per canister; all
+    values ln-transformed. Per product (T, R), with ``N = l·n`` units, unit means ``ȳ_u``
+    and grand mean ``ȳ`` (one-way ANOVA with the unit as factor, batches pooled):
 
     * ``MSB = m Σ_u (ȳ_u − ȳ)² / (N − 1)``, ``MSW = Σ_u Σ_k (y_uk − ȳ_u)² / (N (m − 1))``
     * ``σ̂² = MSB / m + (m − 1) MSW / m`` (total variance), ``δ̂ = ȳ_T − ȳ_R``
-    * θp = ((ln 1.11)² + εp) / σT0²; reference-scaled if ``σ̂_R > σT0``:
+    * θp = ((ln 1.11)² + εp) / σT0² = 2.0891; reference-scaled if ``σ̂_R > σT0``:
       ``η = δ² + σT² − σR² − θp σR²``; otherwise constant-scaled:
       ``η = δ² + σT² − σR² − θp σT0²``.
 
-    The (1 − α) upper bound ``Hη = Eq + √Uq`` with ``Eq = Σ E``, ``Uq = Σ (H − E)²`` over
+    The (1 − α) upper bound ``Hη = Eq + √Uq`` with ``Eq = Σ E``, ``Uq = Σ U``,
+    ``U = (H − E)²``, over
 
     * ``Ed = δ̂²``, ``Hd = (|δ̂| + t_{1−α, N_T+N_R−2} √(MSB_T/(N_T m_T) + MSB_R/(N_R m_R)))²``
+      (one-sided t quantile; df = (l_T n_T − 1) + (l_R n_R − 1))
     * ``E1 = MSB_T/m_T``, ``H1 = (N_T − 1) E1 / χ²_{α, N_T−1}``
     * ``E2 = (m_T − 1) MSW_T/m_T``, ``H2 = N_T (m_T − 1) E2 / χ²_{α, N_T(m_T−1)}``
     * ``E3 = −c MSB_R/m_R``, ``H3 = (N_R − 1) E3 / χ²_{1−α, N_R−1}``
     * ``E4 = −c (m_R − 1) MSW_R/m_R``, ``H4 = N_R (m_R − 1) E4 / χ²_{1−α, N_R(m_R−1)}``
 
-    with ``c = 1 + θp`` (reference-scaled) or ``c = 1`` (constant-scaled, where
-    ``Eq`` also includes ``−θp σT0²``); ``χ²_{p, df}`` is the lower p-quantile. With one
-    value per unit (m = 1) the within-unit terms E2, E4 vanish, as in the appendix's
-    formulas. As in the appendix, MSB is taken over all units of a product, so lots enter
-    through the unit count ``N = l·n``; unequal numbers of units per lot need no special
-    handling (``N`` is the total).
+    with ``c = 1 + θp`` (reference-scaled: the appendix's E3s, E4s) or ``c = 1``
+    (constant-scaled: E3c, E4c, where ``Eq`` also includes ``−θp σT0²``);
+    ``χ²_{p, df}`` is the lower p-quantile. With one value per unit (m = 1) the appendix
+    drops E2, E4 and their H and U terms, so ``σ̂² = MSB`` is the sample variance of the
+    N unit values. Unequal numbers of units per lot need no special handling (``N`` is
+    the total).
     """
     if not 0 < alpha < 0.5:
         raise InputError(f"alpha must be in (0, 0.5), got {alpha}")

@@ -140,6 +140,115 @@ def test_pbe_operating_characteristics():
     assert shifted == 0.0
 
 
+# Example data of the PBE appendix of FDA's Draft Guidance on Budesonide (inhalation suspension,
+# Sep 2012): ln values, batch → canisters → (beginning, middle, end) life stages; test batches
+# 4–6, reference batches 1–3 (as transcribed in github.com/eamonn2014/
+# Three-level-nested-variance-components-analysis2, file "fda").
+FDA_TEST_LN = {
+    "4": [
+        (6.894594, 6.913011, 6.895764), (5.832334, 5.846562, 5.832269), (6.235755, 6.26231, 6.245095),
+        (5.646185, 5.635887, 5.63034), (5.960711, 5.962902, 5.961959), (5.500354, 5.508444, 5.513115),
+        (6.663099, 6.64733, 6.651215), (5.724774, 5.72086, 5.71411), (6.183375, 6.186433, 6.182109),
+        (5.64053, 5.648589, 5.626395),
+    ],
+    "5": [
+        (6.69764, 6.71128, 6.699829), (6.555609, 6.549935, 6.551611), (5.009683, 5.013969, 5.010928),
+        (5.440976, 5.42057, 5.447687), (6.477609, 6.456082, 6.448981), (6.442601, 6.426217, 6.436262),
+        (5.640496, 5.63846, 5.640755), (6.597718, 6.599232, 6.609437), (6.007241, 5.990695, 5.984292),
+        (6.781806, 6.774386, 6.784001),
+    ],
+    "6": [
+        (5.993852, 5.994287, 5.993541), (6.012322, 6.006182, 6.017961), (5.965969, 5.97125, 5.967839),
+        (5.592609, 5.581154, 5.588877), (6.002182, 6.011583, 6.018746), (5.267014, 5.272291, 5.265213),
+        (5.766104, 5.786727, 5.773194), (6.054975, 6.05232, 6.061088), (5.838689, 5.837566, 5.842508),
+        (5.784255, 5.789891, 5.788662),
+    ],
+}
+FDA_REF_LN = {
+    "1": [
+        (5.957211, 5.961802, 5.967178), (6.010251, 6.004711, 6.004797), (5.884161, 5.894085, 5.895977),
+        (5.624705, 5.632991, 5.614428), (5.957329, 5.966059, 5.968143), (5.074298, 5.063063, 5.058519),
+        (5.418587, 5.420591, 5.418178), (6.325178, 6.321954, 6.303148), (5.656286, 5.68025, 5.675036),
+        (5.792299, 5.775161, 5.793083),
+    ],
+    "2": [
+        (5.601033, 5.611223, 5.601142), (5.61553, 5.587412, 5.591004), (5.682466, 5.676472, 5.671434),
+        (5.844336, 5.855172, 5.862329), (5.898151, 5.883657, 5.878956), (6.100662, 6.105463, 6.108098),
+        (6.294753, 6.28534, 6.302333), (5.638072, 5.627372, 5.623516), (5.113562, 5.122454, 5.109271),
+        (5.932752, 5.913438, 5.912427),
+    ],
+    "3": [
+        (5.961947, 5.955332, 5.943721), (6.2334, 6.250689, 6.219668), (6.041431, 6.038234, 6.080464),
+        (6.049713, 6.039759, 6.054218), (6.834563, 6.85264, 6.857395), (4.864966, 4.907521, 4.891049),
+        (5.895176, 5.885851, 5.874895), (6.45826, 6.443113, 6.435882), (6.090533, 6.102835, 6.077606),
+        (5.886724, 5.920949, 5.915749),
+    ],
+}
+
+
+def fda_raw(ln_lots, stages=slice(None)):
+    """The appendix's ln values → raw values per canister (pbe ln-transforms them back)."""
+    return {b: [[math.exp(v) for v in can[stages]] for can in cans] for b, cans in ln_lots.items()}
+
+
+def test_fda_budesonide_example_three_life_stages():
+    # The appendix's one-way ANOVA per product (canister as factor, the 3 batches pooled):
+    # N = 30 canisters, m = 3; df: between 29, within 60; Hd's t has df 29 + 29 = 58.
+    # Expected values below were computed from the appendix's formulas on these data by a
+    # separate pandas groupby ANOVA: MSB_T 0.659229, MSW_T 5.8662e-5, MSB_R 0.490934,
+    # MSW_R 1.2463e-4, δ 0.148641, σT 0.468809, σR 0.404633 > 0.1 → reference-scaled.
+    th = 2.0891012798476196
+    t58, c05_29, c95_29 = stats.t.ppf(0.95, 58), stats.chi2.ppf(0.05, 29), stats.chi2.ppf(0.95, 29)
+    c05_60, c95_60 = stats.chi2.ppf(0.05, 60), stats.chi2.ppf(0.95, 60)
+    assert (t58, c05_29, c95_29) == pytest.approx((1.6716, 17.7084, 42.5570), abs=1e-4)  # printed tables
+    assert (c05_60, c95_60) == pytest.approx((43.1880, 79.0819), abs=1e-4)
+    msb_t, msw_t, msb_r, msw_r = 0.6592287408556667, 5.866237530000027e-05, 0.49093433569672645, 1.2463290452222202e-04
+    delta = 6.006791655555556 - 5.8581508
+    terms = {
+        "d": (delta**2, (delta + t58 * math.sqrt(msb_t / 90 + msb_r / 90)) ** 2),
+        "1": (msb_t / 3, 29 * (msb_t / 3) / c05_29),
+        "2": (2 * msw_t / 3, 60 * (2 * msw_t / 3) / c05_60),
+        "3": (-(1 + th) * msb_r / 3, 29 * (-(1 + th) * msb_r / 3) / c95_29),
+        "4": (-(1 + th) * 2 * msw_r / 3, 60 * (-(1 + th) * 2 * msw_r / 3) / c95_60),
+    }
+    eq = sum(e for e, _ in terms.values())  # −0.263896
+    bound = eq + math.sqrt(sum((h - e) ** 2 for e, h in terms.values()))  # −0.031499
+    assert eq == pytest.approx(-0.263896, abs=5e-6) and bound == pytest.approx(-0.031499, abs=5e-6)
+
+    r = pbe(fda_raw(FDA_TEST_LN), fda_raw(FDA_REF_LN), metric="example")
+    assert (r.lots_test, r.units_test, r.replicates_test) == (3, 30, 3)
+    assert (r.lots_reference, r.units_reference, r.replicates_reference) == (3, 30, 3)
+    assert r.msb_test == pytest.approx(msb_t) and r.msw_test == pytest.approx(msw_t)
+    assert r.msb_reference == pytest.approx(msb_r) and r.msw_reference == pytest.approx(msw_r)
+    assert r.delta == pytest.approx(delta)
+    assert r.sigma_t == pytest.approx(0.468809, abs=5e-7) and r.sigma_r == pytest.approx(0.404633, abs=5e-7)
+    assert r.geometric_mean_ratio == pytest.approx(1.160256, abs=5e-7)
+    assert r.scaling == "reference"
+    for k, (e, h) in terms.items():
+        assert r.components[f"E{k}"] == pytest.approx(e) and r.components[f"H{k}"] == pytest.approx(h)
+        assert r.components[f"U{k}"] == pytest.approx((h - e) ** 2)
+    assert r.criterion == pytest.approx(eq) and r.upper_bound == pytest.approx(bound)
+    assert r.passes
+
+
+def test_fda_budesonide_example_one_life_stage():
+    # Beginning-of-life values only (m = 1): the appendix drops E2, E4 and their H, U terms;
+    # MSB is then the sample variance of the 30 canister values (df 29).
+    # Separate computation (pandas var(ddof=1)): σT 0.469133, σR 0.405236, δ 0.149091.
+    r = pbe(fda_raw(FDA_TEST_LN, slice(0, 1)), fda_raw(FDA_REF_LN, slice(0, 1)))
+    assert r.replicates_test == r.replicates_reference == 1
+    assert r.msw_test is None and r.msw_reference is None
+    assert set(r.components) == {f"{x}{k}" for x in "EHU" for k in "d13"}
+    assert r.sigma_t == pytest.approx(0.469133, abs=5e-7) and r.sigma_r == pytest.approx(0.405236, abs=5e-7)
+    assert r.delta == pytest.approx(0.149091, abs=5e-7)
+    assert r.scaling == "reference"
+    assert r.components["Hd"] == pytest.approx(0.114433, abs=5e-7)
+    assert r.components["H1"] == pytest.approx(0.360422, abs=5e-7)
+    assert r.components["H3"] == pytest.approx(-0.345681, abs=5e-7)
+    assert r.criterion == pytest.approx(-0.264966, abs=5e-7)
+    assert r.upper_bound == pytest.approx(-0.031920, abs=5e-7)
+
+
 @pytest.mark.parametrize(
     "test, reference",
     [
