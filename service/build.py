@@ -9,10 +9,12 @@ the model from there, so the Bento serves without MLflow.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from semqa.errors import InputError
+from semqa.errors import InputError, SemqaError
 from semqa.inference import ARCH_FILE, TAG_WEIGHTS_ARTIFACT, WEIGHTS_FILE, Upscaler, load_upscaler, weights_digest
 from semqa.registry import MODEL_NAME
 from semqa.results import ModelRef
@@ -95,6 +97,9 @@ def build_bento(model_uri: str | None = None, *, version: str | None = None) -> 
     """Import the generator and build the service's Bento from ``bentofile.yaml``.
 
     Returns the built :class:`bentoml.Bento`; its ``tag`` is what ``bentoml serve`` takes.
+    The build runs ``bentoml build`` in a fresh process: the service module reads the
+    ``bento_model`` argument when it is imported, so a process that already imported it
+    (a test session, a notebook) would package the Bento without its model.
     """
     import bentoml
 
@@ -102,6 +107,13 @@ def build_bento(model_uri: str | None = None, *, version: str | None = None) -> 
     bentofile = PROJECT_ROOT / "bentofile.yaml"
     if not bentofile.is_file():
         raise InputError(f"no {bentofile}: build from a semqa checkout")
-    return bentoml.bentos.build_bentofile(
-        str(bentofile), build_ctx=str(PROJECT_ROOT), version=version, args={BENTO_MODEL_ARG: str(model.tag)}
-    )
+    cmd = [sys.executable, "-m", "bentoml", "build", "-f", str(bentofile), "-o", "tag",
+           "--arg", f"{BENTO_MODEL_ARG}={model.tag}", str(PROJECT_ROOT)]
+    if version:
+        cmd[4:4] = ["--version", version]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=PROJECT_ROOT)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[-1]
+        raise SemqaError(f"bentoml build failed: {last}")
+    tag = proc.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+    return bentoml.bentos.get(tag)
