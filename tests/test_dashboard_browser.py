@@ -176,7 +176,11 @@ def _compare_in_browser(app_url: str, browser: WebDriver, tmp_path: Path) -> Non
         lambda d: len(d.find_elements(By.CSS_SELECTOR, '[data-testid="stImage"] img, [data-testid="stFullScreenFrame"] img')) >= 2
     )
     figures = browser.find_elements(By.CSS_SELECTOR, '[data-testid="stImage"] img, [data-testid="stFullScreenFrame"] img')
-    assert all(img.get_attribute("naturalWidth") not in (None, "0") for img in figures[:2])
+    # An image below the fold may load only once scrolled into view, and loading takes a moment:
+    # wait until each figure has decoded pixels.
+    decoded = "arguments[0].scrollIntoView(); return arguments[0].complete && arguments[0].naturalWidth > 0;"
+    for img in figures[:2]:
+        WebDriverWait(browser, 60).until(lambda d, img=img: d.execute_script(decoded, img))
     assert browser.find_elements(By.XPATH, "//*[contains(text(), 'Equivalence statistics') or contains(text(), 'Kolmogorov')]")
 
     # Streamlit scrolls inside its main section, not the document: size the window to it.
