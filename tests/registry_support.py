@@ -10,7 +10,6 @@ initialised (untrained) generator, or weights trained on data that failed valida
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from semqa.inference import TAG_WEIGHTS_ARTIFACT, TAG_WEIGHTS_DIGEST, save_gener
 from semqa.registry import MODEL_NAME
 from semqa.synth import SynthConfig, make_pairs
 from semqa.version import code_version
+from mlflow_store import fresh_store
 
 TINY = GeneratorConfig(arch="srvgg", num_feat=8, num_conv=2, scale=4)
 SIZE_PX = 192
@@ -71,15 +71,7 @@ def trained_template(tmp_path_factory) -> dict:
 
 def use_copy(template: dict, workdir: Path, monkeypatch) -> str:
     """Copy the template database into ``workdir/mlruns``, chdir there and point MLflow at it."""
-    store = workdir / "mlruns"
-    store.mkdir(parents=True, exist_ok=True)
-    shutil.copy(template["db"], store / "mlflow.db")
-    uri = f"sqlite:///{store / 'mlflow.db'}"
-    monkeypatch.chdir(workdir)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    return uri
+    return fresh_store(template["db"], workdir, monkeypatch)
 
 
 def register_same_weights(version: str = "1") -> str:
