@@ -32,8 +32,8 @@ with test_col:
     test = sections.product_input("test", "Test product (generic)", settings, options.pixel_size_um)
 
 config = AnalysisConfig(n_bootstrap=settings.n_bootstrap)
-ready = bool(reference) and bool(test)
-key = sections.inputs_key(reference, test, config, options, settings) if ready else None
+ready = bool(reference.lots) and bool(test.lots)
+key = sections.inputs_key(reference.lots, test.lots, config, options, settings) if ready else None
 if st.button("Compare products", type="primary", disabled=not ready, key="compare"):
     st.session_state["compared"] = key
 if not ready:
@@ -43,8 +43,11 @@ elif st.session_state.get("compared") is not None:
         st.info("The inputs changed since the last comparison: press **Compare products** again.")
     else:
         try:
-            report = run_comparison(reference, test, config, options.model, settings)
+            report = run_comparison(
+                reference.lots, test.lots, config, options.model, settings,
+                uploads={**reference.uploads, **test.uploads}, pixel_size_um=options.pixel_size_um,
+            )
         except SemqaError as exc:  # bad input, or the service unreachable / failing
             st.error(f"The comparison could not run: {exc}")
         else:
-            sections.results(key, report, reference, test, config, options, settings)
+            sections.results(key, report, reference.lots, test.lots, config, options, settings)

@@ -17,20 +17,35 @@ from semqa.imageio import Micrograph, list_images, read_image, read_image_bytes
 
 @dataclass
 class LotInput:
-    """The usable images of one lot and what was wrong with the others."""
+    """The usable images of one lot and what was wrong with the others.
+
+    ``uploads`` holds the uploaded bytes of each usable micrograph by its digest, so that
+    the service path can send the files as the user gave them (files read from a folder
+    keep their path instead).
+    """
 
     name: str
     micrographs: list[Micrograph] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    uploads: dict[str, bytes] = field(default_factory=dict)
 
 
-def _keep_if_sized(lot: LotInput, mg: Micrograph) -> None:
+@dataclass(frozen=True)
+class ProductInput:
+    """The usable lots of one product and, by digest, the uploaded bytes behind them."""
+
+    lots: dict[str, list[Micrograph]]
+    uploads: dict[str, bytes]
+
+
+def _keep_if_sized(lot: LotInput, mg: Micrograph) -> bool:
     if mg.pixel_size_um is None:
         lot.problems.append(
             f"{mg.name}: pixel size unknown — enter one in the sidebar, or store it in the TIFF metadata"
         )
-    else:
-        lot.micrographs.append(mg)
+        return False
+    lot.micrographs.append(mg)
+    return True
 
 
 def lot_from_uploads(name: str, files: Iterable[tuple[str, bytes]], pixel_size_um: float | None) -> LotInput:
@@ -45,7 +60,8 @@ def lot_from_uploads(name: str, files: Iterable[tuple[str, bytes]], pixel_size_u
         except InputError as exc:
             lot.problems.append(str(exc))
             continue
-        _keep_if_sized(lot, mg)
+        if _keep_if_sized(lot, mg):
+            lot.uploads[mg.digest] = data
     return lot
 
 

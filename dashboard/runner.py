@@ -14,6 +14,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -21,11 +22,12 @@ import streamlit as st
 
 from semqa.analysis import AnalysisConfig, ComparisonReport, compare
 from semqa.errors import InputError
-from semqa.imageio import Micrograph
+from semqa.imageio import Micrograph, file_digest
 
 if TYPE_CHECKING:
     from semqa.inference import Upscaler
     from semqa.lineage import LineageReport
+    from service.client import ImageFile
 
     from dashboard.config import DashboardSettings
 
@@ -154,6 +156,8 @@ def _cached_comparison(
     _config: AnalysisConfig,
     _model: ModelChoice | None,
     _settings: DashboardSettings,
+    _uploads: Mapping[str, bytes],
+    _pixel_size_um: float | None,
 ) -> ComparisonReport:
     # The progress bar is made inside the cached function: Streamlit replays the elements a
     # cached function creates, and an element made outside it could not be replayed.
@@ -165,7 +169,7 @@ def _cached_comparison(
 
     try:
         if _settings.service_url is not None:
-            report = _compare_via_service(_reference, _test, _config, _model, _settings, progress)
+            report = _compare_via_service(_reference, _test, _config, _model, _settings, progress, _uploads, _pixel_size_um)
         else:
             upscaler = None if _model is None else load_generator(_model.name, _model.version, _alias(_model, _settings), _model.registry)
             report = compare(_reference, _test, config=_config, upscaler=upscaler, progress=progress)
@@ -178,6 +182,45 @@ def _alias(model: ModelChoice, settings: DashboardSettings) -> str | None:
     return settings.default_alias if settings.default_alias in model.aliases else None
 
 
+def original_files(
+    lots: Mapping[str, Sequence[Micrograph]], uploads: Mapping[str, bytes], pixel_size_um: float | None
+) -> dict[str, list[ImageFile]]:
+    """The file behind each micrograph, byte for byte, as :class:`service.client.ImageFile`.
+
+    An upload's bytes come from ``uploads`` (digest → bytes); a file read from a folder is
+    read again from its path. Either must still hash to the micrograph's digest, so the
+    service analyses, and its lineage records, exactly the file the page analysed.
+
+    A file from a folder carries its micrograph's pixel size, which the service uses only
+    where the file's metadata has none, as :func:`semqa.imageio.read_image` falls back to
+    the sidecar; with ``pixel_size_um`` (the value the user entered, sent as the request's
+    override) none is needed. An upload's pixel size is the override or its metadata.
+
+    Raises
+    ------
+    InputError
+        When a file cannot be read, or has changed since the page read it.
+    """
+    from service.client import ImageFile
+
+    def original(mg: Micrograph) -> ImageFile:
+        if mg.path is None:
+            data = uploads.get(mg.digest)
+            if data is None:
+                raise InputError(f"{mg.name}: the uploaded file is no longer available: upload it again")
+        else:
+            try:
+                data = Path(mg.path).read_bytes()
+            except OSError as exc:
+                raise InputError(f"cannot read {mg.path}: {exc.strerror}") from None
+        if file_digest(data) != mg.digest:
+            raise InputError(f"{mg.path or mg.name} changed since the page read it: reload the page")
+        fallback = mg.pixel_size_um if mg.path is not None and pixel_size_um is None else None
+        return ImageFile(mg.name, data, fallback)
+
+    return {lot: [original(mg) for mg in mgs] for lot, mgs in lots.items()}
+
+
 def _compare_via_service(
     reference: Mapping[str, Sequence[Micrograph]],
     test: Mapping[str, Sequence[Micrograph]],
@@ -185,17 +228,21 @@ def _compare_via_service(
     model: ModelChoice | None,
     settings: DashboardSettings,
     progress: Callable[[int, int], None],
+    uploads: Mapping[str, bytes],
+    pixel_size_um: float | None,
 ) -> ComparisonReport:
     """:meth:`service.client.SemqaClient.compare`: the service runs the same ``compare``.
 
-    Each image travels as a 16-bit TIFF carrying its pixel size (the client's encoding), so
-    the service's lineage records the digests of those files.
+    The original files travel (:func:`original_files`), with the user's pixel size as the
+    override, so the service resolves the same pixel sizes and its lineage records the
+    same file digests as an in-process run.
     """
     from service.client import SemqaClient
 
+    files = original_files(reference, uploads, pixel_size_um), original_files(test, uploads, pixel_size_um)
     with SemqaClient(str(settings.service_url), timeout=settings.service_timeout_s) as client:
         return client.compare(
-            reference, test, sr=model is not None, config=config,
+            *files, sr=model is not None, pixel_size_um=pixel_size_um, config=config,
             model_version=None if model is None else model.version, progress=progress,
         )
 
@@ -206,11 +253,19 @@ def run_comparison(
     config: AnalysisConfig,
     model: ModelChoice | None,
     settings: DashboardSettings,
+    *,
+    uploads: Mapping[str, bytes] | None = None,
+    pixel_size_um: float | None = None,
 ) -> ComparisonReport:
-    """Compare the two products, from the cache when these inputs were compared before."""
+    """Compare the two products, from the cache when these inputs were compared before.
+
+    ``uploads`` (digest → bytes of the uploaded files) and ``pixel_size_um`` (the value the
+    user entered, already applied to the micrographs) are what the service path sends
+    besides the files read from folders.
+    """
     service = None if settings.service_url is None else str(settings.service_url)
     key = comparison_key(reference, test, config, model, service)
-    return _cached_comparison(key, reference, test, config, model, settings)
+    return _cached_comparison(key, reference, test, config, model, settings, uploads or {}, pixel_size_um)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

@@ -15,7 +15,7 @@ import streamlit as st
 
 from dashboard import charts, report as report_export, tables
 from dashboard.config import DashboardSettings
-from dashboard.inputs import LotInput, lot_from_uploads, lots_from_folder, product_folders
+from dashboard.inputs import LotInput, ProductInput, lot_from_uploads, lots_from_folder, product_folders
 from dashboard.runner import (
     ModelChoice,
     analysed_view,
@@ -93,9 +93,7 @@ def _show_problems(lot: LotInput) -> None:
         st.error(problem, icon="⚠️")
 
 
-def product_input(
-    key: str, title: str, settings: DashboardSettings, pixel_size_um: float | None
-) -> dict[str, list[Micrograph]]:
+def product_input(key: str, title: str, settings: DashboardSettings, pixel_size_um: float | None) -> ProductInput:
     """Lots of one product from uploads or a server folder; problems are shown, not raised."""
     st.subheader(title)
     folders = product_folders(settings.lots_root)
@@ -107,7 +105,7 @@ def product_input(
             lots = lots_from_folder(Path(settings.lots_root) / folder, pixel_size_um)
         except InputError as exc:
             st.error(str(exc))
-            return {}
+            return ProductInput({}, {})
     else:
         count = int(st.number_input("Number of lots", min_value=1, max_value=20, value=3, key=f"{key}_lots"))
         lots = []
@@ -120,6 +118,7 @@ def product_input(
             if files:
                 lots.append(lot_from_uploads(name or f"lot {i + 1}", [(f.name, f.getvalue()) for f in files], pixel_size_um))
     usable: dict[str, list[Micrograph]] = {}
+    uploads: dict[str, bytes] = {}
     for lot in lots:
         _show_problems(lot)
         if lot.name in usable:
@@ -128,9 +127,10 @@ def product_input(
             st.warning(f"Lot {lot.name!r} has no usable images and is left out.")
         else:
             usable[lot.name] = lot.micrographs
+            uploads.update(lot.uploads)
     if usable:
         st.caption(", ".join(f"{lot}: {len(m)} images" for lot, m in usable.items()))
-    return usable
+    return ProductInput(usable, uploads)
 
 
 def inputs_key(

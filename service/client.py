@@ -6,13 +6,14 @@ back as the same pydantic models the CLI writes.
 Example
 -------
 >>> with SemqaClient("http://127.0.0.1:3000", token="…") as client:  # doctest: +SKIP
-...     result = client.analyze([("a.tif", Path("a.tif").read_bytes())], pixel_size_um=0.4)
+...     result = client.analyze([ImageFile("a.png", Path("a.png").read_bytes(), pixel_size_um=0.4)])
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 import httpx
@@ -23,26 +24,58 @@ from semqa.imageio import Micrograph, encode_image
 from service.config import load_settings
 from service.schemas import ModelInfo
 
-#: An image to upload: a decoded micrograph, or ``(file name, file bytes)`` as read from disk.
-Upload = Micrograph | tuple[str, bytes]
+
+@dataclass(frozen=True)
+class ImageFile:
+    """An image file uploaded byte for byte, so the service's lineage records the file's own digest.
+
+    Attributes
+    ----------
+    name : str
+        File name (the service keeps only the part after the last ``/``).
+    data : bytes
+        The file's bytes as stored.
+    pixel_size_um : float or None
+        µm per pixel the service uses only where the file's own metadata holds none: what a
+        ``<stem>.json`` sidecar gives :func:`semqa.imageio.read_image` (the request's
+        ``pixel_size_um`` overrides both, as ``read_image``'s argument does).
+    """
+
+    name: str
+    data: bytes = field(repr=False)
+    pixel_size_um: float | None = None
+
+
+#: An image to upload: a file's bytes (:class:`ImageFile`, or ``(file name, file bytes)``),
+#: or a decoded :class:`Micrograph` for callers that have no file (it is re-encoded, see :func:`_file`).
+Upload = ImageFile | tuple[str, bytes] | Micrograph
 
 
 class ServiceError(SemqaError):
     """The service failed (5xx) or could not be reached."""
 
 
-def _file(upload: Upload, name: str | None = None) -> tuple[str, bytes, str]:
-    """A multipart file part; a :class:`Micrograph` travels as a 16-bit TIFF with its pixel size.
+def _file(upload: Upload, name: str | None = None) -> tuple[tuple[str, bytes, str], float | None]:
+    """A multipart file part and the pixel size to send for it where its metadata has none.
 
-    A 16-bit TIFF holds 8- and 16-bit images exactly, so the service analyses the same
-    pixels; the lineage then records the digest of the bytes sent, not of the original file.
-    Send ``(name, bytes)`` to keep the original file's digest.
+    An :class:`ImageFile` or ``(name, bytes)`` travels unchanged, so the lineage records
+    the original file's digest. A :class:`Micrograph` travels as a 16-bit TIFF carrying its
+    pixel size: that holds 8- and 16-bit images exactly, so the service analyses the same
+    pixels, but the lineage then records the digest of the re-encoded TIFF, which matches no
+    file an auditor can re-hash.
     """
     if isinstance(upload, Micrograph):
         data = encode_image(upload.image, "tiff", bit_depth=16, pixel_size_um=upload.pixel_size_um)
-        return (name or upload.name, data, "image/tiff")
+        return (name or upload.name, data, "image/tiff"), None
+    if isinstance(upload, ImageFile):
+        return (name or upload.name, upload.data, "application/octet-stream"), upload.pixel_size_um
     filename, data = upload
-    return (name or filename, data, "application/octet-stream")
+    return (name or filename, data, "application/octet-stream"), None
+
+
+def _upload_name(upload: Upload) -> str:
+    name = upload[0] if isinstance(upload, tuple) else upload.name
+    return name.replace("\\", "/").rsplit("/", 1)[-1]
 
 
 class SemqaClient:
@@ -92,11 +125,18 @@ class SemqaClient:
 
     @staticmethod
     def _form(
-        sr: bool, pixel_size_um: float | None, config: AnalysisConfig | None, model_version: str | None
+        sr: bool,
+        pixel_size_um: float | None,
+        config: AnalysisConfig | None,
+        model_version: str | None,
+        pixel_sizes_um: Mapping[str, float] | None = None,
     ) -> dict[str, str]:
         form = {"sr": json.dumps(sr)}
         if pixel_size_um is not None:
             form["pixel_size_um"] = repr(float(pixel_size_um))
+        if pixel_sizes_um:
+            # json writes floats with repr: the service reads back the same float.
+            form["pixel_sizes_um"] = json.dumps({k: float(v) for k, v in pixel_sizes_um.items()}, allow_nan=False)
         if config is not None:
             form["config"] = config.model_dump_json()
         if model_version is not None:
@@ -116,7 +156,7 @@ class SemqaClient:
 
     def super_resolve(self, image: Upload, *, format: Literal["auto", "png", "tiff"] = "auto") -> bytes:
         """The super-resolved image file (PNG, or TIFF for TIFF input with ``auto``)."""
-        resp = self._call("POST", "/v1/super_resolve", files=[("image", _file(image))], data={"format": format})
+        resp = self._call("POST", "/v1/super_resolve", files=[("image", _file(image)[0])], data={"format": format})
         return resp.content
 
     def analyze(
@@ -128,9 +168,19 @@ class SemqaClient:
         config: AnalysisConfig | None = None,
         model_version: str | None = None,
     ) -> AnalysisResult:
-        """PSD of ``images`` (:func:`semqa.analysis.analyze` run by the service)."""
-        files = [("images", _file(im)) for im in images]
-        resp = self._call("POST", "/v1/analyze", files=files, data=self._form(sr, pixel_size_um, config, model_version))
+        """PSD of ``images`` (:func:`semqa.analysis.analyze` run by the service).
+
+        ``pixel_size_um`` overrides every image's pixel size; an :class:`ImageFile`'s own
+        ``pixel_size_um`` serves only where its file's metadata has none.
+        """
+        files, sizes = [], {}
+        for im in images:
+            part, size = _file(im)
+            files.append(("images", part))
+            if size is not None:
+                sizes[_upload_name(im)] = size
+        form = self._form(sr, pixel_size_um, config, model_version, sizes)
+        resp = self._call("POST", "/v1/analyze", files=files, data=form)
         return AnalysisResult.model_validate_json(resp.content)
 
     def compare(
@@ -147,17 +197,23 @@ class SemqaClient:
         """Equivalence of ``test``'s lots with ``reference``'s (lot name → images).
 
         ``sr`` defaults to super-resolving exactly when a ``model_version`` is named; the
-        service refuses (409) a version other than the one it serves. ``progress`` is told
-        when the single call has finished.
+        service refuses (409) a version other than the one it serves. ``pixel_size_um``
+        overrides every image's pixel size; an :class:`ImageFile`'s own ``pixel_size_um``
+        serves only where its file's metadata has none. ``progress`` is told when the single
+        call has finished.
         """
-        files = []
-        for field, lots in (("reference", reference), ("test", test)):
+        files, sizes = [], {}
+        for product, lots in (("reference", reference), ("test", test)):
             for lot, images in lots.items():
                 for im in images:
-                    name = im.name if isinstance(im, Micrograph) else im[0]
-                    files.append((field, _file(im, f"{lot}/{name.replace(chr(92), '/').rsplit('/', 1)[-1]}")))
+                    part, size = _file(im, f"{lot}/{_upload_name(im)}")
+                    files.append((product, part))
+                    if size is not None:
+                        # keyed as the lineage records the image: product/lot/image
+                        sizes[f"{product}/{lot}/{_upload_name(im)}"] = size
         use_sr = model_version is not None if sr is None else sr
-        resp = self._call("POST", "/v1/compare", files=files, data=self._form(use_sr, pixel_size_um, config, model_version))
+        form = self._form(use_sr, pixel_size_um, config, model_version, sizes)
+        resp = self._call("POST", "/v1/compare", files=files, data=form)
         report = ComparisonReport.model_validate_json(resp.content)
         if progress is not None:
             total = len(files)

@@ -12,15 +12,22 @@ Two BentoML services run together:
     The public API server. Routes (a Starlette app mounted at ``/v1``)::
 
         POST /v1/super_resolve   multipart: image=<file>; format=auto|png|tiff
-        POST /v1/analyze         multipart: images=<file>...; pixel_size_um, sr, config, model_version
+        POST /v1/analyze         multipart: images=<file>...; pixel_size_um, pixel_sizes_um, sr, config, model_version
         POST /v1/compare         multipart: reference=<file>..., test=<file>... (file name "<lot>/<image>"),
-                                 pixel_size_um, sr, config, model_version
+                                 pixel_size_um, pixel_sizes_um, sr, config, model_version
         GET  /v1/model_info
 
     and BentoML's ``/healthz``, ``/livez``, ``/readyz`` (open) and ``/metrics`` (token).
     Every route but health and readiness needs ``Authorization: Bearer <SEMQA_API_TOKEN>``.
     Results are :class:`semqa.analysis.AnalysisResult` / :class:`ComparisonReport` JSON, made by
     the same :func:`semqa.analysis.analyze` / :func:`~semqa.analysis.compare` the CLI calls.
+
+    Each image's pixel size follows :func:`semqa.imageio.read_image`'s precedence: the
+    ``pixel_size_um`` field (an explicit value for every image), else the file's own metadata,
+    else the image's entry in ``pixel_sizes_um``, a JSON object mapping the image's lineage
+    key (``<image>`` for analyze, ``reference|test/<lot>/<image>`` for compare) to µm per
+    pixel: what a ``<stem>.json`` sidecar beside the file gives in-process. Files are analysed
+    as uploaded, so the lineage records the digests of the bytes sent.
 
 The generator is ``SEMQA_MODEL_URI`` or ``models:/semqa-generator@production`` from the
 MLflow registry; inside a Bento built by ``semqa service build`` it is the packaged BentoML
@@ -29,8 +36,11 @@ model (bento argument ``bento_model``) and MLflow is not needed.
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
+import json
 import logging
+import math
 from typing import Any
 
 import anyio
@@ -288,12 +298,46 @@ def _config(form: FormData) -> AnalysisConfig:
         raise InputError(f"invalid config: {where}: {first['msg']}") from None
 
 
-async def _micrograph(upload: UploadFile, name: str, pixel_size: float | None, max_pixels: int) -> Micrograph:
+def _pixel_sizes(form: FormData, keys: set[str], scheme: str) -> dict[str, float]:
+    """The ``pixel_sizes_um`` field: uploaded image (by lineage key) → µm per pixel.
+
+    Strict, as a wrong pixel size silently scales every size: a JSON object whose keys each
+    name one uploaded image and whose values are positive finite JSON numbers.
+    """
+    value = _field(form, "pixel_sizes_um")
+    if value is None:
+        return {}
+    try:
+        sizes = json.loads(value)
+    except ValueError as exc:
+        raise InputError(f"pixel_sizes_um must be a JSON object of image name → µm per pixel: {exc}") from None
+    if not isinstance(sizes, dict):
+        raise InputError(f"pixel_sizes_um must be a JSON object of image name → µm per pixel, got {type(sizes).__name__}")
+    out: dict[str, float] = {}
+    for key, size in sizes.items():
+        if key not in keys:
+            raise InputError(f"pixel_sizes_um names {key!r}, which is not an uploaded image (keys are {scheme})")
+        # bool is an int in Python but not a number in JSON; an integer beyond float range overflows.
+        number = float(size) if isinstance(size, (int, float)) and not isinstance(size, bool) and abs(size) < 1e300 else math.nan
+        if not math.isfinite(number) or number <= 0:
+            raise InputError(f"pixel_sizes_um[{key!r}] must be a positive finite number of µm per pixel, got {json.dumps(size)[:40]}")
+        out[key] = number
+    return out
+
+
+async def _micrograph(
+    upload: UploadFile, name: str, pixel_size: float | None, max_pixels: int, fallback: float | None = None
+) -> Micrograph:
+    """Decode an upload; ``fallback`` is its pixel size where neither ``pixel_size`` nor its metadata gives one."""
     data = await upload.read()
     # Decoding is CPU work; the name is only a label, never opened.
-    return await anyio.to_thread.run_sync(
+    mg = await anyio.to_thread.run_sync(
         lambda: read_image_bytes(data, name, pixel_size_um=pixel_size, max_pixels=max_pixels)
     )
+    if mg.pixel_size_um is None and fallback is not None:
+        # read_image's last resort, the sidecar, arrives as a form entry: the service opens no paths.
+        mg = dataclasses.replace(mg, pixel_size_um=fallback)
+    return mg
 
 
 def _image_name(upload: UploadFile, index: int) -> str:
@@ -372,7 +416,9 @@ async def analyze_route(request: Request) -> Response:
     config = _config(form)
     pixel_size = _pixel_size(form)
     max_pixels = min(config.max_pixels, svc.settings.max_pixels)
-    micrographs = [await _micrograph(u, _image_name(u, i), pixel_size, max_pixels) for i, u in enumerate(uploads)]
+    names = [_image_name(u, i) for i, u in enumerate(uploads)]
+    fallbacks = _pixel_sizes(form, set(names), "'<image>', the uploaded file names")
+    micrographs = [await _micrograph(u, n, pixel_size, max_pixels, fallbacks.get(n)) for u, n in zip(uploads, names)]
     upscaler = await _upscaler(form)
     result = await anyio.to_thread.run_sync(lambda: analyze(micrographs, config=config, upscaler=upscaler))
     return Response(result.model_dump_json(), media_type="application/json")
@@ -385,16 +431,20 @@ async def compare_route(request: Request) -> Response:
     config = _config(form)
     pixel_size = _pixel_size(form)
     max_pixels = min(config.max_pixels, svc.settings.max_pixels)
-    products: dict[str, dict[str, list[Micrograph]]] = {}
+    named: list[tuple[str, str, str, UploadFile]] = []
     for field in ("reference", "test"):
         uploads = _files(form, field)
         if not uploads:
             raise InputError(f"no {field} images: send files named '<lot>/<image>' in the form field {field!r}")
-        lots: dict[str, list[Micrograph]] = {}
-        for upload in uploads:
-            lot, name = _lot_and_name(upload, field)
-            lots.setdefault(lot, []).append(await _micrograph(upload, name, pixel_size, max_pixels))
-        products[field] = dict(sorted(lots.items()))
+        named.extend((field, *_lot_and_name(upload, field), upload) for upload in uploads)
+    # Keys as semqa.analysis.compare records the inputs in the lineage: product/lot/image.
+    keys = {f"{field}/{lot}/{name}" for field, lot, name, _ in named}
+    fallbacks = _pixel_sizes(form, keys, "'reference/<lot>/<image>' or 'test/<lot>/<image>'")
+    products: dict[str, dict[str, list[Micrograph]]] = {"reference": {}, "test": {}}
+    for field, lot, name, upload in named:
+        mg = await _micrograph(upload, name, pixel_size, max_pixels, fallbacks.get(f"{field}/{lot}/{name}"))
+        products[field].setdefault(lot, []).append(mg)
+    products = {field: dict(sorted(lots.items())) for field, lots in products.items()}
     upscaler = await _upscaler(form)
     report = await anyio.to_thread.run_sync(
         lambda: compare(products["reference"], products["test"], config=config, upscaler=upscaler)

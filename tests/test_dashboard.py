@@ -18,7 +18,7 @@ from dashboard import report as report_export
 from dashboard.config import DashboardSettings
 from dashboard.inputs import lot_from_uploads, product_folders
 from semqa.analysis import AnalysisConfig, compare, load_lots
-from semqa.imageio import encode_image, read_image, read_image_bytes
+from semqa.imageio import encode_image, file_digest, read_image, read_image_bytes, write_image
 from semqa.synth import ProductSpec, make_lots, synth_config
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
@@ -218,6 +218,28 @@ def test_inputs_helpers(tmp_path: Path, lots_root: Path) -> None:
     assert DashboardSettings().default_alias == "production"
 
 
+def test_original_files_are_the_bytes_read(tmp_path: Path) -> None:
+    """The service path sends each file as read, checked against its digest; sidecar sizes only for folder files."""
+    from dashboard.runner import original_files
+
+    from semqa.errors import InputError
+
+    png = write_image(tmp_path / "lot" / "a.png", np.full((16, 16), 0.5), pixel_size_um=0.25)
+    upload = encode_image(np.full((16, 16), 0.2), "tiff", pixel_size_um=0.5)
+    lot = lot_from_uploads("up", [("b.tif", upload)], None)
+    lots = {"folder": [read_image(png)], "up": lot.micrographs}
+    files = original_files(lots, lot.uploads, None)
+    assert [(f.name, f.data, f.pixel_size_um) for f in files["folder"]] == [("a.png", png.read_bytes(), 0.25)]
+    assert [(f.name, f.data, f.pixel_size_um) for f in files["up"]] == [("b.tif", upload, None)]
+    assert lot.uploads == {file_digest(upload): upload}
+    assert original_files(lots, lot.uploads, 0.3)["folder"][0].pixel_size_um is None  # the override is sent instead
+    with pytest.raises(InputError, match="no longer available"):
+        original_files(lots, {}, None)
+    png.write_bytes(encode_image(np.zeros((16, 16)), "png"))
+    with pytest.raises(InputError, match="changed since the page read it"):
+        original_files(lots, lot.uploads, None)
+
+
 @pytest.mark.slow
 def test_sr_comparison_with_the_production_model(
     lots_root: Path, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -337,6 +359,15 @@ def test_comparison_through_the_service_equals_in_process(
         monkeypatch.setenv("SEMQA_DASHBOARD_SERVICE_URL", url)
         pick = lambda folder: {"lot1": _files(folder)["lot1"][:2]}  # noqa: E731
         reference, test = pick(lots_root / "rld" / "lr"), pick(lots_root / "generic" / "lr")
+        # A server folder whose lot holds a PNG sized only by its sidecar, beside a TIFF.
+        folder_root = tmp_path / "server-lots"
+        sources = _lots(lots_root / "rld" / "lr")["lot2"][:2]
+        mixed = folder_root / "mixed" / "lot2"
+        mixed.mkdir(parents=True)
+        (mixed / sources[0].name).write_bytes(sources[0].read_bytes())
+        sized = read_image(sources[1])
+        write_image(mixed / "sidecar.png", sized.image, pixel_size_um=sized.pixel_size_um)
+        monkeypatch.setenv("SEMQA_DASHBOARD_LOTS_ROOT", str(folder_root))
         at = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
         _upload(at, "reference", reference)
         _upload(at, "test", test)
@@ -344,11 +375,27 @@ def test_comparison_through_the_service_equals_in_process(
         at.button(key="compare").click().run()
         assert not at.exception and not [e.value for e in at.error]
         without_sr = (_banner_texts(at), at.dataframe[1].value, at.dataframe[4].value.set_index("item")["value"])
+
         # With SR the page names the registered version it chose; the service serves it.
         at.toggle(key="use_sr").set_value(True).run()
         at.button(key="compare").click().run()
         assert not at.exception and not [e.value for e in at.error]
         with_sr = at.dataframe[4].value.set_index("item")["value"]
+        # The files themselves travel: the service records the digests an in-process run records.
+        at.toggle(key="use_sr").set_value(False)
+        at.radio(key="reference_source").set_value("Server folder").run()
+        at.selectbox(key="reference_folder").set_value("mixed").run()
+        at.button(key="compare").click().run()
+        assert not at.exception and not [e.value for e in at.error]
+        folder_run = (_page_digests(at), at.dataframe[1].value)
+        # A PNG with no pixel size is usable once the user enters one, which then holds for every image.
+        unsized = ("unsized.png", encode_image(read_image(sources[1]).image, "png"))
+        with_png = {"lot1": [*test["lot1"], unsized]}
+        _upload(at, "test", with_png)
+        at.number_input(key="pixel_size").set_value(0.3).run()
+        at.button(key="compare").click().run()
+        assert not at.exception and not [e.value for e in at.error]
+        user_run = (_page_digests(at), at.dataframe[1].value)
     finally:
         handle.stop()
 
@@ -364,3 +411,30 @@ def test_comparison_through_the_service_equals_in_process(
     assert lineage["super-resolution"] == "off"
     assert with_sr["super-resolution"] == "on" and with_sr["model version"] == "1"
     assert with_sr["training run"] == template["run_id"]
+
+    # Served runs record each original file's digest, as in-process runs do, with the same sizes.
+    folder_files = sorted(mixed.iterdir())
+    assert [p.name for p in folder_files] == sorted([sources[0].name, "sidecar.json", "sidecar.png"])
+    folder_images = [p for p in folder_files if p.suffix != ".json"]
+    runs = (  # (page, in-process reference lots, in-process test lots, uploaded test files)
+        (folder_run, {"lot2": [read_image(p) for p in folder_images]}, decode(test), test),
+        (user_run, {"lot2": [read_image(p, pixel_size_um=0.3) for p in folder_images]},
+         {lot: [read_image_bytes(d, n, pixel_size_um=0.3) for n, d in files] for lot, files in with_png.items()}, with_png),
+    )
+    for (page_digests, dvalues), ref_mgs, test_mgs, test_files in runs:
+        local = compare(ref_mgs, test_mgs, AnalysisConfig(n_bootstrap=N_BOOTSTRAP))
+        files = {("reference", "lot2", p.name): p.read_bytes() for p in folder_images}
+        files.update({("test", lot, n): d for lot, fs in test_files.items() for n, d in fs})
+        assert page_digests == {key: file_digest(data) for key, data in files.items()}
+        assert {tuple(k.split("/")): v for k, v in local.lineage.input_digests.items()} == page_digests
+        for product, lots in (("reference", local.reference), ("test", local.test)):
+            for lot, result in lots.items():
+                row = dvalues[(dvalues["product"] == product) & (dvalues["lot"] == lot)].iloc[0]
+                assert row["particles"] == result.psd.n
+                assert row["D50 (µm)"] == pytest.approx(result.psd.d50_um)
+
+
+def _page_digests(at: AppTest) -> dict[tuple[str, str, str], str]:
+    """``(product, lot, image) → digest`` from the page's table of input images (Lineage tab)."""
+    frame = next(d.value for d in at.dataframe if {"product", "lot", "name", "digest"} <= set(d.value.columns))
+    return {(r.product, r.lot, r.name): r.digest for r in frame.itertuples()}

@@ -25,7 +25,7 @@ import torch
 from mlflow_store import migrated_db
 from semqa.archs import GeneratorConfig, build_generator
 from semqa.cli import main as cli
-from semqa.imageio import encode_image, read_image, read_image_bytes, to_uint, write_image
+from semqa.imageio import encode_image, file_digest, read_image, read_image_bytes, to_uint, write_image
 from semqa.inference import load_upscaler
 from semqa.registry import MODEL_NAME
 from semqa.synth import SynthConfig, render_pair
@@ -259,6 +259,59 @@ def test_compare_equals_the_cli_through_the_typed_client(env, server, tmp_path):
         assert info.value.http_status == 409
 
 
+def test_original_files_give_the_in_process_digests_and_pixel_sizes(env, server, tmp_path):
+    """Files sent byte for byte: lineage digests are the files' own, pixel sizes resolve as read_image's.
+
+    The reference's lot2 holds a PNG whose pixel size only a sidecar gives, and a TIFF beside
+    a sidecar that disagrees with its metadata (the metadata wins, in-process and served).
+    """
+    from semqa.analysis import AnalysisConfig, analyze, compare
+    from service.client import ImageFile, SemqaClient
+
+    config = AnalysisConfig(n_bootstrap=50)
+    lot2 = tmp_path / "ref" / "lot2"
+    png = write_image(lot2 / "sidecar.png", read_image(_tif(env, "ref", "lot2", 0)).image, pixel_size_um=LR_PX)
+    tif = lot2 / "meta.tif"
+    tif.write_bytes(_tif(env, "ref", "lot2", 1).read_bytes())
+    tif.with_suffix(".json").write_text(json.dumps({"pixel_size_um": 9.9}))
+    paths = {
+        "reference": {"lot1": [_tif(env, "ref", "lot1", k) for k in (0, 1)], "lot2": [png, tif]},
+        "test": {lot: [_tif(env, "gen", lot, k) for k in (0, 1)] for lot in ("lot1", "lot2")},
+    }
+
+    def sidecar(path: Path) -> float | None:  # what an auditor's folder holds beside the file
+        side = path.with_suffix(".json")
+        return json.loads(side.read_text())["pixel_size_um"] if side.is_file() else None
+
+    files = {product: {lot: [ImageFile(p.name, p.read_bytes(), sidecar(p)) for p in ps] for lot, ps in lots.items()}
+             for product, lots in paths.items()}
+    expected = compare(*({lot: [read_image(p) for p in ps] for lot, ps in paths[k].items()} for k in ("reference", "test")),
+                       config=config)
+    with SemqaClient(server, timeout=300) as client:
+        report = client.compare(files["reference"], files["test"], sr=False, config=config)
+
+        digests = {f"{product}/{lot}/{p.name}": file_digest(p.read_bytes())
+                   for product, lots in paths.items() for lot, ps in lots.items() for p in ps}
+        assert report.lineage.input_digests == expected.lineage.input_digests == digests
+        assert [im.pixel_size_um for im in report.reference["lot2"].images] == [LR_PX, LR_PX]
+        assert _without_times(json.loads(report.model_dump_json())) == _without_times(json.loads(expected.model_dump_json()))
+
+        # The pixel size a user enters overrides the file's (as read_image's argument does).
+        unsized = encode_image(read_image(_tif(env, "gen", "lot1", 0)).image, "png")
+        got = client.analyze([ImageFile("u.png", unsized, 9.9), ImageFile(tif.name, tif.read_bytes(), 9.9)],
+                             sr=False, pixel_size_um=0.3, config=config)
+        local = analyze([read_image_bytes(unsized, "u.png", pixel_size_um=0.3), read_image(tif, pixel_size_um=0.3)], config=config)
+        assert got.lineage.input_digests == local.lineage.input_digests == {
+            "u.png": file_digest(unsized), "meta.tif": file_digest(tif.read_bytes())}
+        assert [im.pixel_size_um for im in got.images] == [0.3, 0.3]
+        assert _without_times(json.loads(got.model_dump_json())) == _without_times(json.loads(local.model_dump_json()))
+
+        # A decoded micrograph has no file: it travels re-encoded, and that TIFF's digest is recorded.
+        mg = read_image(png)
+        reencoded = encode_image(mg.image, "tiff", bit_depth=16, pixel_size_um=mg.pixel_size_um)
+        assert client.analyze([mg], sr=False, config=config).lineage.input_digests == {png.name: file_digest(reencoded)}
+
+
 # --- authentication ---------------------------------------------------------------------------
 
 
@@ -318,6 +371,18 @@ def _bomb_png() -> bytes:
          {"pixel_size_um": "0.4"}, 400, "<lot>/<image>"),
         ("compare", {"reference": ("l/a.png", encode_image(np.zeros((16, 16))))},
          {"pixel_size_um": "0.4"}, 400, "no test images"),
+        *(("analyze", {"images": ("a.png", encode_image(np.zeros((16, 16))))}, {"pixel_sizes_um": sizes}, 400, says)
+          for sizes, says in (
+              ("{not json", "JSON object"), ("[0.4]", "µm per pixel, got list"), ('{"b.png": 0.4}', "'b.png', which is not"),
+              ('{"a.png": -0.4}', "positive finite"), ('{"a.png": 0}', "positive finite"),
+              ('{"a.png": NaN}', "positive finite"), ('{"a.png": Infinity}', "positive finite"),
+              ('{"a.png": 1e400}', "positive finite"), ('{"a.png": "0.4"}', "positive finite"),
+              ('{"a.png": true}', "positive finite"), ('{"a.png": null}', "positive finite"),
+          )),
+        ("compare", {"reference": ("l/a.png", encode_image(np.zeros((16, 16)))), "test": ("l/a.png", encode_image(np.zeros((16, 16))))},
+         {"pixel_sizes_um": '{"l/a.png": 0.4}'}, 400, "'l/a.png', which is not"),
+        ("compare", {"reference": ("l/a.png", encode_image(np.zeros((16, 16)))), "test": ("l/a.png", encode_image(np.zeros((16, 16))))},
+         {"pixel_sizes_um": '{"reference/l/a.png": 0.4, "test/l/a.png": 0}'}, 400, "test/l/a.png"),
     ],
 )
 def test_bad_input_is_a_4xx_json_error(server, route, files, data, status, says):
