@@ -43,6 +43,7 @@ import logging
 import math
 from typing import Any
 
+import aiohttp
 import anyio
 import bentoml
 import numpy as np
@@ -138,6 +139,14 @@ class Generator:
         return self.info
 
 
+#: Tries of one call to the generator service. Its server (uvicorn) closes idle keep-alive
+#: connections after 5 s while the calling service's aiohttp pool keeps them for 15 s, so a
+#: call can go out on a connection the server has just closed and fail with
+#: ``ServerDisconnectedError`` before reaching the model (seen under load: ~10 % of calls).
+#: Upscaling is idempotent, so the call is repeated once on a fresh connection.
+_GENERATOR_TRIES = 2
+
+
 class RemoteUpscaler:
     """The :class:`semqa.inference.Upscaler` interface :mod:`semqa.analysis` uses, served by ``Generator``.
 
@@ -153,15 +162,27 @@ class RemoteUpscaler:
 
     def upscale(self, image: np.ndarray) -> np.ndarray:
         image = np.ascontiguousarray(image, dtype=np.float32)
-        if self.batching:
-            return self.generator.upscale(images=[image])[0]
-        return self.generator.upscale_one(image=image)
+        for attempt in range(1, _GENERATOR_TRIES + 1):
+            try:
+                if self.batching:
+                    return self.generator.upscale(images=[image])[0]
+                return self.generator.upscale_one(image=image)
+            except aiohttp.ServerDisconnectedError:
+                if attempt == _GENERATOR_TRIES:
+                    raise
+        raise RuntimeError("no generator call was made")  # only if _GENERATOR_TRIES < 1
 
     async def upscale_async(self, image: np.ndarray) -> np.ndarray:
         image = np.ascontiguousarray(image, dtype=np.float32)
-        if self.batching:
-            return (await self.generator.to_async.upscale(images=[image]))[0]
-        return await self.generator.to_async.upscale_one(image=image)
+        for attempt in range(1, _GENERATOR_TRIES + 1):
+            try:
+                if self.batching:
+                    return (await self.generator.to_async.upscale(images=[image]))[0]
+                return await self.generator.to_async.upscale_one(image=image)
+            except aiohttp.ServerDisconnectedError:
+                if attempt == _GENERATOR_TRIES:
+                    raise
+        raise RuntimeError("no generator call was made")  # only if _GENERATOR_TRIES < 1
 
 
 # --- request guard ------------------------------------------------------------------------
