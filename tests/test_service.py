@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import socket
 import struct
+import subprocess
+import sys
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -429,7 +433,12 @@ def test_bento_build_serves_the_packaged_model_without_mlflow(env, tmp_path, mon
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'nowhere' / 'no.db'}")  # no registry reachable
     port = _free_port()
-    handle = bentoml.serve(str(bento.tag), host="127.0.0.1", port=port)
+    # Served through the CLI in its own process group: serving a Bento in this process would
+    # leave its bento arguments in BentoML's process-wide state for later serves.
+    handle = subprocess.Popen(
+        [sys.executable, "-m", "semqa.cli", "service", "serve", "--bento", str(bento.tag), "--port", str(port)],
+        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(url)
@@ -441,5 +450,10 @@ def test_bento_build_serves_the_packaged_model_without_mlflow(env, tmp_path, mon
         assert r.status_code == 200, r.text
         assert r.json()["lineage"]["model"]["version"] == "1"
     finally:
-        handle.stop()
+        os.killpg(handle.pid, signal.SIGTERM)
+        try:
+            handle.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(handle.pid, signal.SIGKILL)
+            handle.wait()
     assert not (tmp_path / "nowhere").exists()
