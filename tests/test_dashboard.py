@@ -19,27 +19,11 @@ from dashboard.config import DashboardSettings
 from dashboard.inputs import lot_from_uploads, product_folders
 from semqa.analysis import AnalysisConfig, compare, load_lots
 from semqa.imageio import encode_image, file_digest, read_image, read_image_bytes, write_image
-from semqa.synth import ProductSpec, make_lots, synth_config
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 N_BOOTSTRAP = 200
 #: AppTest's default is 3 s per run; an analysis of 18 small images takes longer on 2 shared cores.
 TIMEOUT_S = 180
-
-
-@pytest.fixture(scope="module")
-def lots_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two products × 3 lots × 3 images (128 × 128 LR) from :func:`semqa.synth.make_lots`."""
-    root = tmp_path_factory.mktemp("lots")
-    make_lots(
-        root,
-        products={"rld": ProductSpec(d50_um=3.0, gsd=1.5), "generic": ProductSpec(d50_um=3.0, gsd=1.5)},
-        lots=3,
-        images_per_lot=3,
-        config=synth_config(size_px=512),
-        seed=7,
-    )
-    return root
 
 
 @pytest.fixture(autouse=True)

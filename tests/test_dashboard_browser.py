@@ -25,7 +25,6 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-from semqa.synth import ProductSpec, make_lots, synth_config
 
 pytestmark = pytest.mark.slow
 
@@ -53,20 +52,6 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 90) -> No
         except OSError:
             time.sleep(0.5)
     raise TimeoutError(f"streamlit did not answer on {url} within {timeout_s} s")
-
-
-@pytest.fixture(scope="module")
-def lots_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("browser_lots")
-    make_lots(
-        root,
-        products={"rld": ProductSpec(d50_um=3.0, gsd=1.5), "generic": ProductSpec(d50_um=3.0, gsd=1.5)},
-        lots=3,
-        images_per_lot=3,
-        config=synth_config(size_px=512),
-        seed=11,
-    )
-    return root
 
 
 @pytest.fixture()
