@@ -8,6 +8,7 @@ the model from there, so the Bento serves without MLflow.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -111,7 +112,10 @@ def build_bento(model_uri: str | None = None, *, version: str | None = None) -> 
            "--arg", f"{BENTO_MODEL_ARG}={model.tag}", str(PROJECT_ROOT)]
     if version:
         cmd[4:4] = ["--version", version]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=PROJECT_ROOT)
+    # The child must use this process's store, which BentoML fixed when it was first imported
+    # (BENTOML_HOME may have changed since): <home>/models/<name>/<version>.
+    env = {**os.environ, "BENTOML_HOME": str(Path(bentoml.models.get(model.tag).path).parents[2])}
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=PROJECT_ROOT, env=env)
     if proc.returncode != 0:
         last = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[-1]
         raise SemqaError(f"bentoml build failed: {last}")

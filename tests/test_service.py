@@ -438,6 +438,8 @@ def test_bento_build_serves_the_packaged_model_without_mlflow(env, tmp_path, mon
     handle = subprocess.Popen(
         [sys.executable, "-m", "semqa.cli", "service", "serve", "--bento", str(bento.tag), "--port", str(port)],
         start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        # the store this process uses (fixed by BentoML at its first use): <home>/bentos/<name>/<version>
+        env={**os.environ, "BENTOML_HOME": str(Path(bento.path).parents[2])},
     )
     url = f"http://127.0.0.1:{port}"
     try:
