@@ -108,6 +108,8 @@ def run_load(url: str, inputs: list[bytes], requests: int, concurrency: int) -> 
 def bench(batching: bool, model_uri: str, inputs: list[bytes], requests: int, concurrency: int, workdir: Path) -> dict:
     import bentoml
 
+    from service.client import SemqaClient
+
     os.environ.update(
         SEMQA_MODEL_URI=model_uri,
         SEMQA_API_TOKEN=TOKEN,
@@ -121,16 +123,8 @@ def bench(batching: bool, model_uri: str, inputs: list[bytes], requests: int, co
     url = f"http://127.0.0.1:{port}"
     server = bentoml.serve("service.service:Semqa", host="127.0.0.1", port=port, working_dir=str(ROOT))
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("service did not become ready")
-            time.sleep(0.5)
+        with SemqaClient(url, token=TOKEN) as client:
+            client.wait_ready(300)
         figures = run_load(url, inputs, requests, concurrency)
         metrics = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30).text
         figures["mean_batch_size"] = _mean_batch_size(metrics)

@@ -12,6 +12,7 @@ Example
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -149,6 +150,14 @@ class SemqaClient:
             return self._http.get("/readyz").status_code == 200
         except httpx.HTTPError:
             return False
+
+    def wait_ready(self, timeout: float = 240.0) -> None:
+        """Block until :meth:`health` is true; :class:`TimeoutError` after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not self.health():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"service at {self._http.base_url} not ready after {timeout:g} s")
+            time.sleep(0.5)
 
     def model_info(self) -> ModelInfo:
         """The generator being served."""

@@ -7,7 +7,6 @@ test recomputes it), and bad input must show a message while the rest keeps work
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import numpy as np
@@ -229,18 +228,17 @@ def test_sr_comparison_with_the_production_model(
     lots_root: Path, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A tiny generator trained and promoted for real; the page preselects it and records it."""
-    from registry_support import trained_template, use_copy
+    from registry_support import LOOSE_GATES, trained_template, use_copy
 
     from semqa.cli import gate_evaluator
     from semqa.inference import load_upscaler
     from semqa.lineage import LineageBroken, trace_version
-    from semqa.promotion import GateConfig, promote
+    from semqa.promotion import promote
 
     template = trained_template(tmp_path_factory)
     use_copy(template, tmp_path, monkeypatch)
-    loose = GateConfig(min_psnr_gain_db=-100.0, max_d50_rel_error=10.0, max_wasserstein_um=100.0, max_hallucination_rate=1.0)
     for alias in ("staging", "production"):
-        promote("1", alias, "dashboard test", evaluator=gate_evaluator, eval_data=template["eval"], config=loose)
+        promote("1", alias, "dashboard test", evaluator=gate_evaluator, eval_data=template["eval"], config=LOOSE_GATES)
 
     # One lot of two images per product keeps the SR pass short.
     pick = lambda folder: {"lot1": _files(folder)["lot1"][:2]}  # noqa: E731
@@ -313,17 +311,16 @@ def test_comparison_through_the_service_equals_in_process(
     inference need not match an unbatched run bit for bit.
     """
     import bentoml
-    import httpx
-    from registry_support import trained_template, use_copy
+    from registry_support import LOOSE_GATES, trained_template, use_copy
 
     from semqa.cli import gate_evaluator
-    from semqa.promotion import GateConfig, promote
+    from semqa.promotion import promote
+    from service.client import SemqaClient
 
     template = trained_template(tmp_path_factory)
     use_copy(template, tmp_path, monkeypatch)
-    loose = GateConfig(min_psnr_gain_db=-100.0, max_d50_rel_error=10.0, max_wasserstein_um=100.0, max_hallucination_rate=1.0)
     for alias in ("staging", "production"):
-        promote("1", alias, "dashboard service test", evaluator=gate_evaluator, eval_data=template["eval"], config=loose)
+        promote("1", alias, "dashboard service test", evaluator=gate_evaluator, eval_data=template["eval"], config=LOOSE_GATES)
     monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
     monkeypatch.setenv("SEMQA_API_TOKEN", "dashboard-test-token")
     monkeypatch.delenv("SEMQA_MODEL_URI", raising=False)
@@ -331,15 +328,8 @@ def test_comparison_through_the_service_equals_in_process(
     url = f"http://127.0.0.1:{port}"
     handle = bentoml.serve("service.service:Semqa", host="127.0.0.1", port=port, working_dir=str(Path(APP).parent.parent))
     try:
-        deadline = time.monotonic() + 240
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "service not ready in 240 s"
-            time.sleep(0.5)
+        with SemqaClient(url) as client:
+            client.wait_ready(240)
         monkeypatch.setenv("SEMQA_DASHBOARD_SERVICE_URL", url)
         pick = lambda folder: {"lot1": _files(folder)["lot1"][:2]}  # noqa: E731
         reference, test = pick(lots_root / "rld" / "lr"), pick(lots_root / "generic" / "lr")

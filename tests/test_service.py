@@ -14,7 +14,6 @@ import socket
 import struct
 import subprocess
 import sys
-import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,6 +32,7 @@ from semqa.imageio import encode_image, file_digest, read_image, read_image_byte
 from semqa.inference import load_upscaler
 from semqa.registry import MODEL_NAME
 from semqa.synth import SynthConfig, render_pair
+from service.client import SemqaClient
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -75,15 +75,8 @@ def _register_tiny_generator(tmp: Path) -> str:
 
 
 def _wait_ready(url: str, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"service at {url} not ready after {timeout} s")
+    with SemqaClient(url, token=TOKEN) as client:
+        client.wait_ready(timeout)
 
 
 @pytest.fixture(scope="module")
