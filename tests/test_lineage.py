@@ -13,15 +13,14 @@ import shutil
 
 import pytest
 
-from registry_support import trained_template, use_copy
+from registry_support import LOOSE_GATES, trained_template, use_copy
 from semqa.cli import gate_evaluator, main
 from semqa.errors import InputError
 from semqa.lineage import LineageBroken, trace_result, trace_version
-from semqa.promotion import GateConfig, promote
+from semqa.promotion import promote
 
 pytestmark = pytest.mark.slow
 
-LOOSE = GateConfig(min_psnr_gain_db=-100.0, max_d50_rel_error=10.0, max_wasserstein_um=100.0, max_hallucination_rate=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +33,7 @@ def production(template, tmp_path, monkeypatch):
     """A store copy with version 1 promoted to production, and a folder of input images."""
     use_copy(template, tmp_path, monkeypatch)
     for to in ("staging", "production"):
-        promote("1", to, "lineage test", evaluator=gate_evaluator, eval_data=template["eval"], config=LOOSE)
+        promote("1", to, "lineage test", evaluator=gate_evaluator, eval_data=template["eval"], config=LOOSE_GATES)
     images = tmp_path / "images"
     shutil.copytree(template["eval"] / "lr", images)
     return {**template, "images": images, "tmp": tmp_path}

@@ -15,7 +15,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from registry_support import register_generator_run, register_same_weights, trained_template, untrained_generator, use_copy
+from registry_support import LOOSE_GATES, register_generator_run, register_same_weights, trained_template, untrained_generator, use_copy
 from semqa import promotion
 from semqa.audit import AUDIT_TAG_PREFIX, export_audit, read_audit
 from semqa.cli import gate_evaluator, main
@@ -25,8 +25,6 @@ from semqa.registry import MODEL_NAME
 
 pytestmark = pytest.mark.slow
 
-#: Limits far from any value a real generator gives: every gate passes.
-LOOSE = dict(min_psnr_gain_db=-100.0, max_d50_rel_error=10.0, max_wasserstein_um=100.0, max_hallucination_rate=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +40,7 @@ def store(template, tmp_path, monkeypatch):
 
 
 def _promote(version, to, store, force=False, reason="tested", **limits):
-    return promote(version, to, reason, force, evaluator=gate_evaluator, eval_data=store["eval"], config=GateConfig(**{**LOOSE, **limits}))
+    return promote(version, to, reason, force, evaluator=gate_evaluator, eval_data=store["eval"], config=GateConfig(**{**LOOSE_GATES.model_dump(), **limits}))
 
 
 def _measured(version: str, store) -> dict[str, float]:

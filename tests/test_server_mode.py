@@ -26,8 +26,9 @@ import httpx
 import mlflow
 import pytest
 
+from registry_support import LOOSE_GATES
 from semqa.cli import gate_evaluator, main
-from semqa.promotion import GateConfig, PromotionRefused, alias_holders, promote
+from semqa.promotion import PromotionRefused, alias_holders, promote
 from semqa.registry import MODEL_NAME
 from semqa.synth import SynthConfig, make_pairs
 
@@ -37,7 +38,6 @@ ROOT = Path(__file__).resolve().parent.parent
 ADMIN, ADMIN_PASSWORD = "admin", "admin-Pa55-for-tests"
 READER, READER_PASSWORD = "reader", "reader-Pa55-for-tests"
 EDITOR, EDITOR_PASSWORD = "editor", "editor-Pa55-for-tests"
-LOOSE = GateConfig(min_psnr_gain_db=-100.0, max_d50_rel_error=10.0, max_wasserstein_um=100.0, max_hallucination_rate=1.0)
 
 
 def _free_port() -> int:
@@ -193,7 +193,7 @@ def test_only_permitted_users_promote_on_the_team_server(server, tmp_path, monke
     assert mv.run_id == result.run_id and mv.tags["weights_digest"] == result.weights_digest
     assert client.get_run(result.run_id).data.tags["validation.success"] == "true"
 
-    entry = promote("1", "staging", "first team build", evaluator=gate_evaluator, eval_data=eval_dir, config=LOOSE)
+    entry = promote("1", "staging", "first team build", evaluator=gate_evaluator, eval_data=eval_dir, config=LOOSE_GATES)
     assert entry.user == ADMIN and alias_holders(client) == {"staging": "1"}
 
     auth = get_app_client("basic-auth", tracking_uri=url)
@@ -205,7 +205,7 @@ def test_only_permitted_users_promote_on_the_team_server(server, tmp_path, monke
     _as(monkeypatch, READER, READER_PASSWORD)
     assert alias_holders(mlflow.MlflowClient()) == {"staging": "1"}
     with pytest.raises(PromotionRefused, match="refused by the registry for user 'reader'.*403"):
-        promote("1", "production", "reader tries", evaluator=gate_evaluator, eval_data=eval_dir, config=LOOSE)
+        promote("1", "production", "reader tries", evaluator=gate_evaluator, eval_data=eval_dir, config=LOOSE_GATES)
     assert main(["models", "rollback", "--reason", "reader tries"]) == 2
 
     # EDIT may stage but not release: moving staging to production removes an alias (MANAGE).
@@ -214,18 +214,18 @@ def test_only_permitted_users_promote_on_the_team_server(server, tmp_path, monke
     auth.grant_user_permission(EDITOR, "registered_model", MODEL_NAME, "EDIT")
     _as(monkeypatch, EDITOR, EDITOR_PASSWORD)
     with pytest.raises(PromotionRefused, match="user 'editor'.*403"):
-        promote("1", "production", "editor tries", evaluator=gate_evaluator, eval_data=eval_dir, config=LOOSE)
+        promote("1", "production", "editor tries", evaluator=gate_evaluator, eval_data=eval_dir, config=LOOSE_GATES)
     assert alias_holders(mlflow.MlflowClient()) == {"staging": "1"}
 
     # No credentials at all.
     _as(monkeypatch, None, None)
     with pytest.raises(PromotionRefused, match="401"):
-        promote("1", "production", "anonymous tries", evaluator=gate_evaluator, eval_data=eval_dir, config=LOOSE)
+        promote("1", "production", "anonymous tries", evaluator=gate_evaluator, eval_data=eval_dir, config=LOOSE_GATES)
 
     # Nothing moved; the admin can still promote, and the audit trail names who did what.
     _as(monkeypatch, ADMIN, ADMIN_PASSWORD)
     assert alias_holders(mlflow.MlflowClient()) == {"staging": "1"}
-    entry = promote("1", "production", "released", evaluator=gate_evaluator, eval_data=eval_dir, config=LOOSE)
+    entry = promote("1", "production", "released", evaluator=gate_evaluator, eval_data=eval_dir, config=LOOSE_GATES)
     assert alias_holders(mlflow.MlflowClient()) == {"production": "1"}
     from semqa.audit import read_audit
 
