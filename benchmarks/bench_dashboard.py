@@ -8,7 +8,7 @@ same caches, no browser). The baseline, timed in the same run on the same images
 
     .venv/bin/python benchmarks/bench_dashboard.py [--data DIR] [--bootstrap 1000]
 
-The images are the 768² micrographs :func:`semqa.synth.make_lots` writes under
+The images are the 768² micrographs :func:`semqa.synth.scenes.make_lots` writes under
 ``<product>/hr`` (about 1 s per image to make, not counted); ``--data DIR`` keeps them.
 """
 
@@ -26,7 +26,7 @@ APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 
 
 def _make_lots(root: Path) -> None:
-    from semqa.synth import ProductSpec, make_lots, synth_config
+    from semqa.synth.scenes import ProductSpec, make_lots, synth_config
 
     if (root / "rld" / "hr").is_dir() and (root / "generic" / "hr").is_dir():
         return
@@ -42,7 +42,7 @@ def _make_lots(root: Path) -> None:
 
 def _baseline(root: Path, n_bootstrap: int) -> tuple[float, int]:
     from semqa.analysis import AnalysisConfig, compare, load_lots
-    from semqa.imageio import read_image
+    from semqa.io.images import read_image
 
     t0 = time.perf_counter()
     read = lambda p: {lot: [read_image(f) for f in fs] for lot, fs in load_lots(p).items()}  # noqa: E731

@@ -1,6 +1,6 @@
 """Segmentation benchmark: semqa against a plain scikit-image pipeline, same images, same run.
 
-For synthetic SEM-like scenes (:mod:`semqa.synth`, 0.1 µm/px, D50 = 3 µm) at 768 × 768 and
+For synthetic SEM-like scenes (:mod:`semqa.synth.scenes`, 0.1 µm/px, D50 = 3 µm) at 768 × 768 and
 2048 × 2048 pixels, prints for each method:
 
 * the mean absolute relative error of the number-weighted D10, D50 and D90 of the ECD per
@@ -9,7 +9,7 @@ For synthetic SEM-like scenes (:mod:`semqa.synth`, 0.1 µm/px, D50 = 3 µm) at 7
 * the share of designed touching pairs split into two objects that each match their true
   particle (IoU > 0.5);
 * seconds per image, for the segmentation alone and for the whole sizing step (segmentation
-  then :func:`semqa.measure.measure_particles`, which every analysis runs on the labels): CPU
+  then :func:`semqa.particles.measure.measure_particles`, which every analysis runs on the labels): CPU
   time (``time.process_time``) and wall time, each image timed ``--repeats`` times with the
   methods alternating (median over the repeats, then over the images); and semqa's times as
   ratios of the baseline's. The host is shared, so CPU time is the figure to compare (wall time also
@@ -43,10 +43,10 @@ from skimage.feature import peak_local_max  # noqa: E402
 from skimage.filters import threshold_otsu  # noqa: E402
 from skimage.segmentation import watershed  # noqa: E402
 
-from semqa.measure import measure_particles  # noqa: E402
-from semqa.psd import d_values  # noqa: E402
-from semqa.segmentation import segment  # noqa: E402
-from semqa.synth import SynthConfig, render_scene, scan_scene  # noqa: E402
+from semqa.particles.measure import measure_particles  # noqa: E402
+from semqa.stats.psd import d_values  # noqa: E402
+from semqa.particles.segmentation import segment  # noqa: E402
+from semqa.synth.scenes import SynthConfig, render_scene, scan_scene  # noqa: E402
 
 
 def baseline_segment(image: np.ndarray, min_distance: int) -> np.ndarray:

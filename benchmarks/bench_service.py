@@ -43,7 +43,7 @@ def _inputs(size: int, n: int) -> list[bytes]:
     """``n`` different smooth LR images with bright blobs (content does not change the cost)."""
     from scipy.ndimage import gaussian_filter
 
-    from semqa.imageio import encode_image
+    from semqa.io.images import encode_image
 
     out = []
     for seed in range(n):
@@ -57,8 +57,8 @@ def _inputs(size: int, n: int) -> list[bytes]:
 def _tiny_model(folder: Path) -> str:
     import torch
 
-    from semqa.archs import GeneratorConfig, build_generator
-    from semqa.inference import save_generator_files
+    from semqa.sr.archs import GeneratorConfig, build_generator
+    from semqa.sr.inference import save_generator_files
 
     torch.manual_seed(0)
     config = GeneratorConfig(arch="srvgg", num_feat=16, num_conv=4, scale=2)

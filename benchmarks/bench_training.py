@@ -1,6 +1,6 @@
 """Benchmark: train the default CPU configuration briefly, then judge it on held-out pairs.
 
-Generates synthetic SEM pairs with ground truth (:mod:`semqa.synth`), trains with
+Generates synthetic SEM pairs with ground truth (:mod:`semqa.synth.scenes`), trains with
 :class:`training.config.TrainConfig` defaults for at most ``--minutes`` of optimisation in a
 throw-away MLflow store, then prints in one run, on held-out pairs:
 
@@ -77,10 +77,10 @@ def main() -> int:
 
 def _run(args: argparse.Namespace, work: Path) -> int:
     from semqa.analysis import AnalysisConfig, analyze
-    from semqa.imageio import read_image
-    from semqa.inference import load_upscaler
-    from semqa.psd import d_values
-    from semqa.synth import SynthConfig, make_pairs
+    from semqa.io.images import read_image
+    from semqa.sr.inference import load_upscaler
+    from semqa.stats.psd import d_values
+    from semqa.synth.scenes import SynthConfig, make_pairs
     from training.config import TrainConfig, demo_config
     from training.data import load_pairs
     from training.evaluate import evaluate_generator

@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="threads for the timed run (baseline: 1)")
     args = parser.parse_args()
 
-    from semqa.synth import SynthConfig, make_pairs
+    from semqa.synth.scenes import SynthConfig, make_pairs
 
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data or Path(tmp) / "pairs"

@@ -1,7 +1,7 @@
 """Speed of synthetic pair generation, and of its outline rasteriser against scikit-image's.
 
 Prints seconds per HR/LR pair written (TIFFs, truth, manifest) at 768² and 2048², and,
-on the same particle outlines, the time and agreement of :func:`semqa.synth._fill_polygon`
+on the same particle outlines, the time and agreement of :func:`semqa.synth.scenes._fill_polygon`
 (scan lines) against :func:`skimage.draw.polygon` (the baseline it replaces).
 
     .venv/bin/python benchmarks/synth_speed.py [--pairs 10] [--workers 1]
@@ -16,7 +16,7 @@ import time
 import numpy as np
 from skimage.draw import polygon as skimage_polygon
 
-from semqa.synth import SynthConfig, _fill_polygon, _make_outline, make_pairs
+from semqa.synth.scenes import SynthConfig, _fill_polygon, _make_outline, make_pairs
 
 
 def _time_pairs(size: int, n: int, workers: int) -> tuple[float, int]:

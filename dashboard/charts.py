@@ -1,7 +1,7 @@
 """Figures of the dashboard and the report (matplotlib, so the page and the PDF show the same).
 
-Histograms and cumulative curves are drawn from :class:`semqa.psd.PSD` as computed by
-:func:`semqa.psd.compute_psd`; nothing here recomputes a statistic.
+Histograms and cumulative curves are drawn from :class:`semqa.stats.psd.PSD` as computed by
+:func:`semqa.stats.psd.compute_psd`; nothing here recomputes a statistic.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from skimage.segmentation import mark_boundaries  # noqa: E402
 
-from semqa.psd import PSD  # noqa: E402
+from semqa.stats.psd import PSD  # noqa: E402
 
 #: One colour per product everywhere (page, report): reference blue, test orange.
 COLORS = {"reference": "#1f77b4", "test": "#ff7f0e"}

@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import Field, HttpUrl
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from semqa.registry import MODEL_NAME
+from semqa.registry.store import MODEL_NAME
 
 
 class DashboardSettings(BaseSettings):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from semqa.analysis import load_lots
 from semqa.errors import InputError
-from semqa.imageio import Micrograph, list_images, read_image, read_image_bytes
+from semqa.io.images import Micrograph, list_images, read_image, read_image_bytes
 
 
 @dataclass
@@ -82,7 +82,7 @@ def product_folders(root: Path | None, max_depth: int = 3) -> list[str]:
     """Folders under ``root`` laid out as ``<product>/<lot>/<images>``, as paths relative to ``root``.
 
     Products may sit below ``root`` at any depth up to ``max_depth`` (e.g. ``rld/lr`` as
-    :func:`semqa.synth.make_lots` writes them); hidden folders are skipped.
+    :func:`semqa.synth.scenes.make_lots` writes them); hidden folders are skipped.
     """
     if root is None or not root.is_dir():
         return []

@@ -25,8 +25,8 @@ from matplotlib.figure import Figure
 
 from dashboard import charts, tables
 from semqa.analysis import AnalysisConfig, ComparisonReport
-from semqa.lineage import LineageReport
-from semqa.psd import PSD
+from semqa.registry.lineage import LineageReport
+from semqa.stats.psd import PSD
 
 WEIGHTINGS = ("number", "volume")
 _VERDICT_COLORS = {"equivalent": "#1a7f37", "not_equivalent": "#cf222e", "inconclusive": "#9a6700"}

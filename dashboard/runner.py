@@ -22,11 +22,11 @@ import streamlit as st
 
 from semqa.analysis import AnalysisConfig, ComparisonReport, compare
 from semqa.errors import InputError
-from semqa.imageio import Micrograph, file_digest
+from semqa.io.images import Micrograph, file_digest
 
 if TYPE_CHECKING:
-    from semqa.inference import Upscaler
-    from semqa.lineage import LineageReport
+    from semqa.sr.inference import Upscaler
+    from semqa.registry.lineage import LineageReport
     from service.client import ImageFile
 
     from dashboard.config import DashboardSettings
@@ -55,7 +55,7 @@ def registered_versions(model_name: str, registry: str) -> list[ModelChoice]:
     """Registered versions of ``model_name`` in ``registry``, newest first.
 
     Cached 30 s so that promotions show up; ``registry`` is
-    :func:`semqa.registry.tracking_uri`, the store MLflow is pointed at.
+    :func:`semqa.registry.store.tracking_uri`, the store MLflow is pointed at.
 
     Raises
     ------
@@ -65,7 +65,7 @@ def registered_versions(model_name: str, registry: str) -> list[ModelChoice]:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from semqa.registry import configure_tracking
+    from semqa.registry.store import configure_tracking
 
     try:
         if configure_tracking() != registry:
@@ -95,11 +95,11 @@ def default_choice(choices: Sequence[ModelChoice], alias: str) -> int:
 
 @st.cache_data(ttl=60, show_spinner=False)
 def model_lineage(name: str, version: str, registry: str) -> LineageReport:
-    """The chain behind a generator version (:func:`semqa.lineage.trace_version`).
+    """The chain behind a generator version (:func:`semqa.registry.lineage.trace_version`).
 
     A broken chain is returned, not raised: the page shows which links hold and which do not.
     """
-    from semqa.lineage import LineageBroken, trace_version
+    from semqa.registry.lineage import LineageBroken, trace_version
 
     try:
         return trace_version(version, name)
@@ -114,8 +114,8 @@ def load_generator(name: str, version: str, alias: str | None, registry: str) ->
     It is loaded through ``alias`` when the user kept the aliased default, so the lineage
     records the alias too; the version is checked so a moved alias cannot slip in.
     """
-    from semqa.inference import load_upscaler
-    from semqa.registry import tracking_uri
+    from semqa.sr.inference import load_upscaler
+    from semqa.registry.store import tracking_uri
 
     if tracking_uri() != registry:
         raise InputError(f"the registry in force is not {registry}: reload the page")
@@ -192,7 +192,7 @@ def original_files(
     service analyses, and its lineage records, exactly the file the page analysed.
 
     A file from a folder carries its micrograph's pixel size, which the service uses only
-    where the file's metadata has none, as :func:`semqa.imageio.read_image` falls back to
+    where the file's metadata has none, as :func:`semqa.io.images.read_image` falls back to
     the sidecar; with ``pixel_size_um`` (the value the user entered, sent as the request's
     override) none is needed. An upload's pixel size is the override or its metadata.
 
@@ -279,11 +279,11 @@ def analysed_view(
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """``(input image, super-resolved image or None, outlined analysed image)`` of one micrograph.
 
-    Outlines (:func:`dashboard.charts.outlined`) are the boundaries of the labels :func:`semqa.segmentation.segment` finds in the image that was measured.
+    Outlines (:func:`dashboard.charts.outlined`) are the boundaries of the labels :func:`semqa.particles.segmentation.segment` finds in the image that was measured.
     """
     from dashboard.charts import outlined
 
-    from semqa.segmentation import SegmentationConfig, segment
+    from semqa.particles.segmentation import SegmentationConfig, segment
 
     sr = None
     if _model is not None:

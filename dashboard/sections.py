@@ -26,9 +26,9 @@ from dashboard.runner import (
 )
 from semqa.analysis import AnalysisConfig, ComparisonReport
 from semqa.errors import InputError, SemqaError
-from semqa.imageio import Micrograph
-from semqa.lineage import LineageReport
-from semqa.registry import tracking_uri
+from semqa.io.images import Micrograph
+from semqa.registry.lineage import LineageReport
+from semqa.registry.store import tracking_uri
 
 #: Banner per verdict (DESIGN.md: equivalent | not_equivalent | inconclusive).
 _BANNERS = {"equivalent": st.success, "not_equivalent": st.error, "inconclusive": st.warning}

@@ -1,8 +1,8 @@
 """Tables of a comparison (pandas), shared by the page and the exported report.
 
 Product-level PSDs pool the particles of all lots of a product and go through
-:func:`semqa.psd.compute_psd` like every other PSD, on histogram edges shared by both
-products (:func:`semqa.psd.histogram_edges`) so their histograms can be overlaid.
+:func:`semqa.stats.psd.compute_psd` like every other PSD, on histogram edges shared by both
+products (:func:`semqa.stats.psd.histogram_edges`) so their histograms can be overlaid.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 
 from semqa.analysis import AnalysisConfig, AnalysisResult, ComparisonReport
-from semqa.equivalence import PBEResult
-from semqa.lineage import LineageReport
-from semqa.measure import particles_frame
-from semqa.psd import PSD, Weighting, compute_psd, histogram_edges
+from semqa.stats.equivalence import PBEResult
+from semqa.registry.lineage import LineageReport
+from semqa.particles.measure import particles_frame
+from semqa.stats.psd import PSD, Weighting, compute_psd, histogram_edges
 
 PRODUCTS = ("reference", "test")
 #: Lot label of the pooled row of a product in :func:`dvalue_frame`.
@@ -67,7 +67,7 @@ def dvalue_frame(report: ComparisonReport, weighting: Weighting, pooled: dict[st
     """D10/D50/D90/span with confidence limits per lot, and each product pooled.
 
     ``pooled`` is :func:`product_psds` of the same weighting. The interval level is the
-    analysis' ``ci_level`` (bootstrap over particles, :func:`semqa.psd.compute_psd`).
+    analysis' ``ci_level`` (bootstrap over particles, :func:`semqa.stats.psd.compute_psd`).
     """
     rows = []
     for product in PRODUCTS:
@@ -80,7 +80,7 @@ def dvalue_frame(report: ComparisonReport, weighting: Weighting, pooled: dict[st
 
 
 def particle_frame(report: ComparisonReport) -> pd.DataFrame:
-    """Every measured particle with its product and lot (columns of :class:`semqa.measure.Particle`)."""
+    """Every measured particle with its product and lot (columns of :class:`semqa.particles.measure.Particle`)."""
     frames = [
         particles_frame(result.particles).assign(product=product, lot=lot)
         for product in PRODUCTS
@@ -134,7 +134,7 @@ def _link_detail(chain: LineageReport | None, step: str, key: str) -> str:
 def lineage_frame(report: ComparisonReport, config: AnalysisConfig, chain: LineageReport | None = None) -> pd.DataFrame:
     """What produced the result, one ``item``/``value`` row each: model, run, data, code, settings.
 
-    ``chain`` (:func:`semqa.lineage.trace_version` of the model version used) adds the
+    ``chain`` (:func:`semqa.registry.lineage.trace_version` of the model version used) adds the
     training data digest, its validation and the training code.
     """
     lin = report.lineage
@@ -177,7 +177,7 @@ def _pbe_row(name: str, pbe: PBEResult | None) -> dict:
 
 
 def statistics_frame(report: ComparisonReport) -> pd.DataFrame:
-    """The equivalence statistics of :func:`semqa.equivalence.compare_products`, one row each.
+    """The equivalence statistics of :func:`semqa.stats.equivalence.compare_products`, one row each.
 
     PBE (FDA in-vitro population bioequivalence) on per-unit D50 and span decides; the
     two-sample Kolmogorov–Smirnov test and the Wasserstein distance of the pooled ECDs are

@@ -15,17 +15,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import BaseModel, Field
 
-from semqa.equivalence import CompareConfig, ComparisonResult, compare_products
+from semqa.stats.equivalence import CompareConfig, ComparisonResult, compare_products
 from semqa.errors import InputError
-from semqa.imageio import DEFAULT_MAX_PIXELS, Micrograph, list_images, require_pixel_size
-from semqa.measure import DEFAULT_MIN_PIXELS, Exclusions, Particle, measure_particles
-from semqa.psd import PSD, compute_psd
+from semqa.io.images import DEFAULT_MAX_PIXELS, Micrograph, list_images, require_pixel_size
+from semqa.particles.measure import DEFAULT_MIN_PIXELS, Exclusions, Particle, measure_particles
+from semqa.stats.psd import PSD, compute_psd
 from semqa.results import ImageSummary, Lineage, ModelRef
-from semqa.segmentation import SegmentationConfig, segment
+from semqa.particles.segmentation import SegmentationConfig, segment
 from semqa.version import code_version
 
 if TYPE_CHECKING:
-    from semqa.inference import Upscaler
+    from semqa.sr.inference import Upscaler
 
 #: Called after each image with (images done, images in all).
 Progress = Callable[[int, int], None]
@@ -158,7 +158,7 @@ def analyze(
         Images of one sample; their particles are pooled.
     config : AnalysisConfig, optional
         Segmentation, exclusion and bootstrap settings.
-    upscaler : semqa.inference.Upscaler, optional
+    upscaler : semqa.sr.inference.Upscaler, optional
         Super-resolve each image first; its model is recorded in the lineage.
     progress : callable, optional
         Called as ``progress(done, total)`` after each image.
@@ -188,7 +188,7 @@ def compare(
     """Analyse every unit of both products and test their equivalence.
 
     Each image is one unit of its lot; per-unit ECDs go to
-    :func:`semqa.equivalence.compare_products` (PBE on D50 and span, KS, Wasserstein).
+    :func:`semqa.stats.equivalence.compare_products` (PBE on D50 and span, KS, Wasserstein).
     """
     config = config or AnalysisConfig()
     for label, lots in (("reference", reference_lots), ("test", test_lots)):

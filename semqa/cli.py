@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _read_micrographs(paths, pixel_size: float | None = None, max_pixels: int | None = None) -> list:
-    from semqa.imageio import DEFAULT_MAX_PIXELS, read_image
+    from semqa.io.images import DEFAULT_MAX_PIXELS, read_image
 
     return [read_image(p, pixel_size_um=pixel_size, max_pixels=max_pixels or DEFAULT_MAX_PIXELS) for p in paths]
 
@@ -80,7 +80,7 @@ def _read_lots(folder, pixel_size: float | None = None, max_pixels: int | None =
 def _upscaler(args: argparse.Namespace):
     if not args.sr:
         return None
-    from semqa.inference import load_upscaler
+    from semqa.sr.inference import load_upscaler
 
     return load_upscaler(args.model)
 
@@ -96,7 +96,7 @@ def _write_json(model, path: str | None) -> None:
 
 
 def _add_analysis_options(p: argparse.ArgumentParser) -> None:
-    from semqa.imageio import DEFAULT_MAX_PIXELS
+    from semqa.io.images import DEFAULT_MAX_PIXELS
 
     p.add_argument("--pixel-size", type=float, metavar="UM", help="µm per pixel of the input images (else from metadata or sidecar)")
     p.add_argument("--sr", action=argparse.BooleanOptionalAction, default=False, help="super-resolve before segmenting")
@@ -118,7 +118,7 @@ def _psd_line(label: str, psd) -> str:
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from semqa.analysis import analyze
-    from semqa.imageio import expand_image_paths
+    from semqa.io.images import expand_image_paths
 
     micrographs = _read_micrographs(expand_image_paths(args.paths), args.pixel_size, args.max_pixels)
     result = analyze(micrographs, upscaler=_upscaler(args))
@@ -166,8 +166,8 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 def _cmd_synth(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from semqa.degradation import DegradationConfig
-    from semqa.synth import default_products, make_lots, make_pairs, synth_config
+    from semqa.sr.degradation import DegradationConfig
+    from semqa.synth.scenes import default_products, make_lots, make_pairs, synth_config
 
     if args.pairs < 0 or (args.pairs == 0 and not args.lots):
         raise InputError("--pairs must be ≥ 1 (or 0 together with --lots)")
@@ -312,7 +312,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", metavar="FILE", help="training configuration (YAML, fields of training.config.TrainConfig)")
     p.add_argument("--preset", choices=["demo"], help="a built-in configuration: 'demo' trains in a few minutes on CPU")
     p.add_argument("--max-steps", type=int, metavar="N", help="stop at step N (a later run continues from the checkpoint)")
-    p.add_argument("--hr-only", action="store_true", help="synthesise LR images from HR ones (semqa.degradation)")
+    p.add_argument("--hr-only", action="store_true", help="synthesise LR images from HR ones (semqa.sr.degradation)")
     p.add_argument("--allow-invalid-data", action="store_true", help="train even if the data fails validation")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True, help="continue from a checkpoint")
     p.set_defaults(func=_cmd_train)
@@ -331,8 +331,8 @@ def _sr_output_path(src, out, folder_mode: bool):
 def _cmd_super_resolve(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from semqa.imageio import expand_image_paths, read_image, write_image
-    from semqa.inference import load_upscaler
+    from semqa.io.images import expand_image_paths, read_image, write_image
+    from semqa.sr.inference import load_upscaler
 
     src = Path(args.input)
     files = expand_image_paths([src])
@@ -398,11 +398,11 @@ def _add_dashboard(sub: argparse._SubParsersAction) -> None:
 def gate_evaluator(model_uri: str, eval_dir):
     """Evaluate a registered generator on a pair folder for the promotion gates.
 
-    The :data:`semqa.promotion.Evaluator` the CLI (and ``semqa demo``) passes to
-    :func:`semqa.promotion.promote`: :func:`training.evaluate.evaluate_generator` on
+    The :data:`semqa.registry.promotion.Evaluator` the CLI (and ``semqa demo``) passes to
+    :func:`semqa.registry.promotion.promote`: :func:`training.evaluate.evaluate_generator` on
     :func:`training.data.load_pairs`.
     """
-    from semqa.inference import load_upscaler
+    from semqa.sr.inference import load_upscaler
     from training.data import load_pairs
     from training.evaluate import evaluate_generator
 
@@ -417,8 +417,8 @@ def _print_lineage(report, as_json: bool) -> None:
 def _cmd_models(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from semqa import promotion
-    from semqa.lineage import LineageBroken, trace_version
+    from semqa.registry import promotion
+    from semqa.registry.lineage import LineageBroken, trace_version
 
     if args.models_command == "list":
         table = promotion.list_versions()
@@ -448,7 +448,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
             _print_lineage(exc.report, args.json)
             raise
     elif args.models_command == "audit":
-        from semqa.audit import export_audit, read_audit
+        from semqa.registry.audit import export_audit, read_audit
 
         text = export_audit(read_audit(), args.format, Path(args.out) if args.out else None)
         print(f"wrote {args.out}" if args.out else text, end="" if not args.out else "\n")
@@ -478,7 +478,7 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_lineage(args: argparse.Namespace) -> int:
-    from semqa.lineage import LineageBroken, trace_result
+    from semqa.registry.lineage import LineageBroken, trace_result
 
     try:
         _print_lineage(trace_result(args.result, args.images), args.json)
@@ -532,7 +532,7 @@ def _truth_d50(lot_dir, lot: str) -> float:
     """True number-weighted D50 of a generated lot's whole particles (synth ground truth)."""
     import pandas as pd
 
-    from semqa.psd import d_values
+    from semqa.stats.psd import d_values
 
     truth = pd.read_csv(lot_dir / "particles.csv")
     inside = truth[(truth["lot"] == lot) & ~truth["touches_border"]]
@@ -546,12 +546,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from dashboard.report import render_html, render_pdf, summarize as summarize_report
-    from semqa import promotion
+    from semqa.registry import promotion
     from semqa.analysis import analyze, compare
-    from semqa.inference import load_upscaler
-    from semqa.lineage import trace_result, trace_version
-    from semqa.registry import configure_tracking
-    from semqa.synth import SynthConfig, make_lots, make_pairs
+    from semqa.sr.inference import load_upscaler
+    from semqa.registry.lineage import trace_result, trace_version
+    from semqa.registry.store import configure_tracking
+    from semqa.synth.scenes import SynthConfig, make_lots, make_pairs
     from training.config import demo_config
     from training.train import train
     from validation.run import validate_pairs

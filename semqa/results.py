@@ -3,7 +3,7 @@
 The JSON written by ``semqa analyze`` is :class:`AnalysisResult` serialized with
 ``model_dump_json``; the service returns the same models, so both agree field for field.
 Measurement and statistics models live beside the code that computes them
-(:mod:`semqa.measure`, :mod:`semqa.psd`, :mod:`semqa.equivalence`); this module holds
+(:mod:`semqa.particles.measure`, :mod:`semqa.stats.psd`, :mod:`semqa.stats.equivalence`); this module holds
 what ties them together: which model and which inputs produced a result.
 """
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from semqa.errors import InputError, SemqaError
-from semqa.inference import ARCH_FILE, TAG_WEIGHTS_ARTIFACT, WEIGHTS_FILE, Upscaler, load_upscaler, weights_digest
-from semqa.registry import MODEL_NAME
+from semqa.sr.inference import ARCH_FILE, TAG_WEIGHTS_ARTIFACT, WEIGHTS_FILE, Upscaler, load_upscaler, weights_digest
+from semqa.registry.store import MODEL_NAME
 from semqa.results import ModelRef
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ def import_model(model_uri: str | None = None) -> bentoml.Model:
     Parameters
     ----------
     model_uri : str, optional
-        As for :func:`semqa.inference.load_upscaler`; default ``SEMQA_MODEL_URI`` or
+        As for :func:`semqa.sr.inference.load_upscaler`; default ``SEMQA_MODEL_URI`` or
         ``models:/semqa-generator@production``.
 
     Returns

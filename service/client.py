@@ -21,7 +21,7 @@ import httpx
 
 from semqa.analysis import AnalysisConfig, AnalysisResult, ComparisonReport
 from semqa.errors import InputError, SemqaError
-from semqa.imageio import Micrograph, encode_image
+from semqa.io.images import Micrograph, encode_image
 from service.config import load_settings
 from service.schemas import ModelInfo
 
@@ -38,7 +38,7 @@ class ImageFile:
         The file's bytes as stored.
     pixel_size_um : float or None
         µm per pixel the service uses only where the file's own metadata holds none: what a
-        ``<stem>.json`` sidecar gives :func:`semqa.imageio.read_image` (the request's
+        ``<stem>.json`` sidecar gives :func:`semqa.io.images.read_image` (the request's
         ``pixel_size_um`` overrides both, as ``read_image``'s argument does).
     """
 

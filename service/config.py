@@ -13,7 +13,7 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from semqa.errors import InputError
-from semqa.imageio import DEFAULT_MAX_PIXELS
+from semqa.io.images import DEFAULT_MAX_PIXELS
 
 
 class ServiceSettings(BaseSettings):

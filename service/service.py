@@ -5,7 +5,7 @@ Two BentoML services run together:
 ``Generator``
     Holds the super-resolution generator (CUDA with autocast where a GPU exists, else CPU).
     Its batchable ``upscale`` API gathers concurrent calls into one batch (BentoML adaptive
-    batching) and runs same-size images through :meth:`semqa.inference.Upscaler.upscale_batch`
+    batching) and runs same-size images through :meth:`semqa.sr.inference.Upscaler.upscale_batch`
     together; large images go through tiled inference with bounded memory. It listens on a
     private Unix socket only.
 ``Semqa``
@@ -22,7 +22,7 @@ Two BentoML services run together:
     Results are :class:`semqa.analysis.AnalysisResult` / :class:`ComparisonReport` JSON, made by
     the same :func:`semqa.analysis.analyze` / :func:`~semqa.analysis.compare` the CLI calls.
 
-    Each image's pixel size follows :func:`semqa.imageio.read_image`'s precedence: the
+    Each image's pixel size follows :func:`semqa.io.images.read_image`'s precedence: the
     ``pixel_size_um`` field (an explicit value for every image), else the file's own metadata,
     else the image's entry in ``pixel_sizes_um``, a JSON object mapping the image's lineage
     key (``<image>`` for analyze, ``reference|test/<lot>/<image>`` for compare) to µm per
@@ -59,8 +59,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from semqa.analysis import AnalysisConfig, analyze, compare
 from semqa.errors import InputError, TooLargeError
-from semqa.imageio import Micrograph, encode_image, read_image_bytes
-from semqa.inference import load_upscaler
+from semqa.io.images import Micrograph, encode_image, read_image_bytes
+from semqa.sr.inference import load_upscaler
 from service.build import BENTO_MODEL_ARG, upscaler_from_bento_model
 from service.config import load_settings
 from service.schemas import ModelInfo
@@ -148,7 +148,7 @@ _GENERATOR_TRIES = 2
 
 
 class RemoteUpscaler:
-    """The :class:`semqa.inference.Upscaler` interface :mod:`semqa.analysis` uses, served by ``Generator``.
+    """The :class:`semqa.sr.inference.Upscaler` interface :mod:`semqa.analysis` uses, served by ``Generator``.
 
     The analysis then runs in the API process while the generator's calls from all requests
     share one model and its batching queue.
@@ -509,7 +509,7 @@ class Semqa:
         return self._info
 
     async def upscaler(self) -> RemoteUpscaler:
-        """The generator as an :class:`~semqa.inference.Upscaler` for :mod:`semqa.analysis`."""
+        """The generator as an :class:`~semqa.sr.inference.Upscaler` for :mod:`semqa.analysis`."""
         return RemoteUpscaler(self.generator, await self.model_info())
 
 

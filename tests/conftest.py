@@ -13,11 +13,11 @@ os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 
 @pytest.fixture(scope="session")
 def lots_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two products × 3 lots × 3 images (512 px HR, 128 px LR) from :func:`semqa.synth.make_lots`.
+    """Two products × 3 lots × 3 images (512 px HR, 128 px LR) from :func:`semqa.synth.scenes.make_lots`.
 
     Shared by the dashboard's in-process and browser tests.
     """
-    from semqa.synth import ProductSpec, make_lots, synth_config
+    from semqa.synth.scenes import ProductSpec, make_lots, synth_config
 
     root = tmp_path_factory.mktemp("lots")
     make_lots(

@@ -16,11 +16,11 @@ from pathlib import Path
 import mlflow
 import torch
 
-from semqa.archs import GeneratorConfig, build_generator
-from semqa.promotion import GateConfig
-from semqa.inference import TAG_WEIGHTS_ARTIFACT, TAG_WEIGHTS_DIGEST, save_generator_files, weights_digest
-from semqa.registry import MODEL_NAME
-from semqa.synth import SynthConfig, make_pairs
+from semqa.sr.archs import GeneratorConfig, build_generator
+from semqa.registry.promotion import GateConfig
+from semqa.sr.inference import TAG_WEIGHTS_ARTIFACT, TAG_WEIGHTS_DIGEST, save_generator_files, weights_digest
+from semqa.registry.store import MODEL_NAME
+from semqa.synth.scenes import SynthConfig, make_pairs
 from semqa.version import code_version
 from mlflow_store import fresh_store
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from semqa.archs import DiscriminatorConfig, GeneratorConfig, build_discriminator, build_generator
+from semqa.sr.archs import DiscriminatorConfig, GeneratorConfig, build_discriminator, build_generator
 
 
 @pytest.mark.parametrize("arch", ["srvgg", "rrdbnet"])

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from semqa.cli import main
-from semqa.imageio import read_image, write_image
-from semqa.synth import SynthConfig, render_pair
+from semqa.io.images import read_image, write_image
+from semqa.synth.scenes import SynthConfig, render_pair
 
 PARTICLE_FIELDS = {"ecd_um", "area_um2", "feret_max_um", "feret_min_um", "aspect_ratio", "circularity", "solidity"}
 
@@ -101,7 +101,7 @@ def test_pixel_limit_and_usage_errors(scene, tmp_path):
 @pytest.fixture(scope="module")
 def lots(tmp_path_factory):
     """Three products × 3 lots × 10 small HR images (the PBE design's minimum)."""
-    from semqa.synth import make_lots
+    from semqa.synth.scenes import make_lots
 
     out = tmp_path_factory.mktemp("lots")
     return make_lots(out, lots=3, images_per_lot=10, config=SynthConfig(size_px=512, d50_um=1.5), seed=3)

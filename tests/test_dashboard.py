@@ -17,7 +17,7 @@ from dashboard import report as report_export
 from dashboard.config import DashboardSettings
 from dashboard.inputs import lot_from_uploads, product_folders
 from semqa.analysis import AnalysisConfig, compare, load_lots
-from semqa.imageio import encode_image, file_digest, read_image, read_image_bytes, write_image
+from semqa.io.images import encode_image, file_digest, read_image, read_image_bytes, write_image
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 N_BOOTSTRAP = 200
@@ -231,9 +231,9 @@ def test_sr_comparison_with_the_production_model(
     from registry_support import LOOSE_GATES, trained_template, use_copy
 
     from semqa.cli import gate_evaluator
-    from semqa.inference import load_upscaler
-    from semqa.lineage import LineageBroken, trace_version
-    from semqa.promotion import promote
+    from semqa.sr.inference import load_upscaler
+    from semqa.registry.lineage import LineageBroken, trace_version
+    from semqa.registry.promotion import promote
 
     template = trained_template(tmp_path_factory)
     use_copy(template, tmp_path, monkeypatch)
@@ -314,7 +314,7 @@ def test_comparison_through_the_service_equals_in_process(
     from registry_support import LOOSE_GATES, trained_template, use_copy
 
     from semqa.cli import gate_evaluator
-    from semqa.promotion import promote
+    from semqa.registry.promotion import promote
     from service.client import SemqaClient
 
     template = trained_template(tmp_path_factory)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from semqa.degradation import DegradationConfig, degrade, scan, shot_noise
+from semqa.sr.degradation import DegradationConfig, degrade, scan, shot_noise
 from semqa.errors import InputError
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from semqa.equivalence import CompareConfig, ComparisonResult, compare_products, pbe, theta_p
+from semqa.stats.equivalence import CompareConfig, ComparisonResult, compare_products, pbe, theta_p
 from semqa.errors import InputError
 
 

@@ -11,7 +11,7 @@ import tifffile
 from PIL import Image
 
 from semqa.errors import InputError, TooLargeError, UnsupportedMediaError
-from semqa.imageio import (
+from semqa.io.images import (
     encode_image,
     expand_image_paths,
     read_image,

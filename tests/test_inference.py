@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from mlflow_store import fresh_store, migrated_db
-from semqa.archs import GeneratorConfig, build_generator
+from semqa.sr.archs import GeneratorConfig, build_generator
 from semqa.errors import InputError
-from semqa.inference import Upscaler, load_upscaler, save_generator_files, weights_digest
+from semqa.sr.inference import Upscaler, load_upscaler, save_generator_files, weights_digest
 from semqa.results import ModelRef
 
 
@@ -105,7 +105,7 @@ def test_missing_production_model_is_a_clear_input_error(tmp_path, monkeypatch, 
 
 def test_super_resolve_cli_keeps_bit_depth_and_pixel_size(tmp_path, capsys) -> None:
     from semqa.cli import main
-    from semqa.imageio import read_image, write_image
+    from semqa.io.images import read_image, write_image
 
     config = GeneratorConfig(num_feat=8, num_conv=2, scale=2)
     save_generator_files(build_generator(config), config, tmp_path / "model")

@@ -16,8 +16,8 @@ import pytest
 from registry_support import LOOSE_GATES, trained_template, use_copy
 from semqa.cli import gate_evaluator, main
 from semqa.errors import InputError
-from semqa.lineage import LineageBroken, trace_result, trace_version
-from semqa.promotion import promote
+from semqa.registry.lineage import LineageBroken, trace_result, trace_version
+from semqa.registry.promotion import promote
 
 pytestmark = pytest.mark.slow
 
@@ -41,8 +41,8 @@ def production(template, tmp_path, monkeypatch):
 
 def _analyze(images, out, sr: bool = True):
     from semqa.analysis import analyze
-    from semqa.imageio import list_images, read_image
-    from semqa.inference import load_upscaler
+    from semqa.io.images import list_images, read_image
+    from semqa.sr.inference import load_upscaler
 
     upscaler = load_upscaler(device="cpu") if sr else None
     result = analyze([read_image(p) for p in list_images(images)], upscaler=upscaler)

@@ -9,7 +9,7 @@ import pytest
 from skimage.draw import disk, ellipse, polygon
 
 from semqa.errors import InputError
-from semqa.measure import (
+from semqa.particles.measure import (
     DEFAULT_MIN_PIXELS,
     Exclusions,
     Particle,
@@ -207,7 +207,7 @@ def _assorted_masks() -> list[np.ndarray]:
 def test_convex_image_is_scikit_images_convex_hull_image() -> None:
     from skimage.morphology import convex_hull_image
 
-    from semqa.measure import convex_image
+    from semqa.particles.measure import convex_image
 
     for mask in _assorted_masks():
         assert np.array_equal(convex_image(mask), convex_hull_image(mask))
@@ -217,7 +217,7 @@ def test_outline_hull_is_the_hull_of_the_half_level_contour() -> None:
     from scipy.spatial import ConvexHull
     from skimage.measure import find_contours
 
-    from semqa.measure import outline_hull
+    from semqa.particles.measure import outline_hull
 
     for mask in _assorted_masks():
         points = np.vstack(find_contours(np.pad(mask, 1), 0.5, fully_connected="high")) - 1.0

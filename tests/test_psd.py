@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from semqa.errors import InputError
-from semqa.psd import (
+from semqa.stats.psd import (
     COUNT_GUIDANCE,
     PSD,
     compute_psd,
@@ -106,7 +106,7 @@ def test_bootstrap_is_deterministic_by_seed():
 
 
 def test_bootstrap_chunking_does_not_change_results(monkeypatch):
-    import semqa.psd as psd_module
+    import semqa.stats.psd as psd_module
 
     x = lognormal(500, seed=10)
     whole = compute_psd(x, "number", n_bootstrap=100, seed=1)

@@ -16,12 +16,12 @@ import pandas as pd
 import pytest
 
 from registry_support import LOOSE_GATES, register_generator_run, register_same_weights, trained_template, untrained_generator, use_copy
-from semqa import promotion
-from semqa.audit import AUDIT_TAG_PREFIX, export_audit, read_audit
+from semqa.registry import promotion
+from semqa.registry.audit import AUDIT_TAG_PREFIX, export_audit, read_audit
 from semqa.cli import gate_evaluator, main
 from semqa.errors import CheckFailed, InputError
-from semqa.promotion import GateConfig, eval_set, folder_digest, promote, rollback
-from semqa.registry import MODEL_NAME
+from semqa.registry.promotion import GateConfig, eval_set, folder_digest, promote, rollback
+from semqa.registry.store import MODEL_NAME
 
 pytestmark = pytest.mark.slow
 
@@ -78,7 +78,7 @@ def test_staging_gate_fails_when_sr_does_not_beat_bicubic(store) -> None:
 
 
 def test_staging_gate_fails_on_data_that_failed_validation(store, tmp_path) -> None:
-    from semqa.synth import SynthConfig, make_pairs
+    from semqa.synth.scenes import SynthConfig, make_pairs
     from validation import validate_pairs
 
     broken = make_pairs(tmp_path / "broken", 2, SynthConfig(size_px=128), seed=3)

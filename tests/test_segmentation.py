@@ -1,9 +1,9 @@
 """Segmentation: accuracy against synthetic ground truth, robustness, bad input.
 
-The accuracy tests use :mod:`semqa.synth` scenes (SEM-like contrast: bright rims, uneven
+The accuracy tests use :mod:`semqa.synth.scenes` scenes (SEM-like contrast: bright rims, uneven
 background, probe blur, Poisson noise) whose true particle outlines are known. The
 reference population is the true particles not cut by the image border, the same
-population :func:`semqa.measure.measure_particles` keeps.
+population :func:`semqa.particles.measure.measure_particles` keeps.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import pytest
 from skimage.draw import ellipse
 
 from semqa.errors import InputError
-from semqa.measure import measure_particles
-from semqa.psd import d_values
-from semqa.segmentation import SegmentationConfig, segment
-from semqa.synth import SynthConfig, render_scene, scan_scene
+from semqa.particles.measure import measure_particles
+from semqa.stats.psd import d_values
+from semqa.particles.segmentation import SegmentationConfig, segment
+from semqa.synth.scenes import SynthConfig, render_scene, scan_scene
 
 N_IMAGES = 20
 SEEDS = range(1000, 1000 + N_IMAGES)
@@ -196,7 +196,7 @@ def test_integer_image_is_accepted() -> None:
 def test_fast_max_filter_equals_scipy_maximum_filter() -> None:
     from scipy import ndimage
 
-    from semqa.segmentation import _max_filter_square
+    from semqa.particles.segmentation import _max_filter_square
 
     rng = np.random.default_rng(3)
     for shape in [(64, 64), (3, 3), (5, 40), (40, 5), (1, 7)]:
@@ -207,7 +207,7 @@ def test_fast_max_filter_equals_scipy_maximum_filter() -> None:
 
 
 def test_label_medians_equal_numpy_per_label() -> None:
-    from semqa.segmentation import _label_median, _label_median_above
+    from semqa.particles.segmentation import _label_median, _label_median_above
 
     rng = np.random.default_rng(4)
     labels = rng.integers(0, 6, (40, 40))

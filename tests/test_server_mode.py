@@ -28,9 +28,9 @@ import pytest
 
 from registry_support import LOOSE_GATES
 from semqa.cli import gate_evaluator, main
-from semqa.promotion import PromotionRefused, alias_holders, promote
-from semqa.registry import MODEL_NAME
-from semqa.synth import SynthConfig, make_pairs
+from semqa.registry.promotion import PromotionRefused, alias_holders, promote
+from semqa.registry.store import MODEL_NAME
+from semqa.synth.scenes import SynthConfig, make_pairs
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -227,7 +227,7 @@ def test_only_permitted_users_promote_on_the_team_server(server, tmp_path, monke
     assert alias_holders(mlflow.MlflowClient()) == {"staging": "1"}
     entry = promote("1", "production", "released", evaluator=gate_evaluator, eval_data=eval_dir, config=LOOSE_GATES)
     assert alias_holders(mlflow.MlflowClient()) == {"production": "1"}
-    from semqa.audit import read_audit
+    from semqa.registry.audit import read_audit
 
     assert [(e.user, e.alias, e.reason) for e in read_audit()] == [
         (ADMIN, "staging", "first team build"),

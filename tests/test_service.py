@@ -26,12 +26,12 @@ import tifffile
 import torch
 
 from mlflow_store import migrated_db
-from semqa.archs import GeneratorConfig, build_generator
+from semqa.sr.archs import GeneratorConfig, build_generator
 from semqa.cli import main as cli
-from semqa.imageio import encode_image, file_digest, read_image, read_image_bytes, to_uint, write_image
-from semqa.inference import load_upscaler
-from semqa.registry import MODEL_NAME
-from semqa.synth import SynthConfig, render_pair
+from semqa.io.images import encode_image, file_digest, read_image, read_image_bytes, to_uint, write_image
+from semqa.sr.inference import load_upscaler
+from semqa.registry.store import MODEL_NAME
+from semqa.synth.scenes import SynthConfig, render_pair
 from service.client import SemqaClient
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

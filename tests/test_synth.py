@@ -6,10 +6,10 @@ import pytest
 from matplotlib.path import Path as PolygonPath
 
 from semqa.cli import main
-from semqa.degradation import DegradationConfig
+from semqa.sr.degradation import DegradationConfig
 from semqa.errors import InputError
-from semqa.imageio import read_image
-from semqa.synth import (
+from semqa.io.images import read_image
+from semqa.synth.scenes import (
     TRUTH_COLUMNS,
     Outline,
     ProductSpec,
@@ -189,7 +189,7 @@ def test_border_particles_flagged():
 
 
 def test_lots_layout_and_between_lot_variation(tmp_path):
-    from semqa.imageio import list_images
+    from semqa.io.images import list_images
 
     def load_lots(folder):  # the DIR/<lot>/<images> layout semqa compare reads
         return {d.name: list_images(d) for d in sorted(folder.iterdir()) if d.is_dir()}
@@ -226,7 +226,7 @@ def test_lots_layout_and_between_lot_variation(tmp_path):
     ],
 )
 def test_bad_config_rejected(kwargs):
-    from semqa.synth import synth_config
+    from semqa.synth.scenes import synth_config
 
     with pytest.raises(InputError):
         synth_config(**{"size_px": 192, "d50_um": 2.0, **kwargs})

@@ -19,9 +19,9 @@ from skimage.metrics import structural_similarity
 
 from mlflow_store import fresh_store, migrated_db
 from semqa.errors import CheckFailed, InputError
-from semqa.inference import load_upscaler
-from semqa.registry import MODEL_NAME
-from semqa.synth import SynthConfig, make_pairs
+from semqa.sr.inference import load_upscaler
+from semqa.registry.store import MODEL_NAME
+from semqa.synth.scenes import SynthConfig, make_pairs
 from training.config import TrainConfig, demo_config
 from training.data import Pair, PatchSampler, load_pairs, split_pairs
 from training.losses import (
@@ -94,7 +94,7 @@ def test_patches_stay_aligned_under_augmentation() -> None:
 
 
 def test_hr_only_patches_are_synthesised_at_lr_pitch() -> None:
-    from semqa.degradation import DegradationConfig
+    from semqa.sr.degradation import DegradationConfig
 
     rng = np.random.default_rng(1)
     pair = Pair("a", rng.random((64, 64)).astype(np.float32), None, None, "sha256:a", None)
@@ -249,7 +249,7 @@ def test_resume_after_kill(tmp_path, monkeypatch, mlflow_template, pair_dir) -> 
 def test_invalid_data_is_refused(tmp_path, monkeypatch, mlflow_template) -> None:
     fresh_store(mlflow_template, tmp_path, monkeypatch)
     data = make_pairs(tmp_path / "pairs", 3, SynthConfig(size_px=128), seed=5)
-    from semqa.imageio import write_image
+    from semqa.io.images import write_image
 
     write_image(data / "lr" / "synth_0001.tif", np.zeros((20, 20), np.float32), pixel_size_um=0.4)
     with pytest.raises(CheckFailed, match="failed validation"):
@@ -291,7 +291,7 @@ def test_torchrun_two_processes(tmp_path, monkeypatch, mlflow_template, pair_dir
 def test_evaluate_generator_perfect_sr_has_no_psd_error() -> None:
     from skimage.draw import disk
 
-    from semqa.archs import GeneratorConfig, build_generator
+    from semqa.sr.archs import GeneratorConfig, build_generator
     from training.evaluate import evaluate_generator
 
     lr = np.full((64, 64), 0.2, np.float32)

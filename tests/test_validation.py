@@ -1,6 +1,6 @@
 """Data validation with Great Expectations: one fault per pair set, reported exactly once.
 
-Pair sets come from :func:`semqa.synth.make_pairs` (small, 256 px HR); each fault is
+Pair sets come from :func:`semqa.synth.scenes.make_pairs` (small, 256 px HR); each fault is
 made the way it arises in practice and the test asserts that the report names that
 fault, for that pair, and nothing else.
 """
@@ -17,10 +17,10 @@ import pytest
 from scipy import ndimage
 
 from semqa.cli import main
-from semqa.degradation import DegradationConfig, degrade, shot_noise
+from semqa.sr.degradation import DegradationConfig, degrade, shot_noise
 from semqa.errors import InputError
-from semqa.imageio import read_image, write_image
-from semqa.synth import SynthConfig, make_pairs
+from semqa.io.images import read_image, write_image
+from semqa.synth.scenes import SynthConfig, make_pairs
 from validation import ValidationConfig, log_report_to_mlflow, register_pair, validate_lots, validate_pairs
 from validation.dataset import dataset_digest
 from validation.fix import register_pair_set

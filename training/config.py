@@ -14,8 +14,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from semqa.archs import DiscriminatorConfig, GeneratorConfig
-from semqa.degradation import DegradationConfig
+from semqa.sr.archs import DiscriminatorConfig, GeneratorConfig
+from semqa.sr.degradation import DegradationConfig
 from semqa.errors import InputError
 
 

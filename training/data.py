@@ -2,7 +2,7 @@
 
 Paired mode reads ``DIR/hr/<name>`` and ``DIR/lr/<name>`` (same names). HR-only mode reads
 HR images (``DIR/hr`` or ``DIR`` itself) and synthesises each LR patch with
-:func:`semqa.degradation.degrade`, the same degradation model :mod:`semqa.synth` uses, with
+:func:`semqa.sr.degradation.degrade`, the same degradation model :mod:`semqa.synth.scenes` uses, with
 fresh noise per patch. Held-out images get one fixed LR synthesis each.
 
 Each batch is drawn from a generator seeded by ``(seed, step, rank)``, so a run resumed from
@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from semqa.degradation import DegradationConfig, degrade
+from semqa.sr.degradation import DegradationConfig, degrade
 from semqa.errors import InputError
-from semqa.imageio import list_images, read_image
+from semqa.io.images import list_images, read_image
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@
 The generator exists to make a low-resolution micrograph give the same PSD as the
 high-resolution one, so the headline metrics compare PSDs: particles are segmented and
 measured on the HR image, the SR image, the bicubic upscale and the LR image itself with
-the same functions the product uses (:func:`semqa.segmentation.segment`,
-:func:`semqa.measure.measure_particles`, :func:`semqa.psd.d_values`), pooled over images.
+the same functions the product uses (:func:`semqa.particles.segmentation.segment`,
+:func:`semqa.particles.measure.measure_particles`, :func:`semqa.stats.psd.d_values`), pooled over images.
 The registry's promotion gates call :func:`evaluate_generator` too.
 """
 
@@ -20,11 +20,11 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torch import nn
 
 from semqa.errors import InputError
-from semqa.inference import Upscaler
-from semqa.measure import match_particles, measure_particles
-from semqa.psd import d_values
+from semqa.sr.inference import Upscaler
+from semqa.particles.measure import match_particles, measure_particles
+from semqa.stats.psd import d_values
 from semqa.results import ModelRef
-from semqa.segmentation import SegmentationConfig, segment
+from semqa.particles.segmentation import SegmentationConfig, segment
 from training.data import Pair
 
 
@@ -113,9 +113,9 @@ def evaluate_generator(
     min_pixels : int, optional
         Smallest particle measured, in pixels of the image analysed (as ``semqa analyze``
         does, so LR-direct loses the small particles it would lose in the product);
-        default :data:`semqa.measure.DEFAULT_MIN_PIXELS`.
+        default :data:`semqa.particles.measure.DEFAULT_MIN_PIXELS`.
     """
-    from semqa.measure import DEFAULT_MIN_PIXELS
+    from semqa.particles.measure import DEFAULT_MIN_PIXELS
 
     if not pairs:
         raise InputError("no held-out pairs to evaluate on")

@@ -18,9 +18,9 @@ from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 from torch import nn
 
-from semqa.archs import GeneratorConfig
-from semqa.inference import TAG_WEIGHTS_ARTIFACT, TAG_WEIGHTS_DIGEST, save_generator_files, weights_digest
-from semqa.registry import MODEL_NAME
+from semqa.sr.archs import GeneratorConfig
+from semqa.sr.inference import TAG_WEIGHTS_ARTIFACT, TAG_WEIGHTS_DIGEST, save_generator_files, weights_digest
+from semqa.registry.store import MODEL_NAME
 from semqa.version import code_version
 from training.config import TrainConfig
 from training.evaluate import EvalMetrics

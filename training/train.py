@@ -31,9 +31,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.optim.swa_utils import AveragedModel
 
-from semqa.archs import build_discriminator, build_generator
+from semqa.sr.archs import build_discriminator, build_generator
 from semqa.errors import CheckFailed, InputError
-from semqa.registry import configure_tracking
+from semqa.registry.store import configure_tracking
 from training.config import TrainConfig
 from training.data import PairData, PatchSampler, load_pairs, split_pairs
 from training.evaluate import EvalMetrics, as_upscaler, bicubic_upscale, comparison_grid, evaluate_generator
@@ -149,7 +149,7 @@ def train(
     resume : bool
         Continue from this configuration's checkpoint for this data when there is one.
     hr_only : bool
-        Synthesise LR images with :func:`semqa.degradation.degrade`.
+        Synthesise LR images with :func:`semqa.sr.degradation.degrade`.
     allow_invalid_data : bool
         Train even when validation fails (the failure is recorded in the run).
     progress : bool

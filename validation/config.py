@@ -1,6 +1,6 @@
 """Every threshold of data validation, in one configuration with documented defaults.
 
-The defaults were set on :mod:`semqa.synth` pairs (HR 0.1 µm/px, LR ×4, 8-bit) so that a
+The defaults were set on :mod:`semqa.synth.scenes` pairs (HR 0.1 µm/px, LR ×4, 8-bit) so that a
 clean generated set passes with margin and each deliberate fault fails; measured values
 on clean synthetic data are given beside each default.
 """

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from semqa.errors import InputError
-from semqa.imageio import list_images
+from semqa.io.images import list_images
 
 #: Scale assumed when neither the caller nor ``manifest.csv`` declares one (DESIGN.md: ×4).
 DEFAULT_SCALE: int = 4
@@ -48,7 +48,7 @@ def pair_members(pair_dir: str | Path) -> dict[str, tuple[Path | None, Path | No
 def lot_members(folder: str | Path) -> dict[str, list[Path]]:
     """Images to analyze by lot: ``DIR/<lot>/<image>``, or a folder of images as one lot.
 
-    Only image files are listed (:func:`semqa.imageio.list_images`), as the analysis reads.
+    Only image files are listed (:func:`semqa.io.images.list_images`), as the analysis reads.
     """
     folder = Path(folder)
     if not folder.is_dir():

@@ -14,7 +14,7 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from semqa.errors import InputError
-from semqa.imageio import read_image, write_image
+from semqa.io.images import read_image, write_image
 from validation.config import ValidationConfig
 from validation.dataset import DEFAULT_SCALE, declared_from_manifest, pair_members
 from validation.register import register_pair

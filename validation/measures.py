@@ -1,6 +1,6 @@
 """Per-image quality measures that the expectation suites check.
 
-Each function takes a 2-D ``float`` image in [0, 1] as :func:`semqa.imageio.read_image`
+Each function takes a 2-D ``float`` image in [0, 1] as :func:`semqa.io.images.read_image`
 returns it (0 is code 0, 1 the top code of the stored bit depth).
 """
 

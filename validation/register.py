@@ -2,7 +2,7 @@
 
 The HR image is brought onto the LR grid by the mean over ``scale × scale`` blocks
 (:func:`skimage.transform.downscale_local_mean`), the area integration an SEM pixel does
-(see :mod:`semqa.degradation`), so an aligned pair differs only by noise and blur. The
+(see :mod:`semqa.sr.degradation`), so an aligned pair differs only by noise and blur. The
 residual shift comes from phase correlation with sub-pixel refinement by an upsampled
 DFT (Guizar-Sicairos, Thurman & Fienup, "Efficient subpixel image registration
 algorithms", Opt. Lett. 33, 156 (2008); :func:`skimage.registration.phase_cross_correlation`).

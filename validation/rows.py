@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from semqa.errors import InputError
-from semqa.imageio import Micrograph, file_digest, read_image
+from semqa.io.images import Micrograph, file_digest, read_image
 from validation.config import ValidationConfig
 from validation.dataset import lot_members, pair_members
 from validation.measures import colour_spread, content_hash, exposure, focus, intensity_range

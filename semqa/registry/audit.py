@@ -24,7 +24,7 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from semqa.errors import InputError
-from semqa.registry import MODEL_NAME
+from semqa.registry.store import MODEL_NAME
 
 #: Prefix of the model-version tags that hold audit entries.
 AUDIT_TAG_PREFIX = "audit."
@@ -114,7 +114,7 @@ def read_audit(client: Any = None, model_name: str = MODEL_NAME) -> list[AuditEn
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from semqa.registry import configure_tracking
+    from semqa.registry.store import configure_tracking
 
     if client is None:
         configure_tracking()

@@ -1,7 +1,7 @@
 """Super-resolution inference: a trained generator applied to images of any size.
 
 Weights travel as a safetensors state dict plus the architecture's JSON config
-(:class:`semqa.archs.GeneratorConfig`); loading rebuilds the network from ``semqa`` and
+(:class:`semqa.sr.archs.GeneratorConfig`); loading rebuilds the network from ``semqa`` and
 fills in tensors, so no pickled code is ever executed.
 
 Large images are processed in overlapping windows of bounded size. Each window is padded by
@@ -25,9 +25,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from semqa.archs import GeneratorConfig, build_generator
+from semqa.sr.archs import GeneratorConfig, build_generator
 from semqa.errors import InputError
-from semqa.registry import MODEL_NAME
+from semqa.registry.store import MODEL_NAME
 from semqa.results import ModelRef
 
 #: The generator used when no model is named: the registry's production alias.
@@ -246,7 +246,7 @@ def load_upscaler(model_uri: str | None = None, device: str | torch.device | Non
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from semqa.registry import configure_tracking
+    from semqa.registry.store import configure_tracking
 
     name, alias, version = _parse_models_uri(uri)
     configure_tracking()

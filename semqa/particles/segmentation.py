@@ -46,13 +46,13 @@ from skimage.filters import threshold_otsu
 from skimage.segmentation import watershed
 
 from semqa.errors import InputError
-from semqa.measure import convex_image
+from semqa.particles.measure import convex_image
 
 
 class SegmentationConfig(BaseModel):
     """Parameters of :func:`segment`; lengths relative to the particle diameter scale with it.
 
-    The defaults are tuned on :mod:`semqa.synth` scenes (HR 0.1 µm/px with D50 = 30 px and their
+    The defaults are tuned on :mod:`semqa.synth.scenes` scenes (HR 0.1 µm/px with D50 = 30 px and their
     4× coarser LR scans) and hold for any resolution where typical particles span ≥ 5 px.
     """
 
@@ -482,7 +482,7 @@ def segment(image: np.ndarray, config: SegmentationConfig | None = None) -> np.n
     ----------
     image : numpy.ndarray
         2-D grayscale image, real-valued and finite (float in [0, 1] as read by
-        :func:`semqa.imageio.read_image`; any linear scale works).
+        :func:`semqa.io.images.read_image`; any linear scale works).
     config : SegmentationConfig, optional
         Parameters; defaults when None.
 

@@ -25,10 +25,10 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from semqa.errors import CheckFailed, InputError
-from semqa.imageio import file_digest
-from semqa.inference import TAG_WEIGHTS_ARTIFACT, TAG_WEIGHTS_DIGEST, WEIGHTS_FILE
-from semqa.promotion import TAG_EVAL_PREFIX
-from semqa.registry import MODEL_NAME, configure_tracking
+from semqa.io.images import file_digest
+from semqa.sr.inference import TAG_WEIGHTS_ARTIFACT, TAG_WEIGHTS_DIGEST, WEIGHTS_FILE
+from semqa.registry.promotion import TAG_EVAL_PREFIX
+from semqa.registry.store import MODEL_NAME, configure_tracking
 from semqa.results import Lineage
 
 #: Training-run tags and artifacts lineage follows (written by training and validation).
@@ -149,7 +149,7 @@ def check_inputs(report: LineageReport, lineage: Lineage, image_roots: list[Path
 
 def _alias_at(client: Any, name: str, alias: str, at: datetime) -> str | None:
     """Version that held ``alias`` at time ``at`` according to the audit trail, if recorded."""
-    from semqa.audit import read_audit
+    from semqa.registry.audit import read_audit
 
     holder = None
     for entry in read_audit(client, name):
@@ -369,7 +369,7 @@ def trace_version(version: str | int, name: str = MODEL_NAME) -> LineageReport:
     LineageBroken
         A registry, weights, run, data or code link is missing or a digest differs.
     """
-    from semqa.audit import read_audit
+    from semqa.registry.audit import read_audit
 
     client = _client()
     report = LineageReport(subject=f"{name} version {version}")

@@ -176,7 +176,7 @@ def measure_particles(
     Parameters
     ----------
     labels : numpy.ndarray
-        2-D integer label image, 0 = background (as returned by :func:`semqa.segmentation.segment`).
+        2-D integer label image, 0 = background (as returned by :func:`semqa.particles.segmentation.segment`).
     pixel_size_um : float
         Pixel size in µm per pixel (square pixels).
     image_name : str

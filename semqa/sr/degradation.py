@@ -20,7 +20,7 @@ LR probe has a FWHM of one LR pixel (``sigma = 0.425 × scale`` HR pixels): a fa
 low-magnification scan is set up with a probe about as wide as its pixel, since a
 smaller probe would only alias.
 
-Training's HR-only mode and :mod:`semqa.synth` both call :func:`degrade`, so paired
+Training's HR-only mode and :mod:`semqa.synth.scenes` both call :func:`degrade`, so paired
 and synthesised low-resolution images come from the same model.
 """
 
@@ -131,7 +131,7 @@ def scan(
 ) -> np.ndarray:
     """A scan at the image's own pixel pitch: Gaussian probe blur, then shot noise.
 
-    This is how :mod:`semqa.synth` renders the HR image from its noise-free yield map.
+    This is how :mod:`semqa.synth.scenes` renders the HR image from its noise-free yield map.
     """
     image = _check_image(image, "image")
     if not (np.isfinite(psf_sigma_px) and psf_sigma_px >= 0):

@@ -12,9 +12,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from semqa.archs.discriminator import UNetDiscriminatorSN
-from semqa.archs.rrdbnet import RRDBNet
-from semqa.archs.srvgg import SRVGGNetCompact
+from semqa.sr.archs.discriminator import UNetDiscriminatorSN
+from semqa.sr.archs.rrdbnet import RRDBNet
+from semqa.sr.archs.srvgg import SRVGGNetCompact
 
 __all__ = [
     "DiscriminatorConfig",

@@ -254,7 +254,7 @@ def count_warnings(n: int, weighting: Weighting, guidance: CountGuidance = COUNT
     if weighting == "number" and n < guidance.number_percentiles:
         return [
             f"only {n} particles: number-weighted D-values are not repeatable below "
-            f"{guidance.number_percentiles} particles (ISO 13322-1; see semqa.psd.CountGuidance)"
+            f"{guidance.number_percentiles} particles (ISO 13322-1; see semqa.stats.psd.CountGuidance)"
         ]
     if weighting == "volume" and n < guidance.volume_percentiles:
         what = "the volume-mean diameter nor " if n < guidance.volume_mean else ""

@@ -1,6 +1,6 @@
 """Promotion of generator versions through ``staging`` → ``production`` behind gates.
 
-Stages are MLflow registry *aliases* on :data:`semqa.registry.MODEL_NAME` (the old stage
+Stages are MLflow registry *aliases* on :data:`semqa.registry.store.MODEL_NAME` (the old stage
 field is deprecated since MLflow 2.9): ``staging``, ``production`` and ``archived``, each
 held by at most one version. Promoting moves an alias; when ``production`` moves, the
 version that held it gets ``archived`` and is recorded on the new production version
@@ -19,7 +19,7 @@ Each evaluation is its own MLflow run (experiment :data:`GATE_EXPERIMENT`, tagge
 model version) and the version is tagged with that run's id. The evaluation itself is not
 done here: callers pass an :data:`Evaluator` (the CLI passes ``training.evaluate``'s), so the
 core keeps to third-party imports. Every action is appended to the audit trail
-(:mod:`semqa.audit`).
+(:mod:`semqa.registry.audit`).
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from semqa.audit import AuditEntry, GateCheck, append_audit_entry, current_user, utc_now
+from semqa.registry.audit import AuditEntry, GateCheck, append_audit_entry, current_user, utc_now
 from semqa.errors import CheckFailed, InputError
-from semqa.registry import DEFAULT_STORE_DIR, MODEL_NAME, configure_tracking
+from semqa.registry.store import DEFAULT_STORE_DIR, MODEL_NAME, configure_tracking
 
 Alias = Literal["staging", "production"]
 STAGING, PRODUCTION, ARCHIVED = "staging", "production", "archived"
@@ -163,12 +163,12 @@ def folder_digest(folder: Path) -> str:
 def eval_set(eval_data: Path | None = None, config: GateConfig | None = None) -> EvalSet:
     """The evaluation set: ``eval_data`` if given, else the seeded synthetic set.
 
-    The synthetic set (:func:`semqa.synth.make_pairs`, ``config.eval_pairs`` pairs of
+    The synthetic set (:func:`semqa.synth.scenes.make_pairs`, ``config.eval_pairs`` pairs of
     ``config.eval_size_px`` px at ``config.eval_seed``) is generated once under ``mlruns/eval_sets/<key>`` and reused.
     """
     if eval_data is not None:
         return EvalSet(path=Path(eval_data).resolve(), digest=folder_digest(Path(eval_data)))
-    from semqa.synth import SynthConfig, make_pairs
+    from semqa.synth.scenes import SynthConfig, make_pairs
 
     config = config or GateConfig()
     synth = SynthConfig(size_px=config.eval_size_px)

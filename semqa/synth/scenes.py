@@ -20,7 +20,7 @@ Microscopy and X-Ray Microanalysis*, 4th ed., Springer 2018, ch. 5):
 Geometry is rasterised by supersampling (``supersample²`` sub-pixels per HR pixel),
 so edge pixels carry partial coverage. The HR image is the yield map scanned with a
 small probe at the HR dose; the LR image is the same yield map through
-:func:`semqa.degradation.degrade` (probe blur, area integration over ``scale × scale``
+:func:`semqa.sr.degradation.degrade` (probe blur, area integration over ``scale × scale``
 pixels, lower dose). Both come from one geometry, so they are a registered pair.
 
 Coordinates: HR pixel ``(row, col)`` has its centre at ``(y, x) = (row, col)`` px and
@@ -44,9 +44,9 @@ from scipy.spatial import ConvexHull
 from scipy.spatial.distance import pdist
 from skimage.measure import block_reduce
 
-from semqa.degradation import DegradationConfig, degrade, scan
+from semqa.sr.degradation import DegradationConfig, degrade, scan
 from semqa.errors import InputError
-from semqa.imageio import file_digest, write_image
+from semqa.io.images import file_digest, write_image
 
 #: Vertices of each particle outline; spacing ≈ perimeter / 256, so the polygon's area
 #: differs from the smooth outline's by far less than 0.1 %.

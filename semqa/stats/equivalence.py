@@ -42,7 +42,7 @@ from pydantic import BaseModel, Field
 from scipy import stats
 
 from semqa.errors import InputError
-from semqa.psd import COUNT_GUIDANCE, PSD, CountGuidance, Weighting, as_sizes, compute_psd, d_values, quantity_weights
+from semqa.stats.psd import COUNT_GUIDANCE, PSD, CountGuidance, Weighting, as_sizes, compute_psd, d_values, quantity_weights
 
 #: Regulatory constants of the FDA in-vitro PBE criterion.
 SIGMA_T0 = 0.1
@@ -254,7 +254,7 @@ class CompareConfig(BaseModel):
     ``min_lots`` and ``min_units_per_lot``: FDA's product-specific guidances for in-vitro
     PBE (e.g. budesonide inhalation suspension) ask for at least three lots of each product
     and at least ten units per lot. ``min_particles_per_unit``: a unit's D10/D50/D90 are
-    per-unit measurements; with the Hazen rule of :func:`semqa.psd.d_values`, 50 particles
+    per-unit measurements; with the Hazen rule of :func:`semqa.stats.psd.d_values`, 50 particles
     put five particles beyond D10 and D90 and give a counting standard error of ln D50 of
     about 1.25 σ_ln / √50 ≈ 0.18 σ_ln (≈ 8 % at σ_g = 1.6), small against the lot-to-lot
     spread PBE is meant to judge. Fewer particles make the verdict inconclusive.

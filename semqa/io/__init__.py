@@ -1,0 +1,1 @@
+"""Reading micrographs: image files, pixel size and its source, digests."""

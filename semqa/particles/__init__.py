@@ -1,0 +1,1 @@
+"""Finding and sizing particles: segmentation and per-particle measurement."""

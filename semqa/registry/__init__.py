@@ -1,0 +1,1 @@
+"""The MLflow store and model registry: promotion gates, audit trail, lineage."""

@@ -1,0 +1,1 @@
+"""Super-resolution: generator architectures, the LR degradation model, tiled inference."""

@@ -1,0 +1,1 @@
+"""Statistics on sizes: particle size distributions and product equivalence (PBE)."""

@@ -1,0 +1,1 @@
+"""Synthetic SEM-like scenes with exact ground truth, for tests, demo and training."""
