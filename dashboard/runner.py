@@ -22,7 +22,8 @@ import streamlit as st
 
 from semqa.analysis import AnalysisConfig, ComparisonReport, compare
 from semqa.errors import InputError
-from semqa.io.images import Micrograph, file_digest
+from semqa.io.digests import bytes_digest
+from semqa.io.images import Micrograph
 
 if TYPE_CHECKING:
     from semqa.sr.inference import Upscaler
@@ -213,7 +214,7 @@ def original_files(
                 data = Path(mg.path).read_bytes()
             except OSError as exc:
                 raise InputError(f"cannot read {mg.path}: {exc.strerror}") from None
-        if file_digest(data) != mg.digest:
+        if bytes_digest(data) != mg.digest:
             raise InputError(f"{mg.path or mg.name} changed since the page read it: reload the page")
         fallback = mg.pixel_size_um if mg.path is not None and pixel_size_um is None else None
         return ImageFile(mg.name, data, fallback)

@@ -18,7 +18,8 @@ import torch
 
 from semqa.sr.archs import GeneratorConfig, build_generator
 from semqa.registry.promotion import GateConfig
-from semqa.sr.inference import TAG_WEIGHTS_ARTIFACT, TAG_WEIGHTS_DIGEST, save_generator_files, weights_digest
+from semqa.sr.inference import TAG_WEIGHTS_ARTIFACT, TAG_WEIGHTS_DIGEST, save_generator_files
+from semqa.io.digests import file_digest
 from semqa.registry.store import MODEL_NAME
 from semqa.synth.scenes import SynthConfig, make_pairs
 from semqa.version import code_version
@@ -96,7 +97,7 @@ def register_generator_run(generator: torch.nn.Module, *, validation_report=None
         if validation_report is not None:
             log_report_to_mlflow(validation_report)
         weights, _ = save_generator_files(generator, TINY, tmp)
-        digest = weights_digest(weights)
+        digest = file_digest(weights)
         mlflow.log_artifacts(tmp, "generator/files")
     tags = {TAG_WEIGHTS_ARTIFACT: "generator/files", TAG_WEIGHTS_DIGEST: digest}
     mv = mlflow.MlflowClient().create_model_version(MODEL_NAME, f"runs:/{run.info.run_id}/generator/files", run_id=run.info.run_id, tags=tags)

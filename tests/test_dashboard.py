@@ -17,7 +17,8 @@ from dashboard import report as report_export
 from dashboard.config import DashboardSettings
 from dashboard.inputs import lot_from_uploads, product_folders
 from semqa.analysis import AnalysisConfig, compare, load_lots
-from semqa.io.images import encode_image, file_digest, read_image, read_image_bytes, write_image
+from semqa.io.digests import bytes_digest
+from semqa.io.images import encode_image, read_image, read_image_bytes, write_image
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 N_BOOTSTRAP = 200
@@ -214,7 +215,7 @@ def test_original_files_are_the_bytes_read(tmp_path: Path) -> None:
     files = original_files(lots, lot.uploads, None)
     assert [(f.name, f.data, f.pixel_size_um) for f in files["folder"]] == [("a.png", png.read_bytes(), 0.25)]
     assert [(f.name, f.data, f.pixel_size_um) for f in files["up"]] == [("b.tif", upload, None)]
-    assert lot.uploads == {file_digest(upload): upload}
+    assert lot.uploads == {bytes_digest(upload): upload}
     assert original_files(lots, lot.uploads, 0.3)["folder"][0].pixel_size_um is None  # the override is sent instead
     with pytest.raises(InputError, match="no longer available"):
         original_files(lots, {}, None)
@@ -399,7 +400,7 @@ def test_comparison_through_the_service_equals_in_process(
         local = compare(ref_mgs, test_mgs, AnalysisConfig(n_bootstrap=N_BOOTSTRAP))
         files = {("reference", "lot2", p.name): p.read_bytes() for p in folder_images}
         files.update({("test", lot, n): d for lot, fs in test_files.items() for n, d in fs})
-        assert page_digests == {key: file_digest(data) for key, data in files.items()}
+        assert page_digests == {key: bytes_digest(data) for key, data in files.items()}
         assert {tuple(k.split("/")): v for k, v in local.lineage.input_digests.items()} == page_digests
         for product, lots in (("reference", local.reference), ("test", local.test)):
             for lot, result in lots.items():

@@ -7,7 +7,8 @@ import torch
 from mlflow_store import fresh_store, migrated_db
 from semqa.sr.archs import GeneratorConfig, build_generator
 from semqa.errors import InputError
-from semqa.sr.inference import Upscaler, load_upscaler, save_generator_files, weights_digest
+from semqa.sr.inference import Upscaler, load_upscaler, save_generator_files
+from semqa.io.digests import file_digest
 from semqa.results import ModelRef
 
 
@@ -63,7 +64,7 @@ def test_from_files_round_trip(tmp_path) -> None:
     weights, arch = save_generator_files(g, config, tmp_path)
     up = Upscaler.from_files(weights, arch, device="cpu")
     assert up.scale == 4
-    assert up.ref.weights_digest == weights_digest(weights)
+    assert up.ref.weights_digest == file_digest(weights)
     image = _image(20, 24)
     np.testing.assert_allclose(up.upscale(image), _whole(g, image), atol=1e-6)
     with pytest.raises(InputError, match="digest"):

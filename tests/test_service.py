@@ -28,7 +28,8 @@ import torch
 from mlflow_store import migrated_db
 from semqa.sr.archs import GeneratorConfig, build_generator
 from semqa.cli import main as cli
-from semqa.io.images import encode_image, file_digest, read_image, read_image_bytes, to_uint, write_image
+from semqa.io.digests import bytes_digest, file_digest
+from semqa.io.images import encode_image, read_image, read_image_bytes, to_uint, write_image
 from semqa.sr.inference import load_upscaler
 from semqa.registry.store import MODEL_NAME
 from semqa.synth.scenes import SynthConfig, render_pair
@@ -68,7 +69,7 @@ def _register_tiny_generator(tmp: Path) -> str:
     with mlflow.start_run() as run:
         version, _ = register_generator(
             generator, config, run_id=run.info.run_id, step=1, metrics=None,
-            data_digest="sha256:test", validation_report="none",
+            dataset_digest="sha256:test", validation_report="none",
         )
     mlflow.MlflowClient().set_registered_model_alias(MODEL_NAME, "production", version)
     return run.info.run_id
@@ -287,7 +288,7 @@ def test_original_files_give_the_in_process_digests_and_pixel_sizes(env, server,
     with SemqaClient(server, timeout=300) as client:
         report = client.compare(files["reference"], files["test"], sr=False, config=config)
 
-        digests = {f"{product}/{lot}/{p.name}": file_digest(p.read_bytes())
+        digests = {f"{product}/{lot}/{p.name}": file_digest(p)
                    for product, lots in paths.items() for lot, ps in lots.items() for p in ps}
         assert report.lineage.input_digests == expected.lineage.input_digests == digests
         assert [im.pixel_size_um for im in report.reference["lot2"].images] == [LR_PX, LR_PX]
@@ -299,14 +300,14 @@ def test_original_files_give_the_in_process_digests_and_pixel_sizes(env, server,
                              sr=False, pixel_size_um=0.3, config=config)
         local = analyze([read_image_bytes(unsized, "u.png", pixel_size_um=0.3), read_image(tif, pixel_size_um=0.3)], config=config)
         assert got.lineage.input_digests == local.lineage.input_digests == {
-            "u.png": file_digest(unsized), "meta.tif": file_digest(tif.read_bytes())}
+            "u.png": bytes_digest(unsized), "meta.tif": file_digest(tif)}
         assert [im.pixel_size_um for im in got.images] == [0.3, 0.3]
         assert _without_times(json.loads(got.model_dump_json())) == _without_times(json.loads(local.model_dump_json()))
 
         # A decoded micrograph has no file: it travels re-encoded, and that TIFF's digest is recorded.
         mg = read_image(png)
         reencoded = encode_image(mg.image, "tiff", bit_depth=16, pixel_size_um=mg.pixel_size_um)
-        assert client.analyze([mg], sr=False, config=config).lineage.input_digests == {png.name: file_digest(reencoded)}
+        assert client.analyze([mg], sr=False, config=config).lineage.input_digests == {png.name: bytes_digest(reencoded)}
 
 
 # --- authentication ---------------------------------------------------------------------------

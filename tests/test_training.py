@@ -23,7 +23,8 @@ from semqa.sr.inference import load_upscaler
 from semqa.registry.store import MODEL_NAME
 from semqa.synth.scenes import SynthConfig, make_pairs
 from training.config import TrainConfig, demo_config
-from semqa.sr.pairs import Pair, load_pairs
+from semqa.sr.pairs import Pair
+from validation import validate_pairs
 from training.data import PatchSampler, split_pairs
 from training.losses import (
     charbonnier_loss,
@@ -192,7 +193,9 @@ def test_train_resume_and_registration(tmp_path, monkeypatch, mlflow_template, p
     for key in ("val_psnr", "val_ssim", "val_bicubic_psnr", "val_bicubic_ssim", "val_recall", "val_precision"):
         assert key in run.data.metrics, key
     (dataset_input,) = run.inputs.dataset_inputs
-    assert dataset_input.dataset.digest == run.data.tags["semqa.data_digest"]
+    assert dataset_input.dataset.source
+    # One data set digest: the one training records is the one its validation report carries.
+    assert run.data.tags["semqa.dataset_digest"] == validate_pairs(pair_dir, report_dir=tmp_path / "v").dataset_digest
     artifacts = {a.path for a in client.list_artifacts(second.run_id)}
     assert {"environment", "generator", "validation"} <= artifacts
 
@@ -200,7 +203,7 @@ def test_train_resume_and_registration(tmp_path, monkeypatch, mlflow_template, p
     mv = client.get_model_version(MODEL_NAME, second.model_version)
     assert len(versions) == 3 and mv.run_id == second.run_id
     assert mv.tags["train_run_id"] == second.run_id
-    assert mv.tags["data_digest"] == run.data.tags["semqa.data_digest"]
+    assert mv.tags["dataset_digest"] == run.data.tags["semqa.dataset_digest"]
     assert mv.tags["validation_report"] == f"runs:/{second.run_id}/validation"
     assert mv.tags["weights_digest"] == second.weights_digest
     assert mv.description

@@ -24,7 +24,8 @@ from great_expectations.data_context.types.base import (
 )
 
 from validation.config import ValidationConfig
-from validation.dataset import DEFAULT_SCALE, dataset_digest, declared_from_manifest
+from semqa.io.digests import dataset_digest
+from validation.dataset import DEFAULT_SCALE, declared_from_manifest
 from validation.reports import CheckResult, LotValidationReport, PairValidationReport, ValidationReport
 from validation.rows import file_digests_of_pairs, lot_table, most_common_bit_depth, pair_table
 from validation.suites import CHECKS, lot_suite, pair_suite

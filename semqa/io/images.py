@@ -21,7 +21,6 @@ images are converted to luminance (ITU-R BT.709 weights, :func:`skimage.color.rg
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import json
 import math
@@ -34,6 +33,7 @@ from PIL import Image, UnidentifiedImageError
 from skimage.color import rgb2gray
 
 from semqa.errors import InputError, TooLargeError, UnsupportedMediaError
+from semqa.io.digests import bytes_digest
 
 #: File suffixes listed as images when a folder is given.
 IMAGE_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
@@ -77,11 +77,6 @@ class Micrograph:
     @property
     def shape(self) -> tuple[int, int]:
         return self.image.shape  # type: ignore[return-value]
-
-
-def file_digest(data: bytes) -> str:
-    """``sha256:<hex>`` of ``data``: the digest recorded in lineage."""
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -261,7 +256,7 @@ def read_image_bytes(
     """
     image, depth, meta_px = _decode(data, name, max_pixels)
     px = _check_pixel_size(pixel_size_um, "given") if pixel_size_um is not None else meta_px
-    return Micrograph(name=name, image=image, pixel_size_um=px, bit_depth=depth, digest=file_digest(data))
+    return Micrograph(name=name, image=image, pixel_size_um=px, bit_depth=depth, digest=bytes_digest(data))
 
 
 def read_image(

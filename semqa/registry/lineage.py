@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from semqa.errors import CheckFailed, InputError
-from semqa.io.images import file_digest
+from semqa.io.digests import file_digest
 from semqa.sr.inference import TAG_WEIGHTS_ARTIFACT, TAG_WEIGHTS_DIGEST, WEIGHTS_FILE
 from semqa.registry.promotion import TAG_EVAL_PREFIX
 from semqa.registry.store import MODEL_NAME, configure_tracking
@@ -135,7 +135,7 @@ def check_inputs(report: LineageReport, lineage: Lineage, image_roots: list[Path
             where = f"recorded path {recorded} is gone" if recorded else "no path recorded"
             report.add("input", False, f"{name}: file not found ({where}; give the image folders)", name=name, digest=digest)
             continue
-        digests = {str(p): file_digest(p.read_bytes()) for p in files}
+        digests = {str(p): file_digest(p) for p in files}
         match = next((p for p, d in digests.items() if d == digest), None)
         if match is None:
             path, now = next(iter(digests.items()))
@@ -163,7 +163,7 @@ def _weights_digest_now(client: Any, run_id: str, artifact: str) -> str:
 
     with tempfile.TemporaryDirectory(prefix="semqa-lineage-") as tmp:
         local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"{artifact}/{WEIGHTS_FILE}", dst_path=tmp)
-        return file_digest(Path(local).read_bytes())
+        return file_digest(local)
 
 
 def _validation_report(client: Any, run_id: str) -> dict[str, Any] | None:

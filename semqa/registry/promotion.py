@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from semqa.registry.audit import AuditEntry, GateCheck, append_audit_entry, current_user, utc_now
 from semqa.errors import CheckFailed, InputError
+from semqa.io.digests import folder_digest
 from semqa.registry.store import DEFAULT_STORE_DIR, MODEL_NAME, configure_tracking
 
 Alias = Literal["staging", "production"]
@@ -146,20 +147,6 @@ class PromotionRefused(InputError):
 
 
 # --- evaluation set ---------------------------------------------------------------------
-
-
-def folder_digest(folder: Path) -> str:
-    """``sha256:`` over every file's relative path and content digest, in path order."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"evaluation data folder not found: {folder}")
-    h = hashlib.sha256()
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
-    if not files:
-        raise InputError(f"evaluation data folder is empty: {folder}")
-    for p in files:
-        h.update(f"{p.relative_to(folder).as_posix()}\t{hashlib.sha256(p.read_bytes()).hexdigest()}\n".encode())
-    return "sha256:" + h.hexdigest()
 
 
 def eval_set(eval_data: Path | None = None, config: GateConfig | None = None) -> EvalSet:

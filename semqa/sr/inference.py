@@ -11,7 +11,6 @@ result equals whole-image inference (no seams) while memory stays bounded by the
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -27,6 +26,7 @@ from torch import nn
 
 from semqa.sr.archs import GeneratorConfig, build_generator
 from semqa.errors import InputError
+from semqa.io.digests import file_digest
 from semqa.registry.store import MODEL_NAME
 from semqa.results import ModelRef
 
@@ -38,11 +38,6 @@ ARCH_FILE = "arch_config.json"
 #: Model-version tags written at registration and read here.
 TAG_WEIGHTS_ARTIFACT = "weights_artifact"
 TAG_WEIGHTS_DIGEST = "weights_digest"
-
-
-def weights_digest(path: str | Path) -> str:
-    """``sha256:<hex>`` of a weights file: the digest recorded in lineage."""
-    return "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def save_generator_files(generator: nn.Module, config: GeneratorConfig, folder: str | Path) -> tuple[Path, Path]:
@@ -146,7 +141,7 @@ class Upscaler:
             generator.load_state_dict(load_file(str(weights)))
         except Exception as exc:  # safetensors and load_state_dict raise several types
             raise InputError(f"weights {weights.name} do not fit architecture {config.arch}: {exc}") from None
-        digest = weights_digest(weights)
+        digest = file_digest(weights)
         if ref is None:
             ref = ModelRef(name=MODEL_NAME, scale=config.scale, weights_digest=digest, model_uri=str(weights.parent))
         elif ref.weights_digest is not None and ref.weights_digest != digest:
