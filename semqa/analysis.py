@@ -44,7 +44,7 @@ class AnalysisConfig(BaseModel):
 
 
 class AnalysisResult(BaseModel):
-    """PSD of a set of images: the result JSON of ``semqa analyze`` (DESIGN.md)."""
+    """PSD of a set of images: the result JSON of ``semqa analyze`` (docs/architecture.md, "Contracts")."""
 
     psd: PSD = Field(description="number-weighted PSD of equivalent circular diameters")
     psd_volume: PSD = Field(description="volume-weighted PSD (sphere-equivalent volume ∝ ECD³)")

@@ -1,6 +1,6 @@
 """The ``semqa`` command line.
 
-Exit codes (DESIGN.md): 0 success, 1 a check failed (validation, promotion gate, lineage),
+Exit codes (docs/architecture.md, "Contracts"): 0 success, 1 a check failed (validation, promotion gate, lineage),
 2 bad usage or bad input, with a one-line reason on stderr and no traceback.
 
 Each command is one ``_add_<name>`` function that declares its arguments and a handler;

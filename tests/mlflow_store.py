@@ -1,6 +1,6 @@
 """A migrated MLflow SQLite store, made once per test session and copied per test.
 
-Migrating a fresh SQLite database takes seconds (DESIGN.md), so tests copy one file.
+Migrating a fresh SQLite database takes seconds, so tests copy one file.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Where the MLflow tracking store and model registry live, and the generator's name.
 
 The embedded default is a SQLite database under ``mlruns/`` (artifacts beside it), which
-a registry needs; ``MLFLOW_TRACKING_URI`` switches to a team server (DESIGN.md).
+a registry needs; ``MLFLOW_TRACKING_URI`` switches to a team server (docs/server.md).
 """
 
 from __future__ import annotations
