@@ -64,24 +64,21 @@ def registered_versions(model_name: str, registry: str) -> list[ModelChoice]:
         When the registry cannot be reached.
     """
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
+    from semqa.registry.promotion import list_versions
     from semqa.registry.store import configure_tracking
 
+    if configure_tracking() != registry:
+        raise InputError(f"the registry in force is not {registry}")
     try:
-        if configure_tracking() != registry:
-            raise InputError(f"the registry in force is not {registry}")
-        client = MlflowClient()
-        found = client.search_model_versions(f"name='{model_name}'")
-        # search_model_versions leaves ModelVersion.aliases empty; the registered model has them.
-        aliases = client.get_registered_model(model_name).aliases if found else {}
+        table = list_versions(model_name)
+    except InputError as exc:
+        raise InputError(f"model registry unavailable: {exc}") from None
     except MlflowException as exc:
         raise InputError(f"model registry unavailable: {exc.message.splitlines()[0]}") from None
     choices = [
-        ModelChoice(
-            model_name, str(v.version), tuple(sorted(a for a, ver in aliases.items() if str(ver) == str(v.version))), v.run_id, registry
-        )
-        for v in found
+        ModelChoice(model_name, str(row["version"]), tuple(sorted(a for a in row["aliases"].split(",") if a)), row["run_id"], registry)
+        for row in table.to_dict("records")
     ]
     return sorted(choices, key=lambda c: int(c.version), reverse=True)
 
