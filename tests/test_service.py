@@ -364,6 +364,25 @@ def _bomb_png() -> bytes:
          {"pixel_size_um": "0.4", "config": '{"ci_level": 3}'}, 400, "ci_level"),
         ("analyze", {"images": ("a.png", encode_image(np.zeros((16, 16))))},
          {"pixel_size_um": "0.4", "sr": "maybe"}, 400, "true or false"),
+        # Every config field is bounded, and unknown keys are refused: the error names the field.
+        *(("analyze", {"images": ("a.png", encode_image(np.zeros((16, 16))))},
+           {"pixel_size_um": "0.4", "config": config}, 400, says)
+          for config, says in (
+              ('{"n_bootstrap": 1000000000}', "n_bootstrap: Input should be less than or equal to 10000"),
+              ('{"segmentation": {"particle_diameter_px": 1e7}}', "segmentation.particle_diameter_px: Input should be less"),
+              ('{"segmentation": {"bright_window_rel": 1e6}}', "segmentation.bright_window_rel: Input should be less"),
+              ('{"segmentation": {"denoise_sigma_rel": 1e6}}', "segmentation.denoise_sigma_rel: Input should be less"),
+              ('{"segmentation": {"ring_px_rel": 1e6}}', "segmentation.ring_px_rel: Input should be less"),
+              ('{"segmentation": {"denoise_sigma_max_px": 1e6}}', "segmentation.denoise_sigma_max_px"),
+              ('{"segmentation": {"background_sigma_rel": 1e9}}', "segmentation.background_sigma_rel"),
+              ('{"segmentation": {"marker_window_rel": 1e6}}', "segmentation.marker_window_rel"),
+              ('{"segmentation": {"min_object_px": 1000000000}}', "segmentation.min_object_px"),
+              ('{"min_pixels": 1000000000}', "min_pixels"),
+              ('{"max_pixels": 100000000000}', "max_pixels"),
+              ('{"seed": -1}', "seed"),
+              ('{"n_bootstrap": 100, "bootstrap": 5}', "bootstrap: Extra inputs are not permitted"),
+              ('{"segmentation": {"ring_px": 3}}', "segmentation.ring_px: Extra inputs are not permitted"),
+          )),
         ("compare", {"reference": ("noslash.png", encode_image(np.zeros((16, 16))))},
          {"pixel_size_um": "0.4"}, 400, "<lot>/<image>"),
         ("compare", {"reference": ("../x.png", encode_image(np.zeros((16, 16))))},
@@ -441,3 +460,36 @@ def test_bento_build_serves_the_packaged_model_without_mlflow(env, tmp_path, mon
         assert r.status_code == 200, r.text
         assert r.json()["lineage"]["model"]["version"] == "1"
     assert not (tmp_path / "nowhere").exists()
+
+
+# --- time budget ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def spent_server(env):
+    """A second server whose request budget (1 ms) every request's work exceeds, on any machine."""
+    serve_env = {**os.environ, "SEMQA_SERVICE_REQUEST_BUDGET_S": "0.001"}
+    with running_service(_free_port(), log_path=env["root"] / "spent.log", env=serve_env,
+                         ready_timeout_s=READY_TIMEOUT_S) as url:
+        yield url
+
+
+def test_work_past_the_time_budget_is_a_504_json_and_the_service_keeps_serving(env, spent_server):
+    path = _tif(env)
+    tif = (path.name, path.read_bytes())
+    calls = [
+        ("super_resolve", {"image": tif}, {}),
+        ("analyze", {"images": tif}, {"sr": "true"}),
+        ("analyze", {"images": tif}, {"sr": "false"}),
+        ("compare", [("reference", (f"l/{path.name}", tif[1])), ("test", (f"l/{path.name}", tif[1]))], {"sr": "false"}),
+    ]
+    for route, files, data in calls:
+        r = httpx.post(f"{spent_server}/v1/{route}", headers=AUTH, files=files, data=data, timeout=120)
+        assert r.status_code == 504, (route, r.status_code, r.text)
+        assert "time budget of 0.001 s" in r.json()["error"], route
+    # Bad input is still told as such (validation comes before the work), and the server answers.
+    r = httpx.post(f"{spent_server}/v1/analyze", headers=AUTH, files={"images": tif},
+                   data={"config": '{"n_bootstrap": 1000000000}'}, timeout=60)
+    assert r.status_code == 400 and "n_bootstrap" in r.json()["error"]
+    info = httpx.get(f"{spent_server}/v1/model_info", headers=AUTH, timeout=30)
+    assert info.status_code == 200 and info.json()["model"]["version"] == "1"
