@@ -305,18 +305,17 @@ def test_unreachable_service_is_a_message(lots_root: Path, monkeypatch: pytest.M
 def test_comparison_through_the_service_equals_in_process(
     lots_root: Path, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``bentoml.serve`` of the real service on loopback; the page sends the lots there.
+    """``semqa service serve`` of the real service on loopback; the page sends the lots there.
 
     Without SR the numbers must equal the in-process analysis. With SR only the model
     version is checked: the service batches tiles across requests, and batched float
     inference need not match an unbatched run bit for bit.
     """
-    import bentoml
     from registry_support import LOOSE_GATES, trained_template, use_copy
 
     from semqa.evaluation import evaluate_model_uri as gate_evaluator
     from semqa.registry.promotion import promote
-    from service.client import SemqaClient
+    from service.launch import running_service
 
     template = trained_template(tmp_path_factory)
     use_copy(template, tmp_path, monkeypatch)
@@ -325,12 +324,7 @@ def test_comparison_through_the_service_equals_in_process(
     monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
     monkeypatch.setenv("SEMQA_API_TOKEN", "dashboard-test-token")
     monkeypatch.delenv("SEMQA_MODEL_URI", raising=False)
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    handle = bentoml.serve("service.service:Semqa", host="127.0.0.1", port=port, working_dir=str(Path(APP).parent.parent))
-    try:
-        with SemqaClient(url) as client:
-            client.wait_ready(240)
+    with running_service(_free_port(), log_path=tmp_path / "service.log") as url:
         monkeypatch.setenv("SEMQA_DASHBOARD_SERVICE_URL", url)
         pick = lambda folder: {"lot1": _files(folder)["lot1"][:2]}  # noqa: E731
         reference, test = pick(lots_root / "rld" / "lr"), pick(lots_root / "generic" / "lr")
@@ -371,8 +365,6 @@ def test_comparison_through_the_service_equals_in_process(
         at.button(key="compare").click().run()
         assert not at.exception and not [e.value for e in at.error]
         user_run = (_page_digests(at), at.dataframe[1].value)
-    finally:
-        handle.stop()
 
     # Without SR the service computes exactly what the dashboard computes in-process.
     decode = lambda lots: {lot: [read_image_bytes(d, n) for n, d in files] for lot, files in lots.items()}  # noqa: E731

@@ -14,7 +14,6 @@ import glob
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from semqa.evaluation import evaluate_model_uri as gate_evaluator
 from semqa.registry.promotion import PromotionRefused, alias_holders, promote
 from semqa.registry.store import MODEL_NAME
 from semqa.synth.scenes import SynthConfig, make_pairs
+from service.launch import start_group, stop_tree
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -122,23 +122,10 @@ def server(postgres, tmp_path_factory, request):
     }
     for var in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
         env.pop(var, None)
-    log = open(folder / "server.log", "wb")
-    proc = subprocess.Popen(
-        ["bash", str(ROOT / "scripts" / "start_mlflow_server.sh")],
-        cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-
-    def stop() -> None:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:  # uvicorn waits for open keep-alive connections
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=30)
-        log.close()
-
-    request.addfinalizer(stop)
+    proc = start_group(["bash", str(ROOT / "scripts" / "start_mlflow_server.sh")], log_path=folder / "server.log",
+                       env=env, cwd=folder)
+    # Bounded: SIGTERM to the tree, then SIGKILL (uvicorn waits for open keep-alive connections).
+    request.addfinalizer(lambda: stop_tree(proc))
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:

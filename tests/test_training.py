@@ -226,21 +226,24 @@ def test_resume_after_kill(tmp_path, monkeypatch, mlflow_template, pair_dir) -> 
     config = _tiny(pretrain_steps=5000, gan_steps=0, checkpoint_every=3, eval_every=10_000)
     cfg_file = tmp_path / "train.yaml"
     cfg_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    log = (tmp_path / "train.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "semqa.cli", "train", "--data", str(pair_dir), "--config", str(cfg_file)],
-        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        # stderr to a file: a pipe nobody reads until the end would block the training once full.
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL, stderr=log,
     )
     ckpt_root = tmp_path / "mlruns" / "checkpoints"
     deadline = time.monotonic() + 120
     try:
         while not any(ckpt_root.glob(f"*/{CHECKPOINT_FILE}")):
-            assert proc.poll() is None, proc.stderr.read().decode()
+            assert proc.poll() is None, (tmp_path / "train.log").read_text(errors="replace")[-3000:]
             assert time.monotonic() < deadline, "no checkpoint written"
             time.sleep(0.05)
         time.sleep(0.5)
     finally:
         proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        proc.wait(timeout=30)  # SIGKILL cannot be ignored: the kernel reaps it at once
+        log.close()
     state = torch.load(next(ckpt_root.glob(f"*/{CHECKPOINT_FILE}")), weights_only=True)
     killed_at = int(state["step"])
     result = train(config, pair_dir, max_steps=killed_at + 2)
