@@ -60,12 +60,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from semqa.analysis import AnalysisConfig, analyze, compare
 from semqa.errors import InputError, TooLargeError
 from semqa.io.images import Micrograph, encode_image, read_image_bytes
+from semqa.registry.records import RecordError, record_result
+from semqa.registry.store import CredentialFilter
 from semqa.sr.inference import load_upscaler
 from service.build import BENTO_MODEL_ARG, upscaler_from_bento_model
 from service.config import load_settings
 from service.schemas import ModelInfo
 
 logger = logging.getLogger("semqa.service")
+logger.addFilter(CredentialFilter())  # exceptions may quote a store URI with its password
 
 
 class ModelMismatchError(InputError):
@@ -347,9 +350,14 @@ def _pixel_sizes(form: FormData, keys: set[str], scheme: str) -> dict[str, float
 
 
 async def _micrograph(
-    upload: UploadFile, name: str, pixel_size: float | None, max_pixels: int, fallback: float | None = None
+    upload: UploadFile, name: str, pixel_size: float | None, max_pixels: int, fallback: float | None = None,
+    key: str | None = None,
 ) -> Micrograph:
-    """Decode an upload; ``fallback`` is its pixel size where neither ``pixel_size`` nor its metadata gives one."""
+    """Decode an upload; ``fallback`` is its pixel size where neither ``pixel_size`` nor its metadata gives one.
+
+    With ``key`` (the image's key in ``pixel_sizes_um``) a missing pixel size is refused here,
+    in the form's terms; without it (super-resolution) none is needed.
+    """
     data = await upload.read()
     # Decoding is CPU work; the name is only a label, never opened.
     mg = await anyio.to_thread.run_sync(
@@ -358,6 +366,11 @@ async def _micrograph(
     if mg.pixel_size_um is None and fallback is not None:
         # read_image's last resort, the sidecar, arrives as a form entry: the service opens no paths.
         mg = dataclasses.replace(mg, pixel_size_um=fallback)
+    if key is not None and mg.pixel_size_um is None:
+        raise InputError(
+            f"{name}: pixel size unknown; send the form field pixel_size_um (µm per pixel, every image) or "
+            f"pixel_sizes_um ({json.dumps({key: 0.4}, ensure_ascii=False)} in µm per pixel), or store it in the TIFF metadata"
+        )
     return mg
 
 
@@ -376,7 +389,11 @@ def _lot_and_name(upload: UploadFile, field: str) -> tuple[str, str]:
 async def _upscaler(form: FormData, default_sr: bool = True) -> RemoteUpscaler | None:
     if not _bool(form, "sr", default_sr):
         return None
-    up = await _service().upscaler()
+    return _check_model_version(form, await _service().upscaler())
+
+
+def _check_model_version(form: FormData, up: RemoteUpscaler) -> RemoteUpscaler:
+    """``up`` if the form's ``model_version`` (when given) is the served one, else 409."""
     wanted = _field(form, "model_version")
     if wanted is not None and wanted != (up.ref.version or ""):
         raise ModelMismatchError(f"model version {wanted} requested, but this service serves version {up.ref.version}")
@@ -390,6 +407,9 @@ def _handle_errors(endpoint):
         try:
             return await endpoint(request)
         except InputError as exc:
+            return _json_error(exc.http_status, str(exc).splitlines()[0])
+        except RecordError as exc:  # the store is down: the result must not leave unrecorded
+            logger.error("request to %s: %s", request.url.path, exc)
             return _json_error(exc.http_status, str(exc).splitlines()[0])
         except Exception as exc:  # a bug or a failed dependency: log it, answer, keep serving
             logger.exception("request to %s failed", request.url.path)
@@ -411,8 +431,8 @@ async def super_resolve(request: Request) -> Response:
         raise InputError(f"format must be auto, png or tiff, got {fmt!r}")
     head = await upload.read(4)
     await upload.seek(0)
+    up = _check_model_version(form, await svc.upscaler())  # before decoding: a 409 needs no image
     mg = await _micrograph(upload, _image_name(upload, 0), None, svc.settings.max_pixels)
-    up = await svc.upscaler()
     sr = await up.upscale_async(mg.image)
     if fmt == "auto":
         fmt = "tiff" if head in _TIFF_MAGIC else "png"
@@ -439,9 +459,9 @@ async def analyze_route(request: Request) -> Response:
     max_pixels = min(config.max_pixels, svc.settings.max_pixels)
     names = [_image_name(u, i) for i, u in enumerate(uploads)]
     fallbacks = _pixel_sizes(form, set(names), "'<image>', the uploaded file names")
-    micrographs = [await _micrograph(u, n, pixel_size, max_pixels, fallbacks.get(n)) for u, n in zip(uploads, names)]
+    micrographs = [await _micrograph(u, n, pixel_size, max_pixels, fallbacks.get(n), key=n) for u, n in zip(uploads, names)]
     upscaler = await _upscaler(form)
-    result = await anyio.to_thread.run_sync(lambda: analyze(micrographs, config=config, upscaler=upscaler))
+    result = await anyio.to_thread.run_sync(lambda: record_result(analyze(micrographs, config=config, upscaler=upscaler)))
     return Response(result.model_dump_json(), media_type="application/json")
 
 
@@ -463,12 +483,13 @@ async def compare_route(request: Request) -> Response:
     fallbacks = _pixel_sizes(form, keys, "'reference/<lot>/<image>' or 'test/<lot>/<image>'")
     products: dict[str, dict[str, list[Micrograph]]] = {"reference": {}, "test": {}}
     for field, lot, name, upload in named:
-        mg = await _micrograph(upload, name, pixel_size, max_pixels, fallbacks.get(f"{field}/{lot}/{name}"))
+        key = f"{field}/{lot}/{name}"
+        mg = await _micrograph(upload, name, pixel_size, max_pixels, fallbacks.get(key), key=key)
         products[field].setdefault(lot, []).append(mg)
     products = {field: dict(sorted(lots.items())) for field, lots in products.items()}
     upscaler = await _upscaler(form)
     report = await anyio.to_thread.run_sync(
-        lambda: compare(products["reference"], products["test"], config=config, upscaler=upscaler)
+        lambda: record_result(compare(products["reference"], products["test"], config=config, upscaler=upscaler))
     )
     return Response(report.model_dump_json(), media_type="application/json")
 

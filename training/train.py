@@ -33,7 +33,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from semqa.sr.archs import build_discriminator, build_generator
 from semqa.errors import CheckFailed, InputError
-from semqa.registry.store import configure_tracking
+from semqa.registry.store import configure_tracking, ensure_experiment
 from training.config import TrainConfig
 from training.data import PairData, PatchSampler, load_pairs, split_pairs
 from training.evaluate import EvalMetrics, as_upscaler, bicubic_upscale, comparison_grid, evaluate_generator
@@ -226,7 +226,7 @@ def train(
         buffer = data_digest = None
         if rank == 0:
             configure_tracking()
-            mlflow.set_experiment(config.experiment_name)
+            mlflow.set_experiment(experiment_id=ensure_experiment(mlflow.MlflowClient(), config.experiment_name))
             if run_id is not None:
                 mlflow.start_run(run_id=run_id)
                 data_digest = mlflow.get_run(run_id).data.tags.get("semqa.data_digest", "")
