@@ -24,6 +24,7 @@ from semqa.analysis import AnalysisConfig, ComparisonReport, compare
 from semqa.errors import InputError
 from semqa.io.digests import bytes_digest
 from semqa.io.images import Micrograph
+from semqa.registry.records import record_result
 
 if TYPE_CHECKING:
     from semqa.sr.inference import Upscaler
@@ -66,16 +67,16 @@ def registered_versions(model_name: str, registry: str) -> list[ModelChoice]:
     from mlflow.exceptions import MlflowException
 
     from semqa.registry.promotion import list_versions
-    from semqa.registry.store import configure_tracking
+    from semqa.registry.store import configure_tracking, mask_credentials
 
     if configure_tracking() != registry:
-        raise InputError(f"the registry in force is not {registry}")
+        raise InputError(f"the registry in force is not {mask_credentials(registry)}")
     try:
         table = list_versions(model_name)
     except InputError as exc:
-        raise InputError(f"model registry unavailable: {exc}") from None
+        raise InputError(f"model registry unavailable: {mask_credentials(str(exc))}") from None
     except MlflowException as exc:
-        raise InputError(f"model registry unavailable: {exc.message.splitlines()[0]}") from None
+        raise InputError(f"model registry unavailable: {mask_credentials(exc.message.splitlines()[0])}") from None
     choices = [
         ModelChoice(model_name, str(row["version"]), tuple(sorted(a for a in row["aliases"].split(",") if a)), row["run_id"], registry)
         for row in table.to_dict("records")
@@ -170,7 +171,8 @@ def _cached_comparison(
             report = _compare_via_service(_reference, _test, _config, _model, _settings, progress, _uploads, _pixel_size_um)
         else:
             upscaler = None if _model is None else load_generator(_model.name, _model.version, _alias(_model, _settings), _model.registry)
-            report = compare(_reference, _test, config=_config, upscaler=upscaler, progress=progress)
+            # Recorded like the CLI's and the service's results (the service records its own).
+            report = record_result(compare(_reference, _test, config=_config, upscaler=upscaler, progress=progress))
     finally:
         bar.empty()
     return report

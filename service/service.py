@@ -65,6 +65,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from semqa.analysis import AnalysisConfig, analyze, compare
 from semqa.errors import InputError, TooLargeError
 from semqa.io.images import Micrograph, encode_image, read_image_bytes
+from semqa.registry.records import RecordError, record_result
+from semqa.registry.store import CredentialFilter
 from semqa.sr.inference import load_upscaler
 from service.budget import BudgetExceeded, RequestBudget, ServiceBusy, run_in_budget
 from service.build import BENTO_MODEL_ARG, upscaler_from_bento_model
@@ -72,6 +74,7 @@ from service.config import load_settings
 from service.schemas import ModelInfo
 
 logger = logging.getLogger("semqa.service")
+logger.addFilter(CredentialFilter())  # exceptions may quote a store URI with its password
 
 
 class ModelMismatchError(InputError):
@@ -369,9 +372,14 @@ def _pixel_sizes(form: FormData, keys: set[str], scheme: str) -> dict[str, float
 
 
 async def _micrograph(
-    upload: UploadFile, name: str, pixel_size: float | None, max_pixels: int, fallback: float | None = None
+    upload: UploadFile, name: str, pixel_size: float | None, max_pixels: int, fallback: float | None = None,
+    key: str | None = None,
 ) -> Micrograph:
-    """Decode an upload; ``fallback`` is its pixel size where neither ``pixel_size`` nor its metadata gives one."""
+    """Decode an upload; ``fallback`` is its pixel size where neither ``pixel_size`` nor its metadata gives one.
+
+    With ``key`` (the image's key in ``pixel_sizes_um``) a missing pixel size is refused here,
+    in the form's terms; without it (super-resolution) none is needed.
+    """
     data = await upload.read()
     # Decoding is CPU work; the name is only a label, never opened.
     mg = await anyio.to_thread.run_sync(
@@ -380,6 +388,11 @@ async def _micrograph(
     if mg.pixel_size_um is None and fallback is not None:
         # read_image's last resort, the sidecar, arrives as a form entry: the service opens no paths.
         mg = dataclasses.replace(mg, pixel_size_um=fallback)
+    if key is not None and mg.pixel_size_um is None:
+        raise InputError(
+            f"{name}: pixel size unknown; send the form field pixel_size_um (µm per pixel, every image) or "
+            f"pixel_sizes_um ({json.dumps({key: 0.4}, ensure_ascii=False)} in µm per pixel), or store it in the TIFF metadata"
+        )
     return mg
 
 
@@ -398,7 +411,11 @@ def _lot_and_name(upload: UploadFile, field: str) -> tuple[str, str]:
 async def _upscaler(form: FormData, default_sr: bool = True, budget: RequestBudget | None = None) -> RemoteUpscaler | None:
     if not _bool(form, "sr", default_sr):
         return None
-    up = await _service().upscaler(budget)
+    return _check_model_version(form, await _service().upscaler(budget))
+
+
+def _check_model_version(form: FormData, up: RemoteUpscaler) -> RemoteUpscaler:
+    """``up`` if the form's ``model_version`` (when given) is the served one, else 409."""
     wanted = _field(form, "model_version")
     if wanted is not None and wanted != (up.ref.version or ""):
         raise ModelMismatchError(f"model version {wanted} requested, but this service serves version {up.ref.version}")
@@ -415,6 +432,9 @@ def _handle_errors(endpoint):
             return _json_error(exc.http_status, str(exc).splitlines()[0])
         except (BudgetExceeded, ServiceBusy) as exc:
             return _json_error(exc.http_status, str(exc), {"Retry-After": "60"} if isinstance(exc, ServiceBusy) else None)
+        except RecordError as exc:  # the store is down: the result must not leave unrecorded
+            logger.error("request to %s: %s", request.url.path, exc)
+            return _json_error(exc.http_status, str(exc).splitlines()[0])
         except Exception as exc:  # a bug or a failed dependency: log it, answer, keep serving
             logger.exception("request to %s failed", request.url.path)
             return _json_error(500, f"internal error ({type(exc).__name__}); see the service log")
@@ -436,8 +456,8 @@ async def super_resolve(request: Request) -> Response:
         raise InputError(f"format must be auto, png or tiff, got {fmt!r}")
     head = await upload.read(4)
     await upload.seek(0)
+    up = _check_model_version(form, await svc.upscaler(budget))  # before decoding: a 409 needs no image
     mg = await _micrograph(upload, _image_name(upload, 0), None, svc.settings.max_pixels)
-    up = await svc.upscaler()
     try:
         # The generator finishes the image it has (bounded by max_pixels); nobody waits for it.
         with anyio.fail_after(max(0.0, budget.remaining())):
@@ -470,10 +490,10 @@ async def analyze_route(request: Request) -> Response:
     max_pixels = min(config.max_pixels, svc.settings.max_pixels)
     names = [_image_name(u, i) for i, u in enumerate(uploads)]
     fallbacks = _pixel_sizes(form, set(names), "'<image>', the uploaded file names")
-    micrographs = [await _micrograph(u, n, pixel_size, max_pixels, fallbacks.get(n)) for u, n in zip(uploads, names)]
+    micrographs = [await _micrograph(u, n, pixel_size, max_pixels, fallbacks.get(n), key=n) for u, n in zip(uploads, names)]
     upscaler = await _upscaler(form, budget=budget)
     result = await run_in_budget(
-        lambda: analyze(micrographs, config=config, upscaler=upscaler, progress=budget.progress), budget, svc.slots()
+        lambda: record_result(analyze(micrographs, config=config, upscaler=upscaler, progress=budget.progress)), budget, svc.slots()
     )
     return Response(result.model_dump_json(), media_type="application/json")
 
@@ -497,12 +517,15 @@ async def compare_route(request: Request) -> Response:
     fallbacks = _pixel_sizes(form, keys, "'reference/<lot>/<image>' or 'test/<lot>/<image>'")
     products: dict[str, dict[str, list[Micrograph]]] = {"reference": {}, "test": {}}
     for field, lot, name, upload in named:
-        mg = await _micrograph(upload, name, pixel_size, max_pixels, fallbacks.get(f"{field}/{lot}/{name}"))
+        key = f"{field}/{lot}/{name}"
+        mg = await _micrograph(upload, name, pixel_size, max_pixels, fallbacks.get(key), key=key)
         products[field].setdefault(lot, []).append(mg)
     products = {field: dict(sorted(lots.items())) for field, lots in products.items()}
     upscaler = await _upscaler(form, budget=budget)
     report = await run_in_budget(
-        lambda: compare(products["reference"], products["test"], config=config, upscaler=upscaler, progress=budget.progress),
+        lambda: record_result(
+            compare(products["reference"], products["test"], config=config, upscaler=upscaler, progress=budget.progress)
+        ),
         budget, svc.slots(),
     )
     return Response(report.model_dump_json(), media_type="application/json")

@@ -41,6 +41,8 @@ def _train_template(folder: Path) -> str:
     make_pairs(folder / "eval", 2, SynthConfig(size_px=SIZE_PX), seed=99)
     uri = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
     (folder / "mlruns").mkdir(exist_ok=True)
+    # training.train points MLflow at semqa.registry.store.tracking_uri(): name this store there.
+    os.environ["MLFLOW_TRACKING_URI"] = uri
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     config = demo_config(
@@ -67,6 +69,7 @@ def trained_template(tmp_path_factory) -> dict:
             run_id = _train_template(folder)
         finally:
             os.chdir(old_cwd)
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
             if old_uri is not None:
                 os.environ["MLFLOW_TRACKING_URI"] = old_uri
         marker.write_text(run_id)

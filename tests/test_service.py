@@ -126,13 +126,15 @@ def _tif(env, product="ref", lot="lot1", k=0) -> Path:
 def _without_times(data: dict) -> dict:
     """A result without what differs between a server and a CLI run of the same analysis.
 
-    That is the creation time, the input paths (the service reads uploads, never paths) and
-    the code version (other commits may land while the server runs; it must be present).
+    That is the creation time, the input paths (the service reads uploads, never paths), the
+    record (each run records its result in a run of its own) and the code version (other
+    commits may land while the server runs; it must be present).
     """
     data = json.loads(json.dumps(data))
     for node in [data, *data.get("reference", {}).values(), *data.get("test", {}).values()]:
         lineage = node["lineage"]
         lineage.pop("created_at")
+        lineage.pop("record")
         lineage.pop("input_paths", None)
         assert lineage.pop("code_version")
     return data
@@ -217,6 +219,36 @@ def test_analyze_equals_the_cli(env, server, tmp_path):
     assert got["lineage"]["input_digests"] == {p.name: read_image(p).digest for p in paths}
     assert _without_times(got) == _without_times(json.loads(out.read_text()))
     assert got["psd"]["n"] > 0
+    # The service recorded its result in the store it uses: the file an HTTP client keeps traces back.
+    served = tmp_path / "served.json"
+    served.write_text(r.text)
+    assert got["lineage"]["record"]["store"] == os.environ["MLFLOW_TRACKING_URI"]
+    assert _record_link(served, env).ok
+    got["psd"]["d50_um"] *= 1.1
+    served.write_text(json.dumps(got))
+    link = _record_link(served, env)
+    assert not link.ok and "psd.d50_um changed" in link.summary
+
+
+def _record_link(path: Path, env):
+    """The ``record`` link of a result's lineage (this test registry's training run has no validation report)."""
+    from semqa.registry.lineage import LineageBroken, trace_result
+
+    try:
+        report = trace_result(path, [env["images"]])
+    except LineageBroken as exc:
+        report = exc.report
+    return next(link for link in report.links if link.step == "record")
+
+
+def test_a_model_version_not_served_is_409_on_every_route(env, server):
+    path = _tif(env)
+    for route, files in (("super_resolve", {"image": (path.name, path.read_bytes())}),
+                         ("analyze", {"images": (path.name, path.read_bytes())})):
+        r = httpx.post(f"{server}/v1/{route}", headers=AUTH, files=files, data={"model_version": "7"}, timeout=60)
+        assert r.status_code == 409 and "serves version 1" in r.json()["error"], (route, r.text)
+        r = httpx.post(f"{server}/v1/{route}", headers=AUTH, files=files, data={"model_version": "1"}, timeout=120)
+        assert r.status_code == 200, (route, r.text)
 
 
 def test_analyze_without_sr_and_with_pixel_size_given(env, server, tmp_path):
@@ -358,7 +390,9 @@ def _bomb_png() -> bytes:
         ("super_resolve", {}, {"image": "/etc/passwd"}, 400, "must hold files"),
         ("super_resolve", {"image": ("a.png", encode_image(np.zeros((8, 8))))}, {"format": "jpeg"}, 400, "format"),
         ("analyze", {}, {}, 400, "no images"),
-        ("analyze", {"images": ("a.png", encode_image(np.zeros((16, 16))))}, {}, 400, "pixel size unknown"),
+        ("analyze", {"images": ("a.png", encode_image(np.zeros((16, 16))))}, {}, 400, "pixel size unknown; send the form field pixel_size_um"),
+        ("compare", {"reference": ("l/a.png", encode_image(np.zeros((16, 16)))), "test": ("l/a.png", encode_image(np.zeros((16, 16))))},
+         {}, 400, '{"reference/l/a.png": 0.4}'),
         ("analyze", {"images": ("a.png", encode_image(np.zeros((16, 16))))}, {"pixel_size_um": "-1"}, 400, "positive"),
         ("analyze", {"images": ("a.png", encode_image(np.zeros((16, 16))))}, {"pixel_size_um": "abc"}, 400, "number"),
         ("analyze", {"images": ("a.png", encode_image(np.zeros((16, 16))))},
@@ -408,6 +442,7 @@ def test_bad_input_is_a_4xx_json_error(server, route, files, data, status, says)
     r = httpx.post(f"{server}/v1/{route}", headers=AUTH, files=files or None, data=data, timeout=60)
     assert r.status_code == status, r.text
     assert says in r.json()["error"]
+    assert "--pixel-size" not in r.json()["error"]  # HTTP clients have form fields, not CLI flags
 
 
 def test_upload_limits_and_the_service_keeps_serving(env, server):
@@ -446,7 +481,11 @@ def test_bento_build_serves_the_packaged_model_without_mlflow(env, tmp_path, mon
     mv = mlflow.MlflowClient().get_model_version_by_alias(MODEL_NAME, "production")
     assert stored.info.labels["run_id"] == mv.run_id and stored.info.labels["version"] == "1"
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'nowhere' / 'no.db'}")  # no registry reachable
+    # A store without any registered model: the Bento serves its packaged one, and records its results there.
+    records = tmp_path / "records"
+    records.mkdir()
+    records_uri = f"sqlite:///{migrated_db(records)}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", records_uri)
     # Served through the CLI in its own process group: serving a Bento in this process would
     # leave its bento arguments in BentoML's process-wide state for later serves.
     # The store this process uses (fixed by BentoML at its first use): <home>/bentos/<name>/<version>
@@ -460,7 +499,8 @@ def test_bento_build_serves_the_packaged_model_without_mlflow(env, tmp_path, mon
         r = httpx.post(f"{url}/v1/analyze", headers=AUTH, files={"images": (path.name, path.read_bytes())}, timeout=120)
         assert r.status_code == 200, r.text
         assert r.json()["lineage"]["model"]["version"] == "1"
-    assert not (tmp_path / "nowhere").exists()
+        assert r.json()["lineage"]["record"]["store"] == records_uri
+    assert mlflow.MlflowClient(records_uri).search_registered_models() == []
 
 
 # --- time budget ------------------------------------------------------------------------------

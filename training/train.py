@@ -30,6 +30,7 @@ from torch.optim.swa_utils import AveragedModel
 from semqa.errors import CheckFailed
 from semqa.evaluation import EvalMetrics, as_upscaler, bicubic_upscale, evaluate_generator
 from semqa.io.digests import dataset_digest
+from semqa.registry.store import store_dir
 from semqa.sr.archs import build_discriminator, build_generator
 from semqa.sr.pairs import Pair, load_pairs
 from training.config import TrainConfig
@@ -159,7 +160,7 @@ class GeneratorTrainer(Trainer):
         return self.config.total_steps
 
     def checkpoint_path(self) -> Path:
-        return (self.config.checkpoint_dir or Path("mlruns") / "checkpoints" / self.key) / CHECKPOINT_FILE
+        return (self.config.checkpoint_dir or store_dir() / "checkpoints" / self.key) / CHECKPOINT_FILE
 
     def run_name(self) -> str:
         return f"{self.config.generator.arch}-x{self.config.scale}-{self.mode}"

@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 
 from semqa.errors import InputError
-from semqa.registry.store import configure_tracking
+from semqa.registry.store import configure_tracking, ensure_experiment
 from training.tracking import MetricBuffer
 
 CHECKPOINT_FILE = "last.pt"
@@ -167,7 +167,7 @@ class Trainer(ABC):
 
     def _open_run(self) -> None:
         configure_tracking()
-        mlflow.set_experiment(self.experiment_name)
+        mlflow.set_experiment(experiment_id=ensure_experiment(mlflow.MlflowClient(), self.experiment_name))
         if self.run_id is not None:
             mlflow.start_run(run_id=self.run_id)
         else:
