@@ -1,7 +1,7 @@
 """Promotion behind gates, rollback and the audit trail on a real MLflow registry.
 
 Version 1 is a tiny generator really trained (``training.train``) on validated synthetic
-pairs; gates are evaluated with the real evaluator (``training.evaluate``) on a fixed
+pairs; gates are evaluated with the real evaluator (:func:`semqa.evaluation.evaluate_model_uri`) on a fixed
 synthetic evaluation set. Where a test needs a gate to pass or fail, it places the limit on
 either side of the value actually measured (read back from the evaluation run).
 """
