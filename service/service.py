@@ -27,7 +27,9 @@ Two BentoML services run together:
     else the image's entry in ``pixel_sizes_um``, a JSON object mapping the image's lineage
     key (``<image>`` for analyze, ``reference|test/<lot>/<image>`` for compare) to µm per
     pixel: what a ``<stem>.json`` sidecar beside the file gives in-process. Files are analysed
-    as uploaded, so the lineage records the digests of the bytes sent.
+    as uploaded, so the lineage records the digests of the bytes sent; each image summary
+    records where its pixel size came from (``pixel_size_source``: ``form:pixel_size_um``,
+    ``form:pixel_sizes_um`` or the tag that stated it).
 
 The generator is ``SEMQA_MODEL_URI`` or ``models:/semqa-generator@production`` from the
 MLflow registry; inside a Bento built by ``semqa service build`` it is the packaged BentoML
@@ -60,6 +62,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from semqa.analysis import AnalysisConfig, analyze, compare
 from semqa.errors import InputError, TooLargeError
 from semqa.io.images import Micrograph, encode_image, read_image_bytes
+from semqa.io.metadata import check_pixel_size, number
 from semqa.sr.inference import load_upscaler
 from service.build import BENTO_MODEL_ARG, upscaler_from_bento_model
 from service.config import load_settings
@@ -301,10 +304,8 @@ def _pixel_size(form: FormData) -> float | None:
     value = _field(form, "pixel_size_um")
     if value is None:
         return None
-    try:
-        return float(value)
-    except ValueError:
-        raise InputError(f"pixel_size_um must be a number of µm per pixel, got {value!r}") from None
+    # Strict: Python's float() reads "1_0" as 10 and "nan" as a number.
+    return number(value, "pixel_size_um (µm per pixel)")
 
 
 def _config(form: FormData) -> AnalysisConfig:
@@ -353,11 +354,14 @@ async def _micrograph(
     data = await upload.read()
     # Decoding is CPU work; the name is only a label, never opened.
     mg = await anyio.to_thread.run_sync(
-        lambda: read_image_bytes(data, name, pixel_size_um=pixel_size, max_pixels=max_pixels)
+        lambda: read_image_bytes(
+            data, name, pixel_size_um=pixel_size, max_pixels=max_pixels, pixel_size_source="form:pixel_size_um"
+        )
     )
     if mg.pixel_size_um is None and fallback is not None:
         # read_image's last resort, the sidecar, arrives as a form entry: the service opens no paths.
-        mg = dataclasses.replace(mg, pixel_size_um=fallback)
+        px = check_pixel_size(fallback, f"{name}, pixel_sizes_um")
+        mg = dataclasses.replace(mg, pixel_size_um=px, pixel_size_source="form:pixel_sizes_um")
     return mg
 
 
