@@ -28,8 +28,9 @@ Two BentoML services run together:
     key (``<image>`` for analyze, ``reference|test/<lot>/<image>`` for compare) to µm per
     pixel: what a ``<stem>.json`` sidecar beside the file gives in-process. Files are analysed
     as uploaded, so the lineage records the digests of the bytes sent; each image summary
-    records where its pixel size came from (``pixel_size_source``: ``form:pixel_size_um``,
-    ``form:pixel_sizes_um`` or the tag that stated it).
+    records where its pixel size came from (``pixel_size_source``: ``flag`` for the
+    ``pixel_size_um`` field, as for the CLI's flag; ``form:pixel_sizes_um``; or the tag that
+    stated it).
 
 The generator is ``SEMQA_MODEL_URI`` or ``models:/semqa-generator@production`` from the
 MLflow registry; inside a Bento built by ``semqa service build`` it is the packaged BentoML
@@ -354,9 +355,7 @@ async def _micrograph(
     data = await upload.read()
     # Decoding is CPU work; the name is only a label, never opened.
     mg = await anyio.to_thread.run_sync(
-        lambda: read_image_bytes(
-            data, name, pixel_size_um=pixel_size, max_pixels=max_pixels, pixel_size_source="form:pixel_size_um"
-        )
+        lambda: read_image_bytes(data, name, pixel_size_um=pixel_size, max_pixels=max_pixels)
     )
     if mg.pixel_size_um is None and fallback is not None:
         # read_image's last resort, the sidecar, arrives as a form entry: the service opens no paths.

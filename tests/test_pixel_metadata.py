@@ -215,6 +215,22 @@ def test_sources_that_disagree_are_refused(tmp_path, frame):
         read_image(tmp_path / "d.tif")
 
 
+def test_the_file_wins_over_a_sidecar_and_the_disagreement_is_noted(tmp_path, frame):
+    path = write_image(tmp_path / "a.tif", frame / 65535.0, pixel_size_um=0.1)
+    (tmp_path / "a.json").write_text('{"pixel_size_um": 9.9}')
+    mg = read_image(path)
+    assert (mg.pixel_size_um, mg.pixel_size_source) == (0.1, "tiff:ImageDescription:pixel_size_um")
+    assert "9.9" in mg.pixel_size_note and "sidecar:a.json:pixel_size_um" in mg.pixel_size_note
+
+
+def test_sidecars_that_disagree_are_refused(tmp_path, frame):
+    Image.fromarray(frame).save(tmp_path / "j.tif")
+    (tmp_path / "j.txt").write_text(JEOL.format(w=W, h=H, bar=160, marker="5um"))
+    (tmp_path / "j.json").write_text('{"pixel_size_um": 0.5}')
+    with pytest.raises(InputError, match="disagree"):
+        read_image(tmp_path / "j.tif")
+
+
 def test_upload_reads_embedded_metadata_and_records_the_form_field(tmp_path, frame):
     data = write_zeiss(tmp_path / "z.tif", frame).read_bytes()
     assert read_image_bytes(data, "z.tif").pixel_size_source == "tiff:CZ_SEM:ap_image_pixel_size"

@@ -241,12 +241,15 @@ def _read(
     max_pixels: int,
 ) -> Micrograph:
     image, depth, found = _decode(data, name, max_pixels)
-    if path is not None and not isinstance(found, InputError):
+    sidecars: list[PixelSize] | InputError = []
+    if path is not None:
         try:
-            found = found + sidecar_pixel_sizes(path, image.shape[1])
+            sidecars = sidecar_pixel_sizes(path, image.shape[1])
         except InputError as exc:
-            found = InputError(f"{name}: {exc}")
-    px = resolve(found, name, given=pixel_size_um, given_source=pixel_size_source, force=force_pixel_size)
+            sidecars = InputError(f"{name}: {exc}")
+    px = resolve(
+        found, name, given=pixel_size_um, given_source=pixel_size_source, force=force_pixel_size, sidecars=sidecars
+    )
     return Micrograph(
         name=name,
         image=image,

@@ -39,11 +39,14 @@ Rules (each refuses with a one-line :class:`~semqa.errors.InputError` rather tha
   reads as 10) or ``nan`` are errors;
 * pixels must be square within :data:`SQUARE_TOLERANCE`: every measurement semqa makes
   (areas, Feret diameters) assumes one scale for both axes, so X ≠ Y is refused;
-* all candidates of one file must agree within :data:`AGREEMENT_TOLERANCE`; a disagreement
+* the tags inside one file must agree within :data:`AGREEMENT_TOLERANCE`; a disagreement
   usually means the image was resized after acquisition, which vendor tags do not follow;
-* a value outside :data:`PLAUSIBLE_RANGE_UM` (0.1 nm … 100 µm per pixel: below the
-  resolution of any SEM, above a 100 µm/px frame that an SEM field of view of a few mm
-  would need at ≥ 20 px) is refused unless forced — it is almost always a unit mistake;
+* sidecars serve where the file itself states nothing; where both do, the file wins (its
+  tags travel with its pixels) and a sidecar that disagrees is kept in the note;
+* a value outside :data:`PLAUSIBLE_RANGE_UM` is refused unless forced — it is almost always
+  a unit mistake. The bounds: an SEM's highest magnification (~10⁶× on a 10 cm, 1024 px
+  frame) gives ~0.1 nm per pixel, below its ~0.5 nm resolution; its lowest (~5×, a 2 cm
+  field) over as few as 256 px gives ~80 µm per pixel;
 * a metadata value recording an image size other than the stored one is refused, as the
   calibration then describes other pixels.
 """
@@ -463,6 +466,10 @@ def _agreed(found: list[PixelSize], name: str) -> PixelSize:
     return first
 
 
+def _differs(a: float, b: float) -> bool:
+    return abs(a - b) > AGREEMENT_TOLERANCE * max(a, b)
+
+
 def resolve(
     found: list[PixelSize] | InputError,
     name: str,
@@ -470,16 +477,21 @@ def resolve(
     given: float | None = None,
     given_source: str = "flag",
     force: bool = False,
+    sidecars: list[PixelSize] | InputError | None = None,
 ) -> ResolvedPixelSize:
-    """Choose the pixel size of one image.
+    """Choose the pixel size of one image: the given value, else the file's, else a sidecar's.
 
     Parameters
     ----------
     found : list of PixelSize, or InputError
-        What the file and its sidecars state (first = most trusted), or the error reading
-        them raised.
+        What the file's own metadata state (first = most trusted; all must agree), or the
+        error reading them raised.
     name : str
         The image's name, for messages.
+    sidecars : list of PixelSize, or InputError, optional
+        What sidecars beside the file state (or the error reading them). They serve where
+        the file states nothing; where it does, the file wins (its metadata travel with its
+        pixels) and a sidecar that disagrees, or cannot be read, is recorded in the note.
     given : float, optional
         A value given by the user; it overrides the file, and the file's own value is
         kept in the note where it differs (or could not be read).
@@ -488,19 +500,28 @@ def resolve(
     force : bool
         Accept values outside :data:`PLAUSIBLE_RANGE_UM`.
     """
+    sidecars = sidecars if sidecars is not None else []
+    if not isinstance(found, InputError) and not found:
+        found, sidecars = sidecars, []
     if given is not None:
         um = check_pixel_size(given, f"{name}, {given_source}", force=force)
         note = None
         if isinstance(found, InputError):
             note = f"the file's own pixel-size metadata was not used: {found}"
-        elif found:
-            own = found[0]
-            if abs(own.um - um) > AGREEMENT_TOLERANCE * max(own.um, um):
-                note = f"overrides the file's own {own.um:.6g} µm per pixel ({own.source})"
+        elif found and _differs(found[0].um, um):
+            note = f"overrides the file's own {found[0].um:.6g} µm per pixel ({found[0].source})"
         return ResolvedPixelSize(um, given_source, note)
     if isinstance(found, InputError):
         raise found
     if not found:
         return ResolvedPixelSize(None, None)
     chosen = _agreed(found, name)
-    return ResolvedPixelSize(check_pixel_size(chosen.um, f"{name}, {chosen.source}", force=force), chosen.source)
+    um = check_pixel_size(chosen.um, f"{name}, {chosen.source}", force=force)
+    note = None
+    if isinstance(sidecars, InputError):
+        note = f"a sidecar was not used: {sidecars}"
+    else:
+        disagreeing = [f"{side.um:.6g} µm per pixel ({side.source})" for side in sidecars if _differs(side.um, um)]
+        if disagreeing:
+            note = "the file's own metadata used; a sidecar disagrees: " + ", ".join(disagreeing)
+    return ResolvedPixelSize(um, chosen.source, note)
