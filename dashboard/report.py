@@ -30,7 +30,7 @@ from semqa.stats.psd import PSD
 
 WEIGHTINGS = ("number", "volume")
 _VERDICT_COLORS = {"equivalent": "#1a7f37", "not_equivalent": "#cf222e", "inconclusive": "#9a6700"}
-_IMAGE_COLUMNS = ["product", "lot", "name", "digest", "pixel_size_um", "n_particles"]
+_IMAGE_COLUMNS = ["product", "lot", "name", "digest", "pixel_size_um", "pixel_size_source", "n_particles"]
 
 
 @dataclass(frozen=True)

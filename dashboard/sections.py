@@ -217,7 +217,8 @@ def results(
             st.caption(f"Lineage chain of model version {options.model.version} (registry, weights, training run, data, code):")
             st.dataframe(summary.chain, hide_index=True, height=_full_height(summary.chain))
         st.caption("Input images (sha256 of each file as received):")
-        st.dataframe(summary.images[["product", "lot", "name", "digest", "pixel_size_um", "n_particles"]], hide_index=True)
+        st.dataframe(summary.images[["product", "lot", "name", "digest", "pixel_size_um", "pixel_size_source", "n_particles"]],
+                     hide_index=True)
     with tab_report:
         st.write("A self-contained record of this comparison: verdict, statistics, figures, tables and lineage.")
         left, right = st.columns(2)

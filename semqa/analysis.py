@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from semqa.stats.equivalence import CompareConfig, ComparisonResult, compare_products
 from semqa.errors import InputError
-from semqa.io.images import DEFAULT_MAX_PIXELS, Micrograph, list_images, require_pixel_size
+from semqa.io.images import DEFAULT_MAX_PIXELS, Micrograph, is_hidden, list_images, require_pixel_size
 from semqa.particles.measure import DEFAULT_MIN_PIXELS, Exclusions, Particle, measure_particles
 from semqa.particles.limits import MAX_IMAGE_PIXELS, MAX_PARTICLE_AREA_PX
 from semqa.stats.psd import MAX_BOOTSTRAP, PSD, compute_psd
@@ -114,6 +114,8 @@ def analyze_unit(mg: Micrograph, config: AnalysisConfig, upscaler: Upscaler | No
         name=mg.name,
         digest=mg.digest,
         pixel_size_um=require_pixel_size(mg),
+        pixel_size_source=mg.pixel_size_source or "caller",
+        pixel_size_note=mg.pixel_size_note,
         analysed_pixel_size_um=pixel_size,
         width=mg.image.shape[1],
         height=mg.image.shape[0],
@@ -261,11 +263,14 @@ def compare(
 
 
 def load_lots(folder: str | Path) -> dict[str, list[Path]]:
-    """Lots of a product folder laid out as ``DIR/<lot>/<image>``, sorted by lot name."""
+    """Lots of a product folder laid out as ``DIR/<lot>/<image>``, sorted by lot name.
+
+    Hidden folders (``.ipynb_checkpoints``, ``__MACOSX``: :func:`semqa.io.images.is_hidden`) are not lots.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"not a folder: {folder}")
-    lots = {d.name: list_images(d) for d in sorted(folder.iterdir()) if d.is_dir()}
+    lots = {d.name: list_images(d) for d in sorted(folder.iterdir()) if d.is_dir() and not is_hidden(d)}
     lots = {name: files for name, files in lots.items() if files}
     if not lots:
         raise InputError(f"{folder} holds no lots: expected {folder}/<lot>/<images>")

@@ -82,19 +82,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 # One function per command; keep each thin: parse, call the core or an app, print.
 
 
-def _read_micrographs(paths, pixel_size: float | None = None, max_pixels: int | None = None) -> list:
+def _read_micrographs(paths, pixel_size: float | None = None, max_pixels: int | None = None, force: bool = False) -> list:
     from semqa.io.images import DEFAULT_MAX_PIXELS, read_image
 
     if max_pixels is not None and max_pixels < 1:
         raise InputError(f"--max-pixels must be at least 1, got {max_pixels}")
-    return [read_image(p, pixel_size_um=pixel_size, max_pixels=DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels) for p in paths]
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+    return [read_image(p, pixel_size_um=pixel_size, max_pixels=limit, force_pixel_size=force) for p in paths]
 
 
-def _read_lots(folder, pixel_size: float | None = None, max_pixels: int | None = None) -> dict:
+def _read_lots(folder, pixel_size: float | None = None, max_pixels: int | None = None, force: bool = False) -> dict:
     """A product folder ``DIR/<lot>/<images>`` read as lot name → micrographs."""
     from semqa.analysis import load_lots
 
-    return {lot: _read_micrographs(files, pixel_size, max_pixels) for lot, files in load_lots(folder).items()}
+    return {lot: _read_micrographs(files, pixel_size, max_pixels, force) for lot, files in load_lots(folder).items()}
+
+
+def _print_pixel_sizes(micrographs) -> None:
+    """Where the pixel sizes came from (one line per source), and what a flag overrode."""
+    from collections import Counter
+
+    for source, n in Counter(mg.pixel_size_source for mg in micrographs).items():
+        print(f"pixel size from {source}: {n} image(s)")
+    for mg in micrographs:
+        if mg.pixel_size_note:
+            print(f"note: {mg.name}: pixel size {mg.pixel_size_um:g} µm (flag) {mg.pixel_size_note}")
 
 
 def _upscaler(args: argparse.Namespace):
@@ -128,6 +140,8 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
     from semqa.io.images import DEFAULT_MAX_PIXELS
 
     p.add_argument("--pixel-size", type=float, metavar="UM", help="µm per pixel of the input images (else from metadata or sidecar)")
+    p.add_argument("--force-pixel-size", action="store_true",
+                   help="accept a pixel size outside the plausible SEM range (0.1 nm to 100 µm per pixel)")
     p.add_argument("--sr", action=argparse.BooleanOptionalAction, default=False, help="super-resolve before segmenting")
     p.add_argument("--model", metavar="URI", help="generator for --sr (default models:/semqa-generator@production)")
     p.add_argument("--json", metavar="OUT", help="write the result JSON here")
@@ -149,8 +163,9 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from semqa.analysis import analyze
     from semqa.io.images import expand_image_paths
 
-    micrographs = _read_micrographs(expand_image_paths(args.paths), args.pixel_size, args.max_pixels)
+    micrographs = _read_micrographs(expand_image_paths(args.paths), args.pixel_size, args.max_pixels, args.force_pixel_size)
     result = _record(analyze(micrographs, upscaler=_upscaler(args)))
+    _print_pixel_sizes(micrographs)
     print(_psd_line(f"{len(micrographs)} image(s)", result.psd))
     print(_psd_line("volume", result.psd_volume))
     print(f"excluded: {result.exclusions.border} cut by the border, {result.exclusions.too_small} below "
@@ -171,9 +186,10 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from semqa.analysis import compare
 
-    ref = _read_lots(args.reference, args.pixel_size, args.max_pixels)
-    test = _read_lots(args.test, args.pixel_size, args.max_pixels)
+    ref = _read_lots(args.reference, args.pixel_size, args.max_pixels, args.force_pixel_size)
+    test = _read_lots(args.test, args.pixel_size, args.max_pixels, args.force_pixel_size)
     report = _record(compare(ref, test, upscaler=_upscaler(args)))
+    _print_pixel_sizes([mg for lots in (ref, test) for mgs in lots.values() for mg in mgs])
     for label, lots in (("reference", report.reference), ("test", report.test)):
         for lot, res in lots.items():
             print(_psd_line(f"{label} {lot}", res.psd))
@@ -357,24 +373,45 @@ def _sr_output_path(src, out, folder_mode: bool):
     return out
 
 
-def _cmd_super_resolve(args: argparse.Namespace) -> int:
+def _sr_plan(src, out) -> dict:
+    """Input → output path for ``super-resolve``, refused before any work where it would
+    overwrite or re-read an input: OUT equal to or inside a folder IN, an output that is an
+    input, or two inputs that would write one output (``x.bmp``/``x.jpg``, ``y.tif``/``y.TIF``;
+    compared case-folded, as Windows and macOS file systems do)."""
     from pathlib import Path
 
-    from semqa.io.images import expand_image_paths, read_image, write_image
-    from semqa.sr.inference import load_upscaler
+    from semqa.io.images import expand_image_paths
 
-    src = Path(args.input)
+    src, out = Path(src), Path(out)
     files = expand_image_paths([src])
     folder_mode = src.is_dir()
-    if not folder_mode and Path(args.output).resolve() == src.resolve():
-        raise InputError("output would overwrite the input")
+    if folder_mode and (out.resolve() == src.resolve() or src.resolve() in out.resolve().parents):
+        raise InputError(f"output folder {out} is {'' if out.resolve() == src.resolve() else 'inside '}the input "
+                         f"folder {src}: outputs would mix with (and later be read as) inputs; choose another folder")
+    plan = {path: _sr_output_path(path, out, folder_mode) for path in files}
+    inputs = {path.resolve() for path in files}
+    written: dict[str, object] = {}
+    for path, dst in plan.items():
+        if dst.resolve() in inputs:
+            raise InputError(f"output {dst} would overwrite the input {path}")
+        key = str(dst.resolve()).casefold()
+        if key in written:
+            raise InputError(f"{written[key]} and {path} would both be written to {dst}; rename one of them")
+        written[key] = path
+    return plan
+
+
+def _cmd_super_resolve(args: argparse.Namespace) -> int:
+    from semqa.io.images import read_image, write_image
+    from semqa.sr.inference import load_upscaler
+
+    plan = _sr_plan(args.input, args.output)
     upscaler = load_upscaler(args.model, tile_size=args.tile_size)
-    for path in files:
-        mg = read_image(path)
+    for path, dst in plan.items():
+        mg = read_image(path, force_pixel_size=args.force_pixel_size)
         sr = upscaler.upscale(mg.image)
         px = mg.pixel_size_um / upscaler.scale if mg.pixel_size_um is not None else None
-        dst = write_image(_sr_output_path(path, args.output, folder_mode), sr, pixel_size_um=px,
-                          bit_depth=16 if mg.bit_depth == 16 else 8)
+        dst = write_image(dst, sr, pixel_size_um=px, bit_depth=16 if mg.bit_depth == 16 else 8)
         print(f"{path} → {dst} ({sr.shape[1]}×{sr.shape[0]}"
               + (f", {px:.4g} µm/px" if px is not None else ", pixel size unknown") + ")")
     ref = upscaler.ref
@@ -388,6 +425,8 @@ def _add_super_resolve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("output", metavar="OUT", help="output file (for one image) or folder")
     p.add_argument("--model", metavar="URI", help="models:/NAME@ALIAS, models:/NAME/VERSION or a folder (default production)")
     p.add_argument("--tile-size", type=int, default=256, metavar="PX", help="LR window side of tiled inference (bounds memory)")
+    p.add_argument("--force-pixel-size", action="store_true",
+                   help="accept a pixel size outside the plausible SEM range (0.1 nm to 100 µm per pixel)")
     p.set_defaults(func=_cmd_super_resolve)
 
 

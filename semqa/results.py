@@ -34,6 +34,11 @@ class ImageSummary(BaseModel):
     name: str
     digest: str = Field(description="sha256 of the input file bytes")
     pixel_size_um: float = Field(description="pixel size of the input image, µm per pixel")
+    pixel_size_source: str = Field(
+        description="where pixel_size_um came from: 'flag' (given by the user), a TIFF tag such as "
+        "'tiff:CZ_SEM:ap_image_pixel_size' or a sidecar such as 'sidecar:x.txt:[SemImageFile]PixelSize'"
+    )
+    pixel_size_note: str | None = Field(None, description="the file's own pixel size where a given one overrode it")
     analysed_pixel_size_um: float = Field(description="pixel size of the image segmented (after SR)")
     width: int
     height: int

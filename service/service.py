@@ -32,7 +32,10 @@ Two BentoML services run together:
     else the image's entry in ``pixel_sizes_um``, a JSON object mapping the image's lineage
     key (``<image>`` for analyze, ``reference|test/<lot>/<image>`` for compare) to µm per
     pixel: what a ``<stem>.json`` sidecar beside the file gives in-process. Files are analysed
-    as uploaded, so the lineage records the digests of the bytes sent.
+    as uploaded, so the lineage records the digests of the bytes sent; each image summary
+    records where its pixel size came from (``pixel_size_source``: ``flag`` for the
+    ``pixel_size_um`` field, as for the CLI's flag; ``form:pixel_sizes_um``; or the tag that
+    stated it).
 
 The generator is ``SEMQA_MODEL_URI`` or ``models:/semqa-generator@production`` from the
 MLflow registry; inside a Bento built by ``semqa service build`` it is the packaged BentoML
@@ -67,6 +70,7 @@ from semqa.errors import InputError, TooLargeError
 from semqa.io.images import Micrograph, encode_image, read_image_bytes
 from semqa.registry.records import RecordError, record_result
 from semqa.registry.store import CredentialFilter
+from semqa.io.metadata import check_pixel_size, number
 from semqa.sr.inference import load_upscaler
 from service.budget import BudgetExceeded, RequestBudget, ServiceBusy, run_in_budget
 from service.build import BENTO_MODEL_ARG, upscaler_from_bento_model
@@ -326,10 +330,8 @@ def _pixel_size(form: FormData) -> float | None:
     value = _field(form, "pixel_size_um")
     if value is None:
         return None
-    try:
-        return float(value)
-    except ValueError:
-        raise InputError(f"pixel_size_um must be a number of µm per pixel, got {value!r}") from None
+    # Strict: Python's float() reads "1_0" as 10 and "nan" as a number.
+    return number(value, "pixel_size_um (µm per pixel)")
 
 
 def _config(form: FormData) -> AnalysisConfig:
@@ -387,7 +389,8 @@ async def _micrograph(
     )
     if mg.pixel_size_um is None and fallback is not None:
         # read_image's last resort, the sidecar, arrives as a form entry: the service opens no paths.
-        mg = dataclasses.replace(mg, pixel_size_um=fallback)
+        px = check_pixel_size(fallback, f"{name}, pixel_sizes_um")
+        mg = dataclasses.replace(mg, pixel_size_um=px, pixel_size_source="form:pixel_sizes_um")
     if key is not None and mg.pixel_size_um is None:
         raise InputError(
             f"{name}: pixel size unknown; send the form field pixel_size_um (µm per pixel, every image) or "

@@ -326,6 +326,14 @@ def test_original_files_give_the_in_process_digests_and_pixel_sizes(env, server,
                    for product, lots in paths.items() for lot, ps in lots.items() for p in ps}
         assert report.lineage.input_digests == expected.lineage.input_digests == digests
         assert [im.pixel_size_um for im in report.reference["lot2"].images] == [LR_PX, LR_PX]
+        # Where the sizes came from differs by design: in-process names the sidecar (and notes the
+        # one the TIFF's own metadata overrule); the service names the form field that carried it.
+        got_lot2, local_lot2 = report.reference["lot2"].images, expected.reference["lot2"].images
+        assert [im.pixel_size_source for im in got_lot2] == ["form:pixel_sizes_um", "tiff:ImageDescription:pixel_size_um"]
+        assert [im.pixel_size_source for im in local_lot2] == ["sidecar:sidecar.json:pixel_size_um", "tiff:ImageDescription:pixel_size_um"]
+        assert "sidecar:meta.json:pixel_size_um" in local_lot2[1].pixel_size_note and got_lot2[1].pixel_size_note is None
+        for im in (*got_lot2, *local_lot2):
+            im.pixel_size_source, im.pixel_size_note = "", None
         assert _without_times(json.loads(report.model_dump_json())) == _without_times(json.loads(expected.model_dump_json()))
 
         # The pixel size a user enters overrides the file's (as read_image's argument does).

@@ -23,7 +23,7 @@ from great_expectations.data_context.types.base import (
     ProgressBarsConfig,
 )
 
-from semqa.io.images import check_pixel_size
+from semqa.io.metadata import check_pixel_size
 from validation.config import ValidationConfig
 from semqa.io.digests import dataset_digest
 from validation.dataset import DEFAULT_SCALE, declared_from_manifest

@@ -1,21 +1,24 @@
 """Reading and writing micrographs with their pixel size.
 
-Every image semqa measures carries a pixel size in µm per pixel. It comes, in this order,
-from the caller (``--pixel-size``), from the file's own metadata, or from a JSON sidecar
-``<stem>.json`` beside the file with a ``pixel_size_um`` key. Where none is known,
-:func:`require_pixel_size` raises; there is never a silent default.
+Every image semqa measures carries a pixel size in µm per pixel and the place it came from
+(:attr:`Micrograph.pixel_size_source`). It comes from the caller (``--pixel-size``, source
+``flag``), which overrides the file and says so in :attr:`Micrograph.pixel_size_note`; else
+from the instrument's own metadata or a sidecar beside the file, read by
+:mod:`semqa.io.metadata` (Zeiss, Thermo Fisher/FEI, TESCAN, JEOL, Hitachi, OME, ImageJ,
+semqa's ``<stem>.json``). Where none is known, :func:`require_pixel_size` raises; there is
+never a silent default.
 
-Metadata that is trusted for the pixel size:
+A multi-page TIFF is refused: its pages may be several detectors of one field of view (SE
+and BSE), which are not independent units, or a stack; silently taking page 1 would hide
+the rest. Reduced-resolution pages (thumbnails, NewSubfileType bit 0) are not images of
+their own and are skipped.
 
-* the JSON ``ImageDescription`` semqa writes (``{"pixel_size_um": ...}``);
-* ImageJ TIFF metadata with a length unit (``unit=micron``/``um``/``nm``) and X resolution;
-* TIFF X resolution with ResolutionUnit = centimeter.
+Images are returned as 2-D ``float32`` arrays scaled to [0, 1] by their bit depth (a 16-bit
+image keeps all 65 536 levels); colour images are converted to luminance (ITU-R BT.709
+weights, :func:`skimage.color.rgb2gray`).
 
-A TIFF resolution in dots per inch is ignored on purpose: 72 or 96 dpi is a print setting
-that many writers add by default, not a physical pixel size.
-
-Images are returned as 2-D ``float32`` arrays scaled to [0, 1] by their bit depth; colour
-images are converted to luminance (ITU-R BT.709 weights, :func:`skimage.color.rgb2gray`).
+Hidden entries (names starting with ``.``, such as ``.ipynb_checkpoints/`` or macOS's
+``._x.tif``; ``__MACOSX/``; ``Thumbs.db``) are never listed as images or lots.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import math
 import struct
 from pathlib import Path
 
@@ -34,6 +36,7 @@ from skimage.color import rgb2gray
 
 from semqa.errors import InputError, TooLargeError, UnsupportedMediaError
 from semqa.io.digests import bytes_digest
+from semqa.io.metadata import PixelSize, resolve, sidecar_pixel_sizes, tiff_pixel_sizes
 
 #: File suffixes listed as images when a folder is given.
 IMAGE_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
@@ -44,7 +47,6 @@ DEFAULT_MAX_PIXELS: int = 100_000_000
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-_UM_PER_UNIT = {"micron": 1.0, "microns": 1.0, "um": 1.0, "µm": 1.0, "\\u00b5m": 1.0, "nm": 1e-3, "mm": 1e3}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +67,11 @@ class Micrograph:
         ``sha256:<hex>`` of the file's bytes, for lineage.
     path : str or None
         Absolute path it was read from; ``None`` for uploads.
+    pixel_size_source : str or None
+        Where ``pixel_size_um`` came from: ``flag`` (given by the caller), a tag such as
+        ``tiff:CZ_SEM:ap_image_pixel_size`` or a sidecar such as ``sidecar:x.txt:...``.
+    pixel_size_note : str or None
+        The file's own value where a given one overrode it.
     """
 
     name: str
@@ -73,18 +80,33 @@ class Micrograph:
     bit_depth: int
     digest: str
     path: str | None = None
+    pixel_size_source: str | None = None
+    pixel_size_note: str | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.image.shape  # type: ignore[return-value]
 
 
+def is_hidden(path: str | Path) -> bool:
+    """Whether ``path`` names an entry no user means as data.
+
+    Dot-files and dot-folders (``.ipynb_checkpoints``, ``.DS_Store``, macOS's AppleDouble
+    ``._x.tif`` beside every copied ``x.tif``), ``__MACOSX`` of unpacked archives and
+    Windows' ``Thumbs.db`` / ``desktop.ini``.
+    """
+    name = Path(path).name
+    return name.startswith(".") or name in {"__MACOSX", "Thumbs.db", "desktop.ini"}
+
+
 def list_images(folder: str | Path) -> list[Path]:
-    """Image files directly inside ``folder``, sorted by name."""
+    """Image files directly inside ``folder``, sorted by name; hidden files are left out."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"not a folder: {folder}")
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and not is_hidden(p) and p.suffix.lower() in IMAGE_SUFFIXES
+    )
 
 
 def expand_image_paths(paths: list[str | Path]) -> list[Path]:
@@ -100,54 +122,6 @@ def expand_image_paths(paths: list[str | Path]) -> list[Path]:
     if not out:
         raise InputError("no images found in " + ", ".join(map(str, paths)))
     return out
-
-
-def check_pixel_size(value: float, where: str) -> float:
-    """``value`` as a float if it is a positive finite pixel size in µm, else an :class:`InputError` naming ``where``."""
-    value = float(value)
-    if not math.isfinite(value) or value <= 0:
-        raise InputError(f"pixel size must be a positive number of µm per pixel, got {value} ({where})")
-    return value
-
-
-def _sidecar_pixel_size(path: Path) -> float | None:
-    sidecar = path.with_suffix(".json")
-    if not sidecar.is_file():
-        return None
-    try:
-        meta = json.loads(sidecar.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"unreadable pixel-size sidecar {sidecar}: {exc}") from None
-    if not isinstance(meta, dict) or "pixel_size_um" not in meta:
-        return None
-    return check_pixel_size(meta["pixel_size_um"], str(sidecar))
-
-
-def _tiff_pixel_size(tif: tifffile.TiffFile) -> float | None:
-    page = tif.pages[0]
-    desc = page.tags.get("ImageDescription")
-    if desc is not None and isinstance(desc.value, str) and desc.value.lstrip().startswith("{"):
-        try:
-            meta = json.loads(desc.value)
-        except ValueError:
-            meta = {}
-        if isinstance(meta, dict) and "pixel_size_um" in meta:
-            return check_pixel_size(meta["pixel_size_um"], "TIFF description")
-    xres = page.tags.get("XResolution")
-    if xres is None:
-        return None
-    num, den = xres.value
-    if num == 0 or den == 0:
-        return None
-    pixels_per_unit = num / den
-    ij = tif.imagej_metadata or {}
-    unit = str(ij.get("unit", "")).strip().lower()
-    if unit in _UM_PER_UNIT:
-        return check_pixel_size(_UM_PER_UNIT[unit] / pixels_per_unit, "ImageJ metadata")
-    res_unit = page.tags.get("ResolutionUnit")
-    if res_unit is not None and int(res_unit.value) == 3:  # centimeter
-        return check_pixel_size(1e4 / pixels_per_unit, "TIFF resolution")
-    return None
 
 
 def _to_unit_float(arr: np.ndarray, name: str) -> tuple[np.ndarray, int]:
@@ -182,24 +156,40 @@ def _scale_to_unit(arr: np.ndarray, name: str, dtype: np.dtype) -> tuple[np.ndar
     raise InputError(f"{name}: unsupported pixel type {dtype}")
 
 
-def _decode(data: bytes, name: str, max_pixels: int) -> tuple[np.ndarray, int, float | None]:
+def _single_page(tif: tifffile.TiffFile, name: str) -> tifffile.TiffPage:
+    """The one full-resolution page of a TIFF; several are refused (module docstring)."""
+    pages = [page for page in tif.pages if not page.is_reduced]
+    if not pages:
+        raise InputError(f"{name}: TIFF holds no image")
+    if len(pages) > 1:
+        raise InputError(
+            f"{name}: TIFF holds {len(pages)} images (pages); semqa analyses one image per file — "
+            f"save each page as its own file (pages of several detectors of one field are not independent units)"
+        )
+    return pages[0]
+
+
+def _decode(data: bytes, name: str, max_pixels: int) -> tuple[np.ndarray, int, list[PixelSize] | InputError]:
+    """Image, bit depth and the pixel sizes its metadata state (or the error reading them)."""
     if len(data) == 0:
         raise InputError(f"{name}: empty file")
     if data[:4] in _TIFF_MAGIC:
         try:
             with tifffile.TiffFile(io.BytesIO(data)) as tif:
-                if not tif.pages:
-                    raise InputError(f"{name}: TIFF holds no image")
-                page = tif.pages[0]
+                page = _single_page(tif, name)
                 _check_size(page.shape[:2] if len(page.shape) >= 2 else (0, 0), name, max_pixels)
                 arr = page.asarray()
-                pixel_size = _tiff_pixel_size(tif)
+                try:
+                    found: list[PixelSize] | InputError = tiff_pixel_sizes(tif, page)
+                except InputError as exc:
+                    # Kept, not raised: a pixel size given by the user may make it irrelevant.
+                    found = InputError(f"{name}: {exc}")
         except InputError:
             raise
         except Exception as exc:  # tifffile raises many types on corrupt input
             raise InputError(f"{name}: corrupt or unreadable TIFF ({exc})") from None
         image, depth = _to_unit_float(np.asarray(arr), name)
-        return image, depth, pixel_size
+        return image, depth, found
     try:
         with Image.open(io.BytesIO(data)) as img:
             _check_size((img.height, img.width), name, max_pixels)
@@ -224,7 +214,7 @@ def _decode(data: bytes, name: str, max_pixels: int) -> tuple[np.ndarray, int, f
     except Exception as exc:  # truncated or corrupt data
         raise InputError(f"{name}: corrupt or truncated image ({exc})") from None
     image, depth = _to_unit_float(arr, name)
-    return image, depth, None
+    return image, depth, []
 
 
 def _check_size(shape: tuple[int, ...], name: str, max_pixels: int) -> None:
@@ -235,12 +225,46 @@ def _check_size(shape: tuple[int, ...], name: str, max_pixels: int) -> None:
         raise TooLargeError(f"{name}: {w}×{h} = {h * w} pixels exceeds the limit of {max_pixels}")
 
 
+def _read(
+    data: bytes,
+    name: str,
+    *,
+    path: Path | None,
+    pixel_size_um: float | None,
+    pixel_size_source: str,
+    force_pixel_size: bool,
+    max_pixels: int,
+) -> Micrograph:
+    image, depth, found = _decode(data, name, max_pixels)
+    sidecars: list[PixelSize] | InputError = []
+    if path is not None:
+        try:
+            sidecars = sidecar_pixel_sizes(path, image.shape[1])
+        except InputError as exc:
+            sidecars = InputError(f"{name}: {exc}")
+    px = resolve(
+        found, name, given=pixel_size_um, given_source=pixel_size_source, force=force_pixel_size, sidecars=sidecars
+    )
+    return Micrograph(
+        name=name,
+        image=image,
+        pixel_size_um=px.um,
+        bit_depth=depth,
+        digest=bytes_digest(data),
+        path=str(path.resolve()) if path is not None else None,
+        pixel_size_source=px.source,
+        pixel_size_note=px.note,
+    )
+
+
 def read_image_bytes(
     data: bytes,
     name: str,
     *,
     pixel_size_um: float | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    force_pixel_size: bool = False,
+    pixel_size_source: str = "flag",
 ) -> Micrograph:
     """Decode an uploaded image; the type is taken from its content, not its name.
 
@@ -249,17 +273,22 @@ def read_image_bytes(
     data : bytes
         The file's bytes.
     name : str
-        A display name (never opened as a path).
+        A display name (never opened as a path, so no sidecar is read).
     pixel_size_um : float, optional
         Overrides any pixel size in the metadata.
     max_pixels : int
         Larger images raise :class:`~semqa.errors.TooLargeError` before decoding.
+    force_pixel_size : bool
+        Accept a pixel size outside :data:`semqa.io.metadata.PLAUSIBLE_RANGE_UM`.
+    pixel_size_source : str
+        Source recorded for ``pixel_size_um`` (``flag``; the service names its form field).
     """
     if max_pixels < 1:  # 0 would refuse every image, a negative limit means nothing
         raise InputError(f"the pixel limit must be at least 1, got {max_pixels}")
-    image, depth, meta_px = _decode(data, name, max_pixels)
-    px = check_pixel_size(pixel_size_um, "given") if pixel_size_um is not None else meta_px
-    return Micrograph(name=name, image=image, pixel_size_um=px, bit_depth=depth, digest=bytes_digest(data))
+    return _read(
+        data, name, path=None, pixel_size_um=pixel_size_um, pixel_size_source=pixel_size_source,
+        force_pixel_size=force_pixel_size, max_pixels=max_pixels,
+    )
 
 
 def read_image(
@@ -267,11 +296,13 @@ def read_image(
     *,
     pixel_size_um: float | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    force_pixel_size: bool = False,
 ) -> Micrograph:
-    """Read a micrograph file, with its pixel size from the argument, metadata or sidecar.
+    """Read a micrograph file, with its pixel size from the argument, metadata or sidecars.
 
     Raises :class:`~semqa.errors.InputError` (one line, naming the file) for anything that
-    is not a readable image.
+    is not a readable image, and for metadata that are malformed, disagree or are implausible
+    (see :mod:`semqa.io.metadata`).
     """
     path = Path(path)
     try:
@@ -282,17 +313,19 @@ def read_image(
         raise InputError(f"{path} is a folder, not an image") from None
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}") from None
-    mg = read_image_bytes(data, path.name, pixel_size_um=pixel_size_um, max_pixels=max_pixels)
-    pixel_size = mg.pixel_size_um if mg.pixel_size_um is not None else _sidecar_pixel_size(path)
-    return dataclasses.replace(mg, pixel_size_um=pixel_size, path=str(path.resolve()))
+    return _read(
+        data, path.name, path=path, pixel_size_um=pixel_size_um, pixel_size_source="flag",
+        force_pixel_size=force_pixel_size, max_pixels=max_pixels,
+    )
 
 
 def require_pixel_size(mg: Micrograph) -> float:
     """The micrograph's pixel size, or a clear :class:`InputError` naming where to give one."""
     if mg.pixel_size_um is None:
         raise InputError(
-            f"{mg.name}: pixel size unknown; pass --pixel-size UM, or store it in the TIFF "
-            f"metadata or a sidecar {Path(mg.name).stem}.json with \"pixel_size_um\""
+            f"{mg.name}: pixel size unknown (no instrument metadata or sidecar states one); pass "
+            f"--pixel-size UM, or store it in the TIFF metadata or a sidecar {Path(mg.name).stem}.json "
+            f"with \"pixel_size_um\""
         )
     return mg.pixel_size_um
 
