@@ -188,7 +188,7 @@ def write_instrument_tiff(
     code, text = _vendor_tag(vendor, pixel_size_um, image.shape)
     tifffile.imwrite(
         path, to_uint(image, bit_depth), photometric="minisblack", metadata=None,
-        extratags=[(code, "s", 0, text, True)],
+        extratags=[(code, "s", 0, text.encode("latin-1"), True)],  # SmartSEM writes µ as Latin-1
     )
     return path
 
