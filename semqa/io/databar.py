@@ -19,7 +19,8 @@ layout:
    (Bonferroni; so a frame without a bar loses a row with probability ≤ 1 %).
 3. A data bar is the tallest band of rows from the top or bottom edge in which most rows are
    uniform and whose innermost row is uniform; by construction the next row inward is not
-   (the sharp transition line). The band's background value must occur in at least
+   (the sharp transition line); its innermost rows must hold the bar's background value
+   (or be a line across the width), so flat micrograph rows next to the bar stay. The band's background value must occur in at least
    :data:`MIN_WIDTH_SHARE` of the columns: it spans the width. Bands shorter than :data:`MIN_BAR_ROWS`
    cannot hold text and are left to the analysis; a band over half the frame is not a data
    bar (the frame itself is mostly flat) and is reported, not cut.
@@ -147,7 +148,7 @@ def find_databars(image: np.ndarray) -> DataBarSearch:
     notes: list[str] = []
     first, stop = 0, h
     for edge, order in (("bottom", slice(None, None, -1)), ("top", slice(None))):
-        u, m = uniform[order], modes[order]
+        u, m, f = uniform[order], modes[order], fractions[order]
         rows = _band_height(u, limit)
         if rows < MIN_BAR_ROWS:
             continue
@@ -156,6 +157,11 @@ def find_databars(image: np.ndarray) -> DataBarSearch:
             continue
         values, counts = np.unique(m[:rows][u[:rows]], return_counts=True)
         background = values[np.argmax(counts)]
+        # The band's inner end must be the bar's: a uniform row of its background, or a line
+        # across the width (a border rule). Flat rows of another value there are the
+        # micrograph's (saturated particles touching the bar) and stay in the analysis.
+        while rows > 0 and not ((u[rows - 1] and m[rows - 1] == background) or f[rows - 1] >= MIN_WIDTH_SHARE):
+            rows -= 1
         band = image[order][:rows]
         width_share = float((band == background).any(axis=0).mean())
         if width_share < MIN_WIDTH_SHARE:
