@@ -203,6 +203,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     for label, lots in (("reference", report.reference), ("test", report.test)):
         for lot, res in lots.items():
             print(_psd_line(f"{label} {lot}", res.psd))
+    summaries = [s for lots in (report.reference, report.test) for res in lots.values() for s in res.images]
+    cut = {src: sum(s.roi is not None and s.roi.source == src for s in summaries) for src in ("auto-databar", "roi-flag")}
+    print(f"analysed region: data bar left out of {cut['auto-databar']}, region given for {cut['roi-flag']}, "
+          f"full frame for the rest of {len(summaries)} image(s) (per image in --csv FILE_images.csv)")
     for w in report.statistics.warnings:
         print(f"warning: {w}")
     print(f"verdict: {report.verdict} — {report.reason}")

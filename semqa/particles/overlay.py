@@ -14,7 +14,7 @@ coloured by what happened to it:
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from PIL import Image
@@ -84,3 +84,16 @@ def overlay_png(overlay: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(overlay).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def overlay_collector() -> tuple[Callable[..., None], dict[str, bytes]]:
+    """A :data:`semqa.analysis.UnitHook` that keeps each image's overlay PNG, and the dict it fills.
+
+    Keys are the hook's (image name, or ``product/lot/name`` in a comparison).
+    """
+    pngs: dict[str, bytes] = {}
+
+    def collect(key: str, mg, unit, analysed: np.ndarray, labels: np.ndarray) -> None:
+        pngs[key] = overlay_png(draw_overlay(mg.image, analysed, labels, unit.summary.roi, unit.excluded))
+
+    return collect, pngs
