@@ -31,8 +31,8 @@ with ref_col:
 with test_col:
     test = sections.product_input("test", "Test product (generic)", settings, options.pixel_size_um)
 
-config = AnalysisConfig(n_bootstrap=settings.n_bootstrap)
-ready = bool(reference.lots) and bool(test.lots)
+config = AnalysisConfig(n_bootstrap=settings.n_bootstrap, roi=options.roi, detect_databar=options.detect_databar)
+ready = bool(reference.lots) and bool(test.lots) and options.roi_error is None
 key = sections.inputs_key(reference.lots, test.lots, config, options, settings) if ready else None
 if st.button("Compare products", type="primary", disabled=not ready, key="compare"):
     st.session_state["compared"] = key

@@ -15,7 +15,6 @@ import matplotlib.ticker as mticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from skimage.segmentation import mark_boundaries  # noqa: E402
 
 from semqa.stats.psd import PSD  # noqa: E402
 
@@ -89,8 +88,3 @@ def lot_d50_figure(dvalues: pd.DataFrame) -> Figure:
     ax.legend(fontsize=8)
     ax.set_title("Number-weighted D50 per lot (bars: bootstrap confidence interval)")
     return fig
-
-
-def outlined(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """RGB image with the particle boundaries of ``labels`` drawn in red over ``image``."""
-    return np.clip(mark_boundaries(image, labels, color=(1.0, 0.15, 0.1), mode="outer"), 0.0, 1.0)

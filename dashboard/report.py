@@ -79,7 +79,19 @@ def _formatted(frame: pd.DataFrame) -> pd.DataFrame:
             return f"{v:.4g}"
         return str(v)
 
+    # Rows say which side they are on in the reader's words: "Reference (RLD)", "Test (generic)".
+    if "product" in frame.columns:
+        frame = frame.assign(product=frame["product"].map(lambda p: charts.LABELS.get(p, p)))
     return frame.map(cell)
+
+
+def covers(report: ComparisonReport) -> str:
+    """Which comparison a report covers: both products' lots and images, and the input set's digest."""
+    sides = [
+        f"{charts.LABELS[product]}: lots {', '.join(lots)} ({sum(len(r.images) for r in lots.values())} images)"
+        for product, lots in (("reference", report.reference), ("test", report.test))
+    ]
+    return f"Covers {'; '.join(sides)}. Input set {tables.input_set_digest(report)}."
 
 
 def figure_pngs(summary: Summary, dpi: int = 110) -> list[tuple[str, bytes]]:
@@ -94,7 +106,9 @@ def figure_pngs(summary: Summary, dpi: int = 110) -> list[tuple[str, bytes]]:
 
 
 def _html_table(frame: pd.DataFrame) -> str:
-    return _formatted(frame).to_html(index=False, border=0, classes="t", escape=True)
+    # In a scroll box, so a wide table never widens the page; cells wrap long digests.
+    return f'<div class="scroll">{_formatted(frame).to_html(index=False, border=0, classes="t", escape=True)}</div>'
+
 
 
 def render_html(report: ComparisonReport, summary: Summary, title: str) -> str:
@@ -114,7 +128,9 @@ def render_html(report: ComparisonReport, summary: Summary, title: str) -> str:
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"/><title>{html.escape(title)}</title>
 <style>
-body {{ font-family: sans-serif; margin: 2em; color: #24292f; }}
+body {{ font-family: sans-serif; margin: 2em; color: #24292f; max-width: 100%; overflow-wrap: anywhere; }}
+div.scroll {{ max-width: 100%; overflow-x: auto; }}
+table.t td {{ overflow-wrap: anywhere; max-width: 40em; }}
 .verdict {{ border-left: 8px solid {color}; background: #f6f8fa; padding: .8em 1em; font-size: 1.15em; }}
 table.t {{ border-collapse: collapse; font-size: .85em; margin: .5em 0 1.5em; }}
 table.t th, table.t td {{ border: 1px solid #d0d7de; padding: .25em .5em; text-align: left; }}
@@ -122,6 +138,7 @@ figure {{ margin: 1em 0; }} img {{ max-width: 100%; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>Created {created} by semqa. Each image is one unit of its lot.</p>
+<p class="covers">{html.escape(covers(report))}</p>
 <div class="verdict"><strong>Verdict: {html.escape(report.verdict.replace("_", " ").upper())}</strong><br/>{html.escape(report.reason)}</div>
 <h2>Equivalence statistics</h2>{_html_table(summary.statistics)}
 <h2>Particle size distributions</h2>{figures}
@@ -162,6 +179,7 @@ def _first_page(pdf: PdfPages, report: ComparisonReport, summary: Summary, title
     fig = plt.figure(figsize=_A4_PORTRAIT)
     y = _put(fig, 0.96, title, size=16, weight="bold")
     y = _put(fig, y, f"Created {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC by semqa. Each image is one unit of its lot.")
+    y = _put(fig, y, covers(report), size=8, width=120)
     color = _VERDICT_COLORS.get(report.verdict, "#57606a")
     y = _put(fig, y - 0.01, f"Verdict: {report.verdict.replace('_', ' ').upper()}", size=15, weight="bold", color=color)
     y = _put(fig, y, report.reason, width=115)

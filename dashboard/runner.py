@@ -272,22 +272,28 @@ def run_comparison(
 def analysed_view(
     digest: str,
     _micrograph: Micrograph,
-    segmentation_json: str,
+    config_json: str,
     model_version: str | None,
     _model: ModelChoice | None,
     _settings: DashboardSettings,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    """``(input image, super-resolved image or None, outlined analysed image)`` of one micrograph.
+    """``(input image, super-resolved image or None, overlay)`` of one micrograph.
 
-    Outlines (:func:`dashboard.charts.outlined`) are the boundaries of the labels :func:`semqa.particles.segmentation.segment` finds in the image that was measured.
+    The overlay is :func:`semqa.particles.overlay.draw_overlay` of the image analysed by
+    :func:`semqa.analysis.analyze_unit` with the comparison's configuration (region, data bar),
+    the same picture ``semqa analyze --overlays`` writes.
     """
-    from dashboard.charts import outlined
+    from semqa.analysis import analyze_unit
+    from semqa.particles.overlay import draw_overlay
 
-    from semqa.particles.segmentation import SegmentationConfig, segment
-
-    sr = None
+    upscaler = None
     if _model is not None:
-        sr = load_generator(_model.name, _model.version, _alias(_model, _settings), _model.registry).upscale(_micrograph.image)
-    analysed = _micrograph.image if sr is None else sr
-    labels = segment(analysed, SegmentationConfig.model_validate_json(segmentation_json))
-    return _micrograph.image, sr, outlined(analysed, labels)
+        upscaler = load_generator(_model.name, _model.version, _alias(_model, _settings), _model.registry)
+    seen: dict[str, np.ndarray] = {}
+
+    def keep(key, mg, unit, analysed, labels) -> None:
+        seen["sr"] = analysed
+        seen["overlay"] = draw_overlay(mg.image, analysed, labels, unit.summary.roi, unit.excluded)
+
+    analyze_unit(_micrograph, AnalysisConfig.model_validate_json(config_json), upscaler, keep)
+    return _micrograph.image, seen["sr"] if upscaler is not None else None, seen["overlay"]

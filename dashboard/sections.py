@@ -25,10 +25,14 @@ from dashboard.runner import (
     registered_versions,
 )
 from semqa.analysis import AnalysisConfig, ComparisonReport
+from semqa.io.region import parse_roi
 from semqa.errors import InputError, SemqaError
 from semqa.io.images import Micrograph
 from semqa.registry.lineage import LineageReport
 from semqa.registry.store import tracking_uri
+
+#: Caption of the overlay (colours of :mod:`semqa.particles.overlay`).
+OVERLAY_CAPTION = "Measured (green), cut by the region's edge (orange), too small (magenta); analysed region (yellow)"
 
 #: Banner per verdict (docs/architecture.md: equivalent | not_equivalent | inconclusive).
 _BANNERS = {"equivalent": st.success, "not_equivalent": st.error, "inconclusive": st.warning}
@@ -41,10 +45,13 @@ _VERDICT_TEXT = {
 
 @dataclass(frozen=True)
 class Options:
-    """What the sidebar decided: pixel size override and the generator (None: no SR)."""
+    """What the sidebar decided: pixel size override, the generator (None: no SR), the analysed region."""
 
     pixel_size_um: float | None
     model: ModelChoice | None
+    roi: tuple[int, int, int, int] | None = None
+    detect_databar: bool = True
+    roi_error: str | None = None
 
 
 def sidebar(settings: DashboardSettings) -> Options:
@@ -62,9 +69,22 @@ def sidebar(settings: DashboardSettings) -> Options:
         )
         use_sr = st.toggle("Super-resolution", value=False, key="use_sr", help="Super-resolve each image before segmentation.")
         model = _model_choice(settings) if use_sr else None
+        roi_text = st.text_input(
+            "Analysed region (x,y,width,height px)", value="", placeholder="the frame without its data bar", key="roi",
+            help="Pixels of the input images; leave empty to find and leave out the instrument's data bar.",
+        )
+        detect = st.toggle("Leave out the data bar", value=True, key="detect_databar",
+                           help="Find the instrument's information strip (top or bottom) and analyse the frame without it.")
+        roi, roi_error = None, None
+        if roi_text.strip():
+            try:
+                roi = parse_roi(roi_text)
+            except InputError as exc:
+                roi_error = str(exc)
+                st.error(roi_error)
         where = f"service at {settings.service_url}" if settings.service_url else "this server (in-process)"
         st.caption(f"Analysis runs on {where}.")
-    return Options(pixel_size_um=pixel_size, model=model)
+    return Options(pixel_size_um=pixel_size, model=model, roi=roi, detect_databar=detect, roi_error=roi_error)
 
 
 def _model_choice(settings: DashboardSettings) -> ModelChoice | None:
@@ -100,7 +120,10 @@ def product_input(key: str, title: str, settings: DashboardSettings, pixel_size_
     sources = ["Upload images", "Server folder"] if folders else ["Upload images"]
     source = st.radio("Images from", sources, key=f"{key}_source", horizontal=True)
     if source == "Server folder":
-        folder = st.selectbox("Product folder", folders, key=f"{key}_folder")
+        # No preselection: a default would put one product on both sides of the comparison.
+        folder = st.selectbox("Product folder", folders, index=None, placeholder="choose a product folder", key=f"{key}_folder")
+        if folder is None:
+            return ProductInput({}, {})
         try:
             lots = lots_from_folder(Path(settings.lots_root) / folder, pixel_size_um)
         except InputError as exc:
@@ -250,7 +273,7 @@ def _images(
     model_version = None if options.model is None else options.model.version
     try:
         lr, sr, outline = analysed_view(
-            mg.digest, mg, config.segmentation.model_dump_json(), model_version, options.model, settings
+            mg.digest, mg, config.model_dump_json(), model_version, options.model, settings
         )
     except InputError as exc:
         st.error(str(exc))
@@ -258,12 +281,12 @@ def _images(
     if sr is None:
         left, right = st.columns(2)
         left.image(lr, caption=f"{mg.name} — as acquired", clamp=True, width="stretch")
-        right.image(outline, caption="Segmented particles (outlines)", clamp=True, width="stretch")
+        right.image(outline, caption=OVERLAY_CAPTION, clamp=True, width="stretch")
     else:
         left, middle, right = st.columns(3)
         left.image(lr, caption=f"{mg.name} — low resolution (LR)", clamp=True, width="stretch")
         middle.image(sr, caption=f"Super-resolved (SR), model version {model_version}", clamp=True, width="stretch")
-        right.image(outline, caption="Segmented particles on SR (outlines)", clamp=True, width="stretch")
+        right.image(outline, caption=f"On SR: {OVERLAY_CAPTION}", clamp=True, width="stretch")
 
 
 def _particles(frame: pd.DataFrame) -> None:

@@ -15,7 +15,7 @@ import pandas as pd
 from semqa.analysis import AnalysisConfig, AnalysisResult, ComparisonReport
 from semqa.stats.equivalence import PBEResult
 from semqa.registry.lineage import LineageReport
-from semqa.particles.measure import particles_frame
+from semqa.report_tables import comparison_tables
 from semqa.stats.psd import PSD, Weighting, compute_psd, histogram_edges
 
 PRODUCTS = ("reference", "test")
@@ -80,14 +80,11 @@ def dvalue_frame(report: ComparisonReport, weighting: Weighting, pooled: dict[st
 
 
 def particle_frame(report: ComparisonReport) -> pd.DataFrame:
-    """Every measured particle with its product and lot (columns of :class:`semqa.particles.measure.Particle`)."""
-    frames = [
-        particles_frame(result.particles).assign(product=product, lot=lot)
-        for product in PRODUCTS
-        for lot, result in _lots(report, product).items()
-    ]
-    frame = pd.concat(frames, ignore_index=True)
-    return frame[["product", "lot", *[c for c in frame.columns if c not in ("product", "lot")]]]
+    """Every particle found, measured or excluded, with its product and lot: the table of ``semqa compare --csv``.
+
+    :func:`semqa.report_tables.comparison_tables`; ``status`` says whether a row is in the PSD.
+    """
+    return comparison_tables(report)[0]
 
 
 def image_frame(report: ComparisonReport) -> pd.DataFrame:

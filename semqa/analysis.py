@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
 
 from semqa.stats.equivalence import CompareConfig, ComparisonResult, compare_products
 from semqa.errors import InputError
 from semqa.io.images import DEFAULT_MAX_PIXELS, Micrograph, is_hidden, list_images, require_pixel_size
-from semqa.particles.measure import DEFAULT_MIN_PIXELS, Exclusions, Particle, measure_particles
+from semqa.io.region import choose_region
+from semqa.particles.measure import DEFAULT_MIN_PIXELS, Exclusions, Particle, measure_regions
 from semqa.particles.limits import MAX_IMAGE_PIXELS, MAX_PARTICLE_AREA_PX
 from semqa.stats.psd import MAX_BOOTSTRAP, PSD, compute_psd
 from semqa.results import ImageSummary, Lineage, ModelRef
@@ -30,6 +31,11 @@ if TYPE_CHECKING:
 
 #: Called after each image with (images done, images in all).
 Progress = Callable[[int, int], None]
+
+#: Called after each image with (key, the micrograph, its result, the analysed image, its label
+#: image), e.g. to draw overlays (:func:`semqa.particles.overlay.draw_overlay`) without keeping
+#: every label image in memory; key is the image name, or ``product/lot/name`` in a comparison.
+UnitHook = Callable[[str, Micrograph, "UnitResult", np.ndarray, np.ndarray], None]
 
 
 class AnalysisConfig(BaseModel):
@@ -49,6 +55,10 @@ class AnalysisConfig(BaseModel):
     # numpy's generators take non-negative seeds; 64 bits is the entropy of one SeedSequence word pair.
     seed: int = Field(0, ge=0, le=2**64 - 1)
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, le=MAX_IMAGE_PIXELS, description="largest input image accepted, in pixels")
+    roi: tuple[NonNegativeInt, NonNegativeInt, PositiveInt, PositiveInt] | None = Field(
+        None, description="(x, y, width, height) in input pixels analysed in every image; None: find it"
+    )
+    detect_databar: bool = Field(True, description="leave out the instrument's data bar (semqa.io.databar) when no roi is given")
 
 
 class AnalysisResult(BaseModel):
@@ -57,6 +67,9 @@ class AnalysisResult(BaseModel):
     psd: PSD = Field(description="number-weighted PSD of equivalent circular diameters")
     psd_volume: PSD = Field(description="volume-weighted PSD (sphere-equivalent volume ∝ ECD³)")
     particles: list[Particle]
+    excluded_particles: list[Particle] = Field(
+        default_factory=list, description="particles found but left out of the PSD, with their exclusion reason"
+    )
     images: list[ImageSummary]
     exclusions: Exclusions
     sr: bool = Field(description="whether the images were super-resolved before segmentation")
@@ -84,32 +97,50 @@ class UnitResult:
     summary: ImageSummary
     exclusions: Exclusions
     path: str | None = None
+    excluded: tuple[Particle, ...] = ()
 
 
 def measure_image(
-    image: np.ndarray, pixel_size_um: float, config: AnalysisConfig, name: str = ""
-) -> tuple[np.ndarray, list[Particle], Exclusions]:
+    image: np.ndarray, pixel_size_um: float, config: AnalysisConfig, name: str = "", origin_px: tuple[int, int] = (0, 0)
+) -> tuple[np.ndarray, list[Particle], list[Particle], Exclusions]:
     """Segment and measure one image array: the segment → measure step every analysis runs.
 
-    Returns the label image, the particles kept and what was excluded. The product's
-    analyses (:func:`analyze_unit`) and the generator's evaluation
+    Returns the label image, the particles kept, the excluded ones (measured, marked with why)
+    and the exclusion counts; ``origin_px`` (row, column) places centroids in the input frame.
+    The product's analyses (:func:`analyze_unit`) and the generator's evaluation
     (:func:`semqa.evaluation.evaluate_generator`) both call this, so they cannot drift apart.
     """
     labels = segment(image, config.segmentation)
-    particles, excl = measure_particles(
-        labels, pixel_size_um, image_name=name, min_pixels=config.min_pixels, exclude_border=config.exclude_border
+    particles, excluded, excl = measure_regions(
+        labels, pixel_size_um, image_name=name, min_pixels=config.min_pixels, exclude_border=config.exclude_border,
+        origin_px=origin_px,
     )
-    return labels, particles, excl
+    return labels, particles, excluded, excl
 
 
-def analyze_unit(mg: Micrograph, config: AnalysisConfig, upscaler: Upscaler | None = None) -> UnitResult:
-    """Segment and measure one micrograph, super-resolving it first when ``upscaler`` is given."""
+def analyze_unit(
+    mg: Micrograph,
+    config: AnalysisConfig,
+    upscaler: Upscaler | None = None,
+    hook: UnitHook | None = None,
+    key: str | None = None,
+) -> UnitResult:
+    """Segment and measure one micrograph's analysed region, super-resolving it first when ``upscaler`` is given.
+
+    The region (:func:`semqa.io.region.choose_region`: ``config.roi``, else the frame without
+    its data bar) is cropped before anything else, so a particle cut by its edge is excluded
+    like one cut by the frame's edge; centroids stay in the input frame's coordinates.
+    ``hook`` is called as ``hook(key or name, mg, result, analysed image, labels)``.
+    """
     pixel_size = require_pixel_size(mg)
-    image = mg.image
+    roi = choose_region(mg.image, mg.name, config.roi, config.detect_databar)
+    image = roi.crop(mg.image)
+    scale = 1
     if upscaler is not None:
         image = upscaler.upscale(image)
-        pixel_size = pixel_size / upscaler.scale
-    _, particles, excl = measure_image(image, pixel_size, config, mg.name)
+        scale = upscaler.scale
+        pixel_size = pixel_size / scale
+    labels, particles, excluded, excl = measure_image(image, pixel_size, config, mg.name, origin_px=(roi.y * scale, roi.x * scale))
     summary = ImageSummary(
         name=mg.name,
         digest=mg.digest,
@@ -122,8 +153,12 @@ def analyze_unit(mg: Micrograph, config: AnalysisConfig, upscaler: Upscaler | No
         n_particles=len(particles),
         excluded_border=excl.border,
         excluded_small=excl.too_small,
+        roi=roi,
     )
-    return UnitResult(particles=particles, summary=summary, exclusions=excl, path=mg.path)
+    unit = UnitResult(particles=particles, summary=summary, exclusions=excl, path=mg.path, excluded=tuple(excluded))
+    if hook is not None:
+        hook(key or mg.name, mg, unit, image, labels)
+    return unit
 
 
 def _lineage(units: Mapping[str, UnitResult], upscaler: Upscaler | None) -> Lineage:
@@ -147,6 +182,7 @@ def summarize(units: Sequence[UnitResult], config: AnalysisConfig, upscaler: Ups
         psd=compute_psd(ecd, "number", **psd_kwargs),
         psd_volume=compute_psd(ecd, "volume", **psd_kwargs),
         particles=particles,
+        excluded_particles=[p for u in units for p in u.excluded],
         images=[u.summary for u in units],
         exclusions=Exclusions(
             border=sum(u.exclusions.border for u in units),
@@ -172,6 +208,7 @@ def analyze(
     config: AnalysisConfig | None = None,
     upscaler: Upscaler | None = None,
     progress: Progress | None = None,
+    hook: UnitHook | None = None,
 ) -> AnalysisResult:
     """PSD of the particles in ``micrographs`` (each needs a pixel size).
 
@@ -185,6 +222,8 @@ def analyze(
         Super-resolve each image first; its model is recorded in the lineage.
     progress : callable, optional
         Called as ``progress(done, total)`` after each image.
+    hook : callable, optional
+        :data:`UnitHook` called after each image (overlays).
     """
     config = config or AnalysisConfig()
     if not micrographs:
@@ -194,7 +233,7 @@ def analyze(
         require_pixel_size(mg)
     units = []
     for i, mg in enumerate(micrographs, 1):
-        units.append(analyze_unit(mg, config, upscaler))
+        units.append(analyze_unit(mg, config, upscaler, hook))
         if progress:
             progress(i, len(micrographs))
     return summarize(units, config, upscaler)
@@ -207,6 +246,7 @@ def compare(
     upscaler: Upscaler | None = None,
     compare_config: CompareConfig | None = None,
     progress: Progress | None = None,
+    hook: UnitHook | None = None,
 ) -> ComparisonReport:
     """Analyse every unit of both products and test their equivalence.
 
@@ -226,19 +266,19 @@ def compare(
     total = sum(len(m) for m in reference_lots.values()) + sum(len(m) for m in test_lots.values())
     done = 0
 
-    def run(lots: Mapping[str, Sequence[Micrograph]]) -> dict[str, list[UnitResult]]:
+    def run(product: str, lots: Mapping[str, Sequence[Micrograph]]) -> dict[str, list[UnitResult]]:
         nonlocal done
         out: dict[str, list[UnitResult]] = {}
         for lot, mgs in lots.items():
             out[lot] = []
             for mg in mgs:
-                out[lot].append(analyze_unit(mg, config, upscaler))
+                out[lot].append(analyze_unit(mg, config, upscaler, hook, f"{product}/{lot}/{mg.name}"))
                 done += 1
                 if progress:
                     progress(done, total)
         return out
 
-    ref_units, test_units = run(reference_lots), run(test_lots)
+    ref_units, test_units = run("reference", reference_lots), run("test", test_lots)
 
     def ecds(units: dict[str, list[UnitResult]]) -> dict[str, list[np.ndarray]]:
         return {lot: [np.array([p.ecd_um for p in u.particles], dtype=float) for u in us] for lot, us in units.items()}

@@ -146,6 +146,52 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="URI", help="generator for --sr (default models:/semqa-generator@production)")
     p.add_argument("--json", metavar="OUT", help="write the result JSON here")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (decompression bombs)")
+    p.add_argument("--roi", metavar="X,Y,W,H", help="analyse this region of every image (input pixels); default: the frame without its data bar")
+    p.add_argument("--databar-detection", action=argparse.BooleanOptionalAction, default=True,
+                   help="find the instrument's data bar and leave it out (default on)")
+    p.add_argument("--csv", metavar="FILE", help="per-particle table (measured and excluded, in µm) to FILE, per-image table to FILE_images.csv")
+    p.add_argument("--overlays", metavar="DIR", help="write each analysed image with particle outlines and the analysed region as PNG")
+
+
+def _analysis_config(args: argparse.Namespace):
+    """The :class:`semqa.analysis.AnalysisConfig` of ``--roi`` and ``--databar-detection``."""
+    from semqa.analysis import AnalysisConfig
+    from semqa.io.region import parse_roi
+
+    return AnalysisConfig(roi=parse_roi(args.roi) if args.roi else None, detect_databar=args.databar_detection)
+
+
+def _overlay_writer(folder: str | None):
+    """A :data:`semqa.analysis.UnitHook` writing overlays under ``folder`` (None: no hook)."""
+    if not folder:
+        return None
+    from pathlib import Path
+
+    from semqa.particles.overlay import draw_overlay, overlay_png
+
+    out = Path(folder)
+
+    def write(key, mg, unit, analysed, labels) -> None:
+        target = (out / key).with_suffix(".png")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(overlay_png(draw_overlay(mg.image, analysed, labels, unit.summary.roi, unit.excluded)))
+
+    return write
+
+
+def _write_csv(tables, path: str | None) -> None:
+    if path:
+        from semqa.report_tables import write_tables
+
+        for written in write_tables(*tables, path):
+            print(f"wrote {written}")
+
+
+def _print_regions(images) -> None:
+    """One line per image whose analysed region is not its full frame, so a cut is never silent."""
+    for s in images:
+        if s.roi is not None and s.roi.source != "full-frame":
+            print(f"{s.name}: analysed x={s.roi.x} y={s.roi.y} {s.roi.width}×{s.roi.height} px ({s.roi.source}: {s.roi.detail})")
 
 
 def _fmt(value: float | None, unit: str = " µm") -> str:
@@ -163,9 +209,11 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from semqa.analysis import analyze
     from semqa.io.images import expand_image_paths
 
+    config = _analysis_config(args)
     micrographs = _read_micrographs(expand_image_paths(args.paths), args.pixel_size, args.max_pixels, args.force_pixel_size)
-    result = _record(analyze(micrographs, upscaler=_upscaler(args)))
+    result = _record(analyze(micrographs, config, upscaler=_upscaler(args), hook=_overlay_writer(args.overlays)))
     _print_pixel_sizes(micrographs)
+    _print_regions(result.images)
     print(_psd_line(f"{len(micrographs)} image(s)", result.psd))
     print(_psd_line("volume", result.psd_volume))
     print(f"excluded: {result.exclusions.border} cut by the border, {result.exclusions.too_small} below "
@@ -173,6 +221,12 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     for w in result.psd.warnings:
         print(f"warning: {w}")
     _write_json(result, args.json)
+    if args.csv:
+        from semqa.report_tables import analysis_tables
+
+        _write_csv(analysis_tables(result), args.csv)
+    if args.overlays:
+        print(f"wrote {len(micrographs)} overlay(s) to {args.overlays}")
     return EXIT_OK
 
 
@@ -186,17 +240,28 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from semqa.analysis import compare
 
+    config = _analysis_config(args)
     ref = _read_lots(args.reference, args.pixel_size, args.max_pixels, args.force_pixel_size)
     test = _read_lots(args.test, args.pixel_size, args.max_pixels, args.force_pixel_size)
-    report = _record(compare(ref, test, upscaler=_upscaler(args)))
+    report = _record(compare(ref, test, config, upscaler=_upscaler(args), hook=_overlay_writer(args.overlays)))
     _print_pixel_sizes([mg for lots in (ref, test) for mgs in lots.values() for mg in mgs])
     for label, lots in (("reference", report.reference), ("test", report.test)):
         for lot, res in lots.items():
             print(_psd_line(f"{label} {lot}", res.psd))
+    summaries = [s for lots in (report.reference, report.test) for res in lots.values() for s in res.images]
+    cut = {src: sum(s.roi is not None and s.roi.source == src for s in summaries) for src in ("auto-databar", "roi-flag")}
+    print(f"analysed region: data bar left out of {cut['auto-databar']}, region given for {cut['roi-flag']}, "
+          f"full frame for the rest of {len(summaries)} image(s) (per image in --csv FILE_images.csv)")
     for w in report.statistics.warnings:
         print(f"warning: {w}")
     print(f"verdict: {report.verdict} — {report.reason}")
     _write_json(report, args.json)
+    if args.csv:
+        from semqa.report_tables import comparison_tables
+
+        _write_csv(comparison_tables(report), args.csv)
+    if args.overlays:
+        print(f"wrote overlays to {args.overlays}/<reference|test>/<lot>/")
     return EXIT_OK
 
 

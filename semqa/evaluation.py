@@ -146,7 +146,7 @@ def evaluate_generator(
         px = p.hr_pixel_size_um if known else 1.0
         labels = {}
         for key, img, size in (("hr", hr, px), ("sr", sr, px), ("bicubic", bic, px), ("lr", p.lr, px * s)):
-            labels[key], parts, _ = measure_image(img, size, config, name=p.name)
+            labels[key], parts, _, _ = measure_image(img, size, config, name=p.name)
             ecd[key].extend(q.ecd_um for q in parts)
         match = match_particles(labels["sr"], labels["hr"])
         matched, n_true, n_pred = matched + match.matched, n_true + match.n_true, n_pred + match.n_pred

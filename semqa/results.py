@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pydantic import BaseModel, Field
 
 from semqa import __version__
+from semqa.io.region import AnalysedRegion
 
 
 class ModelRef(BaseModel):
@@ -45,6 +46,9 @@ class ImageSummary(BaseModel):
     n_particles: int
     excluded_border: int
     excluded_small: int
+    roi: AnalysedRegion | None = Field(
+        None, description="region of the input image analysed (pixels of the input) and how it was chosen"
+    )
 
 
 class ResultRecord(BaseModel):

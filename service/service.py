@@ -12,9 +12,10 @@ Two BentoML services run together:
     The public API server. Routes (a Starlette app mounted at ``/v1``)::
 
         POST /v1/super_resolve   multipart: image=<file>; format=auto|png|tiff
-        POST /v1/analyze         multipart: images=<file>...; pixel_size_um, pixel_sizes_um, sr, config, model_version
+        POST /v1/analyze         multipart: images=<file>...; pixel_size_um, pixel_sizes_um, sr, config, model_version,
+                                 roi, overlays
         POST /v1/compare         multipart: reference=<file>..., test=<file>... (file name "<lot>/<image>"),
-                                 pixel_size_um, pixel_sizes_um, sr, config, model_version
+                                 pixel_size_um, pixel_sizes_um, sr, config, model_version, roi, overlays
         GET  /v1/model_info
 
     and BentoML's ``/healthz``, ``/livez``, ``/readyz`` (open) and ``/metrics`` (token).
@@ -36,6 +37,12 @@ Two BentoML services run together:
     records where its pixel size came from (``pixel_size_source``: ``flag`` for the
     ``pixel_size_um`` field, as for the CLI's flag; ``form:pixel_sizes_um``; or the tag that
     stated it).
+
+    ``roi`` (``x,y,w,h`` in input pixels) sets the analysed region of every image, as
+    ``semqa analyze --roi``; without it the instrument's data bar is found and left out (the
+    ``config`` field's ``detect_databar`` turns that off). ``overlays=true`` adds
+    ``"overlays": {key: base64 PNG}`` to the JSON (:func:`semqa.particles.overlay.draw_overlay`,
+    keys as in the lineage).
 
 The generator is ``SEMQA_MODEL_URI`` or ``models:/semqa-generator@production`` from the
 MLflow registry; inside a Bento built by ``semqa service build`` it is the packaged BentoML
@@ -346,6 +353,34 @@ def _config(form: FormData) -> AnalysisConfig:
         raise InputError(f"invalid config: {where}: {first['msg']}") from None
 
 
+def _region_config(form: FormData) -> AnalysisConfig:
+    """``config`` with the ``roi`` field (``x,y,w,h``) applied when given."""
+    from semqa.io.region import parse_roi
+
+    config = _config(form)
+    roi = _field(form, "roi")
+    return config if roi is None else config.model_copy(update={"roi": parse_roi(roi)})
+
+
+def _with_overlays(model: Any, pngs: dict[str, bytes] | None) -> Response:
+    """The result JSON, with ``overlays`` (key → base64 PNG) when they were asked for."""
+    if pngs is None:
+        return Response(model.model_dump_json(), media_type="application/json")
+    import base64
+
+    body = model.model_dump(mode="json") | {"overlays": {k: base64.b64encode(v).decode() for k, v in pngs.items()}}
+    return JSONResponse(body)
+
+
+def _overlay_hook(form: FormData):
+    """``(hook, pngs)`` when the form asks for overlays, else ``(None, None)``."""
+    if not _bool(form, "overlays", False):
+        return None, None
+    from semqa.particles.overlay import overlay_collector
+
+    return overlay_collector()
+
+
 def _pixel_sizes(form: FormData, keys: set[str], scheme: str) -> dict[str, float]:
     """The ``pixel_sizes_um`` field: uploaded image (by lineage key) → µm per pixel.
 
@@ -488,17 +523,19 @@ async def analyze_route(request: Request) -> Response:
     uploads = _files(form, "images")
     if not uploads:
         raise InputError("no images: send one or more files in the form field 'images'")
-    config = _config(form)
+    config = _region_config(form)
     pixel_size = _pixel_size(form)
     max_pixels = min(config.max_pixels, svc.settings.max_pixels)
     names = [_image_name(u, i) for i, u in enumerate(uploads)]
     fallbacks = _pixel_sizes(form, set(names), "'<image>', the uploaded file names")
     micrographs = [await _micrograph(u, n, pixel_size, max_pixels, fallbacks.get(n), key=n) for u, n in zip(uploads, names)]
     upscaler = await _upscaler(form, budget=budget)
+    hook, pngs = _overlay_hook(form)
     result = await run_in_budget(
-        lambda: record_result(analyze(micrographs, config=config, upscaler=upscaler, progress=budget.progress)), budget, svc.slots()
+        lambda: record_result(analyze(micrographs, config=config, upscaler=upscaler, hook=hook, progress=budget.progress)),
+        budget, svc.slots(),
     )
-    return Response(result.model_dump_json(), media_type="application/json")
+    return _with_overlays(result, pngs)
 
 
 @_handle_errors
@@ -506,7 +543,7 @@ async def compare_route(request: Request) -> Response:
     svc = _service()
     budget = RequestBudget(svc.settings.request_budget_s)
     form = await _form(request)
-    config = _config(form)
+    config = _region_config(form)
     pixel_size = _pixel_size(form)
     max_pixels = min(config.max_pixels, svc.settings.max_pixels)
     named: list[tuple[str, str, str, UploadFile]] = []
@@ -525,13 +562,14 @@ async def compare_route(request: Request) -> Response:
         products[field].setdefault(lot, []).append(mg)
     products = {field: dict(sorted(lots.items())) for field, lots in products.items()}
     upscaler = await _upscaler(form, budget=budget)
+    hook, pngs = _overlay_hook(form)
     report = await run_in_budget(
         lambda: record_result(
-            compare(products["reference"], products["test"], config=config, upscaler=upscaler, progress=budget.progress)
+            compare(products["reference"], products["test"], config=config, upscaler=upscaler, hook=hook, progress=budget.progress)
         ),
         budget, svc.slots(),
     )
-    return Response(report.model_dump_json(), media_type="application/json")
+    return _with_overlays(report, pngs)
 
 
 @_handle_errors

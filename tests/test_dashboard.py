@@ -16,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 from dashboard import report as report_export
 from dashboard.config import DashboardSettings
 from dashboard.inputs import lot_from_uploads, product_folders
+from dashboard.sections import OVERLAY_CAPTION
 from semqa.analysis import AnalysisConfig, compare, load_lots
 from semqa.io.digests import bytes_digest
 from semqa.io.images import encode_image, read_image, read_image_bytes, write_image
@@ -96,14 +97,16 @@ def test_main_flow_uploads_compare_and_show_results(lots_root: Path) -> None:
     # Figures: number and volume PSDs, D50 per lot; images with outlines.
     captions = [c for img in at.image for c in img.captions]
     assert len(at.image) == 5, captions  # 3 figures, the chosen image as acquired and outlined
-    assert "Segmented particles (outlines)" in captions
+    assert OVERLAY_CAPTION in captions
     lineage = at.dataframe[4].value.set_index("item")["value"]
     assert lineage["analysis code version"] == expected.lineage.code_version
     assert lineage["super-resolution"] == "off"
 
     particles = at.dataframe[3].value
-    n_all = sum(r.psd.n for r in (*expected.reference.values(), *expected.test.values()))
-    assert len(particles) == n_all
+    results = (*expected.reference.values(), *expected.test.values())
+    n_all = sum(r.psd.n for r in results)
+    assert (particles["status"] == "measured").sum() == n_all  # excluded particles are listed too, marked
+    assert len(particles) == n_all + sum(len(r.excluded_particles) for r in results)
     labels = {b.label for b in at.get("download_button")}
     assert {"Download particles (CSV)", "Download report (HTML)", "Download report (PDF)"} <= labels
 
@@ -112,7 +115,8 @@ def test_main_flow_uploads_compare_and_show_results(lots_root: Path) -> None:
     at.multiselect(key="filter_lot").set_value(["lot2"])
     at.run()
     shown = at.dataframe[3].value
-    assert len(shown) == expected.test["lot2"].psd.n
+    assert (shown["status"] == "measured").sum() == expected.test["lot2"].psd.n
+    assert len(shown) == expected.test["lot2"].psd.n + len(expected.test["lot2"].excluded_particles)
     assert set(shown["product"]) == {"test"} and set(shown["lot"]) == {"lot2"}
     assert _banner_texts(at) == banners  # the rerun is served from the cache, same verdict
 
@@ -123,6 +127,7 @@ def test_server_folder_source(lots_root: Path, monkeypatch: pytest.MonkeyPatch) 
     for product, folder in (("reference", "rld/lr"), ("test", "generic/lr")):
         at.radio(key=f"{product}_source").set_value("Server folder")
         at.run()
+        assert at.selectbox(key=f"{product}_folder").value is None  # nothing preselected on either side
         at.selectbox(key=f"{product}_folder").set_value(folder)
     at.run()
     at.button(key="compare").click().run()
@@ -186,6 +191,9 @@ def test_report_exports_hold_verdict_figures_tables_and_lineage(lots_root: Path)
     assert f"Verdict: {expected.verdict.replace('_', ' ').upper()}" in page
     assert len(re.findall(r'src="data:image/png;base64,', page)) == 3
     assert expected.lineage.code_version in page
+    assert report_export.covers(expected) in page.replace("&#x27;", "'") and "Reference (RLD): lots lot1" in page
+    assert "<td>Reference (RLD)</td>" in page and "<td>Test (generic)</td>" in page
+    assert page.count('<div class="scroll"><table') == page.count("<table")  # wide tables scroll, the page does not
     for result in expected.reference.values():
         for image in result.images:
             assert image.digest in page

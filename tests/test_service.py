@@ -267,6 +267,35 @@ def test_analyze_without_sr_and_with_pixel_size_given(env, server, tmp_path):
     assert _without_times(got) == _without_times(json.loads(expected.model_dump_json()))
 
 
+def test_analyze_finds_the_data_bar_takes_a_roi_and_returns_overlays(env, server):
+    import base64
+
+    from semqa.analysis import AnalysisConfig, analyze
+    from semqa.synth.databar import add_databar
+
+    mg = read_image(_tif(env, "gen", "lot2", 1))
+    framed, truth = add_databar(mg.image, "bottom-overlay", np.random.default_rng(0), rows=16, pixel_size_um=LR_PX)
+    png = encode_image(framed, "png")
+    config = AnalysisConfig(n_bootstrap=0)
+    data = {"sr": "false", "pixel_size_um": str(LR_PX), "config": config.model_dump_json(), "overlays": "true"}
+    r = httpx.post(f"{server}/v1/analyze", headers=AUTH, files={"images": ("x.png", png)}, data=data, timeout=120)
+    assert r.status_code == 200, r.text
+    got = r.json()
+    roi = got["images"][0]["roi"]
+    assert (roi["source"], roi["x"], roi["y"], roi["width"], roi["height"]) == ("auto-databar", *truth)
+    expected = analyze([read_image_bytes(png, "x.png", pixel_size_um=LR_PX)], config=config)
+    assert got["psd"]["n"] == expected.psd.n
+    overlay = read_image_bytes(base64.b64decode(got["overlays"]["x.png"]), "o.png")
+    assert overlay.image.shape == framed.shape
+    r = httpx.post(f"{server}/v1/analyze", headers=AUTH, files={"images": ("x.png", png)},
+                   data={**data, "roi": "0,0,40,30", "overlays": "false"}, timeout=120)
+    assert r.status_code == 200, r.text
+    assert r.json()["images"][0]["roi"]["source"] == "roi-flag" and "overlays" not in r.json()
+    r = httpx.post(f"{server}/v1/analyze", headers=AUTH, files={"images": ("x.png", png)},
+                   data={**data, "roi": "0,0,4000,30"}, timeout=120)
+    assert r.status_code == 400 and "reaches outside" in r.json()["error"]
+
+
 def test_compare_equals_the_cli_through_the_typed_client(env, server, tmp_path):
     from service.client import SemqaClient
 

@@ -79,6 +79,28 @@ def test_clean_set_passes_and_writes_the_report_folder(clean_set: Path, tmp_path
     assert json.loads(report.report_json.read_text())["dataset_digest"] == report.dataset_digest
 
 
+def test_data_docs_render_offline(clean_set: Path, tmp_path: Path) -> None:
+    """No page loads a stylesheet, script or image from the web, and the result tables are in the HTML."""
+    import re
+
+    report = validate_pairs(clean_set, report_dir=tmp_path / "report")
+    pages = sorted((report.report_dir / "data_docs").rglob("*.html"))
+    assert len(pages) >= 3  # index, the suite, the validation result
+    remote_asset = re.compile(r"<(?:link|script|img)\b[^>]*\b(?:href|src)=\"(?:https?:)?//", re.I)
+    for page in pages:
+        text = page.read_text()
+        assert not remote_asset.search(text), (page, remote_asset.search(text).group(0))
+        assert "<style>" in text and "<script" not in text
+    index = report.data_docs_index.read_text()
+    # The validation runs table, filled from GX's embedded data, links to the result page.
+    runs = re.search(r'<table\s+id="section-1-content-block-2-1-body-table".*?</table>', index, re.S).group(0)
+    assert "<tbody><tr>" in runs and "Run Time" in runs
+    linked = re.findall(r'<a href="(validations/[^"]+\.html)">open</a>', runs)
+    assert linked and (report.report_dir / "data_docs" / linked[0]).is_file()
+    result_page = next(p for p in pages if "validations" in p.parts).read_text()
+    assert "registration_shift" in result_page or "shift_lr_px" in result_page
+
+
 def test_dataset_digest_covers_every_file_and_matches_the_manifest(clean_set: Path, tmp_path: Path) -> None:
     report = validate_pairs(clean_set, report_dir=tmp_path / "report")
     manifest = pd.read_csv(clean_set / "manifest.csv")

@@ -26,6 +26,7 @@ from great_expectations.data_context.types.base import (
 from semqa.io.metadata import check_pixel_size
 from validation.config import ValidationConfig
 from semqa.io.digests import dataset_digest
+from validation.data_docs import make_offline
 from validation.dataset import DEFAULT_SCALE, declared_from_manifest
 from validation.reports import CheckResult, LotValidationReport, PairValidationReport, ValidationReport
 from validation.rows import file_digests_of_pairs, lot_table, most_common_bit_depth, pair_table
@@ -81,6 +82,7 @@ def run_suite(
         )
     )
     run = checkpoint.run(batch_parameters={"dataframe": table})
+    make_offline(docs_dir)  # the lab machine that opens the report has no internet
     (result,) = run.run_results.values()
     failed: dict[str, set[str]] = {}
     for r in result.results:

@@ -66,6 +66,11 @@ class Particle(BaseModel):
     solidity: float = Field(description="area / convex hull area")
     centroid_x_um: float
     centroid_y_um: float
+    exclusion: str | None = Field(
+        None,
+        description="why the particle is not in the PSD: 'border' (cut by the edge of the analysed region) or "
+        "'too_small' (below min_pixels); None for measured particles",
+    )
 
 
 class Exclusions(BaseModel):
@@ -170,6 +175,7 @@ def measure_particles(
     image_name: str = "",
     min_pixels: int = DEFAULT_MIN_PIXELS,
     exclude_border: bool = True,
+    origin_px: tuple[int, int] = (0, 0),
 ) -> tuple[list[Particle], Exclusions]:
     """Measure every labelled particle, excluding border-cut and too-small ones.
 
@@ -185,6 +191,9 @@ def measure_particles(
         Particles with fewer pixels are excluded and counted in ``Exclusions.too_small``.
     exclude_border : bool
         Exclude particles touching the first or last row or column (ISO 13322-1).
+    origin_px : tuple of int
+        ``(row, col)`` of ``labels``' first pixel in the frame the centroids refer to (the
+        analysed region's corner), in pixels of ``labels``.
 
     Returns
     -------
@@ -200,6 +209,37 @@ def measure_particles(
         For a label image that is not 2-D non-negative integers, a pixel size that is not a
         positive finite number, or ``min_pixels < 1``.
     """
+    particles, _, exclusions = measure_regions(
+        labels, pixel_size_um, image_name=image_name, min_pixels=min_pixels, exclude_border=exclude_border,
+        origin_px=origin_px, keep_excluded=False,
+    )
+    return particles, exclusions
+
+
+def measure_regions(
+    labels: np.ndarray,
+    pixel_size_um: float,
+    *,
+    image_name: str = "",
+    min_pixels: int = DEFAULT_MIN_PIXELS,
+    exclude_border: bool = True,
+    origin_px: tuple[int, int] = (0, 0),
+    keep_excluded: bool = True,
+) -> tuple[list[Particle], list[Particle], Exclusions]:
+    """:func:`measure_particles`, and the excluded particles measured too, marked with why.
+
+    An excluded particle's measurements are those of its visible part (a border-cut
+    particle) or of too few pixels to be sized: they are for tables and overlays (ImageJ's
+    Results, a reviewer checking what was left out), never for the PSD.
+
+    Returns
+    -------
+    particles : list of Particle
+        Measured particles (``exclusion`` None).
+    excluded : list of Particle
+        Excluded particles with ``exclusion`` set; empty unless ``keep_excluded``.
+    exclusions : Exclusions
+    """
     labels = _check_labels(labels)
     if not (isinstance(pixel_size_um, (int, float)) and math.isfinite(pixel_size_um) and pixel_size_um > 0):
         raise InputError(f"pixel size must be a positive number of µm per pixel, got {pixel_size_um!r}")
@@ -209,12 +249,14 @@ def measure_particles(
     on_border = set(_border_labels(labels).tolist()) if exclude_border else set()
     exclusions = Exclusions(min_pixels=int(min_pixels))
     particles: list[Particle] = []
+    excluded: list[Particle] = []
     for region in regionprops(labels):
-        if region.label in on_border:
+        reason = "border" if region.label in on_border else "too_small" if region.area < min_pixels else None
+        if reason == "border":
             exclusions.border += 1
-            continue
-        if region.area < min_pixels:
+        elif reason == "too_small":
             exclusions.too_small += 1
+        if reason is not None and not keep_excluded:
             continue
         area_px = float(region.area)
         perimeter_px = float(region.perimeter_crofton)
@@ -222,7 +264,7 @@ def measure_particles(
         feret_max_px, feret_min_px = _feret_diameters(hull)
         row, col = region.centroid
         circularity = 4.0 * math.pi * area_px / perimeter_px**2 if perimeter_px > 0 else 1.0
-        particles.append(
+        (excluded if reason else particles).append(
             Particle(
                 image=image_name,
                 label=int(region.label),
@@ -234,11 +276,12 @@ def measure_particles(
                 aspect_ratio=feret_max_px / feret_min_px,
                 circularity=min(1.0, circularity),
                 solidity=area_px / int(convex_image(region.image, hull).sum()),
-                centroid_x_um=(col + 0.5) * px,
-                centroid_y_um=(row + 0.5) * px,
+                centroid_x_um=(col + 0.5 + origin_px[1]) * px,
+                centroid_y_um=(row + 0.5 + origin_px[0]) * px,
+                exclusion=reason,
             )
         )
-    return particles, exclusions
+    return particles, excluded, exclusions
 
 
 def particles_frame(particles: list[Particle]) -> pd.DataFrame:
