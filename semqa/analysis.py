@@ -20,11 +20,12 @@ from semqa.errors import InputError
 from semqa.io.images import DEFAULT_MAX_PIXELS, Micrograph, list_images, require_pixel_size
 from semqa.particles.measure import DEFAULT_MIN_PIXELS, Exclusions, Particle, measure_particles
 from semqa.stats.psd import PSD, compute_psd
-from semqa.results import ImageSummary, Lineage, ModelRef
+from semqa.results import ImageSummary, Lineage, ModelRef, SegmenterRef
 from semqa.particles.segmentation import SegmentationConfig, segment
 from semqa.version import code_version
 
 if TYPE_CHECKING:
+    from semqa.particles.learned import LearnedSegmenter
     from semqa.sr.inference import Upscaler
 
 #: Called after each image with (images done, images in all).
@@ -78,14 +79,22 @@ class UnitResult:
     path: str | None = None
 
 
-def analyze_unit(mg: Micrograph, config: AnalysisConfig, upscaler: Upscaler | None = None) -> UnitResult:
-    """Segment and measure one micrograph, super-resolving it first when ``upscaler`` is given."""
+def analyze_unit(
+    mg: Micrograph, config: AnalysisConfig, upscaler: Upscaler | None = None, segmenter: LearnedSegmenter | None = None
+) -> UnitResult:
+    """Segment and measure one micrograph, super-resolving it first when ``upscaler`` is given.
+
+    ``segmenter`` (a learned one) replaces the classic :func:`semqa.particles.segmentation.segment`.
+    """
     pixel_size = require_pixel_size(mg)
     image = mg.image
     if upscaler is not None:
         image = upscaler.upscale(image)
         pixel_size = pixel_size / upscaler.scale
-    labels = segment(image, config.segmentation)
+    if segmenter is not None:
+        labels = segmenter.segment(image, config.segmentation.particle_diameter_px)
+    else:
+        labels = segment(image, config.segmentation)
     particles, excl = measure_particles(
         labels, pixel_size, image_name=mg.name, min_pixels=config.min_pixels, exclude_border=config.exclude_border
     )
@@ -103,18 +112,21 @@ def analyze_unit(mg: Micrograph, config: AnalysisConfig, upscaler: Upscaler | No
     return UnitResult(particles=particles, summary=summary, exclusions=excl, path=mg.path)
 
 
-def _lineage(units: Mapping[str, UnitResult], upscaler: Upscaler | None) -> Lineage:
+def _lineage(units: Mapping[str, UnitResult], upscaler: Upscaler | None, segmenter: LearnedSegmenter | None = None) -> Lineage:
     """Lineage of units keyed by the name they are recorded under."""
     model: ModelRef | None = upscaler.ref if upscaler is not None else None
     return Lineage(
         model=model,
+        segmenter=segmenter.ref if segmenter is not None else SegmenterRef(),
         input_digests={key: u.summary.digest for key, u in units.items()},
         input_paths={key: u.path for key, u in units.items() if u.path},
         code_version=code_version(),
     )
 
 
-def summarize(units: Sequence[UnitResult], config: AnalysisConfig, upscaler: Upscaler | None = None) -> AnalysisResult:
+def summarize(
+    units: Sequence[UnitResult], config: AnalysisConfig, upscaler: Upscaler | None = None, segmenter: LearnedSegmenter | None = None
+) -> AnalysisResult:
     """Pool the particles of analysed units into one :class:`AnalysisResult`."""
     particles = [p for u in units for p in u.particles]
     ecd = np.array([p.ecd_um for p in particles], dtype=float)
@@ -131,7 +143,7 @@ def summarize(units: Sequence[UnitResult], config: AnalysisConfig, upscaler: Ups
             min_pixels=min_pixels,
         ),
         sr=upscaler is not None,
-        lineage=_lineage({u.summary.name: u for u in units}, upscaler),
+        lineage=_lineage({u.summary.name: u for u in units}, upscaler, segmenter),
         config=config,
     )
 
@@ -149,6 +161,7 @@ def analyze(
     config: AnalysisConfig | None = None,
     upscaler: Upscaler | None = None,
     progress: Progress | None = None,
+    segmenter: LearnedSegmenter | None = None,
 ) -> AnalysisResult:
     """PSD of the particles in ``micrographs`` (each needs a pixel size).
 
@@ -162,6 +175,8 @@ def analyze(
         Super-resolve each image first; its model is recorded in the lineage.
     progress : callable, optional
         Called as ``progress(done, total)`` after each image.
+    segmenter : semqa.particles.learned.LearnedSegmenter, optional
+        A learned segmenter instead of the classic pipeline; recorded in the lineage.
     """
     config = config or AnalysisConfig()
     if not micrographs:
@@ -171,10 +186,10 @@ def analyze(
         require_pixel_size(mg)
     units = []
     for i, mg in enumerate(micrographs, 1):
-        units.append(analyze_unit(mg, config, upscaler))
+        units.append(analyze_unit(mg, config, upscaler, segmenter))
         if progress:
             progress(i, len(micrographs))
-    return summarize(units, config, upscaler)
+    return summarize(units, config, upscaler, segmenter)
 
 
 def compare(
@@ -184,6 +199,7 @@ def compare(
     upscaler: Upscaler | None = None,
     compare_config: CompareConfig | None = None,
     progress: Progress | None = None,
+    segmenter: LearnedSegmenter | None = None,
 ) -> ComparisonReport:
     """Analyse every unit of both products and test their equivalence.
 
@@ -209,7 +225,7 @@ def compare(
         for lot, mgs in lots.items():
             out[lot] = []
             for mg in mgs:
-                out[lot].append(analyze_unit(mg, config, upscaler))
+                out[lot].append(analyze_unit(mg, config, upscaler, segmenter))
                 done += 1
                 if progress:
                     progress(done, total)
@@ -232,10 +248,10 @@ def compare(
         verdict=stats.verdict,
         reason=stats.reason,
         statistics=stats,
-        reference={lot: summarize(us, config, upscaler) for lot, us in ref_units.items()},
-        test={lot: summarize(us, config, upscaler) for lot, us in test_units.items()},
+        reference={lot: summarize(us, config, upscaler, segmenter) for lot, us in ref_units.items()},
+        test={lot: summarize(us, config, upscaler, segmenter) for lot, us in test_units.items()},
         sr=upscaler is not None,
-        lineage=_lineage(all_units, upscaler),
+        lineage=_lineage(all_units, upscaler, segmenter),
     )
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 #: Registered model name of the super-resolution generator.
 MODEL_NAME = "semqa-generator"
+#: Registered model name of the learned particle segmenter (:mod:`semqa.particles.learned`).
+SEGMENTER_MODEL_NAME = "semqa-segmenter"
 
 #: Folder of the embedded store, relative to the working directory.
 DEFAULT_STORE_DIR = Path("mlruns")
