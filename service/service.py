@@ -12,9 +12,9 @@ Two BentoML services run together:
     The public API server. Routes (a Starlette app mounted at ``/v1``)::
 
         POST /v1/super_resolve   multipart: image=<file>; format=auto|png|tiff
-        POST /v1/analyze         multipart: images=<file>...; pixel_size_um, pixel_sizes_um, sr, config, model_version
+        POST /v1/analyze         multipart: images=<file>...; pixel_size_um, pixel_sizes_um, sr, config, model_version, segmenter
         POST /v1/compare         multipart: reference=<file>..., test=<file>... (file name "<lot>/<image>"),
-                                 pixel_size_um, pixel_sizes_um, sr, config, model_version
+                                 pixel_size_um, pixel_sizes_um, sr, config, model_version, segmenter
         GET  /v1/model_info
 
     and BentoML's ``/healthz``, ``/livez``, ``/readyz`` (open) and ``/metrics`` (token).
@@ -383,6 +383,12 @@ async def _upscaler(form: FormData, default_sr: bool = True) -> RemoteUpscaler |
     return up
 
 
+def _segmenter(form: FormData):
+    """The learned segmenter the form's ``segmenter`` field names (classic, learned or a URI); None for classic."""
+    spec = _field(form, "segmenter") or "classic"
+    return None if spec == "classic" else _service().segmenter(spec)
+
+
 def _handle_errors(endpoint):
     """Map input errors to 4xx JSON and anything else to a 500 JSON; the worker keeps serving."""
 
@@ -441,7 +447,8 @@ async def analyze_route(request: Request) -> Response:
     fallbacks = _pixel_sizes(form, set(names), "'<image>', the uploaded file names")
     micrographs = [await _micrograph(u, n, pixel_size, max_pixels, fallbacks.get(n)) for u, n in zip(uploads, names)]
     upscaler = await _upscaler(form)
-    result = await anyio.to_thread.run_sync(lambda: analyze(micrographs, config=config, upscaler=upscaler))
+    segmenter = await anyio.to_thread.run_sync(lambda: _segmenter(form))
+    result = await anyio.to_thread.run_sync(lambda: analyze(micrographs, config=config, upscaler=upscaler, segmenter=segmenter))
     return Response(result.model_dump_json(), media_type="application/json")
 
 
@@ -467,8 +474,9 @@ async def compare_route(request: Request) -> Response:
         products[field].setdefault(lot, []).append(mg)
     products = {field: dict(sorted(lots.items())) for field, lots in products.items()}
     upscaler = await _upscaler(form)
+    segmenter = await anyio.to_thread.run_sync(lambda: _segmenter(form))
     report = await anyio.to_thread.run_sync(
-        lambda: compare(products["reference"], products["test"], config=config, upscaler=upscaler)
+        lambda: compare(products["reference"], products["test"], config=config, upscaler=upscaler, segmenter=segmenter)
     )
     return Response(report.model_dump_json(), media_type="application/json")
 
@@ -500,6 +508,7 @@ class Semqa:
         self.settings = load_settings()
         self.settings.token()  # refuse to start without a token
         self._info: ModelInfo | None = None
+        self._segmenters: dict[str, Any] = {}
 
     async def model_info(self) -> ModelInfo:
         """The served model (asked once from the generator service, then kept)."""
@@ -507,6 +516,18 @@ class Semqa:
             raw = await self.generator.to_async.model_info()
             self._info = raw if isinstance(raw, ModelInfo) else ModelInfo.model_validate(raw)
         return self._info
+
+    def segmenter(self, spec: str) -> Any:
+        """The learned segmenter ``spec`` names, loaded from the registry on first use and kept.
+
+        Runs in this (API) process on its CPU or GPU; kept per spec, so a moved alias is
+        seen after a restart.
+        """
+        if spec not in self._segmenters:
+            from semqa.particles.learned import load_segmenter
+
+            self._segmenters[spec] = load_segmenter(spec)
+        return self._segmenters[spec]
 
     async def upscaler(self) -> RemoteUpscaler:
         """The generator as an :class:`~semqa.sr.inference.Upscaler` for :mod:`semqa.analysis`."""

@@ -115,14 +115,20 @@ class LearnedSegmenter:
             raise InputError(f"segmenter weights digest {digest} differs from the registered {ref.weights_digest}")
         return cls(net, config, ref.model_copy(update={"weights_digest": digest}), device)
 
-    def predict(self, image: np.ndarray) -> np.ndarray:
-        """The network's maps ``(3, H, W)`` of an image already at working scale (sigmoid applied to 0 and 1)."""
+    def predict(self, image: np.ndarray, out_shape: tuple[int, int] | None = None) -> np.ndarray:
+        """The network's maps ``(3, H, W)`` of an image at working scale (sigmoid applied to 0 and 1).
+
+        ``out_shape``: resample the maps bilinearly to this shape (the original image's).
+        """
         m = self.net.multiple
         h, w = image.shape
         padded = np.pad(normalise(image), ((0, -h % m), (0, -w % m)), mode="reflect")
         x = torch.from_numpy(padded[None, None]).to(self.device)
         with torch.inference_mode():
-            y = self.net(x)[0, :, :h, :w].float()
+            y = self.net(x)[:, :, :h, :w].float()
+            if out_shape is not None and tuple(out_shape) != (h, w):
+                y = torch.nn.functional.interpolate(y, size=tuple(out_shape), mode="bilinear", align_corners=False)
+            y = y[0]
             probs = torch.sigmoid(y[[FOREGROUND, BOUNDARY]])
             return torch.cat([probs, y[[DISTANCE]]]).cpu().numpy()
 
@@ -146,9 +152,7 @@ class LearnedSegmenter:
         factor = float(np.clip(self.config.working_diameter_px / diameter, MIN_FACTOR, MAX_FACTOR))
         shape = (max(8, round(arr.shape[0] * factor)), max(8, round(arr.shape[1] * factor)))
         work = resize(arr, shape, order=1, anti_aliasing=factor < 1, preserve_range=True).astype(np.float32)
-        maps = self.predict(work)
-        if shape != arr.shape:
-            maps = np.stack([resize(m, arr.shape, order=1, preserve_range=True) for m in maps])
+        maps = self.predict(work, arr.shape)
         return decode(maps[FOREGROUND], maps[BOUNDARY], maps[DISTANCE])
 
 
