@@ -24,25 +24,25 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # see bench_segmentation.py
 
-import argparse  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from skimage.transform import resize  # noqa: E402
+import numpy as np
+import pandas as pd
+from skimage.transform import resize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_segmentation import baseline_segment  # noqa: E402
+from bench_segmentation import baseline_segment
 
-from semqa.particles.annotations import Annotated, load_annotated  # noqa: E402
-from semqa.particles.learned import load_segmenter  # noqa: E402
-from semqa.particles.matching import mean_scores, score_image  # noqa: E402
-from semqa.particles.segmentation import segment  # noqa: E402
-from semqa.synth.randomized import PIXEL_SIZE_UM, synthetic_scene  # noqa: E402
-from semqa.synth.scenes import SynthConfig, render_scene, scan_scene  # noqa: E402
+from semqa.particles.annotations import Annotated, load_annotated
+from semqa.particles.learned import load_segmenter
+from semqa.particles.matching import mean_scores, score_image
+from semqa.particles.segmentation import segment
+from semqa.synth.randomized import PIXEL_SIZE_UM, synthetic_scene
+from semqa.synth.scenes import SynthConfig, render_scene, scan_scene
 
 
 def families(n: int, size: int, seed: int) -> dict[str, list[Annotated]]:

@@ -13,9 +13,9 @@ import mlflow
 import numpy as np
 import pytest
 import tifffile
+from mlflow_store import migrated_db
 from skimage.measure import find_contours
 
-from mlflow_store import migrated_db
 from semqa.errors import CheckFailed, InputError
 from semqa.io.images import write_image
 from semqa.particles.annotations import load_annotated
@@ -146,7 +146,11 @@ def test_loading_never_unpickles(trained, monkeypatch):
 def test_promotion_gates_pass_and_fail_with_audit(trained, monkeypatch):
     from semqa.registry.audit import read_audit
     from semqa.registry.promotion import promote
-    from semqa.registry.segmenter_gates import SEGMENTER_GATES, SegmenterGateConfig, segmenter_evaluator
+    from semqa.registry.segmenter_gates import (
+        SEGMENTER_GATES,
+        SegmenterGateConfig,
+        segmenter_evaluator,
+    )
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["uri"])
     monkeypatch.chdir(trained["root"])

@@ -32,11 +32,25 @@ from skimage.transform import resize
 from torch import nn
 
 from semqa.errors import InputError
-from semqa.particles.archs import BOUNDARY, DISTANCE, FOREGROUND, SegmenterConfig, build_segmenter
+from semqa.particles.archs import (
+    BOUNDARY,
+    DISTANCE,
+    FOREGROUND,
+    SegmenterConfig,
+    build_segmenter,
+)
 from semqa.particles.segmentation import estimate_particle_diameter
 from semqa.registry.store import SEGMENTER_MODEL_NAME
 from semqa.results import SegmenterRef
-from semqa.sr.inference import ARCH_FILE, TAG_WEIGHTS_ARTIFACT, TAG_WEIGHTS_DIGEST, WEIGHTS_FILE, _parse_models_uri, default_device, weights_digest
+from semqa.sr.inference import (
+    ARCH_FILE,
+    TAG_WEIGHTS_ARTIFACT,
+    TAG_WEIGHTS_DIGEST,
+    WEIGHTS_FILE,
+    _parse_models_uri,
+    default_device,
+    weights_digest,
+)
 
 #: ``--segmenter learned`` means the registry's production segmenter.
 LEARNED_URI = f"models:/{SEGMENTER_MODEL_NAME}@production"

@@ -22,7 +22,11 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from semqa.particles.annotations import Annotated
-from semqa.particles.measure import DEFAULT_MIN_PIXELS, match_particles, measure_particles
+from semqa.particles.measure import (
+    DEFAULT_MIN_PIXELS,
+    match_particles,
+    measure_particles,
+)
 from semqa.stats.psd import d_values
 
 

@@ -28,16 +28,20 @@ from pydantic import BaseModel, Field
 from semqa.errors import InputError
 from semqa.particles.annotations import Annotated, load_annotated
 from semqa.particles.archs import BOUNDARY, DISTANCE, FOREGROUND, build_segmenter
-from semqa.particles.learned import LearnedSegmenter, load_segmenter, save_segmenter_files
+from semqa.particles.learned import (
+    LearnedSegmenter,
+    load_segmenter,
+    save_segmenter_files,
+)
 from semqa.particles.matching import SegmentationScore, score_set
 from semqa.particles.segmentation import segment
 from semqa.registry.promotion import TAG_DATA_VALIDATION
 from semqa.registry.store import SEGMENTER_MODEL_NAME, configure_tracking
 from semqa.results import SegmenterRef
 from semqa.sr.inference import TAG_WEIGHTS_ARTIFACT, TAG_WEIGHTS_DIGEST, weights_digest
+from semqa.synth.randomized import synthetic_scene
 from semqa.version import code_version
 from training.segmenter.config import SegmenterTrainConfig
-from semqa.synth.randomized import synthetic_scene
 from training.segmenter.data import PatchSampler, annotated_samples, synthetic_samples
 from training.tracking import MetricBuffer, environment_text
 
