@@ -22,11 +22,12 @@ from semqa.io.region import choose_region
 from semqa.particles.measure import DEFAULT_MIN_PIXELS, Exclusions, Particle, measure_regions
 from semqa.particles.limits import MAX_IMAGE_PIXELS, MAX_PARTICLE_AREA_PX
 from semqa.stats.psd import MAX_BOOTSTRAP, PSD, compute_psd
-from semqa.results import ImageSummary, Lineage, ModelRef
+from semqa.results import ImageSummary, Lineage, ModelRef, SegmenterRef
 from semqa.particles.segmentation import SegmentationConfig, segment
 from semqa.version import code_version
 
 if TYPE_CHECKING:
+    from semqa.particles.learned import LearnedSegmenter
     from semqa.sr.inference import Upscaler
 
 #: Called after each image with (images done, images in all).
@@ -101,16 +102,25 @@ class UnitResult:
 
 
 def measure_image(
-    image: np.ndarray, pixel_size_um: float, config: AnalysisConfig, name: str = "", origin_px: tuple[int, int] = (0, 0)
+    image: np.ndarray,
+    pixel_size_um: float,
+    config: AnalysisConfig,
+    name: str = "",
+    origin_px: tuple[int, int] = (0, 0),
+    segmenter: LearnedSegmenter | None = None,
 ) -> tuple[np.ndarray, list[Particle], list[Particle], Exclusions]:
     """Segment and measure one image array: the segment → measure step every analysis runs.
 
     Returns the label image, the particles kept, the excluded ones (measured, marked with why)
     and the exclusion counts; ``origin_px`` (row, column) places centroids in the input frame.
+    ``segmenter`` (a learned one) replaces the classic :func:`semqa.particles.segmentation.segment`.
     The product's analyses (:func:`analyze_unit`) and the generator's evaluation
     (:func:`semqa.evaluation.evaluate_generator`) both call this, so they cannot drift apart.
     """
-    labels = segment(image, config.segmentation)
+    if segmenter is not None:
+        labels = segmenter.segment(image, config.segmentation.particle_diameter_px)
+    else:
+        labels = segment(image, config.segmentation)
     particles, excluded, excl = measure_regions(
         labels, pixel_size_um, image_name=name, min_pixels=config.min_pixels, exclude_border=config.exclude_border,
         origin_px=origin_px,
@@ -124,6 +134,7 @@ def analyze_unit(
     upscaler: Upscaler | None = None,
     hook: UnitHook | None = None,
     key: str | None = None,
+    segmenter: LearnedSegmenter | None = None,
 ) -> UnitResult:
     """Segment and measure one micrograph's analysed region, super-resolving it first when ``upscaler`` is given.
 
@@ -140,7 +151,9 @@ def analyze_unit(
         image = upscaler.upscale(image)
         scale = upscaler.scale
         pixel_size = pixel_size / scale
-    labels, particles, excluded, excl = measure_image(image, pixel_size, config, mg.name, origin_px=(roi.y * scale, roi.x * scale))
+    labels, particles, excluded, excl = measure_image(
+        image, pixel_size, config, mg.name, origin_px=(roi.y * scale, roi.x * scale), segmenter=segmenter
+    )
     summary = ImageSummary(
         name=mg.name,
         digest=mg.digest,
@@ -161,18 +174,21 @@ def analyze_unit(
     return unit
 
 
-def _lineage(units: Mapping[str, UnitResult], upscaler: Upscaler | None) -> Lineage:
+def _lineage(units: Mapping[str, UnitResult], upscaler: Upscaler | None, segmenter: LearnedSegmenter | None = None) -> Lineage:
     """Lineage of units keyed by the name they are recorded under."""
     model: ModelRef | None = upscaler.ref if upscaler is not None else None
     return Lineage(
         model=model,
+        segmenter=segmenter.ref if segmenter is not None else SegmenterRef(),
         input_digests={key: u.summary.digest for key, u in units.items()},
         input_paths={key: u.path for key, u in units.items() if u.path},
         code_version=code_version(),
     )
 
 
-def summarize(units: Sequence[UnitResult], config: AnalysisConfig, upscaler: Upscaler | None = None) -> AnalysisResult:
+def summarize(
+    units: Sequence[UnitResult], config: AnalysisConfig, upscaler: Upscaler | None = None, segmenter: LearnedSegmenter | None = None
+) -> AnalysisResult:
     """Pool the particles of analysed units into one :class:`AnalysisResult`."""
     particles = [p for u in units for p in u.particles]
     ecd = np.array([p.ecd_um for p in particles], dtype=float)
@@ -190,7 +206,7 @@ def summarize(units: Sequence[UnitResult], config: AnalysisConfig, upscaler: Ups
             min_pixels=min_pixels,
         ),
         sr=upscaler is not None,
-        lineage=_lineage({u.summary.name: u for u in units}, upscaler),
+        lineage=_lineage({u.summary.name: u for u in units}, upscaler, segmenter),
         config=config,
     )
 
@@ -209,6 +225,7 @@ def analyze(
     upscaler: Upscaler | None = None,
     progress: Progress | None = None,
     hook: UnitHook | None = None,
+    segmenter: LearnedSegmenter | None = None,
 ) -> AnalysisResult:
     """PSD of the particles in ``micrographs`` (each needs a pixel size).
 
@@ -224,6 +241,8 @@ def analyze(
         Called as ``progress(done, total)`` after each image.
     hook : callable, optional
         :data:`UnitHook` called after each image (overlays).
+    segmenter : semqa.particles.learned.LearnedSegmenter, optional
+        A learned segmenter instead of the classic pipeline; recorded in the lineage.
     """
     config = config or AnalysisConfig()
     if not micrographs:
@@ -233,10 +252,10 @@ def analyze(
         require_pixel_size(mg)
     units = []
     for i, mg in enumerate(micrographs, 1):
-        units.append(analyze_unit(mg, config, upscaler, hook))
+        units.append(analyze_unit(mg, config, upscaler, hook, segmenter=segmenter))
         if progress:
             progress(i, len(micrographs))
-    return summarize(units, config, upscaler)
+    return summarize(units, config, upscaler, segmenter)
 
 
 def compare(
@@ -247,6 +266,7 @@ def compare(
     compare_config: CompareConfig | None = None,
     progress: Progress | None = None,
     hook: UnitHook | None = None,
+    segmenter: LearnedSegmenter | None = None,
 ) -> ComparisonReport:
     """Analyse every unit of both products and test their equivalence.
 
@@ -272,7 +292,7 @@ def compare(
         for lot, mgs in lots.items():
             out[lot] = []
             for mg in mgs:
-                out[lot].append(analyze_unit(mg, config, upscaler, hook, f"{product}/{lot}/{mg.name}"))
+                out[lot].append(analyze_unit(mg, config, upscaler, hook, f"{product}/{lot}/{mg.name}", segmenter))
                 done += 1
                 if progress:
                     progress(done, total)
@@ -295,10 +315,10 @@ def compare(
         verdict=stats.verdict,
         reason=stats.reason,
         statistics=stats,
-        reference={lot: summarize(us, config, upscaler) for lot, us in ref_units.items()},
-        test={lot: summarize(us, config, upscaler) for lot, us in test_units.items()},
+        reference={lot: summarize(us, config, upscaler, segmenter) for lot, us in ref_units.items()},
+        test={lot: summarize(us, config, upscaler, segmenter) for lot, us in test_units.items()},
         sr=upscaler is not None,
-        lineage=_lineage(all_units, upscaler),
+        lineage=_lineage(all_units, upscaler, segmenter),
     )
 
 

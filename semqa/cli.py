@@ -126,6 +126,15 @@ def _record(result):
     return result
 
 
+def _segmenter(args: argparse.Namespace):
+    """The learned segmenter ``--segmenter`` names, or None for the classic pipeline."""
+    if args.segmenter == "classic":
+        return None
+    from semqa.particles.learned import load_segmenter
+
+    return load_segmenter(args.segmenter)
+
+
 def _write_json(model, path: str | None) -> None:
     if path:
         from pathlib import Path
@@ -145,6 +154,8 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sr", action=argparse.BooleanOptionalAction, default=False, help="super-resolve before segmenting")
     p.add_argument("--model", metavar="URI", help="generator for --sr (default models:/semqa-generator@production)")
     p.add_argument("--json", metavar="OUT", help="write the result JSON here")
+    p.add_argument("--segmenter", default="classic", metavar="classic|learned|URI",
+                   help="classic pipeline (default), learned (models:/semqa-segmenter@production), a models:/ URI or a folder")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (decompression bombs)")
     p.add_argument("--roi", metavar="X,Y,W,H", help="analyse this region of every image (input pixels); default: the frame without its data bar")
     p.add_argument("--databar-detection", action=argparse.BooleanOptionalAction, default=True,
@@ -211,7 +222,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
     config = _analysis_config(args)
     micrographs = _read_micrographs(expand_image_paths(args.paths), args.pixel_size, args.max_pixels, args.force_pixel_size)
-    result = _record(analyze(micrographs, config, upscaler=_upscaler(args), hook=_overlay_writer(args.overlays)))
+    result = _record(analyze(micrographs, config, upscaler=_upscaler(args), hook=_overlay_writer(args.overlays), segmenter=_segmenter(args)))
     _print_pixel_sizes(micrographs)
     _print_regions(result.images)
     print(_psd_line(f"{len(micrographs)} image(s)", result.psd))
@@ -243,7 +254,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     config = _analysis_config(args)
     ref = _read_lots(args.reference, args.pixel_size, args.max_pixels, args.force_pixel_size)
     test = _read_lots(args.test, args.pixel_size, args.max_pixels, args.force_pixel_size)
-    report = _record(compare(ref, test, config, upscaler=_upscaler(args), hook=_overlay_writer(args.overlays)))
+    report = _record(compare(ref, test, config, upscaler=_upscaler(args), hook=_overlay_writer(args.overlays), segmenter=_segmenter(args)))
     _print_pixel_sizes([mg for lots in (ref, test) for mgs in lots.values() for mg in mgs])
     for label, lots in (("reference", report.reference), ("test", report.test)):
         for lot, res in lots.items():
@@ -668,7 +679,64 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_demo)
 
 
-_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_demo, _add_analyze, _add_compare, _add_synth, _add_validate, _add_register_pairs, _add_train, _add_super_resolve, _add_dashboard, _add_models, _add_lineage, _add_service]
+def _cmd_segmenter(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from semqa.registry import promotion
+    from semqa.registry.store import SEGMENTER_MODEL_NAME
+
+    if args.segmenter_command == "train":
+        from training.segmenter.config import SegmenterTrainConfig, build_config
+        from training.segmenter.train import train_segmenter
+
+        overrides = {k: v for k, v in (("steps", args.steps), ("synthetic_scenes", args.synthetic_scenes), ("init_from", args.init_from)) if v is not None}
+        config = SegmenterTrainConfig.from_yaml(args.config, **overrides) if args.config else build_config(overrides)
+        result = train_segmenter(config, annotated_dir=args.annotated, heldout_dir=args.heldout, pixel_size_um=args.pixel_size)
+        print(f"run {result.run_id}: {result.steps} steps; registered {SEGMENTER_MODEL_NAME} version {result.model_version}")
+        for label, score in (("learned", result.heldout), ("classic", result.heldout_classic)):
+            if score is not None:
+                print(f"held-out {label}: count error {score.count_rel_err:.3f}, D50 error {_fmt(score.d50_rel_err, '')}, "
+                      f"precision {score.precision:.3f}, recall {score.recall:.3f}")
+    elif args.segmenter_command == "promote":
+        from semqa.registry.segmenter_gates import SEGMENTER_GATES, SegmenterGateConfig, segmenter_eval_set, segmenter_evaluator
+
+        gates = SegmenterGateConfig()
+        entry = promotion.promote(
+            args.version, args.to, args.reason, args.force, evaluator=segmenter_evaluator,
+            eval_data=Path(args.eval_data) if args.eval_data else segmenter_eval_set(gates),
+            config=gates, name=SEGMENTER_MODEL_NAME, policy=SEGMENTER_GATES,
+        )
+        for gate in entry.gates:
+            print(f"  [{'pass' if gate.passed else 'FAIL'}] {gate.detail}")
+        print(f"{SEGMENTER_MODEL_NAME} version {entry.version} is now {entry.alias}; evaluation run {entry.eval_run_id}, set {entry.eval_set_digest}")
+    elif args.segmenter_command == "list":
+        table = promotion.list_versions(SEGMENTER_MODEL_NAME)
+        print(table.dropna(axis=1, how="all").drop(columns=["run_id"]).to_string(index=False, na_rep="-") if not table.empty else "no registered versions")
+    return EXIT_OK
+
+
+def _add_segmenter(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("segmenter", help="learned particle segmenter: train, promote behind gates, list")
+    ssub = p.add_subparsers(dest="segmenter_command", required=True, parser_class=_Parser)
+    t = ssub.add_parser("train", help="train (synthetic and/or annotated images), log to MLflow, register semqa-segmenter")
+    t.add_argument("--annotated", metavar="DIR", help="annotated images: DIR/images/*, DIR/labels/* (label images, masks or LabelMe JSON)")
+    t.add_argument("--heldout", metavar="DIR", help="annotated held-out set (default: split of --annotated, else synthetic)")
+    t.add_argument("--init-from", metavar="URI", help="fine-tune this segmenter (models:/ URI or folder)")
+    t.add_argument("--config", metavar="FILE.yaml", help="SegmenterTrainConfig fields")
+    t.add_argument("--steps", type=int)
+    t.add_argument("--synthetic-scenes", type=int, help="randomized synthetic training scenes (0: annotated only)")
+    t.add_argument("--pixel-size", type=float, metavar="UM", help="µm per pixel of annotated images without metadata")
+    pr = ssub.add_parser("promote", help="move staging/production onto VERSION if its gates pass")
+    pr.add_argument("version")
+    pr.add_argument("--to", required=True, choices=["staging", "production"])
+    pr.add_argument("--reason", required=True)
+    pr.add_argument("--force", action="store_true", help="move the alias even if a gate fails (audited)")
+    pr.add_argument("--eval-data", metavar="DIR", help="annotated evaluation set (default: the seeded synthetic one)")
+    ssub.add_parser("list", help="versions, aliases, gate status")
+    p.set_defaults(func=_cmd_segmenter)
+
+
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_demo, _add_analyze, _add_compare, _add_synth, _add_validate, _add_register_pairs, _add_train, _add_super_resolve, _add_dashboard, _add_models, _add_lineage, _add_service, _add_segmenter]
 
 
 if __name__ == "__main__":

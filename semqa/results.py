@@ -29,6 +29,18 @@ class ModelRef(BaseModel):
     scale: int
 
 
+class SegmenterRef(BaseModel):
+    """The segmenter that labelled the particles: the classic pipeline or a learned version."""
+
+    kind: str = Field("classic", description="'classic' (semqa.particles.segmentation) or 'learned'")
+    name: str | None = Field(None, description="registered model name of a learned segmenter")
+    version: str | None = None
+    alias: str | None = None
+    run_id: str | None = Field(None, description="MLflow training run that produced it")
+    model_uri: str | None = None
+    weights_digest: str | None = Field(None, description="sha256 of the segmenter weights")
+
+
 class ImageSummary(BaseModel):
     """One analysed image (one unit)."""
 
@@ -63,6 +75,7 @@ class Lineage(BaseModel):
     """What an auditor needs to trace a result: model, inputs, code."""
 
     model: ModelRef | None = Field(None, description="None when analysed without super-resolution")
+    segmenter: SegmenterRef = Field(default_factory=SegmenterRef, description="which segmenter labelled the particles")
     input_digests: dict[str, str] = Field(default_factory=dict, description="image name → sha256")
     input_paths: dict[str, str] = Field(
         default_factory=dict, description="image name → absolute path read, so lineage can re-hash the inputs"

@@ -13,9 +13,9 @@ Two BentoML services run together:
 
         POST /v1/super_resolve   multipart: image=<file>; format=auto|png|tiff
         POST /v1/analyze         multipart: images=<file>...; pixel_size_um, pixel_sizes_um, sr, config, model_version,
-                                 roi, overlays
+                                 roi, overlays, segmenter
         POST /v1/compare         multipart: reference=<file>..., test=<file>... (file name "<lot>/<image>"),
-                                 pixel_size_um, pixel_sizes_um, sr, config, model_version, roi, overlays
+                                 pixel_size_um, pixel_sizes_um, sr, config, model_version, roi, overlays, segmenter
         GET  /v1/model_info
 
     and BentoML's ``/healthz``, ``/livez``, ``/readyz`` (open) and ``/metrics`` (token).
@@ -54,6 +54,7 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import json
+import re
 import logging
 import math
 from typing import Any
@@ -460,6 +461,18 @@ def _check_model_version(form: FormData, up: RemoteUpscaler) -> RemoteUpscaler:
     return up
 
 
+def _segmenter(form: FormData):
+    """The learned segmenter the form's ``segmenter`` field names (classic, learned or a URI); None for classic."""
+    spec = _field(form, "segmenter") or "classic"
+    if spec == "classic":
+        return None
+    # Registry versions only: a client must not make the server open a folder of its choice,
+    # and the cache of loaded segmenters stays bounded by the registry's versions.
+    if spec != "learned" and not re.fullmatch(r"models:/semqa-segmenter(/\d{1,9}|@[A-Za-z][\w-]{0,63})", spec):
+        raise InputError(f"segmenter must be classic, learned or models:/semqa-segmenter/<version>|@<alias>, got {spec[:80]!r}")
+    return _service().segmenter(spec)
+
+
 def _handle_errors(endpoint):
     """Map input errors to 4xx JSON and anything else to a 500 JSON; the worker keeps serving."""
 
@@ -531,8 +544,9 @@ async def analyze_route(request: Request) -> Response:
     micrographs = [await _micrograph(u, n, pixel_size, max_pixels, fallbacks.get(n), key=n) for u, n in zip(uploads, names)]
     upscaler = await _upscaler(form, budget=budget)
     hook, pngs = _overlay_hook(form)
+    segmenter = await anyio.to_thread.run_sync(lambda: _segmenter(form))
     result = await run_in_budget(
-        lambda: record_result(analyze(micrographs, config=config, upscaler=upscaler, hook=hook, progress=budget.progress)),
+        lambda: record_result(analyze(micrographs, config=config, upscaler=upscaler, hook=hook, segmenter=segmenter, progress=budget.progress)),
         budget, svc.slots(),
     )
     return _with_overlays(result, pngs)
@@ -563,9 +577,10 @@ async def compare_route(request: Request) -> Response:
     products = {field: dict(sorted(lots.items())) for field, lots in products.items()}
     upscaler = await _upscaler(form, budget=budget)
     hook, pngs = _overlay_hook(form)
+    segmenter = await anyio.to_thread.run_sync(lambda: _segmenter(form))
     report = await run_in_budget(
         lambda: record_result(
-            compare(products["reference"], products["test"], config=config, upscaler=upscaler, hook=hook, progress=budget.progress)
+            compare(products["reference"], products["test"], config=config, upscaler=upscaler, hook=hook, segmenter=segmenter, progress=budget.progress)
         ),
         budget, svc.slots(),
     )
@@ -600,6 +615,7 @@ class Semqa:
         self.settings.token()  # refuse to start without a token
         self._info: ModelInfo | None = None
         self._slots: anyio.CapacityLimiter | None = None
+        self._segmenters: dict[str, Any] = {}
 
     def slots(self) -> anyio.CapacityLimiter:
         """The analysis slots (``max_concurrent_analyses``); made in the event loop, on first use."""
@@ -613,6 +629,18 @@ class Semqa:
             raw = await self.generator.to_async.model_info()
             self._info = raw if isinstance(raw, ModelInfo) else ModelInfo.model_validate(raw)
         return self._info
+
+    def segmenter(self, spec: str) -> Any:
+        """The learned segmenter ``spec`` names, loaded from the registry on first use and kept.
+
+        Runs in this (API) process on its CPU or GPU; kept per spec, so a moved alias is
+        seen after a restart.
+        """
+        if spec not in self._segmenters:
+            from semqa.particles.learned import load_segmenter
+
+            self._segmenters[spec] = load_segmenter(spec)
+        return self._segmenters[spec]
 
     async def upscaler(self, budget: RequestBudget | None = None) -> RemoteUpscaler:
         """The generator as an :class:`~semqa.sr.inference.Upscaler` for :mod:`semqa.analysis`.

@@ -561,3 +561,17 @@ def segment(image: np.ndarray, config: SegmentationConfig | None = None) -> np.n
     if config.split_touching:
         return _split(mask, diameter, config).astype(np.int32, copy=False)
     return ndimage.label(mask)[0].astype(np.int32, copy=False)
+
+
+def estimate_particle_diameter(image: np.ndarray) -> float | None:
+    """Typical particle ECD in pixels: step 0 of :func:`segment` on its own.
+
+    The area-weighted median ECD of the Otsu foreground of a 2 × 2 block mean; None for a
+    flat image or one without foreground components. The learned segmenter
+    (:mod:`semqa.particles.learned`) resamples images by it to its working scale.
+    """
+    image = _check_image(image)
+    factor = 2 if min(image.shape) >= 64 else 1
+    coarse = _otsu_mask(_block_mean(image, factor))
+    scale = _ecd_scale(coarse) if coarse is not None else None
+    return factor * scale if scale is not None else None

@@ -29,11 +29,12 @@ import json
 import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
 
 from semqa.registry.audit import AuditEntry, GateCheck, append_audit_entry, current_user, utc_now
 from semqa.errors import CheckFailed, InputError
@@ -136,7 +137,7 @@ class Evaluation(BaseModel):
     version: str
     run_id: str
     eval_set_digest: str
-    metrics: GateMetrics
+    metrics: SerializeAsAny[BaseModel] = Field(description="the policy's metrics model (GateMetrics for the generator)")
     all_metrics: dict[str, float] = Field(default_factory=dict)
 
 
@@ -227,7 +228,13 @@ def _metrics_dict(data: Mapping[str, Any]) -> dict[str, float]:
 
 
 def evaluate_version(
-    version: str | int, evaluator: Evaluator | None, evaluation_set: EvalSet, *, client: Any = None, name: str = MODEL_NAME
+    version: str | int,
+    evaluator: Evaluator | None,
+    evaluation_set: EvalSet,
+    *,
+    client: Any = None,
+    name: str = MODEL_NAME,
+    metrics_model: type[BaseModel] = GateMetrics,
 ) -> Evaluation:
     """Evaluate ``version`` on ``evaluation_set`` as its own MLflow run, or reuse the earlier one.
 
@@ -251,7 +258,7 @@ def evaluate_version(
             version=str(mv.version),
             run_id=run.info.run_id,
             eval_set_digest=evaluation_set.digest,
-            metrics=GateMetrics.model_validate({**run.data.metrics, **run.data.params}),
+            metrics=metrics_model.model_validate({**run.data.metrics, **run.data.params}),
             all_metrics=run.data.metrics,
         )
     if evaluator is None:
@@ -262,7 +269,7 @@ def evaluate_version(
         raw = _metrics_dict(data)
         size_unit = str(data.get("size_unit", "um"))
         try:
-            metrics = GateMetrics.model_validate({**raw, "size_unit": size_unit})
+            metrics = metrics_model.model_validate({**raw, "size_unit": size_unit})
         except ValueError as exc:
             raise CheckFailed(f"evaluation of version {mv.version} lacks gate metrics: {exc.errors()[0]['loc']}") from None
         experiment_id = ensure_experiment(client, GATE_EXPERIMENT)
@@ -378,6 +385,24 @@ def production_checks(
     return checks
 
 
+@dataclass(frozen=True)
+class GatePolicy:
+    """What promotion checks for one registered model: its metrics model and its two gates.
+
+    ``staging(data_validation, metrics, config)`` and ``production(staged, metrics,
+    production_metrics, production_version, config)`` return the gate checks; ``metrics``
+    validates the evaluator's output. :data:`GENERATOR_GATES` is the generator's;
+    :mod:`semqa.registry.segmenter_gates` holds the learned segmenter's.
+    """
+
+    metrics: type[BaseModel]
+    staging: Callable[..., list[GateCheck]]
+    production: Callable[..., list[GateCheck]]
+
+
+GENERATOR_GATES = GatePolicy(GateMetrics, staging_checks, production_checks)
+
+
 # --- promotion and rollback --------------------------------------------------------------
 
 
@@ -400,8 +425,9 @@ def promote(
     *,
     evaluator: Evaluator | None = None,
     eval_data: Path | None = None,
-    config: GateConfig | None = None,
+    config: BaseModel | None = None,
     name: str = MODEL_NAME,
+    policy: GatePolicy = GENERATOR_GATES,
 ) -> AuditEntry:
     """Move alias ``to`` onto ``version`` if its gates pass (or ``force``), and audit it.
 
@@ -421,7 +447,11 @@ def promote(
     eval_data
         Evaluation set folder; default the seeded synthetic set (:func:`eval_set`).
     config
-        Gate limits; default :class:`GateConfig`.
+        Gate limits; default :class:`GateConfig` (the generator's; pass the policy's own).
+    name
+        Registered model name.
+    policy
+        Metrics model and gates of that model; default the generator's.
 
     Returns
     -------
@@ -453,13 +483,17 @@ def promote(
     gates: list[GateCheck]
     evaluation: Evaluation | None = None
     try:
-        evaluation = evaluate_version(v, evaluator, evaluation_set, client=client, name=name)
+        evaluation = evaluate_version(v, evaluator, evaluation_set, client=client, name=name, metrics_model=policy.metrics)
         if to == STAGING:
-            gates = staging_checks(_data_validation(client, mv), evaluation.metrics, config)
+            gates = policy.staging(_data_validation(client, mv), evaluation.metrics, config)
         else:
             prod_v = holders.get(PRODUCTION)
-            prod = evaluate_version(prod_v, evaluator, evaluation_set, client=client, name=name).metrics if prod_v else None
-            gates = production_checks(holders.get(STAGING) == v, evaluation.metrics, prod, prod_v, config)
+            prod = (
+                evaluate_version(prod_v, evaluator, evaluation_set, client=client, name=name, metrics_model=policy.metrics).metrics
+                if prod_v
+                else None
+            )
+            gates = policy.production(holders.get(STAGING) == v, evaluation.metrics, prod, prod_v, config)
     except (CheckFailed, InputError) as exc:
         if isinstance(exc, PromotionRefused) or not force:
             raise

@@ -26,6 +26,8 @@ from typing import Any
 
 #: Registered model name of the super-resolution generator.
 MODEL_NAME = "semqa-generator"
+#: Registered model name of the learned particle segmenter (:mod:`semqa.particles.learned`).
+SEGMENTER_MODEL_NAME = "semqa-segmenter"
 
 #: Environment variable naming the semqa home (embedded store, cached evaluation sets).
 HOME_ENV = "SEMQA_HOME"

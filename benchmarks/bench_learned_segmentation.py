@@ -1,0 +1,144 @@
+"""Learned vs classic vs plain segmentation, same images, same run.
+
+For each scene family, and for a user's annotated folder if given (``DIR/images`` +
+``DIR/labels``, :func:`semqa.particles.annotations.load_annotated`), prints per method the
+mean per-image particle-count error, D10/D50/D90 relative errors, matched precision and
+recall (IoU > 0.5) and mean IoU (:func:`semqa.particles.matching.score_image`), and CPU and
+wall seconds per megapixel (median over images); then the learned segmenter's wall time on
+a 1024 × 768 frame.
+
+Methods: ``classic`` (:func:`semqa.particles.segmentation.segment`), ``learned`` (the model
+named by ``--model``) and ``baseline`` (the plain scikit-image pipeline of
+``bench_segmentation.py``, told the true median diameter for its marker distance).
+
+Families: ``hr`` — :mod:`semqa.synth.scenes` defaults (0.1 µm/px, D50 3 µm, bright rims);
+``lr`` — the 4× coarser fast scans of the same scenes; ``randomized`` — scenes of
+:mod:`semqa.synth.randomized` from a seed stream training never uses.
+
+Run: ``.venv/bin/python benchmarks/bench_learned_segmentation.py --model models:/semqa-segmenter/1 [--n 4] [--user DIR]``
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # see bench_segmentation.py
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from skimage.transform import resize
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_segmentation import baseline_segment
+
+from semqa.particles.annotations import Annotated, load_annotated
+from semqa.particles.learned import load_segmenter
+from semqa.particles.matching import mean_scores, score_image
+from semqa.particles.segmentation import segment
+from semqa.synth.randomized import PIXEL_SIZE_UM, synthetic_scene
+from semqa.synth.scenes import SynthConfig, render_scene, scan_scene
+
+
+def families(n: int, size: int, seed: int) -> dict[str, list[Annotated]]:
+    config = SynthConfig(size_px=size)
+    out: dict[str, list[Annotated]] = {"hr": [], "lr": [], "randomized": []}
+    for i in range(n):
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i,)))
+        scene = render_scene(config, rng)
+        hr, lr = scan_scene(scene, config, rng)
+        out["hr"].append(Annotated(f"hr{i}", hr, scene.labels, config.pixel_size_um))
+        # LR truth: the HR labels on the LR grid (nearest neighbour).
+        lr_labels = resize(scene.labels, lr.shape, order=0, anti_aliasing=False, preserve_range=True).astype(np.int32)
+        out["lr"].append(Annotated(f"lr{i}", lr, lr_labels, config.lr_pixel_size_um))
+        image, labels = synthetic_scene(np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(7_000_001, i))), size)
+        out["randomized"].append(Annotated(f"rnd{i}", image, labels, PIXEL_SIZE_UM))
+    return out
+
+
+def true_median_diameter(labels: np.ndarray) -> float:
+    areas = np.bincount(labels.ravel())[1:]
+    areas = areas[areas > 0]
+    return float(np.sqrt(4 * np.median(areas) / np.pi)) if areas.size else 10.0
+
+
+def run_family(items: list[Annotated], methods: dict) -> list[dict]:
+    rows = []
+    for name, fn in methods.items():
+        scores, cpu, wall = [], [], []
+        for a in items:
+            w0, c0 = time.perf_counter(), time.process_time()
+            labels = fn(a)
+            w1, c1 = time.perf_counter(), time.process_time()
+            mp = a.image.size / 1e6
+            cpu.append((c1 - c0) / mp)
+            wall.append((w1 - w0) / mp)
+            scores.append(score_image(labels, a.labels, a.pixel_size_um or 1.0))
+        s = mean_scores(scores)
+        rows.append({
+            "method": name, "images": len(items), "n_true": s.n_true, "n_pred": s.n_pred,
+            "count_err_%": 100 * s.count_rel_err,
+            "d10_err_%": 100 * s.d10_rel_err if s.d10_rel_err is not None else np.nan,
+            "d50_err_%": 100 * s.d50_rel_err if s.d50_rel_err is not None else np.nan,
+            "d90_err_%": 100 * s.d90_rel_err if s.d90_rel_err is not None else np.nan,
+            "precision": s.precision, "recall": s.recall, "mean_iou": s.mean_iou,
+            "cpu_s_per_MP": statistics.median(cpu), "wall_s_per_MP": statistics.median(wall),
+        })
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="learned", help="segmenter: learned (production), models:/ URI or folder")
+    ap.add_argument("--n", type=int, default=4, help="images per synthetic family")
+    ap.add_argument("--size", type=int, default=768, help="side of the synthetic HR images, px")
+    ap.add_argument("--user", metavar="DIR", help="annotated folder: DIR/images + DIR/labels")
+    ap.add_argument("--seed", type=int, default=4242)
+    args = ap.parse_args()
+
+    learned = load_segmenter(args.model, device="cpu")
+    methods = {
+        "classic": lambda a: segment(a.image),
+        "learned": lambda a: learned.segment(a.image),
+        "baseline": lambda a: baseline_segment(a.image, max(1, round(0.25 * true_median_diameter(a.labels)))),
+    }
+    sets = families(args.n, args.size, args.seed)
+    if args.user:
+        sets["user"] = load_annotated(args.user)
+    # One untimed call per method: lazy imports and first-use set-up are not per-image costs.
+    for fn in methods.values():
+        fn(sets["hr"][0])
+    rows = []
+    for family, items in sets.items():
+        rows += [{"family": family, **r} for r in run_family(items, methods)]
+    table = pd.DataFrame(rows)
+    pd.set_option("display.width", 200)
+    print(f"segmenter {learned.ref.model_uri} (version {learned.ref.version}, {learned.ref.weights_digest[:19]}…); "
+          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    for family in sets:
+        sub = table[table.family == family].set_index("method")
+        print(f"{family}: learned / classic count error {sub.loc['learned', 'count_err_%'] / max(sub.loc['classic', 'count_err_%'], 1e-9):.2f}x, "
+              f"D50 error {sub.loc['learned', 'd50_err_%'] / max(sub.loc['classic', 'd50_err_%'], 1e-9):.2f}x, "
+              f"CPU time {sub.loc['learned', 'cpu_s_per_MP'] / sub.loc['classic', 'cpu_s_per_MP']:.2f}x")
+    config = SynthConfig(size_px=1024)
+    frame = scan_scene(render_scene(config, np.random.default_rng(1)), config, np.random.default_rng(2))[0][:768]
+    walls, cpus = [], []
+    for _ in range(3):
+        w0, c0 = time.perf_counter(), time.process_time()
+        learned.segment(frame)
+        walls.append(time.perf_counter() - w0)
+        cpus.append(time.process_time() - c0)
+    # CPU seconds over all threads: on 2 idle cores the wall time is about half of it; on a
+    # shared host the wall time also counts waiting for a core (load average above).
+    print(f"learned segmenter on a 1024 × 768 frame: CPU {statistics.median(cpus):.2f} s, wall {statistics.median(walls):.2f} s "
+          f"(medians of 3; torch threads {__import__('torch').get_num_threads()}; load average {os.getloadavg()[0]:.2f})")
+
+
+if __name__ == "__main__":
+    main()

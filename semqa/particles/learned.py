@@ -1,0 +1,211 @@
+"""Learned instance segmentation: a U-Net's three maps decoded by marker watershed.
+
+The network (:mod:`semqa.particles.archs`) sees the image resampled so the typical particle
+is ``working_diameter_px`` across (the diameter estimated as in step 0 of the classic
+pipeline, :func:`semqa.particles.segmentation.estimate_particle_diameter`), so one model
+serves any pixel size and magnification. Its maps are resampled back and decoded at the
+image's own resolution (Beucher & Meyer 1993 marker watershed, as StarDist/Cellpose-era
+U-Net pipelines do: e.g. Rühle et al., *Sci. Rep.* 11, 2021):
+
+* foreground: probability > 0.5 (the Bayes decision for a calibrated probability);
+* markers: connected parts where the normalised distance to the edge exceeds 0.5 and the
+  boundary probability is below 0.5. For a convex particle the part deeper than half its
+  inscribed radius is one blob, and two touching convex particles' such parts are separated
+  by the neck between them, whatever their size: the rule is geometric, not tuned;
+* watershed of the negated distance map from those markers within the foreground.
+
+Weights travel as safetensors plus the architecture JSON, as the generator's do
+(:mod:`semqa.sr.inference`); loading never unpickles.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from scipy import ndimage
+from skimage.segmentation import watershed
+from skimage.transform import resize
+from torch import nn
+
+from semqa.errors import InputError
+from semqa.particles.archs import (
+    BOUNDARY,
+    DISTANCE,
+    FOREGROUND,
+    SegmenterConfig,
+    build_segmenter,
+)
+from semqa.particles.segmentation import estimate_particle_diameter
+from semqa.registry.store import SEGMENTER_MODEL_NAME
+from semqa.results import SegmenterRef
+from semqa.sr.inference import (
+    ARCH_FILE,
+    TAG_WEIGHTS_ARTIFACT,
+    TAG_WEIGHTS_DIGEST,
+    WEIGHTS_FILE,
+    _parse_models_uri,
+    default_device,
+    weights_digest,
+)
+
+#: ``--segmenter learned`` means the registry's production segmenter.
+LEARNED_URI = f"models:/{SEGMENTER_MODEL_NAME}@production"
+#: Resampling factors outside this range would blow an image up or shrink it to nothing;
+#: the estimate is clamped into it (particles 4–240 px across at a 24 px working size).
+MIN_FACTOR, MAX_FACTOR = 0.1, 6.0
+
+
+def save_segmenter_files(net: nn.Module, config: SegmenterConfig, folder: str | Path) -> tuple[Path, Path]:
+    """Write ``weights.safetensors`` and ``arch_config.json`` into ``folder``; returns both paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in net.state_dict().items()}
+    weights, arch = folder / WEIGHTS_FILE, folder / ARCH_FILE
+    save_file(state, str(weights))
+    arch.write_text(config.model_dump_json(indent=2) + "\n")
+    return weights, arch
+
+
+def normalise(image: np.ndarray) -> np.ndarray:
+    """Intensities mapped so the 1st percentile is 0 and the 99th is 1 (contrast- and dose-free)."""
+    lo, hi = np.percentile(image, (1, 99))
+    return ((image - lo) / max(float(hi - lo), 1e-6)).astype(np.float32)
+
+
+def decode(foreground: np.ndarray, boundary: np.ndarray, distance: np.ndarray) -> np.ndarray:
+    """Instance labels from the three maps (module docstring: the decoding rule)."""
+    mask = foreground > 0.5
+    markers, n = ndimage.label(mask & (distance > 0.5) & (boundary < 0.5))
+    if n == 0:
+        return np.zeros(foreground.shape, dtype=np.int32)
+    labels = watershed(-distance, markers, mask=mask)
+    return labels.astype(np.int32, copy=False)
+
+
+class LearnedSegmenter:
+    """A trained U-Net in evaluation mode, with resampling and decoding.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The network (moved to ``device``, eval mode).
+    config : SegmenterConfig
+    ref : SegmenterRef
+        What it is (registry name, version, run, weights digest), for lineage.
+    device : str or torch.device, optional
+        Default: CUDA when available, else CPU.
+    """
+
+    def __init__(self, net: nn.Module, config: SegmenterConfig, ref: SegmenterRef, device: str | torch.device | None = None) -> None:
+        self.device = torch.device(device) if device is not None else default_device()
+        self.net = net.to(self.device).eval()
+        self.config = config
+        self.ref = ref
+
+    @classmethod
+    def from_files(cls, weights: str | Path, arch_config: str | Path, *, ref: SegmenterRef | None = None, device=None) -> LearnedSegmenter:
+        """Load from safetensors weights and the architecture JSON (no MLflow needed)."""
+        weights, arch_config = Path(weights), Path(arch_config)
+        for p in (weights, arch_config):
+            if not p.is_file():
+                raise InputError(f"segmenter file not found: {p}")
+        try:
+            config = SegmenterConfig.model_validate_json(arch_config.read_text())
+        except ValueError as exc:
+            raise InputError(f"invalid segmenter architecture file {arch_config}: {exc}") from None
+        net = build_segmenter(config)
+        try:
+            net.load_state_dict(load_file(str(weights)))
+        except Exception as exc:  # safetensors and load_state_dict raise several types
+            raise InputError(f"weights {weights.name} do not fit segmenter architecture: {exc}") from None
+        digest = weights_digest(weights)
+        if ref is None:
+            ref = SegmenterRef(kind="learned", name=SEGMENTER_MODEL_NAME, model_uri=str(weights.parent))
+        elif ref.weights_digest is not None and ref.weights_digest != digest:
+            raise InputError(f"segmenter weights digest {digest} differs from the registered {ref.weights_digest}")
+        return cls(net, config, ref.model_copy(update={"weights_digest": digest}), device)
+
+    def predict(self, image: np.ndarray, out_shape: tuple[int, int] | None = None) -> np.ndarray:
+        """The network's maps ``(3, H, W)`` of an image at working scale (sigmoid applied to 0 and 1).
+
+        ``out_shape``: resample the maps bilinearly to this shape (the original image's).
+        """
+        m = self.net.multiple
+        h, w = image.shape
+        padded = np.pad(normalise(image), ((0, -h % m), (0, -w % m)), mode="reflect")
+        x = torch.from_numpy(padded[None, None]).to(self.device)
+        with torch.inference_mode():
+            y = self.net(x)[:, :, :h, :w].float()
+            if out_shape is not None and tuple(out_shape) != (h, w):
+                y = torch.nn.functional.interpolate(y, size=tuple(out_shape), mode="bilinear", align_corners=False)
+            y = y[0]
+            probs = torch.sigmoid(y[[FOREGROUND, BOUNDARY]])
+            return torch.cat([probs, y[[DISTANCE]]]).cpu().numpy()
+
+    def segment(self, image: np.ndarray, particle_diameter_px: float | None = None) -> np.ndarray:
+        """Label the particles of a 2-D grayscale image; ``int32``, 0 = background.
+
+        ``particle_diameter_px`` (typical ECD) is estimated from the image when not given;
+        an image without foreground gives all zeros.
+        """
+        arr = np.asarray(image)
+        if arr.ndim != 2 or min(arr.shape) < 3:
+            raise InputError(f"segment needs a 2-D grayscale image of at least 3 × 3 pixels, got shape {arr.shape}")
+        if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)) or arr.dtype == bool:
+            raise InputError(f"segment needs a real-valued image, got dtype {arr.dtype}")
+        arr = arr.astype(np.float32, copy=False)
+        if not np.isfinite(arr).all():
+            raise InputError("image holds NaN or infinite values")
+        diameter = particle_diameter_px or estimate_particle_diameter(arr)
+        if diameter is None:
+            return np.zeros(arr.shape, dtype=np.int32)
+        factor = float(np.clip(self.config.working_diameter_px / diameter, MIN_FACTOR, MAX_FACTOR))
+        shape = (max(8, round(arr.shape[0] * factor)), max(8, round(arr.shape[1] * factor)))
+        work = resize(arr, shape, order=1, anti_aliasing=factor < 1, preserve_range=True).astype(np.float32)
+        maps = self.predict(work, arr.shape)
+        return decode(maps[FOREGROUND], maps[BOUNDARY], maps[DISTANCE])
+
+
+def load_segmenter(uri: str, device: str | torch.device | None = None) -> LearnedSegmenter:
+    """The segmenter named by ``uri``: ``learned`` (the production version), a models:/ URI or a folder.
+
+    Raises
+    ------
+    InputError
+        Unknown model, version or alias; a folder without the files; a digest mismatch.
+    """
+    uri = LEARNED_URI if uri == "learned" else uri
+    if not uri.startswith("models:/"):
+        folder = Path(uri)
+        if not folder.is_dir():
+            raise InputError(f"segmenter {uri!r} is neither classic, learned, a models:/ URI nor a folder with {WEIGHTS_FILE}")
+        return LearnedSegmenter.from_files(folder / WEIGHTS_FILE, folder / ARCH_FILE, device=device)
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from semqa.registry.store import configure_tracking
+
+    name, alias, version = _parse_models_uri(uri)
+    configure_tracking()
+    client = mlflow.MlflowClient()
+    try:
+        mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+    except MlflowException:
+        if alias == "production" and name == SEGMENTER_MODEL_NAME:
+            raise InputError(f"no production segmenter registered ({uri}); run `semqa segmenter train` and promote one") from None
+        raise InputError(f"segmenter {uri} not found in the registry at {mlflow.get_tracking_uri()}") from None
+    artifact = mv.tags.get(TAG_WEIGHTS_ARTIFACT)
+    if not artifact or not mv.run_id or mv.tags.get("model_kind") != "segmenter":
+        raise InputError(f"model version {name}/{mv.version} is not a semqa segmenter")
+    with tempfile.TemporaryDirectory(prefix="semqa-segmenter-") as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=artifact, dst_path=tmp))
+        ref = SegmenterRef(
+            kind="learned", name=name, version=str(mv.version), alias=alias, run_id=mv.run_id,
+            model_uri=uri, weights_digest=mv.tags.get(TAG_WEIGHTS_DIGEST),
+        )
+        return LearnedSegmenter.from_files(local / WEIGHTS_FILE, local / ARCH_FILE, ref=ref, device=device)

@@ -1,0 +1,122 @@
+"""Promotion gates of the learned segmenter (``semqa-segmenter``), for :func:`semqa.registry.promotion.promote`.
+
+The segmenter is judged on an annotated evaluation set (images with reference instance
+masks: a user's own, or the seeded randomized synthetic set of :func:`segmenter_eval_set`)
+by :func:`semqa.particles.matching.score_set`:
+
+* to ``staging``: the training data passed its checks, and matched precision and recall
+  (IoU > 0.5) are at least ``min_precision`` / ``min_recall``: the model finds particles;
+* to ``production``: staged; mean per-image count error ≤ 10 % and D50 error ≤ 5 % (the
+  accuracy issue #14 sets for real agglomerated micrographs); and no regression beyond a
+  tolerance against the current production segmenter on the same set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from semqa.registry.audit import GateCheck
+from semqa.registry.promotion import GatePolicy, _at_most
+from semqa.registry.store import DEFAULT_STORE_DIR
+
+
+class SegmenterGateConfig(BaseModel):
+    """Every segmenter promotion limit in one place."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    require_data_validation: bool = True
+    min_precision: float = Field(0.5, ge=0, le=1, description="staging: matched precision at IoU > 0.5")
+    min_recall: float = Field(0.5, ge=0, le=1, description="staging: matched recall at IoU > 0.5")
+    max_count_rel_error: float = Field(0.10, gt=0, description="production: mean per-image |n − n_true| / n_true")
+    max_d50_rel_error: float = Field(0.05, gt=0, description="production: mean per-image |D50 − D50_true| / D50_true")
+    max_count_rel_error_increase: float = Field(0.02, ge=0, description="production: allowed increase vs production")
+    max_d50_rel_error_increase: float = Field(0.01, ge=0, description="production: allowed increase vs production")
+    max_recall_drop: float = Field(0.02, ge=0, description="production: allowed recall loss vs production")
+    eval_images: int = Field(8, ge=1, description="images of the generated evaluation set")
+    eval_size_px: int = Field(384, ge=64, description="side of the generated evaluation images, px")
+    eval_seed: int = Field(20261214, description="seed of the generated evaluation set")
+
+
+class SegmenterGateMetrics(BaseModel):
+    """What the segmenter gates read (:class:`semqa.particles.matching.SegmentationScore` fields)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    count_rel_err: float
+    d50_rel_err: float | None = None
+    precision: float
+    recall: float
+
+
+def staging_checks(data_validation: str | None, metrics: SegmenterGateMetrics, config: SegmenterGateConfig) -> list[GateCheck]:
+    """Gates to ``staging``: data checks passed; precision and recall above their floors."""
+    checks = []
+    if config.require_data_validation:
+        ok = data_validation == "true"
+        checks.append(GateCheck(name="data_validation", passed=ok, value=data_validation, limit="true",
+                                detail="training data passed its checks" if ok else f"training data validation {data_validation or 'not recorded'}"))
+    for name, value, floor in (("precision", metrics.precision, config.min_precision), ("recall", metrics.recall, config.min_recall)):
+        ok = value >= floor
+        checks.append(GateCheck(name=name, passed=ok, value=value, limit=floor, detail=f"{name} {value:.3f} {'>=' if ok else '<'} {floor:.3f}"))
+    return checks
+
+
+def production_checks(
+    staged: bool,
+    metrics: SegmenterGateMetrics,
+    production: SegmenterGateMetrics | None,
+    production_version: str | None,
+    config: SegmenterGateConfig,
+) -> list[GateCheck]:
+    """Gates to ``production``: staged, count and D50 error limits, no regression vs production."""
+    checks = [
+        GateCheck(name="staged", passed=staged, value=str(staged).lower(), limit="true",
+                  detail="version holds 'staging'" if staged else "version does not hold 'staging' (promote to staging first)"),
+        _at_most("count_rel_error", metrics.count_rel_err, config.max_count_rel_error),
+        _at_most("d50_rel_error", metrics.d50_rel_err, config.max_d50_rel_error),
+    ]
+    if production is None:
+        checks.append(GateCheck(name="no_regression", passed=True, detail="no current production segmenter to compare against"))
+        return checks
+    vs = f" vs production v{production_version}"
+    d50_increase = None if metrics.d50_rel_err is None or production.d50_rel_err is None else metrics.d50_rel_err - production.d50_rel_err
+    for name, value, limit in (
+        ("count_rel_error_increase", metrics.count_rel_err - production.count_rel_err, config.max_count_rel_error_increase),
+        ("d50_rel_error_increase", d50_increase, config.max_d50_rel_error_increase),
+        ("recall_drop", production.recall - metrics.recall, config.max_recall_drop),
+    ):
+        check = _at_most(name, value, limit)
+        checks.append(check.model_copy(update={"detail": check.detail + vs}))
+    return checks
+
+
+SEGMENTER_GATES = GatePolicy(SegmenterGateMetrics, staging_checks, production_checks)
+
+
+def segmenter_eval_set(config: SegmenterGateConfig | None = None) -> Path:
+    """The seeded randomized synthetic annotated set, written once under ``mlruns/eval_sets/``."""
+    from semqa.synth.randomized import write_annotated_set
+
+    config = config or SegmenterGateConfig()
+    key = hashlib.sha256(json.dumps(["segmenter", config.eval_images, config.eval_size_px, config.eval_seed]).encode())
+    folder = (DEFAULT_STORE_DIR / "eval_sets" / f"segmenter-{key.hexdigest()[:16]}").resolve()
+    if not (folder / "labels").is_dir():
+        tmp = folder.with_name(folder.name + ".partial")
+        write_annotated_set(tmp, config.eval_images, config.eval_size_px, config.eval_seed)
+        tmp.rename(folder)
+    return folder
+
+
+def segmenter_evaluator(model_uri: str, eval_dir: Path) -> dict:
+    """The :data:`semqa.registry.promotion.Evaluator` of segmenters: score on an annotated folder."""
+    from semqa.particles.annotations import load_annotated
+    from semqa.particles.learned import load_segmenter
+    from semqa.particles.matching import score_set
+
+    segmenter = load_segmenter(model_uri, device="cpu")
+    return score_set(segmenter.segment, load_annotated(eval_dir)).model_dump()

@@ -1,0 +1,1 @@
+"""Training of the learned particle segmenter (:mod:`semqa.particles.learned`)."""

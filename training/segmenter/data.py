@@ -1,0 +1,119 @@
+"""Training samples of the segmenter: images with exact instance masks, at working scale.
+
+Synthetic scenes come from :mod:`semqa.synth.scenes`, each with its own randomly drawn
+configuration (contrast family, dose, probe blur, particle sizes and spread, shapes,
+agglomeration, cover, background unevenness), so that the network does not learn one
+rendering. Annotated images come from :func:`semqa.particles.annotations.load_annotated`.
+
+Every image is resampled as :class:`semqa.particles.learned.LearnedSegmenter` resamples at
+inference — by the *estimated* particle diameter, not the true one — so training sees what
+inference sees, including the estimator's error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+from skimage.transform import resize
+
+from semqa.particles.annotations import Annotated
+from semqa.particles.learned import MAX_FACTOR, MIN_FACTOR, normalise
+from semqa.particles.segmentation import estimate_particle_diameter
+from semqa.synth.randomized import synthetic_scene
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One training image at working scale with its targets."""
+
+    name: str
+    image: np.ndarray  # normalised float32
+    foreground: np.ndarray  # float32 0/1
+    boundary: np.ndarray  # float32 0/1: contact lines between particles
+    distance: np.ndarray  # float32 in [0, 1]: distance to the edge / the particle's largest
+
+
+def targets(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Foreground, contact-line and normalised-distance maps of a label image."""
+    lab = labels.astype(np.int64)
+    fg = lab > 0
+    big = np.where(fg, lab, np.iinfo(np.int64).max)
+    # A particle pixel next to a pixel of another particle (higher or lower label).
+    contact = fg & ((ndimage.maximum_filter(lab, 3) != lab) | (ndimage.minimum_filter(big, 3) != lab))
+    # A particle's edge is substrate or another particle: distances are to either.
+    edt = ndimage.distance_transform_edt(fg & ~contact)
+    n = int(lab.max())
+    peak = np.zeros(n + 1)
+    if n:
+        peak[1:] = ndimage.maximum(edt, lab, index=np.arange(1, n + 1))
+    dist = np.where(fg, edt / np.maximum(peak[lab], 1.0), 0.0)
+    return fg.astype(np.float32), contact.astype(np.float32), dist.astype(np.float32)
+
+
+def working_sample(name: str, image: np.ndarray, labels: np.ndarray, working_diameter_px: float) -> Sample | None:
+    """Resample an image and its labels to working scale (as inference does) and make targets."""
+    diameter = estimate_particle_diameter(image)
+    if diameter is None:
+        return None
+    factor = float(np.clip(working_diameter_px / diameter, MIN_FACTOR, MAX_FACTOR))
+    shape = (max(8, round(image.shape[0] * factor)), max(8, round(image.shape[1] * factor)))
+    work = resize(image, shape, order=1, anti_aliasing=factor < 1, preserve_range=True).astype(np.float32)
+    lab = resize(labels, shape, order=0, anti_aliasing=False, preserve_range=True).astype(np.int32)
+    fg, contact, dist = targets(lab)
+    return Sample(name=name, image=normalise(work), foreground=fg, boundary=contact, distance=dist)
+
+
+def synthetic_samples(n: int, size_px: int, working_diameter_px: float, seed: int) -> tuple[list[Sample], pd.DataFrame]:
+    """``n`` randomized synthetic samples and their manifest (seed and scene index per sample)."""
+    samples, rows = [], []
+    for i in range(n):
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i,)))
+        image, labels = synthetic_scene(rng, size_px)
+        s = working_sample(f"synth-{seed}-{i:04d}", image, labels, working_diameter_px)
+        if s is not None:
+            samples.append(s)
+            rows.append({"name": s.name, "source": "synthetic", "seed": seed, "index": i, "size_px": size_px})
+    return samples, pd.DataFrame(rows)
+
+
+def annotated_samples(items: list[Annotated], working_diameter_px: float) -> tuple[list[Sample], pd.DataFrame]:
+    """Annotated images as samples, and their manifest (name and label digest per image)."""
+    samples, rows = [], []
+    for a in items:
+        s = working_sample(a.name, a.image, a.labels, working_diameter_px)
+        if s is not None:
+            samples.append(s)
+            digest = hashlib.sha256(a.image.tobytes() + a.labels.astype(np.int32).tobytes()).hexdigest()
+            rows.append({"name": a.name, "source": "annotated", "digest": f"sha256:{digest}", "particles": int(len(np.unique(a.labels)) - 1)})
+    return samples, pd.DataFrame(rows)
+
+
+class PatchSampler:
+    """Random patches with flips and quarter turns, as ``(N, 4, P, P)`` arrays (image + 3 targets)."""
+
+    def __init__(self, samples: list[Sample], patch: int, seed: int) -> None:
+        if not samples:
+            raise ValueError("no training samples")
+        self.samples, self.patch = samples, patch
+        self.rng = np.random.default_rng(seed)
+
+    def _one(self) -> np.ndarray:
+        s = self.samples[self.rng.integers(len(self.samples))]
+        stack = np.stack([s.image, s.foreground, s.boundary, s.distance])
+        p = self.patch
+        pad = ((0, 0), (0, max(0, p - stack.shape[1])), (0, max(0, p - stack.shape[2])))
+        stack = np.pad(stack, pad)  # zeros: the normalised substrate level
+        r = self.rng.integers(stack.shape[1] - p + 1)
+        c = self.rng.integers(stack.shape[2] - p + 1)
+        out = stack[:, r : r + p, c : c + p]
+        out = np.rot90(out, self.rng.integers(4), axes=(1, 2))
+        if self.rng.random() < 0.5:
+            out = out[:, :, ::-1]
+        return np.ascontiguousarray(out)
+
+    def batch(self, n: int) -> np.ndarray:
+        return np.stack([self._one() for _ in range(n)]).astype(np.float32)

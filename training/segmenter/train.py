@@ -1,0 +1,236 @@
+"""Train (or fine-tune) the learned segmenter, track it in MLflow, register ``semqa-segmenter``.
+
+One MLflow run holds the configuration, the data manifest and its digest
+(``mlflow.data.from_pandas``), per-step losses, the held-out evaluation
+(:func:`semqa.particles.matching.score_image` of the whole inference path, beside the
+classic pipeline's score on the same images) and the weights (safetensors + arch JSON).
+The version is registered straight from those artifacts, tagged as the generator's are
+(:func:`training.tracking.register_generator`), with ``model_kind=segmenter``.
+
+Held-out data: the annotated images split off by ``val_fraction`` when annotated data is
+given (fine-tuning is judged on the user's own images), else seeded synthetic scenes drawn
+from the same randomized families with a different seed.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, Field
+
+from semqa.errors import InputError
+from semqa.particles.annotations import Annotated, load_annotated
+from semqa.particles.archs import BOUNDARY, DISTANCE, FOREGROUND, build_segmenter
+from semqa.particles.learned import (
+    LearnedSegmenter,
+    load_segmenter,
+    save_segmenter_files,
+)
+from semqa.particles.matching import SegmentationScore, score_set
+from semqa.particles.segmentation import segment
+from semqa.registry.promotion import TAG_DATA_VALIDATION
+from semqa.registry.store import SEGMENTER_MODEL_NAME, configure_tracking
+from semqa.results import SegmenterRef
+from semqa.sr.inference import TAG_WEIGHTS_ARTIFACT, TAG_WEIGHTS_DIGEST, weights_digest
+from semqa.synth.randomized import synthetic_scene
+from semqa.version import code_version
+from training.segmenter.config import SegmenterTrainConfig
+from training.segmenter.data import PatchSampler, annotated_samples, synthetic_samples
+from training.tracking import MetricBuffer, environment_text
+
+
+class SegmenterTrainResult(BaseModel):
+    """What a segmenter training produced."""
+
+    run_id: str
+    model_version: str | None = Field(description="registered semqa-segmenter version; None when not registered")
+    steps: int
+    weights_digest: str
+    heldout: SegmentationScore | None = Field(None, description="learned segmenter on the held-out set")
+    heldout_classic: SegmentationScore | None = Field(None, description="classic pipeline on the same images")
+
+
+def split_annotated(items: list[Annotated], val_fraction: float, seed: int) -> tuple[list[Annotated], list[Annotated]]:
+    """Random split by image; at least one image held out when there are two or more."""
+    if len(items) < 2 or val_fraction == 0:
+        return items, []
+    order = np.random.default_rng(seed).permutation(len(items))
+    n_val = max(1, round(val_fraction * len(items)))
+    return [items[i] for i in order[n_val:]], [items[i] for i in order[:n_val]]
+
+
+def synthetic_heldout(n: int, size_px: int, seed: int) -> list[Annotated]:
+    """Seeded synthetic held-out scenes (a seed stream the training scenes never use)."""
+    out = []
+    for i in range(n):
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1_000_003, i)))
+        image, labels = synthetic_scene(rng, size_px)
+        out.append(Annotated(name=f"heldout-{i:03d}", image=image, labels=labels, pixel_size_um=0.1))
+    return out
+
+
+def loss_terms(out: torch.Tensor, target: torch.Tensor, config: SegmenterTrainConfig) -> dict[str, torch.Tensor]:
+    """The three loss terms of a batch: ``out`` (N, 3, P, P) logits/maps, ``target`` (N, 3, P, P)."""
+    fg, bnd, dist = target[:, 0], target[:, 1], target[:, 2]
+    # Contact lines are a few % of the pixels: weight them by the batch's class ratio so they
+    # are not drowned (the balanced cross-entropy of HED, Xie & Tu, ICCV 2015).
+    pos = bnd.sum()
+    pos_weight = ((bnd.numel() - pos) / pos.clamp(min=1.0)).clamp(max=50.0)
+    inside = fg.sum().clamp(min=1.0)
+    return {
+        "loss_foreground": F.binary_cross_entropy_with_logits(out[:, FOREGROUND], fg),
+        "loss_boundary": F.binary_cross_entropy_with_logits(out[:, BOUNDARY], bnd, pos_weight=pos_weight),
+        "loss_distance": (((out[:, DISTANCE] - dist) ** 2) * fg).sum() / inside,
+    }
+
+
+def _log_data(manifest: pd.DataFrame, config: SegmenterTrainConfig, annotated_dir: Path | None) -> str:
+    dataset = mlflow.data.from_pandas(manifest, source=str(annotated_dir.resolve()) if annotated_dir else "semqa.synth", name="segmenter-training")
+    mlflow.log_input(dataset, context="training")
+    mlflow.log_params(config.flat_params())
+    mlflow.set_tags({
+        "semqa.code_version": code_version(),
+        "semqa.data_digest": dataset.digest,
+        "semqa.model_kind": "segmenter",
+        # Synthetic masks are exact by construction and annotations were checked on loading
+        # (shapes, integer labels): the data-validation gate of promotion reads this tag.
+        TAG_DATA_VALIDATION: "true",
+    })
+    mlflow.log_text(manifest.to_csv(index=False), "data/manifest.csv")
+    mlflow.log_text(config.model_dump_json(indent=2), "config/segmenter_train_config.json")
+    mlflow.log_text(environment_text(), "environment/pip-freeze.txt")
+    return dataset.digest
+
+
+def _register(run_id: str, artifact: str, digest: str, data_digest: str, steps: int, heldout: SegmentationScore | None) -> str:
+    client = mlflow.MlflowClient()
+    try:
+        client.get_registered_model(SEGMENTER_MODEL_NAME)
+    except mlflow.exceptions.MlflowException:
+        client.create_registered_model(SEGMENTER_MODEL_NAME, description="semqa learned particle segmenter (U-Net + marker watershed)")
+    tags = {
+        "model_kind": "segmenter",
+        "data_digest": data_digest,
+        "train_run_id": run_id,
+        "code_version": code_version(),
+        "steps": str(steps),
+        TAG_WEIGHTS_ARTIFACT: artifact,
+        TAG_WEIGHTS_DIGEST: digest,
+    }
+    if heldout is not None:
+        for key in ("count_rel_err", "d50_rel_err", "precision", "recall", "mean_iou"):
+            value = getattr(heldout, key)
+            if value is not None:
+                tags[f"val_{key}"] = f"{value:.4g}"
+    mv = client.create_model_version(
+        SEGMENTER_MODEL_NAME, source=mlflow.get_artifact_uri(artifact), run_id=run_id, tags=tags,
+        description=f"U-Net segmenter after {steps} steps of run {run_id}; data {data_digest}.",
+    )
+    return str(mv.version)
+
+
+def train_segmenter(
+    config: SegmenterTrainConfig,
+    *,
+    annotated_dir: str | Path | None = None,
+    heldout_dir: str | Path | None = None,
+    pixel_size_um: float | None = None,
+) -> SegmenterTrainResult:
+    """Train (from scratch or ``config.init_from``) on synthetic and/or annotated images.
+
+    Parameters
+    ----------
+    config : SegmenterTrainConfig
+    annotated_dir : path, optional
+        A user's annotated images (:func:`semqa.particles.annotations.load_annotated`).
+    heldout_dir : path, optional
+        A separate annotated held-out set; default: split ``annotated_dir`` by
+        ``config.val_fraction``, or synthetic held-out scenes.
+    pixel_size_um : float, optional
+        Pixel size for annotated images without one (sizes only; errors are relative).
+
+    Raises
+    ------
+    InputError
+        No training data (no synthetic scenes and no annotated images), unreadable annotations.
+    """
+    torch.manual_seed(config.seed)
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    work_d = config.model.working_diameter_px
+    annotated_dir = Path(annotated_dir) if annotated_dir else None
+    samples, manifest = synthetic_samples(config.synthetic_scenes, config.scene_size_px, work_d, config.seed)
+    heldout: list[Annotated] = []
+    if annotated_dir is not None:
+        train_items, heldout = split_annotated(load_annotated(annotated_dir, pixel_size_um=pixel_size_um), config.val_fraction, config.seed)
+        ann, ann_manifest = annotated_samples(train_items, work_d)
+        samples += ann * config.annotated_repeat
+        manifest = pd.concat([manifest, ann_manifest], ignore_index=True)
+    if heldout_dir is not None:
+        heldout = load_annotated(heldout_dir, pixel_size_um=pixel_size_um)
+    if not heldout and config.heldout_scenes:
+        heldout = synthetic_heldout(config.heldout_scenes, config.heldout_size_px, config.seed)
+    if not samples:
+        raise InputError("no training images: set synthetic_scenes > 0 or give annotated images")
+    if config.patch_size % (2**config.model.depth):
+        raise InputError(f"patch_size {config.patch_size} must be a multiple of 2^depth = {2**config.model.depth}")
+
+    if config.init_from:
+        start = load_segmenter(config.init_from, device="cpu")
+        if start.config != config.model:
+            raise InputError(f"init_from {config.init_from} has architecture {start.config}, the config asks {config.model}")
+        net = start.net.train()
+    else:
+        net = build_segmenter(config.model)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    net.to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=config.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, config.steps) / config.steps)))
+    sampler = PatchSampler(samples, config.patch_size, config.seed)
+
+    configure_tracking()
+    mlflow.set_experiment(config.experiment_name)
+    with mlflow.start_run(run_name="segmenter-finetune" if config.init_from else "segmenter") as run:
+        run_id = run.info.run_id
+        data_digest = _log_data(manifest, config, annotated_dir)
+        if config.init_from:
+            mlflow.set_tag("semqa.init_from", config.init_from)
+        metrics = MetricBuffer(run_id)
+        net.train()
+        for step in range(1, config.steps + 1):
+            batch = torch.from_numpy(sampler.batch(config.batch_size)).to(device)
+            terms = loss_terms(net(batch[:, :1]), batch[:, 1:], config)
+            loss = sum(getattr(config.loss, k.removeprefix("loss_")) * v for k, v in terms.items())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            metrics.add({"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}, step)
+        metrics.flush()
+
+        net.eval()
+        with tempfile.TemporaryDirectory(prefix="semqa-seg-") as tmp:
+            weights, _ = save_segmenter_files(net, config.model, tmp)
+            digest = weights_digest(weights)
+            artifact = f"segmenter/step-{config.steps:07d}"
+            mlflow.log_artifacts(tmp, artifact)
+        learned = LearnedSegmenter(net, config.model, SegmenterRef(kind="learned", weights_digest=digest), device)
+        score = classic = None
+        if heldout:
+            score = score_set(learned.segment, heldout)
+            classic = score_set(segment, heldout)
+            for prefix, s in (("heldout", score), ("heldout_classic", classic)):
+                mlflow.log_metrics({f"{prefix}_{k}": float(v) for k, v in s.model_dump().items() if v is not None})
+        version = _register(run_id, artifact, digest, data_digest, config.steps, score) if config.register_model else None
+        if version:
+            mlflow.set_tag("semqa.registered_version", version)
+    return SegmenterTrainResult(
+        run_id=run_id, model_version=version, steps=config.steps, weights_digest=digest, heldout=score, heldout_classic=classic
+    )
