@@ -54,9 +54,9 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import json
-import re
 import logging
 import math
+import re
 from typing import Any
 
 import aiohttp
@@ -74,7 +74,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from semqa.analysis import AnalysisConfig, analyze, compare
-from semqa.errors import InputError, TooLargeError
+from semqa.errors import InputError
 from semqa.io.images import Micrograph, encode_image, read_image_bytes
 from semqa.registry.records import RecordError, record_result
 from semqa.registry.store import CredentialFilter
