@@ -63,7 +63,13 @@ class FamilyConfig(BaseModel):
     substrate_level: float | None = Field(None, ge=0, le=1, description="substrate yield; None: the family's")
     particle_level: float | None = Field(None, ge=0, le=1, description="mean particle yield; None: the family's")
     particle_level_sd: float = Field(0.04, ge=0, description="particle-to-particle sd of the yield")
-    tilt_contrast: float = Field(0.8, ge=0, le=1, description="dome shading depth (0 flat … 1 far side at substrate-free 0)")
+    tilt_contrast: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="dome shading depth: the yield of a surface facing away from the detector at grazing angle is "
+        "(1 − depth) of the level; 0.5 keeps the far edge visible, as the SE signal of a steep face is",
+    )
     texture: float = Field(0.06, ge=0, le=0.5, description="relative sd of the fractal substrate texture")
     texture_beta: float = Field(2.6, ge=0, le=4, description="spectral exponent of the texture (power ∝ f^−β)")
     gradient: float = Field(0.15, ge=0, le=0.5, description="relative amplitude of the smooth gradient over the field")
