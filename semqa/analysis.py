@@ -21,7 +21,7 @@ from semqa.io.images import DEFAULT_MAX_PIXELS, Micrograph, list_images, require
 from semqa.particles.measure import DEFAULT_MIN_PIXELS, Exclusions, Particle, measure_particles
 from semqa.stats.psd import PSD, compute_psd
 from semqa.results import ImageSummary, Lineage, ModelRef
-from semqa.particles.segmentation import SegmentationConfig, segment
+from semqa.particles.segmentation import Detection, SegmentationConfig, detect
 from semqa.version import code_version
 
 if TYPE_CHECKING:
@@ -85,9 +85,9 @@ def analyze_unit(mg: Micrograph, config: AnalysisConfig, upscaler: Upscaler | No
     if upscaler is not None:
         image = upscaler.upscale(image)
         pixel_size = pixel_size / upscaler.scale
-    labels = segment(image, config.segmentation)
+    detection = detect(image, config.segmentation)
     particles, excl = measure_particles(
-        labels, pixel_size, image_name=mg.name, min_pixels=config.min_pixels, exclude_border=config.exclude_border
+        detection.labels, pixel_size, image_name=mg.name, min_pixels=config.min_pixels, exclude_border=config.exclude_border
     )
     summary = ImageSummary(
         name=mg.name,
@@ -99,8 +99,24 @@ def analyze_unit(mg: Micrograph, config: AnalysisConfig, upscaler: Upscaler | No
         n_particles=len(particles),
         excluded_border=excl.border,
         excluded_small=excl.too_small,
+        warnings=detection_warnings(detection, len(particles), excl),
     )
     return UnitResult(particles=particles, summary=summary, exclusions=excl, path=mg.path)
+
+
+def detection_warnings(detection: Detection, n_particles: int, excl: Exclusions) -> list[str]:
+    """Never a silent n = 0: why an image that holds significant structure yields no particle."""
+    if n_particles > 0 or not detection.has_structure:
+        return []
+    if int(detection.labels.max()) == 0:
+        return [
+            "the image holds significant structure (above its own noise model) but no particle was detected; "
+            "check the contrast, focus and pixel size, or analyse with --sr"
+        ]
+    return [
+        f"particles were detected but none was measured: {excl.border} cut by the border, {excl.too_small} "
+        f"below {excl.min_pixels} px; the particles are too small for this pixel size (use --sr or a finer scan)"
+    ]
 
 
 def _lineage(units: Mapping[str, UnitResult], upscaler: Upscaler | None) -> Lineage:

@@ -40,6 +40,10 @@ class ImageSummary(BaseModel):
     n_particles: int
     excluded_border: int
     excluded_small: int
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="why this image's particles may not be trustworthy, e.g. structure was found but no particle",
+    )
 
 
 class Lineage(BaseModel):
