@@ -110,12 +110,16 @@ def detection_warnings(detection: Detection, n_particles: int, excl: Exclusions)
         return []
     if int(detection.labels.max()) == 0:
         return [
-            "the image holds significant structure (above its own noise model) but no particle was detected; "
-            "check the contrast, focus and pixel size, or analyse with --sr"
+            (
+                "the image holds significant structure (above its own noise model) but no particle was detected; "
+                "check the contrast, focus and pixel size, or analyse with --sr"
+            )
         ]
     return [
-        f"particles were detected but none was measured: {excl.border} cut by the border, {excl.too_small} "
-        f"below {excl.min_pixels} px; the particles are too small for this pixel size (use --sr or a finer scan)"
+        (
+            f"particles were detected but none was measured: {excl.border} cut by the border, {excl.too_small} "
+            f"below {excl.min_pixels} px; the particles are too small for this pixel size (use --sr or a finer scan)"
+        )
     ]
 
 
