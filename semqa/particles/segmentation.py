@@ -529,17 +529,17 @@ def _denoise_sigma(diameter: float, noise_sigma: float, config: SegmentationConf
 def _noise_sigma(zp: np.ndarray, seeds: np.ndarray, noise: NoiseModel, config: SegmentationConfig) -> float:
     """Gaussian sigma (px) after which the noise sd is ``1 / contrast_to_noise`` of the particles' contrast.
 
-    The contrast is measured in the stabilised frame (unit noise), on 2 × 2 block means (the
-    noise of single pixels would inflate an upper quantile): the upper quartile over the seed
-    blocks less the median elsewhere. White noise of sd s blurred by a Gaussian of sigma σ
+    The contrast is measured in the stabilised frame (unit noise), on 4 × 4 block means (the
+    noise of single pixels would inflate an upper quantile): the 90th percentile over the seed
+    blocks (seeds spread beyond the particles) less the median elsewhere. White noise of sd s blurred by a Gaussian of sigma σ
     keeps sd s / (2 sqrt(π) σ); noise correlated over a few pixels keeps more, by
     ``sum_inflation``.
     """
-    zb = _block_mean(zp, 2) if min(zp.shape) >= 8 else zp
-    sb = _block_mean(seeds.astype(np.float32), 2) >= 0.5 if min(zp.shape) >= 8 else seeds
+    zb = _block_mean(zp, 4) if min(zp.shape) >= 16 else zp
+    sb = _block_mean(seeds.astype(np.float32), 4) >= 0.5 if min(zp.shape) >= 16 else seeds
     if not sb.any() or sb.all():
         return 0.0
-    contrast = float(np.quantile(zb[sb], 0.75) - np.median(zb[~sb]))
+    contrast = float(np.quantile(zb[sb], 0.9) - np.median(zb[~sb]))
     if contrast <= 0:
         return config.denoise_sigma_max_px
     sd = noise.stabilized_sd * noise.sum_inflation
