@@ -23,7 +23,7 @@ from semqa.particles.measure import DEFAULT_MIN_PIXELS, Exclusions, Particle, me
 from semqa.particles.limits import MAX_IMAGE_PIXELS, MAX_PARTICLE_AREA_PX
 from semqa.stats.psd import MAX_BOOTSTRAP, PSD, compute_psd
 from semqa.results import ImageSummary, Lineage, ModelRef, SegmenterRef
-from semqa.particles.segmentation import SegmentationConfig, segment
+from semqa.particles.segmentation import Detection, SegmentationConfig, detect
 from semqa.version import code_version
 
 if TYPE_CHECKING:
@@ -101,6 +101,17 @@ class UnitResult:
     excluded: tuple[Particle, ...] = ()
 
 
+@dataclass(frozen=True)
+class MeasuredImage:
+    """What :func:`measure_image` found in one image array."""
+
+    labels: np.ndarray
+    particles: list[Particle]
+    excluded: list[Particle]
+    exclusions: Exclusions
+    warnings: list[str]
+
+
 def measure_image(
     image: np.ndarray,
     pixel_size_um: float,
@@ -108,24 +119,28 @@ def measure_image(
     name: str = "",
     origin_px: tuple[int, int] = (0, 0),
     segmenter: LearnedSegmenter | None = None,
-) -> tuple[np.ndarray, list[Particle], list[Particle], Exclusions]:
+) -> MeasuredImage:
     """Segment and measure one image array: the segment → measure step every analysis runs.
 
-    Returns the label image, the particles kept, the excluded ones (measured, marked with why)
-    and the exclusion counts; ``origin_px`` (row, column) places centroids in the input frame.
-    ``segmenter`` (a learned one) replaces the classic :func:`semqa.particles.segmentation.segment`.
-    The product's analyses (:func:`analyze_unit`) and the generator's evaluation
-    (:func:`semqa.evaluation.evaluate_generator`) both call this, so they cannot drift apart.
+    Finds the particles (:func:`semqa.particles.segmentation.detect`, or a learned
+    ``segmenter``), measures the kept ones and the excluded ones (marked with why), and says
+    why the result may not be trustworthy (:func:`detection_warnings`); ``origin_px`` (row,
+    column) places centroids in the input frame. The product's analyses (:func:`analyze_unit`)
+    and the generator's evaluation (:func:`semqa.evaluation.evaluate_generator`) both call this,
+    so they cannot drift apart.
     """
+    detection = None
     if segmenter is not None:
         labels = segmenter.segment(image, config.segmentation.particle_diameter_px)
     else:
-        labels = segment(image, config.segmentation)
+        detection = detect(image, config.segmentation)
+        labels = detection.labels
     particles, excluded, excl = measure_regions(
         labels, pixel_size_um, image_name=name, min_pixels=config.min_pixels, exclude_border=config.exclude_border,
         origin_px=origin_px,
     )
-    return labels, particles, excluded, excl
+    warnings = detection_warnings(detection, len(particles), excl) if detection is not None else []
+    return MeasuredImage(labels, particles, excluded, excl, warnings)
 
 
 def analyze_unit(
@@ -151,7 +166,7 @@ def analyze_unit(
         image = upscaler.upscale(image)
         scale = upscaler.scale
         pixel_size = pixel_size / scale
-    labels, particles, excluded, excl = measure_image(
+    measured = measure_image(
         image, pixel_size, config, mg.name, origin_px=(roi.y * scale, roi.x * scale), segmenter=segmenter
     )
     summary = ImageSummary(
@@ -163,15 +178,38 @@ def analyze_unit(
         analysed_pixel_size_um=pixel_size,
         width=mg.image.shape[1],
         height=mg.image.shape[0],
-        n_particles=len(particles),
-        excluded_border=excl.border,
-        excluded_small=excl.too_small,
+        n_particles=len(measured.particles),
+        excluded_border=measured.exclusions.border,
+        excluded_small=measured.exclusions.too_small,
         roi=roi,
+        warnings=measured.warnings,
     )
-    unit = UnitResult(particles=particles, summary=summary, exclusions=excl, path=mg.path, excluded=tuple(excluded))
+    unit = UnitResult(
+        particles=measured.particles, summary=summary, exclusions=measured.exclusions, path=mg.path,
+        excluded=tuple(measured.excluded),
+    )
     if hook is not None:
-        hook(key or mg.name, mg, unit, image, labels)
+        hook(key or mg.name, mg, unit, image, measured.labels)
     return unit
+
+
+def detection_warnings(detection: Detection, n_particles: int, excl: Exclusions) -> list[str]:
+    """Never a silent n = 0: why an image that holds significant structure yields no particle."""
+    if n_particles > 0 or not detection.has_structure:
+        return []
+    if int(detection.labels.max()) == 0:
+        return [
+            (
+                "the image holds significant structure (above its own noise model) but no particle was detected; "
+                "check the contrast, focus and pixel size, or analyse with --sr"
+            )
+        ]
+    return [
+        (
+            f"particles were detected but none was measured: {excl.border} cut by the border, {excl.too_small} "
+            f"below {excl.min_pixels} px; the particles are too small for this pixel size (use --sr or a finer scan)"
+        )
+    ]
 
 
 def _lineage(units: Mapping[str, UnitResult], upscaler: Upscaler | None, segmenter: LearnedSegmenter | None = None) -> Lineage:

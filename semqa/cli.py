@@ -231,6 +231,9 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
           f"{result.exclusions.min_pixels} px")
     for w in result.psd.warnings:
         print(f"warning: {w}")
+    for image in result.images:
+        for w in image.warnings:
+            print(f"warning: {image.name}: {w}")
     _write_json(result, args.json)
     if args.csv:
         from semqa.report_tables import analysis_tables

@@ -146,8 +146,9 @@ def evaluate_generator(
         px = p.hr_pixel_size_um if known else 1.0
         labels = {}
         for key, img, size in (("hr", hr, px), ("sr", sr, px), ("bicubic", bic, px), ("lr", p.lr, px * s)):
-            labels[key], parts, _, _ = measure_image(img, size, config, name=p.name)
-            ecd[key].extend(q.ecd_um for q in parts)
+            measured = measure_image(img, size, config, name=p.name)
+            labels[key] = measured.labels
+            ecd[key].extend(q.ecd_um for q in measured.particles)
         match = match_particles(labels["sr"], labels["hr"])
         matched, n_true, n_pred = matched + match.matched, n_true + match.n_true, n_pred + match.n_pred
     e = {k: np.asarray(v, dtype=float) for k, v in ecd.items()}

@@ -61,6 +61,10 @@ class ImageSummary(BaseModel):
     roi: AnalysedRegion | None = Field(
         None, description="region of the input image analysed (pixels of the input) and how it was chosen"
     )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="why this image's particles may not be trustworthy, e.g. structure was found but no particle",
+    )
 
 
 class ResultRecord(BaseModel):
