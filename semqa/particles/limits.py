@@ -22,7 +22,7 @@ physically, so nothing a measurement could need is refused:
 * The substrate (background) estimate is smoothed over ``background_sigma_rel`` diameters;
   the segmentation resolves particles of ≥ 5 px, and √N / 5 = 2000 diameters of those span the
   largest frame: wider means a flat background, the same as 2000 (:data:`MAX_BACKGROUND_REL`).
-* ``min_snr`` compares a contrast with the noise sd: in a 16-bit image the contrast is at most
+* ``contrast_to_noise`` compares a contrast with the noise sd: in a 16-bit image the contrast is at most
   65 535 grey levels and the noise sd at least the quantisation noise, 1/√12 level, so no
   ratio exceeds 65 535 √12 ≈ 2.3 · 10⁵ (:data:`MAX_SNR`).
 * The merge ratios compare a cut (or notch depth) with the smaller region's inscribed
