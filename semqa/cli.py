@@ -77,6 +77,20 @@ def _read_lots(folder, pixel_size: float | None = None, max_pixels: int | None =
     return {lot: _read_micrographs(files, pixel_size, max_pixels) for lot, files in load_lots(folder).items()}
 
 
+def _image_paths(paths, pixel_size: float | None, max_pixels: int) -> list:
+    """Files to analyse, each read by the process that analyses it (memory bounded on large lots)."""
+    from semqa.io.images import ImagePath
+
+    return [ImagePath(p, pixel_size, max_pixels) for p in paths]
+
+
+def _workers(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
 def _upscaler(args: argparse.Namespace):
     if not args.sr:
         return None
@@ -96,13 +110,14 @@ def _write_json(model, path: str | None) -> None:
 
 
 def _add_analysis_options(p: argparse.ArgumentParser) -> None:
-    from semqa.io.images import DEFAULT_MAX_PIXELS
+    from semqa.io.limits import DEFAULT_MAX_PIXELS
 
     p.add_argument("--pixel-size", type=float, metavar="UM", help="µm per pixel of the input images (else from metadata or sidecar)")
     p.add_argument("--sr", action=argparse.BooleanOptionalAction, default=False, help="super-resolve before segmenting")
     p.add_argument("--model", metavar="URI", help="generator for --sr (default models:/semqa-generator@production)")
     p.add_argument("--json", metavar="OUT", help="write the result JSON here")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (decompression bombs)")
+    p.add_argument("--workers", type=_workers, metavar="N", help="processes to analyse images in (default: every core; same result for any N)")
 
 
 def _fmt(value: float | None, unit: str = " µm") -> str:
@@ -120,8 +135,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from semqa.analysis import analyze
     from semqa.io.images import expand_image_paths
 
-    micrographs = _read_micrographs(expand_image_paths(args.paths), args.pixel_size, args.max_pixels)
-    result = analyze(micrographs, upscaler=_upscaler(args))
+    micrographs = _image_paths(expand_image_paths(args.paths), args.pixel_size, args.max_pixels)
+    result = analyze(micrographs, upscaler=_upscaler(args), workers=args.workers)
     print(_psd_line(f"{len(micrographs)} image(s)", result.psd))
     print(_psd_line("volume", result.psd_volume))
     print(f"excluded: {result.exclusions.border} cut by the border, {result.exclusions.too_small} below "
@@ -140,11 +155,13 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from semqa.analysis import compare
+    from semqa.analysis import compare, load_lots
 
-    ref = _read_lots(args.reference, args.pixel_size, args.max_pixels)
-    test = _read_lots(args.test, args.pixel_size, args.max_pixels)
-    report = compare(ref, test, upscaler=_upscaler(args))
+    ref, test = (
+        {lot: _image_paths(files, args.pixel_size, args.max_pixels) for lot, files in load_lots(folder).items()}
+        for folder in (args.reference, args.test)
+    )
+    report = compare(ref, test, upscaler=_upscaler(args), workers=args.workers)
     for label, lots in (("reference", report.reference), ("test", report.test)):
         for lot, res in lots.items():
             print(_psd_line(f"{label} {lot}", res.psd))
