@@ -82,6 +82,22 @@ class UnitResult:
     path: str | None = None
 
 
+def measure_image(
+    image: np.ndarray, pixel_size_um: float, config: AnalysisConfig, name: str = ""
+) -> tuple[np.ndarray, list[Particle], Exclusions]:
+    """Segment and measure one image array: the segment → measure step every analysis runs.
+
+    Returns the label image, the particles kept and what was excluded. The product's
+    analyses (:func:`analyze_unit`) and the generator's evaluation
+    (:func:`semqa.evaluation.evaluate_generator`) both call this, so they cannot drift apart.
+    """
+    labels = segment(image, config.segmentation)
+    particles, excl = measure_particles(
+        labels, pixel_size_um, image_name=name, min_pixels=config.min_pixels, exclude_border=config.exclude_border
+    )
+    return labels, particles, excl
+
+
 def analyze_unit(mg: Micrograph, config: AnalysisConfig, upscaler: Upscaler | None = None) -> UnitResult:
     """Segment and measure one micrograph, super-resolving it first when ``upscaler`` is given."""
     pixel_size = require_pixel_size(mg)
@@ -89,10 +105,7 @@ def analyze_unit(mg: Micrograph, config: AnalysisConfig, upscaler: Upscaler | No
     if upscaler is not None:
         image = upscaler.upscale(image)
         pixel_size = pixel_size / upscaler.scale
-    labels = segment(image, config.segmentation)
-    particles, excl = measure_particles(
-        labels, pixel_size, image_name=mg.name, min_pixels=config.min_pixels, exclude_border=config.exclude_border
-    )
+    _, particles, excl = measure_image(image, pixel_size, config, mg.name)
     summary = ImageSummary(
         name=mg.name,
         digest=mg.digest,

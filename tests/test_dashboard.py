@@ -230,7 +230,7 @@ def test_sr_comparison_with_the_production_model(
     """A tiny generator trained and promoted for real; the page preselects it and records it."""
     from registry_support import LOOSE_GATES, trained_template, use_copy
 
-    from semqa.cli import gate_evaluator
+    from semqa.evaluation import evaluate_model_uri as gate_evaluator
     from semqa.sr.inference import load_upscaler
     from semqa.registry.lineage import LineageBroken, trace_version
     from semqa.registry.promotion import promote
@@ -313,7 +313,7 @@ def test_comparison_through_the_service_equals_in_process(
     import bentoml
     from registry_support import LOOSE_GATES, trained_template, use_copy
 
-    from semqa.cli import gate_evaluator
+    from semqa.evaluation import evaluate_model_uri as gate_evaluator
     from semqa.registry.promotion import promote
     from service.client import SemqaClient
 

@@ -14,7 +14,8 @@ import shutil
 import pytest
 
 from registry_support import LOOSE_GATES, trained_template, use_copy
-from semqa.cli import gate_evaluator, main
+from semqa.cli import main
+from semqa.evaluation import evaluate_model_uri as gate_evaluator
 from semqa.errors import InputError
 from semqa.registry.lineage import LineageBroken, trace_result, trace_version
 from semqa.registry.promotion import promote

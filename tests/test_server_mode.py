@@ -27,7 +27,8 @@ import mlflow
 import pytest
 
 from registry_support import LOOSE_GATES
-from semqa.cli import gate_evaluator, main
+from semqa.cli import main
+from semqa.evaluation import evaluate_model_uri as gate_evaluator
 from semqa.registry.promotion import PromotionRefused, alias_holders, promote
 from semqa.registry.store import MODEL_NAME
 from semqa.synth.scenes import SynthConfig, make_pairs

@@ -23,7 +23,8 @@ from semqa.sr.inference import load_upscaler
 from semqa.registry.store import MODEL_NAME
 from semqa.synth.scenes import SynthConfig, make_pairs
 from training.config import TrainConfig, demo_config
-from training.data import Pair, PatchSampler, load_pairs, split_pairs
+from semqa.sr.pairs import Pair, load_pairs
+from training.data import PatchSampler, split_pairs
 from training.losses import (
     charbonnier_loss,
     feature_matching_loss,
@@ -292,7 +293,7 @@ def test_evaluate_generator_perfect_sr_has_no_psd_error() -> None:
     from skimage.draw import disk
 
     from semqa.sr.archs import GeneratorConfig, build_generator
-    from training.evaluate import evaluate_generator
+    from semqa.evaluation import evaluate_generator
 
     lr = np.full((64, 64), 0.2, np.float32)
     for (r, c), rad in zip([(14, 14), (14, 46), (44, 20), (46, 48)], [5, 6, 7, 8]):
@@ -303,7 +304,7 @@ def test_evaluate_generator_perfect_sr_has_no_psd_error() -> None:
         torch.nn.init.zeros_(p)
     m = evaluate_generator(g, [Pair("a", hr, lr, 0.1, "sha256:a", "sha256:b")])
     assert m.n_particles_hr == m.n_particles_sr == 4
-    assert m.d50_rel_err == 0.0 and m.d10_rel_err == 0.0 and m.wasserstein == 0.0
+    assert m.d50_rel_error == 0.0 and m.d10_rel_error == 0.0 and m.wasserstein == 0.0
     assert m.recall == 1.0 and m.precision == 1.0
     assert m.psnr == float("inf") and m.ssim == pytest.approx(1.0)
     assert m.bicubic_psnr < 40 and m.size_unit == "um"

@@ -23,13 +23,22 @@ from semqa.sr.inference import TAG_WEIGHTS_ARTIFACT, TAG_WEIGHTS_DIGEST, save_ge
 from semqa.registry.store import MODEL_NAME
 from semqa.version import code_version
 from training.config import TrainConfig
-from training.evaluate import EvalMetrics
+from semqa.evaluation import EvalMetrics
 
 #: Any batch, any image size: the generator is fully convolutional.
 GENERATOR_SIGNATURE = ModelSignature(
     inputs=Schema([TensorSpec(np.dtype("float32"), (-1, 1, -1, -1))]),
     outputs=Schema([TensorSpec(np.dtype("float32"), (-1, 1, -1, -1))]),
 )
+
+
+def comparison_grid(lr: np.ndarray, bicubic: np.ndarray, sr: np.ndarray, hr: np.ndarray) -> np.ndarray:
+    """LR (nearest) | bicubic | SR | HR side by side as one ``uint8`` image, logged at each evaluation."""
+    s = hr.shape[0] // lr.shape[0]
+    lr_big = np.kron(lr, np.ones((s, s), dtype=np.float32))[: hr.shape[0], : hr.shape[1]]
+    sep = np.ones((hr.shape[0], 4), dtype=np.float32)
+    row = np.concatenate([lr_big, sep, bicubic, sep, sr, sep, hr], axis=1)
+    return (np.clip(row, 0, 1) * 255).round().astype(np.uint8)
 
 
 def environment_text() -> str:
@@ -131,13 +140,13 @@ def register_generator(
     }
     summary = ""
     if metrics is not None:
-        for key in ("psnr", "ssim", "bicubic_psnr", "psnr_gain_db", "d50_rel_err", "lr_d50_rel_err", "recall", "precision"):
+        for key in ("psnr", "ssim", "bicubic_psnr", "psnr_gain_db", "d50_rel_error", "lr_d50_rel_error", "recall", "precision"):
             value = getattr(metrics, key)
             if value is not None:
                 tags[f"val_{key}"] = f"{value:.4g}"
         summary = (
             f" Held-out ({metrics.n_images} images): PSNR {metrics.psnr:.2f} dB vs bicubic {metrics.bicubic_psnr:.2f} dB,"
-            f" D50 relative error {metrics.d50_rel_err if metrics.d50_rel_err is not None else float('nan'):.3f}."
+            f" D50 relative error {metrics.d50_rel_error if metrics.d50_rel_error is not None else float('nan'):.3f}."
         )
     mv = mlflow.register_model(info.model_uri, MODEL_NAME, tags=tags)
     mlflow.MlflowClient().update_model_version(

@@ -35,8 +35,9 @@ from semqa.sr.archs import build_discriminator, build_generator
 from semqa.errors import CheckFailed, InputError
 from semqa.registry.store import configure_tracking
 from training.config import TrainConfig
-from training.data import PairData, PatchSampler, load_pairs, split_pairs
-from training.evaluate import EvalMetrics, as_upscaler, bicubic_upscale, comparison_grid, evaluate_generator
+from semqa.sr.pairs import load_pairs
+from training.data import PairData, PatchSampler, split_pairs
+from semqa.evaluation import EvalMetrics, as_upscaler, bicubic_upscale, evaluate_generator
 from training.losses import (
     feature_matching_loss,
     gradient_loss,
@@ -45,7 +46,7 @@ from training.losses import (
     relativistic_g_loss,
     ssim_loss,
 )
-from training.tracking import MetricBuffer, log_run_context, register_generator
+from training.tracking import MetricBuffer, comparison_grid, log_run_context, register_generator
 from validation import ValidationConfig, log_report_to_mlflow, validate_pairs
 
 CHECKPOINT_FILE = "last.pt"

@@ -379,7 +379,7 @@ def trace_version(version: str | int, name: str = MODEL_NAME) -> LineageReport:
         for key, run_id in sorted(mv.tags.items()):
             if key.startswith(TAG_EVAL_PREFIX):
                 metrics = client.get_run(run_id).data.metrics
-                shown = ", ".join(f"{k}={metrics[k]:.4g}" for k in ("psnr", "bicubic_psnr", "d50_rel_err", "wasserstein", "precision") if k in metrics)
+                shown = ", ".join(f"{k}={metrics[k]:.4g}" for k in ("psnr", "bicubic_psnr", "d50_rel_error", "wasserstein", "precision") if k in metrics)
                 report.add("evaluation", True, f"gate evaluation run {run_id}: {shown}", run_id=run_id, metrics=metrics)
         for entry in read_audit(client, name):
             if entry.version == str(version) or entry.from_version == str(version):

@@ -16,10 +16,10 @@ Gates are evaluated on a fixed evaluation set whose digest is recorded:
   current production version evaluated on the same set.
 
 Each evaluation is its own MLflow run (experiment :data:`GATE_EXPERIMENT`, tagged with the
-model version) and the version is tagged with that run's id. The evaluation itself is not
-done here: callers pass an :data:`Evaluator` (the CLI passes ``training.evaluate``'s), so the
-core keeps to third-party imports. Every action is appended to the audit trail
-(:mod:`semqa.registry.audit`).
+model version) and the version is tagged with that run's id. The evaluation is the core's one
+evaluation path, :func:`semqa.evaluation.evaluate_model_uri` (SR analysed against the HR scan
+of the same field); callers may pass another :data:`Evaluator`. Every action is appended to
+the audit trail (:mod:`semqa.registry.audit`).
 """
 
 from __future__ import annotations
@@ -67,8 +67,10 @@ TAG_DATA_VALIDATION = "validation.success"
 class GateConfig(BaseModel):
     """Every promotion limit in one place (defaults are the documented team policy).
 
-    PSD fidelity limits compare the PSD measured on super-resolved evaluation images with the
-    ground truth of the synthetic evaluation set. The 10 % D50 limit follows the usual
+    PSD fidelity limits compare the PSD measured on the super-resolved LR images of the
+    evaluation set with the PSD measured on the HR scans of the same fields
+    (:func:`semqa.evaluation.evaluate_generator`): the HR scan is the reference, not a
+    synthetic ground truth (real evaluation sets have none). The 10 % D50 limit follows the usual
     acceptance for median size by image analysis against a reference method (ISO 13322-1
     asks the method be validated against a reference; USP <776> microscopy). Regression
     tolerances bound how much worse than the current production version a candidate may be
@@ -79,7 +81,7 @@ class GateConfig(BaseModel):
 
     require_data_validation: bool = Field(True, description="staging: training data must have passed validation")
     min_psnr_gain_db: float = Field(0.0, description="staging: PSNR(SR) − PSNR(bicubic) must exceed this, dB")
-    max_d50_rel_error: float = Field(0.10, gt=0, description="production: |D50(SR) − D50(true)| / D50(true)")
+    max_d50_rel_error: float = Field(0.10, gt=0, description="production: |D50(SR) − D50(HR)| / D50(HR)")
     max_wasserstein_um: float = Field(0.5, gt=0, description="production: 1-Wasserstein distance of ECD distributions, µm")
     max_hallucination_rate: float = Field(0.10, ge=0, le=1, description="production: 1 − precision of detected particles")
     max_psnr_drop_db: float = Field(0.5, ge=0, description="production: allowed PSNR loss vs current production, dB")
@@ -94,16 +96,16 @@ class GateConfig(BaseModel):
 
 
 class GateMetrics(BaseModel):
-    """What the gates read from an evaluation (``training.evaluate.EvalMetrics`` field names).
+    """What the gates read from an evaluation (:class:`semqa.evaluation.EvalMetrics` field names).
 
-    ``d50_rel_err`` and ``wasserstein`` are ``None`` where the SR images gave no particles.
+    ``d50_rel_error`` and ``wasserstein`` are ``None`` where the SR images gave no particles.
     """
 
     model_config = ConfigDict(extra="ignore")
 
     psnr: float = Field(description="dB, SR vs HR")
     bicubic_psnr: float = Field(description="dB, bicubic upscale vs HR")
-    d50_rel_err: float | None = Field(None, description="|D50(SR) − D50(HR)| / D50(HR), number-weighted ECD")
+    d50_rel_error: float | None = Field(None, description="|D50(SR) − D50(HR)| / D50(HR), number-weighted ECD")
     wasserstein: float | None = Field(None, description="1-Wasserstein distance of SR vs HR ECDs, in size_unit")
     precision: float = Field(description="SR particles matched by an HR particle (IoU > 0.5)")
     recall: float | None = Field(None, description="HR particles matched by an SR particle")
@@ -246,10 +248,10 @@ def evaluate_version(
     version is tagged ``semqa.eval.<digest16>``), so the current production version is not
     re-evaluated at every promotion.
 
+    ``evaluator`` defaults to :func:`semqa.evaluation.evaluate_model_uri`.
+
     Raises
     ------
-    InputError
-        No earlier evaluation on this set and no ``evaluator`` to make one.
     CheckFailed
         The evaluator's result lacks a metric the gates need.
     """
@@ -266,7 +268,7 @@ def evaluate_version(
             all_metrics=run.data.metrics,
         )
     if evaluator is None:
-        raise InputError(f"version {mv.version} has no evaluation on set {evaluation_set.digest[:19]}… and no evaluator was given")
+        from semqa.evaluation import evaluate_model_uri as evaluator  # torch and the analysis: only when evaluating
     with _registry_errors(f"evaluating {name} version {mv.version}"):
         result = evaluator(f"models:/{name}/{mv.version}", evaluation_set.path)
         data = result.model_dump() if isinstance(result, BaseModel) else dict(result)
@@ -360,7 +362,7 @@ def production_checks(
             limit="true",
             detail="version holds 'staging'" if staged else "version does not hold 'staging' (promote to staging first)",
         ),
-        _at_most("d50_rel_error", metrics.d50_rel_err, config.max_d50_rel_error),
+        _at_most("d50_rel_error", metrics.d50_rel_error, config.max_d50_rel_error),
         _at_most("wasserstein_um", metrics.wasserstein, config.max_wasserstein_um, " µm"),
         _at_most("hallucination_rate", metrics.hallucination_rate, config.max_hallucination_rate),
     ]
@@ -375,7 +377,7 @@ def production_checks(
     vs = f" vs production v{production_version}"
     regressions = [
         ("psnr_drop_db", production.psnr - metrics.psnr, config.max_psnr_drop_db, " dB"),
-        ("d50_rel_error_increase", _increase(metrics.d50_rel_err, production.d50_rel_err), config.max_d50_rel_error_increase, ""),
+        ("d50_rel_error_increase", _increase(metrics.d50_rel_error, production.d50_rel_error), config.max_d50_rel_error_increase, ""),
         ("wasserstein_increase_um", _increase(metrics.wasserstein, production.wasserstein), config.max_wasserstein_increase_um, " µm"),
         (
             "hallucination_rate_increase",
@@ -428,8 +430,8 @@ def promote(
     force
         Move the alias even if a gate fails; the entry is recorded as forced.
     evaluator
-        Computes the gate metrics of a model URI on the evaluation set. Without one, only a
-        reused earlier evaluation on the same set can be used.
+        Computes the gate metrics of a model URI on the evaluation set; default
+        :func:`semqa.evaluation.evaluate_model_uri`.
     eval_data
         Evaluation set folder; default the seeded synthetic set (:func:`eval_set`).
     config
@@ -580,7 +582,7 @@ def list_versions(name: str = MODEL_NAME) -> pd.DataFrame:
                 "data_validation": _data_validation(client, mv) or "",
                 "psnr": eval_metrics.get("psnr"),
                 "bicubic_psnr": eval_metrics.get("bicubic_psnr"),
-                "d50_rel_err": eval_metrics.get("d50_rel_err"),
+                "d50_rel_error": eval_metrics.get("d50_rel_error"),
                 "wasserstein": eval_metrics.get("wasserstein"),
                 "precision": eval_metrics.get("precision"),
                 "gates_staging": _gate_status(mv.tags, STAGING),
