@@ -124,6 +124,19 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
+def _phase_bar(step: int, stop: int, pretrain_steps: int):
+    """A tqdm bar over the training phase that ``step`` is in, ending where that phase ends.
+
+    One bar per phase: a GAN step (generator and discriminator) costs several pretraining
+    steps, so a rate measured in one phase mis-states the time left in the other.
+    """
+    from tqdm import tqdm
+
+    gan = step >= pretrain_steps
+    end = stop if gan else min(stop, pretrain_steps)
+    return tqdm(total=end, initial=step, desc="training (GAN)" if gan else "pretraining", unit="step", dynamic_ncols=True)
+
+
 def train(
     config: TrainConfig,
     data_dir: str | Path,
@@ -244,9 +257,7 @@ def train(
         w = config.loss_weights
         bar = None
         if progress and rank == 0:
-            from tqdm import tqdm
-
-            bar = tqdm(total=stop, initial=start, desc="training", unit="step", dynamic_ncols=True)
+            bar = _phase_bar(start, stop, config.pretrain_steps)
         last_metrics: EvalMetrics | None = None
         deadline = time.monotonic() + max_seconds if max_seconds is not None else None
         step = start
@@ -299,7 +310,10 @@ def train(
                 buffer.add(logs, done)
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss_g=f"{logs['loss_g']:.4f}", phase="gan" if gan else "pretrain")
+                    bar.set_postfix(loss_g=f"{logs['loss_g']:.4f}")
+                    if done == config.pretrain_steps < stop:
+                        bar.close()
+                        bar = _phase_bar(done, stop, config.pretrain_steps)
                 if val_pairs and (done % config.eval_every == 0 or done == stop):
                     buffer.flush()
                     last_metrics = _evaluate_and_log(ema.module, val_pairs, config, done)
