@@ -30,7 +30,7 @@ from semqa.io.images import Micrograph
 from semqa.registry.lineage import LineageReport
 from semqa.registry.store import tracking_uri
 
-#: Banner per verdict (DESIGN.md: equivalent | not_equivalent | inconclusive).
+#: Banner per verdict (docs/architecture.md: equivalent | not_equivalent | inconclusive).
 _BANNERS = {"equivalent": st.success, "not_equivalent": st.error, "inconclusive": st.warning}
 _VERDICT_TEXT = {
     "equivalent": "EQUIVALENT",

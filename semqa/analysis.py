@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from semqa.stats.equivalence import CompareConfig, ComparisonResult, compare_products
 from semqa.errors import InputError
 from semqa.io.images import DEFAULT_MAX_PIXELS, ImagePath, Micrograph, list_images, require_pixel_size
 from semqa.particles.measure import DEFAULT_MIN_PIXELS, Exclusions, Particle, measure_particles
-from semqa.stats.psd import PSD, compute_psd
+from semqa.particles.limits import MAX_IMAGE_PIXELS, MAX_PARTICLE_AREA_PX
+from semqa.stats.psd import MAX_BOOTSTRAP, PSD, compute_psd
 from semqa.results import ImageSummary, Lineage, ModelRef
 from semqa.particles.segmentation import SegmentationConfig, segment
 from semqa.pool import map_ordered, resolve_workers
@@ -36,19 +37,26 @@ Unit = Micrograph | ImagePath
 
 
 class AnalysisConfig(BaseModel):
-    """Settings of one analysis; recorded in every result."""
+    """Settings of one analysis; recorded in every result.
+
+    Unknown keys are refused, and every field has an upper bound (:data:`MAX_BOOTSTRAP`,
+    :mod:`semqa.particles.limits`): a configuration sent to the service cannot make the work unbounded.
+    """
+
+    model_config = ConfigDict(extra="forbid")
 
     segmentation: SegmentationConfig = Field(default_factory=SegmentationConfig)
-    min_pixels: int = Field(DEFAULT_MIN_PIXELS, ge=1, description="smallest particle measured, in pixels of the analysed image")
+    min_pixels: int = Field(DEFAULT_MIN_PIXELS, ge=1, le=MAX_PARTICLE_AREA_PX, description="smallest particle measured, in pixels of the analysed image")
     exclude_border: bool = Field(True, description="drop particles cut by the image border (ISO 13322-1)")
-    n_bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for D-value confidence intervals")
+    n_bootstrap: int = Field(1000, ge=0, le=MAX_BOOTSTRAP, description="bootstrap resamples for D-value confidence intervals")
     ci_level: float = Field(0.95, gt=0, lt=1)
-    seed: int = 0
-    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="largest input image accepted, in pixels")
+    # numpy's generators take non-negative seeds; 64 bits is the entropy of one SeedSequence word pair.
+    seed: int = Field(0, ge=0, le=2**64 - 1)
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, le=MAX_IMAGE_PIXELS, description="largest input image accepted, in pixels")
 
 
 class AnalysisResult(BaseModel):
-    """PSD of a set of images: the result JSON of ``semqa analyze`` (DESIGN.md)."""
+    """PSD of a set of images: the result JSON of ``semqa analyze`` (docs/architecture.md, "Contracts")."""
 
     psd: PSD = Field(description="number-weighted PSD of equivalent circular diameters")
     psd_volume: PSD = Field(description="volume-weighted PSD (sphere-equivalent volume ∝ ECD³)")

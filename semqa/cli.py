@@ -1,6 +1,6 @@
 """The ``semqa`` command line.
 
-Exit codes (DESIGN.md): 0 success, 1 a check failed (validation, promotion gate, lineage),
+Exit codes (docs/architecture.md, "Contracts"): 0 success, 1 a check failed (validation, promotion gate, lineage),
 2 bad usage or bad input, with a one-line reason on stderr and no traceback.
 
 Each command is one ``_add_<name>`` function that declares its arguments and a handler;
@@ -27,12 +27,24 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _fail(code: int, message: str) -> int:
-    print(f"semqa: {message.splitlines()[0] if message else 'error'}", file=sys.stderr)
+    from semqa.registry.store import mask_credentials
+
+    # Messages may quote a store URI (MLflow's own errors do): never print its password.
+    print(f"semqa: {mask_credentials(message.splitlines()[0]) if message else 'error'}", file=sys.stderr)
     return code
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="semqa", description="Super-resolved SEM particle size analysis for QA.")
+    parser = _Parser(
+        prog="semqa",
+        description="Super-resolved SEM particle size analysis for QA.",
+        epilog=(
+            "Store: the MLflow tracking store and registry are MLFLOW_TRACKING_URI if set, else the SQLite "
+            "store SEMQA_HOME/mlruns/mlflow.db, where SEMQA_HOME defaults to the source checkout semqa runs "
+            "from, else ~/.local/share/semqa; never the current folder. Every analyze and compare result is "
+            "recorded there (one run each) and `semqa lineage` checks result files against it."
+        ),
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add in _COMMANDS:
         add(sub)
@@ -57,6 +69,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("SEMQA_DEBUG"):
             raise
+        mlflow_exceptions = sys.modules.get("mlflow.exceptions")
+        if mlflow_exceptions is not None and isinstance(exc, mlflow_exceptions.MlflowException):
+            # The store is down or refused: a fact about the environment, not a semqa bug.
+            from semqa.registry.store import shown_tracking_uri
+
+            return _fail(EXIT_CHECK_FAILED, f"tracking store {shown_tracking_uri()} unavailable or refused: {exc.message}")
         return _fail(70, f"internal error: {type(exc).__name__}: {exc} (set SEMQA_DEBUG=1 for the traceback)")
 
 
@@ -64,23 +82,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 # One function per command; keep each thin: parse, call the core or an app, print.
 
 
-def _read_micrographs(paths, pixel_size: float | None = None, max_pixels: int | None = None) -> list:
-    from semqa.io.images import DEFAULT_MAX_PIXELS, read_image
-
-    return [read_image(p, pixel_size_um=pixel_size, max_pixels=max_pixels or DEFAULT_MAX_PIXELS) for p in paths]
-
-
-def _read_lots(folder, pixel_size: float | None = None, max_pixels: int | None = None) -> dict:
-    """A product folder ``DIR/<lot>/<images>`` read as lot name → micrographs."""
-    from semqa.analysis import load_lots
-
-    return {lot: _read_micrographs(files, pixel_size, max_pixels) for lot, files in load_lots(folder).items()}
-
-
 def _image_paths(paths, pixel_size: float | None, max_pixels: int) -> list:
     """Files to analyse, each read by the process that analyses it (memory bounded on large lots)."""
     from semqa.io.images import ImagePath
 
+    if max_pixels < 1:
+        raise InputError(f"--max-pixels must be at least 1, got {max_pixels}")
     return [ImagePath(p, pixel_size, max_pixels) for p in paths]
 
 
@@ -97,6 +104,15 @@ def _upscaler(args: argparse.Namespace):
     from semqa.sr.inference import load_upscaler
 
     return load_upscaler(args.model)
+
+
+def _record(result):
+    """``result`` recorded in the tracking store (:func:`semqa.registry.records.record_result`), with its pointer."""
+    from semqa.registry.records import record_result
+
+    result = record_result(result)
+    print(f"recorded: run {result.lineage.record.run_id} in {result.lineage.record.store}")
+    return result
 
 
 def _write_json(model, path: str | None) -> None:
@@ -136,7 +152,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from semqa.io.images import expand_image_paths
 
     micrographs = _image_paths(expand_image_paths(args.paths), args.pixel_size, args.max_pixels)
-    result = analyze(micrographs, upscaler=_upscaler(args), workers=args.workers)
+    result = _record(analyze(micrographs, upscaler=_upscaler(args), workers=args.workers))
     print(_psd_line(f"{len(micrographs)} image(s)", result.psd))
     print(_psd_line("volume", result.psd_volume))
     print(f"excluded: {result.exclusions.border} cut by the border, {result.exclusions.too_small} below "
@@ -161,7 +177,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         {lot: _image_paths(files, args.pixel_size, args.max_pixels) for lot, files in load_lots(folder).items()}
         for folder in (args.reference, args.test)
     )
-    report = compare(ref, test, upscaler=_upscaler(args), workers=args.workers)
+    report = _record(compare(ref, test, upscaler=_upscaler(args), workers=args.workers))
     for label, lots in (("reference", report.reference), ("test", report.test)):
         for lot, res in lots.items():
             print(_psd_line(f"{label} {lot}", res.psd))
@@ -413,7 +429,9 @@ def _add_dashboard(sub: argparse._SubParsersAction) -> None:
 
 
 def _print_lineage(report, as_json: bool) -> None:
-    print(report.model_dump_json(indent=2) if as_json else report.text())
+    from semqa.registry.store import mask_credentials
+
+    print(mask_credentials(report.model_dump_json(indent=2) if as_json else report.text()))
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -423,7 +441,11 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from semqa.registry.lineage import LineageBroken, trace_version
 
     if args.models_command == "list":
+        from semqa.registry.store import shown_tracking_uri
+
         table = promotion.list_versions()
+        if not args.json:  # JSON output stays a plain list of records
+            print(f"store: {shown_tracking_uri()}")
         if args.json:
             print(table.to_json(orient="records", indent=2))
         elif table.empty:

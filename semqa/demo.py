@@ -51,9 +51,13 @@ def _bar(desc: str) -> Callable[[int, int], None]:
     return show
 
 
-def _write_json(model: BaseModel, path: Path) -> None:
-    path.write_text(model.model_dump_json(indent=2) + "\n")
-    print(f"wrote {path}")
+def _write_recorded(result: BaseModel, path: Path) -> None:
+    """Record ``result`` in the tracking store (so lineage can check the file), then write it."""
+    from semqa.registry.records import record_result
+
+    result = record_result(result)
+    path.write_text(result.model_dump_json(indent=2) + "\n")
+    print(f"wrote {path} (recorded as run {result.lineage.record.run_id})")
 
 
 def truth_d50(product_dir: Path, lot: str) -> float:
@@ -81,7 +85,7 @@ def run_demo(out: str | Path = "demo_out", *, pairs: int = 48, images_per_lot: i
     from dashboard.report import render_html, render_pdf, summarize as summarize_report
     from semqa.registry import promotion
     from semqa.registry.lineage import trace_result, trace_version
-    from semqa.registry.store import configure_tracking
+    from semqa.registry.store import configure_tracking, shown_tracking_uri
     from semqa.sr.inference import load_upscaler
     from semqa.synth.scenes import SynthConfig, make_lots, make_pairs
     from training.config import demo_config
@@ -111,7 +115,8 @@ def run_demo(out: str | Path = "demo_out", *, pairs: int = 48, images_per_lot: i
         raise CheckFailed(f"demo data failed validation: {sorted(report.failures)}")
 
     step(3, "training the demo generator (MLflow run, registered version)")
-    print(f"tracking store: {configure_tracking()}")
+    configure_tracking()
+    print(f"tracking store: {shown_tracking_uri()}")
     trained = train(demo_config(), pair_dir, progress=True)
     m = trained.metrics
     print(f"run {trained.run_id}: registered semqa-generator v{trained.model_version}; held-out PSNR "
@@ -139,7 +144,7 @@ def run_demo(out: str | Path = "demo_out", *, pairs: int = 48, images_per_lot: i
         shown = f"{d50:.3g} µm  error {(d50 - truth) / truth:+.1%}" if d50 else "n/a"
         print(f"  {label:<22} n={res.psd.n:<5} D50={shown}")
     result_json = out / "analysis_rld_lot1_sr.json"
-    _write_json(runs["SR (production model)"], result_json)
+    _write_recorded(runs["SR (production model)"], result_json)
 
     step(6, "comparing each generic with the RLD (super-resolved, PBE on D50 and span)")
     reference = _read_lots(lots / "rld" / "lr")
@@ -148,7 +153,7 @@ def run_demo(out: str | Path = "demo_out", *, pairs: int = 48, images_per_lot: i
         reports[generic] = rep = compare(reference, _read_lots(lots / generic / "lr"), upscaler=upscaler,
                                          progress=_bar(f"RLD vs {generic}"))
         print(f"  {generic}: {rep.verdict} — {rep.reason}")
-        _write_json(rep, out / f"compare_rld_vs_{generic}.json")
+        _write_recorded(rep, out / f"compare_rld_vs_{generic}.json")
 
     step(7, "report and lineage")
     rep = reports["generic-equivalent"]
@@ -159,5 +164,5 @@ def run_demo(out: str | Path = "demo_out", *, pairs: int = 48, images_per_lot: i
     (out / "report.pdf").write_bytes(render_pdf(rep, summary, title))
     print(f"report: {out / 'report.html'} and {out / 'report.pdf'}")
     print(trace_result(result_json).text())
-    print(f"\ndone in {time.monotonic() - started:.0f} s; everything is under {out} and the registry in {configure_tracking()}")
+    print(f"\ndone in {time.monotonic() - started:.0f} s; everything is under {out} and the registry in {shown_tracking_uri()}")
     return out

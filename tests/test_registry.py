@@ -21,7 +21,8 @@ from semqa.registry.audit import AUDIT_TAG_PREFIX, export_audit, read_audit
 from semqa.cli import main
 from semqa.evaluation import evaluate_model_uri as gate_evaluator
 from semqa.errors import CheckFailed, InputError
-from semqa.registry.promotion import GateConfig, eval_set, folder_digest, promote, rollback
+from semqa.io.digests import folder_digest
+from semqa.registry.promotion import GateConfig, eval_set, promote, rollback
 from semqa.registry.store import MODEL_NAME
 
 pytestmark = pytest.mark.slow

@@ -19,7 +19,9 @@ from mlflow.types import Schema, TensorSpec
 from torch import nn
 
 from semqa.sr.archs import GeneratorConfig
-from semqa.sr.inference import TAG_WEIGHTS_ARTIFACT, TAG_WEIGHTS_DIGEST, save_generator_files, weights_digest
+from semqa.sr.inference import TAG_WEIGHTS_ARTIFACT, TAG_WEIGHTS_DIGEST, save_generator_files
+from semqa.io.digests import file_digest
+from semqa.registry.lineage import RUN_TAG_DATASET_DIGEST
 from semqa.registry.store import MODEL_NAME
 from semqa.version import code_version
 from training.config import TrainConfig
@@ -47,8 +49,8 @@ def environment_text() -> str:
     return "\n".join(f"{n}=={v}" for n, v in sorted(dists.items(), key=lambda kv: kv[0].lower())) + "\n"
 
 
-def log_run_context(config: TrainConfig, manifest: pd.DataFrame, data_dir: Path, mode: str, world_size: int) -> str:
-    """Log config params, the dataset, code version and environment; returns the dataset digest."""
+def log_run_context(config: TrainConfig, manifest: pd.DataFrame, data_dir: Path, mode: str, world_size: int, dataset_digest: str) -> None:
+    """Log config params, the dataset (its :func:`semqa.io.digests.dataset_digest`), code version and environment."""
     mlflow.log_params(config.flat_params())
     dataset = mlflow.data.from_pandas(manifest, source=str(data_dir.resolve()), name=f"{data_dir.name}-{mode}")
     mlflow.log_input(dataset, context="training")
@@ -56,14 +58,13 @@ def log_run_context(config: TrainConfig, manifest: pd.DataFrame, data_dir: Path,
         {
             "semqa.code_version": code_version(),
             "semqa.data_mode": mode,
-            "semqa.data_digest": dataset.digest,
+            RUN_TAG_DATASET_DIGEST: dataset_digest,
             "semqa.world_size": str(world_size),
         }
     )
     mlflow.log_text(environment_text(), "environment/pip-freeze.txt")
     mlflow.log_text(manifest.to_csv(index=False), "data/manifest.csv")
     mlflow.log_text(config.model_dump_json(indent=2), "config/train_config.json")
-    return dataset.digest
 
 
 class MetricBuffer:
@@ -93,7 +94,7 @@ def register_generator(
     run_id: str,
     step: int,
     metrics: EvalMetrics | None,
-    data_digest: str,
+    dataset_digest: str,
     validation_report: str,
     register: bool = True,
 ) -> tuple[str | None, str]:
@@ -110,7 +111,7 @@ def register_generator(
     module = ema_generator.to("cpu").eval()
     with tempfile.TemporaryDirectory(prefix="semqa-gen-") as tmp:
         weights, arch = save_generator_files(module, gen_config, tmp)
-        digest = weights_digest(weights)
+        digest = file_digest(weights)
         mlflow.log_artifacts(tmp, artifact)
         example = np.random.default_rng(0).random((2, 1, 16, 16)).astype(np.float32)
         with torch.no_grad():
@@ -128,7 +129,7 @@ def register_generator(
     if not register:
         return None, digest
     tags = {
-        "data_digest": data_digest,
+        "dataset_digest": dataset_digest,
         "validation_report": validation_report,
         "train_run_id": run_id,
         "code_version": code_version(),
@@ -154,7 +155,7 @@ def register_generator(
         mv.version,
         description=(
             f"{gen_config.arch} ×{gen_config.scale} EMA generator after {step} steps of run {run_id}; "
-            f"data {data_digest}; validation {validation_report}.{summary}"
+            f"data {dataset_digest}; validation {validation_report}.{summary}"
         ),
     )
     return str(mv.version), digest

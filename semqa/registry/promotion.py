@@ -37,7 +37,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from semqa.registry.audit import AuditEntry, GateCheck, append_audit_entry, current_user, utc_now
 from semqa.errors import CheckFailed, InputError
-from semqa.registry.store import DEFAULT_STORE_DIR, MODEL_NAME, configure_tracking
+from semqa.io.digests import folder_digest
+from semqa.registry.store import MODEL_NAME, configure_tracking, ensure_experiment, store_dir
 
 Alias = Literal["staging", "production"]
 STAGING, PRODUCTION, ARCHIVED = "staging", "production", "archived"
@@ -148,25 +149,11 @@ class PromotionRefused(InputError):
 # --- evaluation set ---------------------------------------------------------------------
 
 
-def folder_digest(folder: Path) -> str:
-    """``sha256:`` over every file's relative path and content digest, in path order."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"evaluation data folder not found: {folder}")
-    h = hashlib.sha256()
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
-    if not files:
-        raise InputError(f"evaluation data folder is empty: {folder}")
-    for p in files:
-        h.update(f"{p.relative_to(folder).as_posix()}\t{hashlib.sha256(p.read_bytes()).hexdigest()}\n".encode())
-    return "sha256:" + h.hexdigest()
-
-
 def eval_set(eval_data: Path | None = None, config: GateConfig | None = None) -> EvalSet:
     """The evaluation set: ``eval_data`` if given, else the seeded synthetic set.
 
     The synthetic set (:func:`semqa.synth.scenes.make_pairs`, ``config.eval_pairs`` pairs of
-    ``config.eval_size_px`` px at ``config.eval_seed``) is generated once under ``mlruns/eval_sets/<key>`` and reused.
+    ``config.eval_size_px`` px at ``config.eval_seed``) is generated once under ``<store folder>/eval_sets/<key>`` (:func:`semqa.registry.store.store_dir`) and reused.
     """
     if eval_data is not None:
         return EvalSet(path=Path(eval_data).resolve(), digest=folder_digest(Path(eval_data)))
@@ -175,7 +162,7 @@ def eval_set(eval_data: Path | None = None, config: GateConfig | None = None) ->
     config = config or GateConfig()
     synth = SynthConfig(size_px=config.eval_size_px)
     key = hashlib.sha256(json.dumps([config.eval_pairs, config.eval_seed, synth.model_dump(mode="json")], sort_keys=True).encode())
-    folder = (DEFAULT_STORE_DIR / "eval_sets" / key.hexdigest()[:16]).resolve()
+    folder = (store_dir() / "eval_sets" / key.hexdigest()[:16]).resolve()
     if not (folder / "manifest.csv").is_file():
         tmp = folder.with_name(folder.name + ".partial")
         make_pairs(tmp, config.eval_pairs, synth, seed=config.eval_seed)
@@ -278,8 +265,7 @@ def evaluate_version(
             metrics = GateMetrics.model_validate({**raw, "size_unit": size_unit})
         except ValueError as exc:
             raise CheckFailed(f"evaluation of version {mv.version} lacks gate metrics: {exc.errors()[0]['loc']}") from None
-        experiment = client.get_experiment_by_name(GATE_EXPERIMENT)
-        experiment_id = experiment.experiment_id if experiment else client.create_experiment(GATE_EXPERIMENT)
+        experiment_id = ensure_experiment(client, GATE_EXPERIMENT)
         run = client.create_run(
             experiment_id,
             run_name=f"gates-{name}-v{mv.version}",
