@@ -20,5 +20,17 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 # torch 2.13.0 is the CPU build on this machine's disk; name it so pip never fetches a CUDA one.
 extra=""; [ "${1:-}" = "--test" ] && extra="[test]"
-.venv/bin/pip install -q --disable-pip-version-check torch==2.13.0 -e ".${extra}" 2>&1 | grep -v "is ignored" || true
+# pip's own output runs to hundreds of lines: show it as one line counting the packages
+# resolved, the build and install steps, and any warning or error in full. A failing pip
+# still fails this script (pipefail; awk itself always succeeds).
+echo "installing semqa and its dependencies into .venv (a few minutes on a fresh machine)"
+.venv/bin/pip install --disable-pip-version-check --progress-bar off torch==2.13.0 -e ".${extra}" 2>&1 | awk '
+  function endline() { if (open) { printf "\n"; open = 0 } }
+  /is ignored/ { next }
+  /^(Collecting|Requirement already satisfied)/ { n++; printf "\r  resolved %d packages", n; open = 1; fflush(); next }
+  /^Building editable|^Building wheel/ { if (!b++) { endline(); print "  building semqa"; fflush() } next }
+  /^Installing collected packages/ { endline(); print "  installing..."; fflush(); next }
+  /^Successfully installed/ { endline(); printf "  installed %d packages\n", NF - 2; next }
+  /ERROR|WARNING|[Ee]rror:/ { endline(); print; fflush() }
+  END { endline() }'
 .venv/bin/python -c "import semqa, torch; print('semqa installed; torch', torch.__version__)"

@@ -7,8 +7,9 @@ preparation); a *lot* is a folder of units; a *product* is a set of lots.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,13 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
 
 from semqa.stats.equivalence import CompareConfig, ComparisonResult, compare_products
 from semqa.errors import InputError
-from semqa.io.images import DEFAULT_MAX_PIXELS, Micrograph, is_hidden, list_images, require_pixel_size
+from semqa.io.images import DEFAULT_MAX_PIXELS, ImagePath, Micrograph, is_hidden, list_images, require_pixel_size
 from semqa.io.region import choose_region
 from semqa.particles.measure import DEFAULT_MIN_PIXELS, Exclusions, Particle, measure_regions
 from semqa.particles.limits import MAX_IMAGE_PIXELS, MAX_PARTICLE_AREA_PX
 from semqa.stats.psd import MAX_BOOTSTRAP, PSD, compute_psd
 from semqa.results import ImageSummary, Lineage, ModelRef, SegmenterRef
 from semqa.particles.segmentation import Detection, SegmentationConfig, detect
+from semqa.pool import map_ordered, resolve_workers
 from semqa.version import code_version
 
 if TYPE_CHECKING:
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
 
 #: Called after each image with (images done, images in all).
 Progress = Callable[[int, int], None]
+#: An image to analyse: already read, or a file that the process analysing it reads.
+Unit = Micrograph | ImagePath
 
 #: Called after each image with (key, the micrograph, its result, the analysed image, its label
 #: image), e.g. to draw overlays (:func:`semqa.particles.overlay.draw_overlay`) without keeping
@@ -212,6 +216,38 @@ def detection_warnings(detection: Detection, n_particles: int, excl: Exclusions)
     ]
 
 
+def _analyze_item(
+    item: tuple[str, Unit],
+    config: AnalysisConfig,
+    upscaler: Upscaler | None = None,
+    hook: UnitHook | None = None,
+    segmenter: LearnedSegmenter | None = None,
+) -> UnitResult:
+    """:func:`analyze_unit` of a keyed micrograph, or of a file read here (in a pool worker)."""
+    key, unit = item
+    mg = unit.read() if isinstance(unit, ImagePath) else unit
+    return analyze_unit(mg, config, upscaler, hook, key, segmenter)
+
+
+def _map_units(
+    items: Sequence[tuple[str, Unit]],
+    config: AnalysisConfig,
+    upscaler: Upscaler | None,
+    workers: int | None,
+    hook: UnitHook | None = None,
+    segmenter: LearnedSegmenter | None = None,
+) -> Iterator[UnitResult]:
+    """Analysed ``(key, unit)`` items in input order, over a process pool when ``workers`` allows.
+
+    With an upscaler or a learned segmenter the images are analysed in this process: the
+    network dominates their time and torch already spreads it over every core; with a hook
+    too, as the hook (e.g. writing overlays) belongs to this process.
+    """
+    in_process = upscaler is not None or segmenter is not None or hook is not None
+    n = 1 if in_process else resolve_workers(workers, len(items))
+    return map_ordered(partial(_analyze_item, config=config, upscaler=upscaler, hook=hook, segmenter=segmenter), items, n)
+
+
 def _lineage(units: Mapping[str, UnitResult], upscaler: Upscaler | None, segmenter: LearnedSegmenter | None = None) -> Lineage:
     """Lineage of units keyed by the name they are recorded under."""
     model: ModelRef | None = upscaler.ref if upscaler is not None else None
@@ -249,7 +285,7 @@ def summarize(
     )
 
 
-def _check_unique_names(micrographs: Sequence[Micrograph], where: str) -> None:
+def _check_unique_names(micrographs: Sequence[Unit], where: str) -> None:
     seen: set[str] = set()
     for mg in micrographs:
         if mg.name in seen:
@@ -258,19 +294,21 @@ def _check_unique_names(micrographs: Sequence[Micrograph], where: str) -> None:
 
 
 def analyze(
-    micrographs: Sequence[Micrograph],
+    micrographs: Sequence[Unit],
     config: AnalysisConfig | None = None,
     upscaler: Upscaler | None = None,
     progress: Progress | None = None,
     hook: UnitHook | None = None,
     segmenter: LearnedSegmenter | None = None,
+    workers: int | None = 1,
 ) -> AnalysisResult:
     """PSD of the particles in ``micrographs`` (each needs a pixel size).
 
     Parameters
     ----------
-    micrographs : sequence of Micrograph
-        Images of one sample; their particles are pooled.
+    micrographs : sequence of Micrograph or ImagePath
+        Images of one sample; their particles are pooled. Give :class:`~semqa.io.images.ImagePath`
+        items to have each file read only when it is analysed (memory bounded on large lots).
     config : AnalysisConfig, optional
         Segmentation, exclusion and bootstrap settings.
     upscaler : semqa.sr.inference.Upscaler, optional
@@ -281,35 +319,41 @@ def analyze(
         :data:`UnitHook` called after each image (overlays).
     segmenter : semqa.particles.learned.LearnedSegmenter, optional
         A learned segmenter instead of the classic pipeline; recorded in the lineage.
+    workers : int or None
+        Processes to analyse images in (``None``: every available core); the result is the same
+        for any number. Ignored with an upscaler (see :func:`_map_units`).
     """
     config = config or AnalysisConfig()
     if not micrographs:
         raise InputError("no images to analyze")
     _check_unique_names(micrographs, "the input")
-    for mg in micrographs:  # fail before any work on a missing pixel size
-        require_pixel_size(mg)
+    for mg in micrographs:  # fail before any work on a missing pixel size (files: when read)
+        if isinstance(mg, Micrograph):
+            require_pixel_size(mg)
     units = []
-    for i, mg in enumerate(micrographs, 1):
-        units.append(analyze_unit(mg, config, upscaler, hook, segmenter=segmenter))
+    for i, unit in enumerate(_map_units([(mg.name, mg) for mg in micrographs], config, upscaler, workers, hook, segmenter), 1):
+        units.append(unit)
         if progress:
             progress(i, len(micrographs))
     return summarize(units, config, upscaler, segmenter)
 
 
 def compare(
-    reference_lots: Mapping[str, Sequence[Micrograph]],
-    test_lots: Mapping[str, Sequence[Micrograph]],
+    reference_lots: Mapping[str, Sequence[Unit]],
+    test_lots: Mapping[str, Sequence[Unit]],
     config: AnalysisConfig | None = None,
     upscaler: Upscaler | None = None,
     compare_config: CompareConfig | None = None,
     progress: Progress | None = None,
     hook: UnitHook | None = None,
     segmenter: LearnedSegmenter | None = None,
+    workers: int | None = 1,
 ) -> ComparisonReport:
     """Analyse every unit of both products and test their equivalence.
 
     Each image is one unit of its lot; per-unit ECDs go to
     :func:`semqa.stats.equivalence.compare_products` (PBE on D50 and span, KS, Wasserstein).
+    ``workers`` as in :func:`analyze`: all units of both products share one pool.
     """
     config = config or AnalysisConfig()
     for label, lots in (("reference", reference_lots), ("test", test_lots)):
@@ -320,23 +364,25 @@ def compare(
                 raise InputError(f"{label} lot {lot!r} has no images")
             _check_unique_names(mgs, f"{label} lot {lot!r}")
             for mg in mgs:
-                require_pixel_size(mg)
-    total = sum(len(m) for m in reference_lots.values()) + sum(len(m) for m in test_lots.values())
-    done = 0
-
-    def run(product: str, lots: Mapping[str, Sequence[Micrograph]]) -> dict[str, list[UnitResult]]:
-        nonlocal done
-        out: dict[str, list[UnitResult]] = {}
-        for lot, mgs in lots.items():
-            out[lot] = []
-            for mg in mgs:
-                out[lot].append(analyze_unit(mg, config, upscaler, hook, f"{product}/{lot}/{mg.name}", segmenter))
-                done += 1
-                if progress:
-                    progress(done, total)
-        return out
-
-    ref_units, test_units = run("reference", reference_lots), run("test", test_lots)
+                if isinstance(mg, Micrograph):
+                    require_pixel_size(mg)
+    # Every unit of both products in one list, so one pool keeps every core busy across lots.
+    products = (reference_lots, test_lots)
+    keys = [(product, lot) for product, lots in enumerate(products) for lot, mgs in lots.items() for _ in mgs]
+    items = [
+        (f"{('reference', 'test')[product]}/{lot}/{mg.name}", mg)
+        for product, lots in enumerate(products) for lot, mgs in lots.items() for mg in mgs
+    ]
+    grouped: tuple[dict[str, list[UnitResult]], dict[str, list[UnitResult]]] = (
+        {lot: [] for lot in reference_lots},
+        {lot: [] for lot in test_lots},
+    )
+    units = _map_units(items, config, upscaler, workers, hook, segmenter)
+    for done, ((product, lot), unit) in enumerate(zip(keys, units), 1):
+        grouped[product][lot].append(unit)
+        if progress:
+            progress(done, len(items))
+    ref_units, test_units = grouped
 
     def ecds(units: dict[str, list[UnitResult]]) -> dict[str, list[np.ndarray]]:
         return {lot: [np.array([p.ecd_um for p in u.particles], dtype=float) for u in us] for lot, us in units.items()}

@@ -82,31 +82,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 # One function per command; keep each thin: parse, call the core or an app, print.
 
 
-def _read_micrographs(paths, pixel_size: float | None = None, max_pixels: int | None = None, force: bool = False) -> list:
-    from semqa.io.images import DEFAULT_MAX_PIXELS, read_image
+def _image_paths(paths, pixel_size: float | None, max_pixels: int, force: bool = False) -> list:
+    """Files to analyse, each read by the process that analyses it (memory bounded on large lots)."""
+    from semqa.io.images import ImagePath
 
-    if max_pixels is not None and max_pixels < 1:
+    if max_pixels < 1:
         raise InputError(f"--max-pixels must be at least 1, got {max_pixels}")
-    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
-    return [read_image(p, pixel_size_um=pixel_size, max_pixels=limit, force_pixel_size=force) for p in paths]
+    return [ImagePath(p, pixel_size, max_pixels, force) for p in paths]
 
 
-def _read_lots(folder, pixel_size: float | None = None, max_pixels: int | None = None, force: bool = False) -> dict:
-    """A product folder ``DIR/<lot>/<images>`` read as lot name → micrographs."""
-    from semqa.analysis import load_lots
+def _workers(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
 
-    return {lot: _read_micrographs(files, pixel_size, max_pixels, force) for lot, files in load_lots(folder).items()}
 
-
-def _print_pixel_sizes(micrographs) -> None:
-    """Where the pixel sizes came from (one line per source), and what a flag overrode."""
+def _print_pixel_sizes(images) -> None:
+    """Where the analysed images' pixel sizes came from (one line per source), and what a flag overrode."""
     from collections import Counter
 
-    for source, n in Counter(mg.pixel_size_source for mg in micrographs).items():
+    for source, n in Counter(s.pixel_size_source for s in images).items():
         print(f"pixel size from {source}: {n} image(s)")
-    for mg in micrographs:
-        if mg.pixel_size_note:
-            print(f"note: {mg.name}: pixel size {mg.pixel_size_um:g} µm (flag) {mg.pixel_size_note}")
+    for s in images:
+        if s.pixel_size_note:
+            print(f"note: {s.name}: pixel size {s.pixel_size_um:g} µm (flag) {s.pixel_size_note}")
 
 
 def _upscaler(args: argparse.Namespace):
@@ -146,7 +146,7 @@ def _write_json(model, path: str | None) -> None:
 
 
 def _add_analysis_options(p: argparse.ArgumentParser) -> None:
-    from semqa.io.images import DEFAULT_MAX_PIXELS
+    from semqa.io.limits import DEFAULT_MAX_PIXELS
 
     p.add_argument("--pixel-size", type=float, metavar="UM", help="µm per pixel of the input images (else from metadata or sidecar)")
     p.add_argument("--force-pixel-size", action="store_true",
@@ -162,6 +162,7 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
                    help="find the instrument's data bar and leave it out (default on)")
     p.add_argument("--csv", metavar="FILE", help="per-particle table (measured and excluded, in µm) to FILE, per-image table to FILE_images.csv")
     p.add_argument("--overlays", metavar="DIR", help="write each analysed image with particle outlines and the analysed region as PNG")
+    p.add_argument("--workers", type=_workers, metavar="N", help="processes to analyse images in (default: every core; same result for any N)")
 
 
 def _analysis_config(args: argparse.Namespace):
@@ -221,9 +222,12 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from semqa.io.images import expand_image_paths
 
     config = _analysis_config(args)
-    micrographs = _read_micrographs(expand_image_paths(args.paths), args.pixel_size, args.max_pixels, args.force_pixel_size)
-    result = _record(analyze(micrographs, config, upscaler=_upscaler(args), hook=_overlay_writer(args.overlays), segmenter=_segmenter(args)))
-    _print_pixel_sizes(micrographs)
+    micrographs = _image_paths(expand_image_paths(args.paths), args.pixel_size, args.max_pixels, args.force_pixel_size)
+    result = _record(analyze(
+        micrographs, config, upscaler=_upscaler(args), hook=_overlay_writer(args.overlays), segmenter=_segmenter(args),
+        workers=args.workers,
+    ))
+    _print_pixel_sizes(result.images)
     _print_regions(result.images)
     print(_psd_line(f"{len(micrographs)} image(s)", result.psd))
     print(_psd_line("volume", result.psd_volume))
@@ -252,13 +256,18 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from semqa.analysis import compare
+    from semqa.analysis import compare, load_lots
 
     config = _analysis_config(args)
-    ref = _read_lots(args.reference, args.pixel_size, args.max_pixels, args.force_pixel_size)
-    test = _read_lots(args.test, args.pixel_size, args.max_pixels, args.force_pixel_size)
-    report = _record(compare(ref, test, config, upscaler=_upscaler(args), hook=_overlay_writer(args.overlays), segmenter=_segmenter(args)))
-    _print_pixel_sizes([mg for lots in (ref, test) for mgs in lots.values() for mg in mgs])
+    ref, test = (
+        {lot: _image_paths(files, args.pixel_size, args.max_pixels, args.force_pixel_size) for lot, files in load_lots(folder).items()}
+        for folder in (args.reference, args.test)
+    )
+    report = _record(compare(
+        ref, test, config, upscaler=_upscaler(args), hook=_overlay_writer(args.overlays), segmenter=_segmenter(args),
+        workers=args.workers,
+    ))
+    _print_pixel_sizes([s for lots in (report.reference, report.test) for res in lots.values() for s in res.images])
     for label, lots in (("reference", report.reference), ("test", report.test)):
         for lot, res in lots.items():
             print(_psd_line(f"{label} {lot}", res.psd))

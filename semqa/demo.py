@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -32,6 +32,23 @@ def _read(paths: Sequence[Path]) -> list[Micrograph]:
 
 def _read_lots(folder: Path) -> dict[str, list[Micrograph]]:
     return {lot: _read(files) for lot, files in load_lots(folder).items()}
+
+
+def _bar(desc: str) -> Callable[[int, int], None]:
+    """A ``progress(done, total)`` callback drawing a tqdm bar (count, rate, time left)."""
+    from tqdm import tqdm
+
+    bar = None
+
+    def show(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=f"  {desc}", unit="image", dynamic_ncols=True)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return show
 
 
 def _write_recorded(result: BaseModel, path: Path) -> None:
@@ -85,8 +102,9 @@ def run_demo(out: str | Path = "demo_out", *, pairs: int = 48, images_per_lot: i
     # mis-sizes them and super-resolution has something to recover.
     synth = SynthConfig(d50_um=2.0)
     step(1, f"synthesizing {pairs} HR/LR training pairs and 3 products × 3 lots × {images_per_lot} images")
-    pair_dir = make_pairs(out / "pairs", pairs, synth, seed=seed, workers=2)
-    lots = make_lots(out / "lots", lots=3, images_per_lot=images_per_lot, config=synth, seed=seed, workers=2)
+    pair_dir = make_pairs(out / "pairs", pairs, synth, seed=seed, workers=2, progress=_bar("training pairs"))
+    lots = make_lots(out / "lots", lots=3, images_per_lot=images_per_lot, config=synth, seed=seed, workers=2,
+                     progress=_bar("product lots"))
     print(f"pairs: {pair_dir}\nlots:  {lots}/<product>/{{hr,lr}}/<lot>/")
 
     step(2, "validating the pairs with Great Expectations")
@@ -115,9 +133,9 @@ def run_demo(out: str | Path = "demo_out", *, pairs: int = 48, images_per_lot: i
     step(5, "analyzing RLD lot1: low resolution directly, super-resolved, and high resolution")
     lot1 = {res: sorted((lots / "rld" / res / "lot1").glob("*.tif")) for res in ("lr", "hr")}
     runs = {
-        "LR direct": analyze(_read(lot1["lr"])),
-        "SR (production model)": analyze(_read(lot1["lr"]), upscaler=upscaler),
-        "HR scan": analyze(_read(lot1["hr"])),
+        "LR direct": analyze(_read(lot1["lr"]), progress=_bar("LR direct"), workers=None),
+        "SR (production model)": analyze(_read(lot1["lr"]), upscaler=upscaler, progress=_bar("super-resolved")),
+        "HR scan": analyze(_read(lot1["hr"]), progress=_bar("HR scan"), workers=None),
     }
     truth = truth_d50(lots / "rld", "lot1")
     print(f"true D50 {truth:.3f} µm")
@@ -132,7 +150,8 @@ def run_demo(out: str | Path = "demo_out", *, pairs: int = 48, images_per_lot: i
     reference = _read_lots(lots / "rld" / "lr")
     reports = {}
     for generic in ("generic-equivalent", "generic-shifted"):
-        reports[generic] = rep = compare(reference, _read_lots(lots / generic / "lr"), upscaler=upscaler)
+        reports[generic] = rep = compare(reference, _read_lots(lots / generic / "lr"), upscaler=upscaler,
+                                         progress=_bar(f"RLD vs {generic}"))
         print(f"  {generic}: {rep.verdict} — {rep.reason}")
         _write_recorded(rep, out / f"compare_rld_vs_{generic}.json")
 

@@ -32,18 +32,15 @@ from pathlib import Path
 import numpy as np
 import tifffile
 from PIL import Image, UnidentifiedImageError
-from skimage.color import rgb2gray
 
 from semqa.errors import InputError, TooLargeError, UnsupportedMediaError
 from semqa.io.digests import bytes_digest
 from semqa.io.metadata import PixelSize, resolve, sidecar_pixel_sizes, tiff_pixel_sizes
+from semqa.io.limits import DEFAULT_MAX_PIXELS
 
 #: File suffixes listed as images when a folder is given.
 IMAGE_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 
-#: Default pixel-count limit: 1e8 pixels (10 000 × 10 000) is well above any SEM frame
-#: (typically ≤ 6144 × 4096) and guards against decompression bombs.
-DEFAULT_MAX_PIXELS: int = 100_000_000
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -99,6 +96,30 @@ def is_hidden(path: str | Path) -> bool:
     return name.startswith(".") or name in {"__MACOSX", "Thumbs.db", "desktop.ini"}
 
 
+@dataclasses.dataclass(frozen=True)
+class ImagePath:
+    """A micrograph file to be read where it is analysed, so a lot is never held in memory at once.
+
+    :func:`semqa.analysis.analyze` and :func:`semqa.analysis.compare` take these in place of
+    :class:`Micrograph` objects; each is read (with :func:`read_image`) by the process that
+    analyses it.
+    """
+
+    path: Path
+    pixel_size_um: float | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    force_pixel_size: bool = False
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name
+
+    def read(self) -> Micrograph:
+        return read_image(
+            self.path, pixel_size_um=self.pixel_size_um, max_pixels=self.max_pixels, force_pixel_size=self.force_pixel_size
+        )
+
+
 def list_images(folder: str | Path) -> list[Path]:
     """Image files directly inside ``folder``, sorted by name; hidden files are left out."""
     folder = Path(folder)
@@ -127,6 +148,8 @@ def expand_image_paths(paths: list[str | Path]) -> list[Path]:
 def _to_unit_float(arr: np.ndarray, name: str) -> tuple[np.ndarray, int]:
     """Scale a decoded image to float32 [0, 1] grayscale; returns (image, bit depth)."""
     if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+        from skimage.color import rgb2gray  # imported here: it loads scipy.linalg, costly for grayscale-only runs
+
         if arr.shape[-1] == 4:
             arr = arr[..., :3]
         arr_f, depth = _scale_to_unit(arr, name, arr.dtype)

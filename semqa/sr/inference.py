@@ -4,6 +4,12 @@ Weights travel as a safetensors state dict plus the architecture's JSON config
 (:class:`semqa.sr.archs.GeneratorConfig`); loading rebuilds the network from ``semqa`` and
 fills in tensors, so no pickled code is ever executed.
 
+How the network runs is chosen per device (:func:`compute_plan`): channels-last tensors on
+every device (oneDNN's and cuDNN's fastest convolution layout), bfloat16 (else float16)
+autocast and larger window batches on CUDA, float32 on CPU. ``torch.compile`` is not used: on
+CPU the channels-last eager network already runs at about the float32 GEMM rate of the same
+process (``benchmarks/bench_performance.py``), and compiling takes longer than a lot's SR.
+
 Large images are processed in overlapping windows of bounded size. Each window keeps only
 pixels at least the generator's receptive radius away from its interior edges, so every kept
 pixel saw exactly the context it sees in whole-image inference: the result equals
@@ -20,6 +26,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +86,39 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+@dataclass(frozen=True)
+class ComputePlan:
+    """How a generator runs on one device: tensor layout, reduced precision, windows per pass."""
+
+    memory_format: torch.memory_format
+    autocast_dtype: torch.dtype | None
+    tile_batch: int
+
+
+#: Largest difference allowed between a plan's output and float32 contiguous inference, on [0, 1]
+#: images. Float32 channels-last only reorders sums (observed ≤ 2e-7). Bfloat16 keeps 8
+#: significant bits (relative step 2⁻⁸ ≈ 4e-3 per operation; observed ≤ 1.4e-3 through CPU
+#: autocast), float16 11 bits: both are allowed 1e-2, 2.5 grey levels of an 8-bit image.
+PLAN_ATOL = {None: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
+
+
+def compute_plan(device: torch.device, *, bf16_supported: bool | None = None) -> ComputePlan:
+    """The :class:`ComputePlan` for ``device``.
+
+    On CUDA: bfloat16 autocast where the GPU supports it (Ampere and later; same exponent
+    range as float32, so no overflow in the residual sum), else float16, and 16 windows of
+    256² per pass to fill the GPU (4 MiB of bfloat16 input, ~0.5 GiB of activations for the
+    default generator). On CPU: float32 (CPUs without AMX run bfloat16 convolutions slower
+    than float32) and 4 windows per pass, enough to keep two to eight cores busy while a
+    pass's activations (32 channels × 256² × 4 windows × 4 B = 32 MiB) stay small.
+    ``bf16_supported`` overrides the CUDA query (tests).
+    """
+    if device.type == "cuda":
+        bf16 = torch.cuda.is_bf16_supported() if bf16_supported is None else bf16_supported
+        return ComputePlan(torch.channels_last, torch.bfloat16 if bf16 else torch.float16, tile_batch=16)
+    return ComputePlan(torch.channels_last, None, tile_batch=4)
+
+
 class Upscaler:
     """A generator in evaluation mode with tiled inference.
 
@@ -95,8 +135,8 @@ class Upscaler:
     tile_pad : int, optional
         Minimum context kept around each window's centre, in LR pixels; default and minimum
         the generator's receptive radius, which makes tiling exact (:data:`TILING_ATOL`).
-    tile_batch : int
-        Windows per forward pass.
+    tile_batch : int, optional
+        Windows per forward pass; default the device's :func:`compute_plan`.
     """
 
     def __init__(
@@ -107,10 +147,11 @@ class Upscaler:
         *,
         tile_size: int = 256,
         tile_pad: int | None = None,
-        tile_batch: int = 4,
+        tile_batch: int | None = None,
     ) -> None:
         self.device = torch.device(device) if device is not None else default_device()
-        self.generator = generator.to(self.device).eval()
+        self.plan = compute_plan(self.device)
+        self.generator = generator.to(self.device, memory_format=self.plan.memory_format).eval()
         self.ref = ref
         self.scale = int(ref.scale)
         radius = int(getattr(generator, "receptive_radius", 16))
@@ -126,7 +167,7 @@ class Upscaler:
                 f"(twice the tile padding of {self.tile_pad} px, its receptive radius being {radius} px, plus one), got {tile_size}"
             )
         self.tile_size = int(tile_size)
-        self.tile_batch = max(1, int(tile_batch))
+        self.tile_batch = max(1, int(tile_batch)) if tile_batch is not None else self.plan.tile_batch
 
     @classmethod
     def from_files(
@@ -164,12 +205,12 @@ class Upscaler:
         return cls(generator, ref.model_copy(update={"weights_digest": digest, "scale": config.scale}), device, **tiling)
 
     def _autocast(self):
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self.plan.autocast_dtype is not None:
+            return torch.autocast(self.device.type, dtype=self.plan.autocast_dtype)
         return nullcontext()
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(batch[:, None])).to(self.device)
+        x = torch.from_numpy(np.ascontiguousarray(batch[:, None])).to(self.device, memory_format=self.plan.memory_format)
         with torch.inference_mode(), self._autocast():
             y = self.generator(x)
         return y[:, 0].float().cpu().numpy()

@@ -39,7 +39,6 @@ from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
-from scipy import stats
 
 from semqa.errors import InputError
 from semqa.stats.psd import MAX_BOOTSTRAP, COUNT_GUIDANCE, PSD, CountGuidance, Weighting, as_sizes, compute_psd, d_values, quantity_weights
@@ -193,6 +192,8 @@ def pbe(
     th = theta_p(sigma_t0, epsilon_p)
     reference_scaled = np.sqrt(var_r) > sigma_t0
     c = 1.0 + th if reference_scaled else 1.0
+
+    from scipy import stats  # imported where used: scipy.stats costs ~1 s of start-up for every command
 
     chi2 = stats.chi2.ppf
     comp: dict[str, float] = {}
@@ -366,6 +367,8 @@ def _usable_values(lots: list[LotSummary], field: str) -> dict[str, list[float]]
 
 def _pooled_distances(ref: np.ndarray, test: np.ndarray, weighting: Weighting) -> tuple[float, float, float, float]:
     """Wasserstein (µm and ln) in the given weighting; KS on numbers (scipy has no weighted KS)."""
+    from scipy import stats  # imported where used (start-up time; see pbe)
+
     wr = quantity_weights(ref, np.ones(ref.size), weighting)
     wt = quantity_weights(test, np.ones(test.size), weighting)
     w_um = stats.wasserstein_distance(ref, test, wr, wt)

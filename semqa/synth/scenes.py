@@ -31,7 +31,7 @@ covers ``[row − ½, row + ½)``, as :func:`skimage.measure.regionprops` report
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +48,9 @@ from semqa.sr.degradation import DegradationConfig, degrade, scan
 from semqa.errors import InputError
 from semqa.io.digests import file_digest
 from semqa.io.images import write_image
+
+#: Called after each image written with (images done, images in all).
+Progress = Callable[[int, int], None]
 
 #: Vertices of each particle outline; spacing ≈ perimeter / 256, so the polygon's area
 #: differs from the smooth outline's by far less than 0.1 %.
@@ -584,19 +587,44 @@ def _write_unit(unit: _Unit) -> tuple[pd.DataFrame, dict]:
     return scene.particles.assign(image=unit.hr_path.name), row
 
 
-def _write_units(units: list[_Unit], workers: int) -> list[tuple[pd.DataFrame, dict]]:
+def _write_units(
+    units: list[_Unit], workers: int, progress: Callable[[], None] | None = None
+) -> list[tuple[pd.DataFrame, dict]]:
     """Write every unit, in order; in ``workers`` processes when more than one.
 
     Each unit's random stream is fixed by its key, so the bytes do not depend on
-    ``workers``.
+    ``workers``. ``progress()`` is called after each unit.
     """
     workers = _check_count(workers, "number of workers")
     if workers == 1 or len(units) == 1:
-        return [_write_unit(u) for u in units]
+        return _collect(map(_write_unit, units), progress)
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(max_workers=min(workers, len(units))) as pool:
-        return list(pool.map(_write_unit, units))
+        return _collect(pool.map(_write_unit, units), progress)
+
+
+def _collect(results: Iterable[tuple[pd.DataFrame, dict]], progress: Callable[[], None] | None) -> list:
+    out = []
+    for result in results:
+        out.append(result)
+        if progress is not None:
+            progress()
+    return out
+
+
+def _counter(progress: Progress | None, total: int) -> Callable[[], None] | None:
+    """A callback that reports ``progress(done, total)``, counting its own calls."""
+    if progress is None:
+        return None
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        progress(done, total)
+
+    return tick
 
 
 def _check_count(n: int, what: str) -> int:
@@ -613,6 +641,7 @@ def make_pairs(
     *,
     labels: bool = False,
     workers: int = 1,
+    progress: Progress | None = None,
 ) -> Path:
     """Write ``n`` synthetic HR/LR pairs with ground truth.
 
@@ -621,6 +650,7 @@ def make_pairs(
     ``OUT/particles.csv`` (truth, :data:`TRUTH_COLUMNS`), ``OUT/manifest.csv`` (one row per
     pair: name, paths relative to OUT, pixel sizes, scale, seed, ``sha256:`` digests) and,
     with ``labels``, ``OUT/labels/<name>.tif`` (true ``uint16`` label images).
+    ``progress(done, total)`` is called after each pair.
 
     Returns
     -------
@@ -635,7 +665,7 @@ def make_pairs(
         _Unit(out, out / "hr" / name, out / "lr" / name, out / "labels" / name if labels else None, config, seed, (i,))
         for i, name in enumerate(names)
     ]
-    done = _write_units(units, workers)
+    done = _write_units(units, workers, _counter(progress, n))
     truths = [truth for truth, _ in done]
     rows = [{**row, "seed": seed, "index": i} for i, (_, row) in enumerate(done)]
     pd.concat(truths, ignore_index=True).to_csv(out / "particles.csv", index=False)
@@ -662,6 +692,7 @@ def make_lots(
     *,
     lot_cv: float = 0.03,
     workers: int = 1,
+    progress: Progress | None = None,
 ) -> Path:
     """Write product lots: ``OUT/<product>/{hr,lr}/<lot>/*.tif`` with truth per product.
 
@@ -670,7 +701,7 @@ def make_lots(
     lot's population. Per product: ``particles.csv`` (with ``lot`` column),
     ``manifest.csv`` and ``lots.csv`` (each lot's true D50 and GSD). An image's random
     stream depends on ``(seed, product name, lot, image)`` only, so products are
-    reproducible one by one.
+    reproducible one by one. ``progress(done, total)`` is called after each image.
 
     The folders ``OUT/<product>/lr`` are what ``semqa compare --reference … --test …``
     takes (``DIR/<lot>/*``).
@@ -684,6 +715,7 @@ def make_lots(
     if not (np.isfinite(lot_cv) and 0 <= lot_cv < 1):
         raise InputError(f"between-lot CV must be in [0, 1), got {lot_cv}")
     out = Path(out_dir)
+    tick = _counter(progress, len(products) * lots * images_per_lot)
     for product, spec in products.items():
         if not product or "/" in product or product.startswith("."):
             raise InputError(f"bad product name {product!r}")
@@ -701,7 +733,7 @@ def make_lots(
                 pdir = out / product
                 units.append(_Unit(pdir, pdir / "hr" / lot / name, pdir / "lr" / lot / name, None, lot_cfg, seed, (pkey, li, k)))
                 meta.append({"product": product, "lot": lot, "seed": seed, "index": k})
-        done = _write_units(units, workers)
+        done = _write_units(units, workers, tick)
         truths = [truth.assign(product=m["product"], lot=m["lot"]) for (truth, _), m in zip(done, meta, strict=True)]
         rows = [{**row, **m} for (_, row), m in zip(done, meta, strict=True)]
         pd.concat(truths, ignore_index=True).to_csv(out / product / "particles.csv", index=False)
