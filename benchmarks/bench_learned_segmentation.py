@@ -82,10 +82,10 @@ def run_family(items: list[Annotated], methods: dict) -> list[dict]:
         s = mean_scores(scores)
         rows.append({
             "method": name, "images": len(items), "n_true": s.n_true, "n_pred": s.n_pred,
-            "count_err_%": 100 * s.count_rel_err,
-            "d10_err_%": 100 * s.d10_rel_err if s.d10_rel_err is not None else np.nan,
-            "d50_err_%": 100 * s.d50_rel_err if s.d50_rel_err is not None else np.nan,
-            "d90_err_%": 100 * s.d90_rel_err if s.d90_rel_err is not None else np.nan,
+            "count_err_%": 100 * s.count_rel_error,
+            "d10_err_%": 100 * s.d10_rel_error if s.d10_rel_error is not None else np.nan,
+            "d50_err_%": 100 * s.d50_rel_error if s.d50_rel_error is not None else np.nan,
+            "d90_err_%": 100 * s.d90_rel_error if s.d90_rel_error is not None else np.nan,
             "precision": s.precision, "recall": s.recall, "mean_iou": s.mean_iou,
             "cpu_s_per_MP": statistics.median(cpu), "wall_s_per_MP": statistics.median(wall),
         })

@@ -707,7 +707,7 @@ def _cmd_segmenter(args: argparse.Namespace) -> int:
         print(f"run {result.run_id}: {result.steps} steps; registered {SEGMENTER_MODEL_NAME} version {result.model_version}")
         for label, score in (("learned", result.heldout), ("classic", result.heldout_classic)):
             if score is not None:
-                print(f"held-out {label}: count error {score.count_rel_err:.3f}, D50 error {_fmt(score.d50_rel_err, '')}, "
+                print(f"held-out {label}: count error {score.count_rel_error:.3f}, D50 error {_fmt(score.d50_rel_error, '')}, "
                       f"precision {score.precision:.3f}, recall {score.recall:.3f}")
     elif args.segmenter_command == "promote":
         from semqa.registry.segmenter_gates import SEGMENTER_GATES, SegmenterGateConfig, segmenter_eval_set, segmenter_evaluator

@@ -91,7 +91,7 @@ def trained(tmp_path_factory):
 def test_scores_are_perfect_for_the_truth_and_count_a_merge():
     _, labels = _user_scene(3)
     perfect = score_image(labels, labels, 0.1)
-    assert perfect.count_rel_err == 0 and perfect.d50_rel_err == 0 and perfect.precision == perfect.recall == 1.0
+    assert perfect.count_rel_error == 0 and perfect.d50_rel_error == 0 and perfect.precision == perfect.recall == 1.0
     merged = labels.copy()
     a, b = 1, 2
     merged[merged == b] = a  # two particles reported as one
@@ -107,7 +107,7 @@ def test_annotation_forms_give_the_particles_of_the_label_image(tmp_path, form):
     score = score_image(item.labels, truth, 0.1)
     # One-pixel separations and polygon rasterisation shave edge pixels, nothing more.
     assert score.recall >= 0.95 and score.precision >= 0.95
-    assert score.count_rel_err <= 0.05
+    assert score.count_rel_error <= 0.05
 
 
 def test_annotation_errors_are_one_line_input_errors(tmp_path):

@@ -49,8 +49,8 @@ from semqa.sr.inference import (
     WEIGHTS_FILE,
     _parse_models_uri,
     default_device,
-    weights_digest,
 )
+from semqa.io.digests import file_digest
 
 #: ``--segmenter learned`` means the registry's production segmenter.
 LEARNED_URI = f"models:/{SEGMENTER_MODEL_NAME}@production"
@@ -122,7 +122,7 @@ class LearnedSegmenter:
             net.load_state_dict(load_file(str(weights)))
         except Exception as exc:  # safetensors and load_state_dict raise several types
             raise InputError(f"weights {weights.name} do not fit segmenter architecture: {exc}") from None
-        digest = weights_digest(weights)
+        digest = file_digest(weights)
         if ref is None:
             ref = SegmenterRef(kind="learned", name=SEGMENTER_MODEL_NAME, model_uri=str(weights.parent))
         elif ref.weights_digest is not None and ref.weights_digest != digest:

@@ -36,10 +36,10 @@ class SegmentationScore(BaseModel):
     n_images: int = 1
     n_true: float = Field(description="reference particles measured (after border and size exclusion)")
     n_pred: float = Field(description="predicted particles measured (after border and size exclusion)")
-    count_rel_err: float = Field(description="|n_pred − n_true| / n_true")
-    d10_rel_err: float | None = Field(None, description="|D10(pred) − D10(true)| / D10(true), number-weighted ECD")
-    d50_rel_err: float | None = Field(None, description="|D50(pred) − D50(true)| / D50(true)")
-    d90_rel_err: float | None = Field(None, description="|D90(pred) − D90(true)| / D90(true)")
+    count_rel_error: float = Field(description="|n_pred − n_true| / n_true")
+    d10_rel_error: float | None = Field(None, description="|D10(pred) − D10(true)| / D10(true), number-weighted ECD")
+    d50_rel_error: float | None = Field(None, description="|D50(pred) − D50(true)| / D50(true)")
+    d90_rel_error: float | None = Field(None, description="|D90(pred) − D90(true)| / D90(true)")
     precision: float = Field(description="predicted particles matched by a reference one (IoU > 0.5)")
     recall: float = Field(description="reference particles matched by a predicted one (IoU > 0.5)")
     mean_iou: float | None = Field(None, description="mean IoU of the matched pairs")
@@ -84,10 +84,10 @@ def score_image(
     return SegmentationScore(
         n_true=n_true,
         n_pred=n_pred,
-        count_rel_err=abs(n_pred - n_true) / max(n_true, 1),
-        d10_rel_err=_rel(d_pred[0], d_true[0]),
-        d50_rel_err=_rel(d_pred[1], d_true[1]),
-        d90_rel_err=_rel(d_pred[2], d_true[2]),
+        count_rel_error=abs(n_pred - n_true) / max(n_true, 1),
+        d10_rel_error=_rel(d_pred[0], d_true[0]),
+        d50_rel_error=_rel(d_pred[1], d_true[1]),
+        d90_rel_error=_rel(d_pred[2], d_true[2]),
         precision=match.precision,
         recall=match.recall,
         mean_iou=match.mean_iou,

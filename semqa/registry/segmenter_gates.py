@@ -47,8 +47,8 @@ class SegmenterGateMetrics(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    count_rel_err: float
-    d50_rel_err: float | None = None
+    count_rel_error: float
+    d50_rel_error: float | None = None
     precision: float
     recall: float
 
@@ -77,16 +77,16 @@ def production_checks(
     checks = [
         GateCheck(name="staged", passed=staged, value=str(staged).lower(), limit="true",
                   detail="version holds 'staging'" if staged else "version does not hold 'staging' (promote to staging first)"),
-        _at_most("count_rel_error", metrics.count_rel_err, config.max_count_rel_error),
-        _at_most("d50_rel_error", metrics.d50_rel_err, config.max_d50_rel_error),
+        _at_most("count_rel_error", metrics.count_rel_error, config.max_count_rel_error),
+        _at_most("d50_rel_error", metrics.d50_rel_error, config.max_d50_rel_error),
     ]
     if production is None:
         checks.append(GateCheck(name="no_regression", passed=True, detail="no current production segmenter to compare against"))
         return checks
     vs = f" vs production v{production_version}"
-    d50_increase = None if metrics.d50_rel_err is None or production.d50_rel_err is None else metrics.d50_rel_err - production.d50_rel_err
+    d50_increase = None if metrics.d50_rel_error is None or production.d50_rel_error is None else metrics.d50_rel_error - production.d50_rel_error
     for name, value, limit in (
-        ("count_rel_error_increase", metrics.count_rel_err - production.count_rel_err, config.max_count_rel_error_increase),
+        ("count_rel_error_increase", metrics.count_rel_error - production.count_rel_error, config.max_count_rel_error_increase),
         ("d50_rel_error_increase", d50_increase, config.max_d50_rel_error_increase),
         ("recall_drop", production.recall - metrics.recall, config.max_recall_drop),
     ):

@@ -38,7 +38,8 @@ from semqa.particles.segmentation import segment
 from semqa.registry.promotion import TAG_DATA_VALIDATION
 from semqa.registry.store import SEGMENTER_MODEL_NAME, configure_tracking
 from semqa.results import SegmenterRef
-from semqa.sr.inference import TAG_WEIGHTS_ARTIFACT, TAG_WEIGHTS_DIGEST, weights_digest
+from semqa.sr.inference import TAG_WEIGHTS_ARTIFACT, TAG_WEIGHTS_DIGEST
+from semqa.io.digests import file_digest
 from semqa.synth.randomized import synthetic_scene
 from semqa.version import code_version
 from training.segmenter.config import SegmenterTrainConfig
@@ -97,7 +98,7 @@ def _log_data(manifest: pd.DataFrame, config: SegmenterTrainConfig, annotated_di
     mlflow.log_params(config.flat_params())
     mlflow.set_tags({
         "semqa.code_version": code_version(),
-        "semqa.data_digest": dataset.digest,
+        "semqa.dataset_digest": dataset.digest,
         "semqa.model_kind": "segmenter",
         # Synthetic masks are exact by construction and annotations were checked on loading
         # (shapes, integer labels): the data-validation gate of promotion reads this tag.
@@ -117,7 +118,7 @@ def _register(run_id: str, artifact: str, digest: str, data_digest: str, steps: 
         client.create_registered_model(SEGMENTER_MODEL_NAME, description="semqa learned particle segmenter (U-Net + marker watershed)")
     tags = {
         "model_kind": "segmenter",
-        "data_digest": data_digest,
+        "dataset_digest": data_digest,
         "train_run_id": run_id,
         "code_version": code_version(),
         "steps": str(steps),
@@ -125,7 +126,7 @@ def _register(run_id: str, artifact: str, digest: str, data_digest: str, steps: 
         TAG_WEIGHTS_DIGEST: digest,
     }
     if heldout is not None:
-        for key in ("count_rel_err", "d50_rel_err", "precision", "recall", "mean_iou"):
+        for key in ("count_rel_error", "d50_rel_error", "precision", "recall", "mean_iou"):
             value = getattr(heldout, key)
             if value is not None:
                 tags[f"val_{key}"] = f"{value:.4g}"
@@ -218,7 +219,7 @@ def train_segmenter(
         net.eval()
         with tempfile.TemporaryDirectory(prefix="semqa-seg-") as tmp:
             weights, _ = save_segmenter_files(net, config.model, tmp)
-            digest = weights_digest(weights)
+            digest = file_digest(weights)
             artifact = f"segmenter/step-{config.steps:07d}"
             mlflow.log_artifacts(tmp, artifact)
         learned = LearnedSegmenter(net, config.model, SegmenterRef(kind="learned", weights_digest=digest), device)
