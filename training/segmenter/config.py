@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import yaml
@@ -38,6 +40,7 @@ class SegmenterTrainConfig(BaseModel):
     batch_size: int = Field(8, ge=1)
     # optimisation
     steps: int = Field(800, ge=1)
+    checkpoint_every: int = Field(100, ge=1, description="steps between checkpoints (a kill loses at most this many)")
     lr: float = Field(2e-3, gt=0, description="Adam learning rate (cosine-annealed)")
     loss: LossWeights = Field(default_factory=LossWeights)
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads; default torch's")
@@ -48,8 +51,13 @@ class SegmenterTrainConfig(BaseModel):
     experiment_name: str = "semqa-segmenter"
     register_model: bool = True
 
-    # Same flattening as the generator's config (it only reads model_dump).
+    # Same flattening and checkpoint key as the generator's config (they only read model_dump).
     flat_params = TrainConfig.flat_params
+
+    def key(self, *extra: str) -> str:
+        """A short digest of the fields that shape the trained weights (and ``extra``)."""
+        fields = self.model_dump(mode="json", exclude={"checkpoint_every", "register_model", "num_threads", "experiment_name"})
+        return hashlib.sha256(json.dumps([fields, *extra], sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> SegmenterTrainConfig:

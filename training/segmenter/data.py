@@ -93,27 +93,31 @@ def annotated_samples(items: list[Annotated], working_diameter_px: float) -> tup
 
 
 class PatchSampler:
-    """Random patches with flips and quarter turns, as ``(N, 4, P, P)`` arrays (image + 3 targets)."""
+    """Random patches with flips and quarter turns, as ``(N, 4, P, P)`` arrays (image + 3 targets).
+
+    Each batch is drawn from a generator seeded by ``(seed, step, rank)``, so a run resumed
+    from a checkpoint sees exactly the batches an uninterrupted run would have seen.
+    """
 
     def __init__(self, samples: list[Sample], patch: int, seed: int) -> None:
         if not samples:
             raise ValueError("no training samples")
-        self.samples, self.patch = samples, patch
-        self.rng = np.random.default_rng(seed)
+        self.samples, self.patch, self.seed = samples, patch, seed
 
-    def _one(self) -> np.ndarray:
-        s = self.samples[self.rng.integers(len(self.samples))]
+    def _one(self, rng: np.random.Generator) -> np.ndarray:
+        s = self.samples[rng.integers(len(self.samples))]
         stack = np.stack([s.image, s.foreground, s.boundary, s.distance])
         p = self.patch
         pad = ((0, 0), (0, max(0, p - stack.shape[1])), (0, max(0, p - stack.shape[2])))
         stack = np.pad(stack, pad)  # zeros: the normalised substrate level
-        r = self.rng.integers(stack.shape[1] - p + 1)
-        c = self.rng.integers(stack.shape[2] - p + 1)
+        r = rng.integers(stack.shape[1] - p + 1)
+        c = rng.integers(stack.shape[2] - p + 1)
         out = stack[:, r : r + p, c : c + p]
-        out = np.rot90(out, self.rng.integers(4), axes=(1, 2))
-        if self.rng.random() < 0.5:
+        out = np.rot90(out, rng.integers(4), axes=(1, 2))
+        if rng.random() < 0.5:
             out = out[:, :, ::-1]
         return np.ascontiguousarray(out)
 
-    def batch(self, n: int) -> np.ndarray:
-        return np.stack([self._one() for _ in range(n)]).astype(np.float32)
+    def batch(self, n: int, step: int, rank: int = 0) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, step, rank])
+        return np.stack([self._one(rng) for _ in range(n)]).astype(np.float32)

@@ -14,6 +14,7 @@ from the same randomized families with a different seed.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import tempfile
 from pathlib import Path
@@ -36,7 +37,7 @@ from semqa.particles.learned import (
 from semqa.particles.matching import SegmentationScore, score_set
 from semqa.particles.segmentation import segment
 from semqa.registry.promotion import TAG_DATA_VALIDATION
-from semqa.registry.store import SEGMENTER_MODEL_NAME, configure_tracking
+from semqa.registry.store import SEGMENTER_MODEL_NAME, store_dir
 from semqa.results import SegmenterRef
 from semqa.sr.inference import TAG_WEIGHTS_ARTIFACT, TAG_WEIGHTS_DIGEST
 from semqa.io.digests import file_digest
@@ -44,7 +45,8 @@ from semqa.synth.randomized import synthetic_scene
 from semqa.version import code_version
 from training.segmenter.config import SegmenterTrainConfig
 from training.segmenter.data import PatchSampler, annotated_samples, synthetic_samples
-from training.tracking import MetricBuffer, environment_text
+from training.tracking import environment_text
+from training.trainer import CHECKPOINT_FILE, Trainer
 
 
 class SegmenterTrainResult(BaseModel):
@@ -137,12 +139,145 @@ def _register(run_id: str, artifact: str, digest: str, data_digest: str, steps: 
     return str(mv.version)
 
 
+class SegmenterTrainer(Trainer):
+    """Trains, evaluates and registers one learned segmenter on :class:`training.trainer.Trainer`'s loop."""
+
+    name = "segmenter training"
+
+    def __init__(
+        self,
+        config: SegmenterTrainConfig,
+        *,
+        annotated_dir: str | Path | None = None,
+        heldout_dir: str | Path | None = None,
+        pixel_size_um: float | None = None,
+    ) -> None:
+        super().__init__(
+            device="auto",
+            experiment_name=config.experiment_name,
+            checkpoint_every=config.checkpoint_every,
+            eval_every=config.steps,  # the held-out evaluation runs once, on the final weights
+            num_threads=config.num_threads,
+        )
+        self.config = config
+        self.annotated_dir = Path(annotated_dir) if annotated_dir else None
+        self.heldout_dir = Path(heldout_dir) if heldout_dir else None
+        self.pixel_size_um = pixel_size_um
+        self.score: SegmentationScore | None = None
+        self.classic: SegmentationScore | None = None
+
+    def setup(self) -> None:
+        c = self.config
+        torch.manual_seed(c.seed)
+        work_d = c.model.working_diameter_px
+        samples, manifest = synthetic_samples(c.synthetic_scenes, c.scene_size_px, work_d, c.seed)
+        heldout: list[Annotated] = []
+        if self.annotated_dir is not None:
+            items = load_annotated(self.annotated_dir, pixel_size_um=self.pixel_size_um)
+            train_items, heldout = split_annotated(items, c.val_fraction, c.seed)
+            ann, ann_manifest = annotated_samples(train_items, work_d)
+            samples += ann * c.annotated_repeat
+            manifest = pd.concat([manifest, ann_manifest], ignore_index=True)
+        if self.heldout_dir is not None:
+            heldout = load_annotated(self.heldout_dir, pixel_size_um=self.pixel_size_um)
+        if not heldout and c.heldout_scenes:
+            heldout = synthetic_heldout(c.heldout_scenes, c.heldout_size_px, c.seed)
+        if not samples:
+            raise InputError("no training images: set synthetic_scenes > 0 or give annotated images")
+        if c.patch_size % (2**c.model.depth):
+            raise InputError(f"patch_size {c.patch_size} must be a multiple of 2^depth = {2**c.model.depth}")
+        self.heldout, self.manifest = heldout, manifest
+        if c.init_from:
+            start = load_segmenter(c.init_from, device="cpu")
+            if start.config != c.model:
+                raise InputError(f"init_from {c.init_from} has architecture {start.config}, the config asks {c.model}")
+            self.net = start.net.train()
+        else:
+            self.net = build_segmenter(c.model)
+        self.net.to(self.device)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=c.lr)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, c.steps) / c.steps))
+        )
+        self.sampler = PatchSampler(samples, c.patch_size, c.seed)
+        self._key = c.key(hashlib.sha256(manifest.to_csv(index=False).encode()).hexdigest(), str(self.world))
+
+    @property
+    def key(self) -> str:
+        return self._key
+
+    @property
+    def total_steps(self) -> int:
+        return self.config.steps
+
+    def checkpoint_path(self) -> Path:
+        return store_dir() / "checkpoints" / f"segmenter-{self.key}" / CHECKPOINT_FILE
+
+    def run_name(self) -> str:
+        return "segmenter-finetune" if self.config.init_from else "segmenter"
+
+    def start_run(self) -> None:
+        self.dataset_digest = _log_data(self.manifest, self.config, self.annotated_dir)
+        if self.config.init_from:
+            mlflow.set_tag("semqa.init_from", self.config.init_from)
+
+    def optimize_step(self, step: int) -> dict[str, float]:
+        c = self.config
+        self.net.train()
+        batch = torch.from_numpy(self.sampler.batch(c.batch_size, step)).to(self.device)
+        terms = loss_terms(self.net(batch[:, :1]), batch[:, 1:], c)
+        loss = sum(getattr(c.loss, k.removeprefix("loss_")) * v for k, v in terms.items())
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+        return {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
+
+    def _learned(self, digest: str | None = None) -> LearnedSegmenter:
+        return LearnedSegmenter(self.net.eval(), self.config.model, SegmenterRef(kind="learned", weights_digest=digest), self.device)
+
+    def validate(self, step: int) -> None:
+        if not self.heldout:
+            return
+        self.score = score_set(self._learned().segment, self.heldout)
+        self.classic = score_set(segment, self.heldout)
+        for prefix, s in (("heldout", self.score), ("heldout_classic", self.classic)):
+            mlflow.log_metrics({f"{prefix}_{k}": float(v) for k, v in s.model_dump().items() if v is not None}, step=step)
+
+    def state(self) -> dict:
+        return {"net": self.net.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict()}
+
+    def load_state(self, state: dict) -> None:
+        self.net.load_state_dict(state["net"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+
+    def finish(self, steps: int, completed: bool, resumed_from: int | None) -> SegmenterTrainResult:
+        self.net.eval()
+        with tempfile.TemporaryDirectory(prefix="semqa-seg-") as tmp:
+            weights, _ = save_segmenter_files(self.net, self.config.model, tmp)
+            digest = file_digest(weights)
+            artifact = f"segmenter/step-{steps:07d}"
+            mlflow.log_artifacts(tmp, artifact)
+        digest_tag = mlflow.get_run(self.run_id).data.tags.get("semqa.dataset_digest", "")
+        version = None
+        if self.config.register_model and completed:
+            version = _register(self.run_id, artifact, digest, digest_tag, steps, self.score)
+            mlflow.set_tag("semqa.registered_version", version)
+        return SegmenterTrainResult(
+            run_id=self.run_id, model_version=version, steps=steps, weights_digest=digest,
+            heldout=self.score, heldout_classic=self.classic,
+        )
+
+
 def train_segmenter(
     config: SegmenterTrainConfig,
     *,
     annotated_dir: str | Path | None = None,
     heldout_dir: str | Path | None = None,
     pixel_size_um: float | None = None,
+    max_steps: int | None = None,
+    resume: bool = True,
 ) -> SegmenterTrainResult:
     """Train (from scratch or ``config.init_from``) on synthetic and/or annotated images.
 
@@ -156,82 +291,15 @@ def train_segmenter(
         ``config.val_fraction``, or synthetic held-out scenes.
     pixel_size_um : float, optional
         Pixel size for annotated images without one (sizes only; errors are relative).
+    max_steps : int, optional
+        Stop at this step (checkpointed; a later call continues the same run).
+    resume : bool
+        Continue from this training's checkpoint when there is one.
 
     Raises
     ------
     InputError
         No training data (no synthetic scenes and no annotated images), unreadable annotations.
     """
-    torch.manual_seed(config.seed)
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
-    work_d = config.model.working_diameter_px
-    annotated_dir = Path(annotated_dir) if annotated_dir else None
-    samples, manifest = synthetic_samples(config.synthetic_scenes, config.scene_size_px, work_d, config.seed)
-    heldout: list[Annotated] = []
-    if annotated_dir is not None:
-        train_items, heldout = split_annotated(load_annotated(annotated_dir, pixel_size_um=pixel_size_um), config.val_fraction, config.seed)
-        ann, ann_manifest = annotated_samples(train_items, work_d)
-        samples += ann * config.annotated_repeat
-        manifest = pd.concat([manifest, ann_manifest], ignore_index=True)
-    if heldout_dir is not None:
-        heldout = load_annotated(heldout_dir, pixel_size_um=pixel_size_um)
-    if not heldout and config.heldout_scenes:
-        heldout = synthetic_heldout(config.heldout_scenes, config.heldout_size_px, config.seed)
-    if not samples:
-        raise InputError("no training images: set synthetic_scenes > 0 or give annotated images")
-    if config.patch_size % (2**config.model.depth):
-        raise InputError(f"patch_size {config.patch_size} must be a multiple of 2^depth = {2**config.model.depth}")
-
-    if config.init_from:
-        start = load_segmenter(config.init_from, device="cpu")
-        if start.config != config.model:
-            raise InputError(f"init_from {config.init_from} has architecture {start.config}, the config asks {config.model}")
-        net = start.net.train()
-    else:
-        net = build_segmenter(config.model)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    net.to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=config.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, config.steps) / config.steps)))
-    sampler = PatchSampler(samples, config.patch_size, config.seed)
-
-    configure_tracking()
-    mlflow.set_experiment(config.experiment_name)
-    with mlflow.start_run(run_name="segmenter-finetune" if config.init_from else "segmenter") as run:
-        run_id = run.info.run_id
-        data_digest = _log_data(manifest, config, annotated_dir)
-        if config.init_from:
-            mlflow.set_tag("semqa.init_from", config.init_from)
-        metrics = MetricBuffer(run_id)
-        net.train()
-        for step in range(1, config.steps + 1):
-            batch = torch.from_numpy(sampler.batch(config.batch_size)).to(device)
-            terms = loss_terms(net(batch[:, :1]), batch[:, 1:], config)
-            loss = sum(getattr(config.loss, k.removeprefix("loss_")) * v for k, v in terms.items())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            metrics.add({"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}, step)
-        metrics.flush()
-
-        net.eval()
-        with tempfile.TemporaryDirectory(prefix="semqa-seg-") as tmp:
-            weights, _ = save_segmenter_files(net, config.model, tmp)
-            digest = file_digest(weights)
-            artifact = f"segmenter/step-{config.steps:07d}"
-            mlflow.log_artifacts(tmp, artifact)
-        learned = LearnedSegmenter(net, config.model, SegmenterRef(kind="learned", weights_digest=digest), device)
-        score = classic = None
-        if heldout:
-            score = score_set(learned.segment, heldout)
-            classic = score_set(segment, heldout)
-            for prefix, s in (("heldout", score), ("heldout_classic", classic)):
-                mlflow.log_metrics({f"{prefix}_{k}": float(v) for k, v in s.model_dump().items() if v is not None})
-        version = _register(run_id, artifact, digest, data_digest, config.steps, score) if config.register_model else None
-        if version:
-            mlflow.set_tag("semqa.registered_version", version)
-    return SegmenterTrainResult(
-        run_id=run_id, model_version=version, steps=config.steps, weights_digest=digest, heldout=score, heldout_classic=classic
-    )
+    trainer = SegmenterTrainer(config, annotated_dir=annotated_dir, heldout_dir=heldout_dir, pixel_size_um=pixel_size_um)
+    return trainer.fit(max_steps=max_steps, resume=resume)
