@@ -87,6 +87,7 @@ def run_demo(out: str | Path = "demo_out", *, pairs: int = 48, images_per_lot: i
     from semqa.registry.lineage import trace_result, trace_version
     from semqa.registry.store import configure_tracking, shown_tracking_uri
     from semqa.sr.inference import load_upscaler
+    from semqa.synth.databar import rewrite_as_instrument
     from semqa.synth.scenes import SynthConfig, make_lots, make_pairs
     from training.config import demo_config
     from training.train import train
@@ -103,9 +104,16 @@ def run_demo(out: str | Path = "demo_out", *, pairs: int = 48, images_per_lot: i
     synth = SynthConfig(d50_um=2.0)
     step(1, f"synthesizing {pairs} HR/LR training pairs and 3 products × 3 lots × {images_per_lot} images")
     pair_dir = make_pairs(out / "pairs", pairs, synth, seed=seed, workers=2, progress=_bar("training pairs"))
-    lots = make_lots(out / "lots", lots=3, images_per_lot=images_per_lot, config=synth, seed=seed, workers=2,
-                     progress=_bar("product lots"))
-    print(f"pairs: {pair_dir}\nlots:  {lots}/<product>/{{hr,lr}}/<lot>/")
+    generated = make_lots(out / "lots-generated", lots=3, images_per_lot=images_per_lot, config=synth, seed=seed, workers=2,
+                          progress=_bar("product lots"))
+    # The lots as instruments write them: the pixel size only in the vendor's own TIFF tag
+    # (Zeiss CZ_SEM for the RLD, FEI [Scan] for the generics) and a data bar under each frame;
+    # every analysis below has to find both by itself.
+    lots = out / "lots"
+    for product in sorted(d.name for d in generated.iterdir() if d.is_dir()):
+        rewrite_as_instrument(generated / product, lots / product, vendor="zeiss" if product == "rld" else "fei", seed=seed)
+    shutil.rmtree(generated)
+    print(f"pairs: {pair_dir}\nlots:  {lots}/<product>/{{hr,lr}}/<lot>/ (Zeiss and FEI TIFFs with data bars)")
 
     step(2, "validating the pairs with Great Expectations")
     report = validate_pairs(pair_dir, report_dir=out / "validation")
@@ -138,6 +146,9 @@ def run_demo(out: str | Path = "demo_out", *, pairs: int = 48, images_per_lot: i
         "HR scan": analyze(_read(lot1["hr"]), progress=_bar("HR scan"), workers=None),
     }
     truth = truth_d50(lots / "rld", "lot1")
+    first = runs["LR direct"].images[0]
+    print(f"pixel size {first.pixel_size_um:g} µm from {first.pixel_size_source}; analysed region "
+          f"{first.roi.width}×{first.roi.height} of {first.width}×{first.height} px ({first.roi.source})")
     print(f"true D50 {truth:.3f} µm")
     for label, res in runs.items():
         d50 = res.psd.d50_um
