@@ -8,7 +8,7 @@ and the mean adaptive batch size BentoML recorded.
 
 ``--mixed``: the service under mixed load with super-resolution (default 200 requests, 16
 concurrent), cycling ``/v1/analyze`` with ``sr=true`` (one image), ``/v1/super_resolve`` and
-``/v1/compare`` with ``sr=true`` (2 lots × 1 image per product), on generated SEM-like LR
+``/v1/compare`` with ``sr=true`` (2 lots × 1 image per product), on generated 160×160 SEM-like LR
 scans (:func:`semqa.synth.scenes.render_pair`). The baseline in the same run is each route
 called alone (one at a time, 3 calls each): the table gives per route the requests,
 failures, p50/p95 under load and the ratio of loaded to unloaded p50. Every failure is
@@ -146,13 +146,13 @@ _ROUTES = ("analyze", "super_resolve", "compare")
 
 
 def _scans(n: int) -> list[bytes]:
-    """``n`` generated LR SEM scans (256×256, 16-bit TIFF with their pixel size)."""
+    """``n`` generated LR SEM scans (160×160, 16-bit TIFF with their pixel size)."""
     from semqa.io.images import encode_image
     from semqa.synth.scenes import SynthConfig, render_pair
 
     out = []
     for seed in range(n):
-        _, lr, _ = render_pair(SynthConfig(size_px=1024), np.random.default_rng(100 + seed))
+        _, lr, _ = render_pair(SynthConfig(size_px=640), np.random.default_rng(100 + seed))
         out.append(encode_image(lr, "tiff", bit_depth=16, pixel_size_um=_LR_PX))
     return out
 
@@ -198,7 +198,7 @@ def bench_mixed(model_uri: str, requests: int, concurrency: int, workdir: Path) 
         wall = time.perf_counter() - t0
     failures = [(route, f) for route, _, f in [*alone, *loaded] if f is not None]
     print(f"\nmixed load test: {requests} requests, {concurrency} concurrent, routes cycled {'/'.join(_ROUTES)} "
-          f"(analyze and compare with sr=true), 256×256 LR 16-bit TIFF scans, model "
+          f"(analyze and compare with sr=true), 160×160 LR 16-bit TIFF scans, model "
           f"{model_uri if model_uri.startswith('models:') else 'srvgg 16×4 scale 2 (temporary)'}, loopback; "
           f"baseline: each route alone, 3 calls")
     print(f"{'route':<14} {'requests':>8} {'failures':>8} {'p50 s':>7} {'p95 s':>7} {'alone p50 s':>11} {'p50 ratio':>9}")

@@ -171,12 +171,16 @@ class Generator:
         return self.info
 
 
-#: Tries of one call to the generator service. Its server (uvicorn) closes idle keep-alive
-#: connections after 5 s while the calling service's aiohttp pool keeps them for 15 s, so a
-#: call can go out on a connection the server has just closed and fail with
-#: ``ServerDisconnectedError`` before reaching the model (seen under load: ~10 % of calls).
-#: Upscaling is idempotent, so the call is repeated once on a fresh connection.
+#: Tries of one call to the generator service. Its server (uvicorn, started by BentoML with
+#: no way to set its keep-alive) closes idle keep-alive connections after 5 s while the
+#: calling service's aiohttp pool keeps them for 15 s, so a call can go out on a connection
+#: the server has just closed: it fails before reaching the model, with
+#: ``ServerDisconnectedError`` or, when the close lands while the request is being written,
+#: ``ClientConnectionResetError: Cannot write to closing transport`` (seen in the mixed load
+#: test: 1 of 200). Upscaling is idempotent, so the call is repeated once on a fresh connection.
 _GENERATOR_TRIES = 2
+#: The errors of a pooled connection the server had already closed (see above), and only those.
+_STALE_CONNECTION = (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionResetError)
 
 
 class RemoteUpscaler:
@@ -202,7 +206,7 @@ class RemoteUpscaler:
                 if self.batching:
                     return self.generator.upscale(images=[image])[0]
                 return self.generator.upscale_one(image=image)
-            except aiohttp.ServerDisconnectedError:
+            except _STALE_CONNECTION:
                 if attempt == _GENERATOR_TRIES:
                     raise
         raise RuntimeError("no generator call was made")  # only if _GENERATOR_TRIES < 1
@@ -216,7 +220,7 @@ class RemoteUpscaler:
                 if self.batching:
                     return (await self.generator.to_async.upscale(images=[image]))[0]
                 return await self.generator.to_async.upscale_one(image=image)
-            except aiohttp.ServerDisconnectedError:
+            except _STALE_CONNECTION:
                 if attempt == _GENERATOR_TRIES:
                     raise
         raise RuntimeError("no generator call was made")  # only if _GENERATOR_TRIES < 1

@@ -128,7 +128,7 @@ def _click(driver: WebDriver, element) -> None:
 
 
 def _click_until(driver: WebDriver, xpath: str, done, message: str, settle_s: float = 20.0) -> None:
-    """Click the element at ``xpath`` until ``done(driver)`` holds.
+    """Click the element at ``xpath`` until ``done(driver)`` holds (for clicks that may repeat, e.g. a radio).
 
     After each click the page gets ``settle_s`` seconds to show ``done`` (a rerun on a busy
     machine takes a while); only then is a click taken as lost (the element was re-rendered
@@ -203,10 +203,18 @@ def _compare_in_browser(app_url: str, browser: WebDriver, tmp_path: Path) -> Non
 
     verdict_shown = EC.visibility_of_element_located(
         (By.XPATH, "//*[@data-testid='stAlert'][.//*[contains(text(), 'Verdict:')]]"))
-    running = EC.presence_of_element_located((By.CSS_SELECTOR, '[data-testid="stProgress"]'))  # the page's progress bar
-    # Clicked until the run has visibly started (or already ended): a click the page lost in a rerun is repeated.
-    _click_until(browser, "//button[.//*[contains(text(), 'Compare products')]]",
-                 lambda d: verdict_shown(d) or running(d), "the comparison did not start")
+    # Clicked once: a second click would restart the run. A click that reaches the live button
+    # is kept by Streamlit even while a rerun is under way; only one that raises (the button
+    # was just replaced or covered) is made again.
+    clickable = EC.element_to_be_clickable((By.XPATH, "//button[.//*[contains(text(), 'Compare products')]]"))
+
+    def click_compare(d: WebDriver) -> bool:
+        button = clickable(d)
+        if button:
+            _click(d, button)  # raises a TRANSIENT error when the click did not reach a live button
+        return bool(button)
+
+    _until(browser, click_compare, message="the Compare products button did not become clickable")
     verdict = WebDriverWait(browser, ANALYSIS_TIMEOUT_S, ignored_exceptions=TRANSIENT).until(
         verdict_shown, message=f"no verdict within {ANALYSIS_TIMEOUT_S} s")
     assert any(word in verdict.text for word in ("EQUIVALENT", "NOT EQUIVALENT", "INCONCLUSIVE")), verdict.text
