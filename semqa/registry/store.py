@@ -113,6 +113,9 @@ def configure_tracking() -> str:
     uri = tracking_uri()
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if mask_credentials(uri) != uri:
+        # MLflow prints "View run … at: <tracking URI>/#/…" when a run ends: not with a password in it.
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri
