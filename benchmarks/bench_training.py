@@ -82,8 +82,8 @@ def _run(args: argparse.Namespace, work: Path) -> int:
     from semqa.stats.psd import d_values
     from semqa.synth.scenes import SynthConfig, make_pairs
     from training.config import TrainConfig, demo_config
-    from training.data import load_pairs
-    from training.evaluate import evaluate_generator
+    from semqa.sr.pairs import load_pairs
+    from semqa.evaluation import evaluate_generator
     from training.train import train
 
     os.chdir(work)

@@ -22,7 +22,9 @@ import streamlit as st
 
 from semqa.analysis import AnalysisConfig, ComparisonReport, compare
 from semqa.errors import InputError
-from semqa.io.images import Micrograph, file_digest
+from semqa.io.digests import bytes_digest
+from semqa.io.images import Micrograph
+from semqa.registry.records import record_result
 
 if TYPE_CHECKING:
     from semqa.sr.inference import Upscaler
@@ -63,24 +65,21 @@ def registered_versions(model_name: str, registry: str) -> list[ModelChoice]:
         When the registry cannot be reached.
     """
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
-    from semqa.registry.store import configure_tracking
+    from semqa.registry.promotion import list_versions
+    from semqa.registry.store import configure_tracking, mask_credentials
 
+    if configure_tracking() != registry:
+        raise InputError(f"the registry in force is not {mask_credentials(registry)}")
     try:
-        if configure_tracking() != registry:
-            raise InputError(f"the registry in force is not {registry}")
-        client = MlflowClient()
-        found = client.search_model_versions(f"name='{model_name}'")
-        # search_model_versions leaves ModelVersion.aliases empty; the registered model has them.
-        aliases = client.get_registered_model(model_name).aliases if found else {}
+        table = list_versions(model_name)
+    except InputError as exc:
+        raise InputError(f"model registry unavailable: {mask_credentials(str(exc))}") from None
     except MlflowException as exc:
-        raise InputError(f"model registry unavailable: {exc.message.splitlines()[0]}") from None
+        raise InputError(f"model registry unavailable: {mask_credentials(exc.message.splitlines()[0])}") from None
     choices = [
-        ModelChoice(
-            model_name, str(v.version), tuple(sorted(a for a, ver in aliases.items() if str(ver) == str(v.version))), v.run_id, registry
-        )
-        for v in found
+        ModelChoice(model_name, str(row["version"]), tuple(sorted(a for a in row["aliases"].split(",") if a)), row["run_id"], registry)
+        for row in table.to_dict("records")
     ]
     return sorted(choices, key=lambda c: int(c.version), reverse=True)
 
@@ -172,7 +171,8 @@ def _cached_comparison(
             report = _compare_via_service(_reference, _test, _config, _model, _settings, progress, _uploads, _pixel_size_um)
         else:
             upscaler = None if _model is None else load_generator(_model.name, _model.version, _alias(_model, _settings), _model.registry)
-            report = compare(_reference, _test, config=_config, upscaler=upscaler, progress=progress)
+            # Recorded like the CLI's and the service's results (the service records its own).
+            report = record_result(compare(_reference, _test, config=_config, upscaler=upscaler, progress=progress))
     finally:
         bar.empty()
     return report
@@ -213,7 +213,7 @@ def original_files(
                 data = Path(mg.path).read_bytes()
             except OSError as exc:
                 raise InputError(f"cannot read {mg.path}: {exc.strerror}") from None
-        if file_digest(data) != mg.digest:
+        if bytes_digest(data) != mg.digest:
             raise InputError(f"{mg.path or mg.name} changed since the page read it: reload the page")
         fallback = mg.pixel_size_um if mg.path is not None and pixel_size_um is None else None
         return ImageFile(mg.name, data, fallback)

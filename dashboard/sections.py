@@ -34,7 +34,7 @@ from semqa.registry.store import tracking_uri
 #: Caption of the overlay (colours of :mod:`semqa.particles.overlay`).
 OVERLAY_CAPTION = "Measured (green), cut by the region's edge (orange), too small (magenta); analysed region (yellow)"
 
-#: Banner per verdict (DESIGN.md: equivalent | not_equivalent | inconclusive).
+#: Banner per verdict (docs/architecture.md: equivalent | not_equivalent | inconclusive).
 _BANNERS = {"equivalent": st.success, "not_equivalent": st.error, "inconclusive": st.warning}
 _VERDICT_TEXT = {
     "equivalent": "EQUIVALENT",

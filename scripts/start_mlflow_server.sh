@@ -4,7 +4,8 @@
 # supervisor (systemd, a container runtime) or a test can stop it with SIGTERM.
 #
 # Required environment:
-#   SEMQA_MLFLOW_DB                 backend store, e.g. postgresql+psycopg2://mlflow:PW@db.example:5432/mlflow
+#   SEMQA_MLFLOW_DB                 backend store, e.g. postgresql+psycopg2://mlflow@db.example:5432/mlflow
+#                                   (the password from PGPASSFILE / ~/.pgpass, libpq's password file, or in the URI)
 #   SEMQA_MLFLOW_AUTH_DB            user/permission store, e.g. postgresql+psycopg2://mlflow:PW@db.example:5432/mlflow_auth
 #   SEMQA_MLFLOW_ARTIFACTS          artifact destination: a folder, or s3://…, gs://…
 #   MLFLOW_FLASK_SERVER_SECRET_KEY  secret that signs sessions/CSRF tokens (same on every worker)
@@ -32,8 +33,13 @@ authorization_function = mlflow.server.auth:authenticate_request_basic_auth
 INI
 export MLFLOW_AUTH_CONFIG_PATH="$config"
 
+# The backend store URI may hold the database password: hand it to MLflow through the
+# environment (MLFLOW_BACKEND_STORE_URI, which `mlflow server` reads and passes on to its
+# workers the same way), never on a command line, where `ps` shows it to every user.
+export MLFLOW_BACKEND_STORE_URI="$SEMQA_MLFLOW_DB"
+unset SEMQA_MLFLOW_DB
+
 args=(
-  --backend-store-uri "$SEMQA_MLFLOW_DB"
   --artifacts-destination "$SEMQA_MLFLOW_ARTIFACTS"
   --host "${SEMQA_MLFLOW_HOST:-127.0.0.1}"
   --port "${SEMQA_MLFLOW_PORT:-5000}"

@@ -13,14 +13,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from pydantic import BaseModel, Field, NonNegativeInt, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
 
 from semqa.stats.equivalence import CompareConfig, ComparisonResult, compare_products
 from semqa.errors import InputError
 from semqa.io.images import DEFAULT_MAX_PIXELS, Micrograph, list_images, require_pixel_size
 from semqa.io.region import choose_region
 from semqa.particles.measure import DEFAULT_MIN_PIXELS, Exclusions, Particle, measure_regions
-from semqa.stats.psd import PSD, compute_psd
+from semqa.particles.limits import MAX_IMAGE_PIXELS, MAX_PARTICLE_AREA_PX
+from semqa.stats.psd import MAX_BOOTSTRAP, PSD, compute_psd
 from semqa.results import ImageSummary, Lineage, ModelRef
 from semqa.particles.segmentation import SegmentationConfig, segment
 from semqa.version import code_version
@@ -38,15 +39,22 @@ UnitHook = Callable[[str, Micrograph, "UnitResult", np.ndarray, np.ndarray], Non
 
 
 class AnalysisConfig(BaseModel):
-    """Settings of one analysis; recorded in every result."""
+    """Settings of one analysis; recorded in every result.
+
+    Unknown keys are refused, and every field has an upper bound (:data:`MAX_BOOTSTRAP`,
+    :mod:`semqa.particles.limits`): a configuration sent to the service cannot make the work unbounded.
+    """
+
+    model_config = ConfigDict(extra="forbid")
 
     segmentation: SegmentationConfig = Field(default_factory=SegmentationConfig)
-    min_pixels: int = Field(DEFAULT_MIN_PIXELS, ge=1, description="smallest particle measured, in pixels of the analysed image")
+    min_pixels: int = Field(DEFAULT_MIN_PIXELS, ge=1, le=MAX_PARTICLE_AREA_PX, description="smallest particle measured, in pixels of the analysed image")
     exclude_border: bool = Field(True, description="drop particles cut by the image border (ISO 13322-1)")
-    n_bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for D-value confidence intervals")
+    n_bootstrap: int = Field(1000, ge=0, le=MAX_BOOTSTRAP, description="bootstrap resamples for D-value confidence intervals")
     ci_level: float = Field(0.95, gt=0, lt=1)
-    seed: int = 0
-    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="largest input image accepted, in pixels")
+    # numpy's generators take non-negative seeds; 64 bits is the entropy of one SeedSequence word pair.
+    seed: int = Field(0, ge=0, le=2**64 - 1)
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, le=MAX_IMAGE_PIXELS, description="largest input image accepted, in pixels")
     roi: tuple[NonNegativeInt, NonNegativeInt, PositiveInt, PositiveInt] | None = Field(
         None, description="(x, y, width, height) in input pixels analysed in every image; None: find it"
     )
@@ -54,7 +62,7 @@ class AnalysisConfig(BaseModel):
 
 
 class AnalysisResult(BaseModel):
-    """PSD of a set of images: the result JSON of ``semqa analyze`` (DESIGN.md)."""
+    """PSD of a set of images: the result JSON of ``semqa analyze`` (docs/architecture.md, "Contracts")."""
 
     psd: PSD = Field(description="number-weighted PSD of equivalent circular diameters")
     psd_volume: PSD = Field(description="volume-weighted PSD (sphere-equivalent volume ∝ ECD³)")
@@ -92,6 +100,33 @@ class UnitResult:
     excluded: tuple[Particle, ...] = ()
 
 
+def measure_image(
+    image: np.ndarray,
+    pixel_size_um: float,
+    config: AnalysisConfig,
+    name: str = "",
+    *,
+    origin_px: tuple[int, int] = (0, 0),
+    excluded: list[Particle] | None = None,
+) -> tuple[np.ndarray, list[Particle], Exclusions]:
+    """Segment and measure one image array: the segment → measure step every analysis runs.
+
+    Returns the label image, the particles kept and what was excluded. The product's
+    analyses (:func:`analyze_unit`) and the generator's evaluation
+    (:func:`semqa.evaluation.evaluate_generator`) both call this, so they cannot drift apart.
+    ``origin_px`` is the image's corner in the frame the centroids refer to; when ``excluded``
+    is a list, the excluded particles are measured too and appended to it, marked with why.
+    """
+    labels = segment(image, config.segmentation)
+    particles, dropped, excl = measure_regions(
+        labels, pixel_size_um, image_name=name, min_pixels=config.min_pixels, exclude_border=config.exclude_border,
+        origin_px=origin_px, keep_excluded=excluded is not None,
+    )
+    if excluded is not None:
+        excluded.extend(dropped)
+    return labels, particles, excl
+
+
 def analyze_unit(
     mg: Micrograph,
     config: AnalysisConfig,
@@ -114,10 +149,9 @@ def analyze_unit(
         image = upscaler.upscale(image)
         scale = upscaler.scale
         pixel_size = pixel_size / scale
-    labels = segment(image, config.segmentation)
-    particles, excluded, excl = measure_regions(
-        labels, pixel_size, image_name=mg.name, min_pixels=config.min_pixels, exclude_border=config.exclude_border,
-        origin_px=(roi.y * scale, roi.x * scale),
+    excluded: list[Particle] = []
+    labels, particles, excl = measure_image(
+        image, pixel_size, config, mg.name, origin_px=(roi.y * scale, roi.x * scale), excluded=excluded
     )
     summary = ImageSummary(
         name=mg.name,

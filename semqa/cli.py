@@ -1,6 +1,6 @@
 """The ``semqa`` command line.
 
-Exit codes (DESIGN.md): 0 success, 1 a check failed (validation, promotion gate, lineage),
+Exit codes (docs/architecture.md, "Contracts"): 0 success, 1 a check failed (validation, promotion gate, lineage),
 2 bad usage or bad input, with a one-line reason on stderr and no traceback.
 
 Each command is one ``_add_<name>`` function that declares its arguments and a handler;
@@ -27,12 +27,24 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _fail(code: int, message: str) -> int:
-    print(f"semqa: {message.splitlines()[0] if message else 'error'}", file=sys.stderr)
+    from semqa.registry.store import mask_credentials
+
+    # Messages may quote a store URI (MLflow's own errors do): never print its password.
+    print(f"semqa: {mask_credentials(message.splitlines()[0]) if message else 'error'}", file=sys.stderr)
     return code
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="semqa", description="Super-resolved SEM particle size analysis for QA.")
+    parser = _Parser(
+        prog="semqa",
+        description="Super-resolved SEM particle size analysis for QA.",
+        epilog=(
+            "Store: the MLflow tracking store and registry are MLFLOW_TRACKING_URI if set, else the SQLite "
+            "store SEMQA_HOME/mlruns/mlflow.db, where SEMQA_HOME defaults to the source checkout semqa runs "
+            "from, else ~/.local/share/semqa; never the current folder. Every analyze and compare result is "
+            "recorded there (one run each) and `semqa lineage` checks result files against it."
+        ),
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add in _COMMANDS:
         add(sub)
@@ -57,6 +69,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("SEMQA_DEBUG"):
             raise
+        mlflow_exceptions = sys.modules.get("mlflow.exceptions")
+        if mlflow_exceptions is not None and isinstance(exc, mlflow_exceptions.MlflowException):
+            # The store is down or refused: a fact about the environment, not a semqa bug.
+            from semqa.registry.store import shown_tracking_uri
+
+            return _fail(EXIT_CHECK_FAILED, f"tracking store {shown_tracking_uri()} unavailable or refused: {exc.message}")
         return _fail(70, f"internal error: {type(exc).__name__}: {exc} (set SEMQA_DEBUG=1 for the traceback)")
 
 
@@ -67,7 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _read_micrographs(paths, pixel_size: float | None = None, max_pixels: int | None = None) -> list:
     from semqa.io.images import DEFAULT_MAX_PIXELS, read_image
 
-    return [read_image(p, pixel_size_um=pixel_size, max_pixels=max_pixels or DEFAULT_MAX_PIXELS) for p in paths]
+    if max_pixels is not None and max_pixels < 1:
+        raise InputError(f"--max-pixels must be at least 1, got {max_pixels}")
+    return [read_image(p, pixel_size_um=pixel_size, max_pixels=DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels) for p in paths]
 
 
 def _read_lots(folder, pixel_size: float | None = None, max_pixels: int | None = None) -> dict:
@@ -83,6 +103,15 @@ def _upscaler(args: argparse.Namespace):
     from semqa.sr.inference import load_upscaler
 
     return load_upscaler(args.model)
+
+
+def _record(result):
+    """``result`` recorded in the tracking store (:func:`semqa.registry.records.record_result`), with its pointer."""
+    from semqa.registry.records import record_result
+
+    result = record_result(result)
+    print(f"recorded: run {result.lineage.record.run_id} in {result.lineage.record.store}")
+    return result
 
 
 def _write_json(model, path: str | None) -> None:
@@ -168,7 +197,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
     config = _analysis_config(args)
     micrographs = _read_micrographs(expand_image_paths(args.paths), args.pixel_size, args.max_pixels)
-    result = analyze(micrographs, config, upscaler=_upscaler(args), hook=_overlay_writer(args.overlays))
+    result = _record(analyze(micrographs, config, upscaler=_upscaler(args), hook=_overlay_writer(args.overlays)))
     _print_regions(result.images)
     print(_psd_line(f"{len(micrographs)} image(s)", result.psd))
     print(_psd_line("volume", result.psd_volume))
@@ -199,7 +228,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     config = _analysis_config(args)
     ref = _read_lots(args.reference, args.pixel_size, args.max_pixels)
     test = _read_lots(args.test, args.pixel_size, args.max_pixels)
-    report = compare(ref, test, config, upscaler=_upscaler(args), hook=_overlay_writer(args.overlays))
+    report = _record(compare(ref, test, config, upscaler=_upscaler(args), hook=_overlay_writer(args.overlays)))
     for label, lots in (("reference", report.reference), ("test", report.test)):
         for lot, res in lots.items():
             print(_psd_line(f"{label} {lot}", res.psd))
@@ -363,7 +392,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         m = result.metrics
         if m:
             print(f"held-out: PSNR {m['val_psnr']:.2f} dB (bicubic {m['val_bicubic_psnr']:.2f} dB), "
-                  f"D50 rel. error {m.get('val_d50_rel_err', float('nan')):.3f}")
+                  f"D50 rel. error {m.get('val_d50_rel_error', float('nan')):.3f}")
         print(f"run id: {result.run_id}")
         print(f"registered: semqa-generator version {result.model_version}" if result.model_version else "not registered")
         if not result.completed:
@@ -460,23 +489,10 @@ def _add_dashboard(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_dashboard)
 
 
-def gate_evaluator(model_uri: str, eval_dir):
-    """Evaluate a registered generator on a pair folder for the promotion gates.
-
-    The :data:`semqa.registry.promotion.Evaluator` the CLI (and ``semqa demo``) passes to
-    :func:`semqa.registry.promotion.promote`: :func:`training.evaluate.evaluate_generator` on
-    :func:`training.data.load_pairs`.
-    """
-    from semqa.sr.inference import load_upscaler
-    from training.data import load_pairs
-    from training.evaluate import evaluate_generator
-
-    upscaler = load_upscaler(model_uri, device="cpu")
-    return evaluate_generator(upscaler, load_pairs(eval_dir, upscaler.scale))
-
-
 def _print_lineage(report, as_json: bool) -> None:
-    print(report.model_dump_json(indent=2) if as_json else report.text())
+    from semqa.registry.store import mask_credentials
+
+    print(mask_credentials(report.model_dump_json(indent=2) if as_json else report.text()))
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -486,7 +502,11 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from semqa.registry.lineage import LineageBroken, trace_version
 
     if args.models_command == "list":
+        from semqa.registry.store import shown_tracking_uri
+
         table = promotion.list_versions()
+        if not args.json:  # JSON output stays a plain list of records
+            print(f"store: {shown_tracking_uri()}")
         if args.json:
             print(table.to_json(orient="records", indent=2))
         elif table.empty:
@@ -496,7 +516,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
     elif args.models_command == "promote":
         entry = promotion.promote(
             args.version, args.to, args.reason, args.force,
-            evaluator=gate_evaluator, eval_data=Path(args.eval_data) if args.eval_data else None,
+            eval_data=Path(args.eval_data) if args.eval_data else None,
         )
         for gate in entry.gates:
             print(f"  [{'pass' if gate.passed else 'FAIL'}] {gate.detail}")
@@ -593,111 +613,10 @@ def _add_service(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_service)
 
 
-def _truth_d50(lot_dir, lot: str) -> float:
-    """True number-weighted D50 of a generated lot's whole particles (synth ground truth)."""
-    import pandas as pd
-
-    from semqa.stats.psd import d_values
-
-    truth = pd.read_csv(lot_dir / "particles.csv")
-    inside = truth[(truth["lot"] == lot) & ~truth["touches_border"]]
-    return float(d_values(inside["ecd_um"].to_numpy(), "number", quantiles=(0.5,))[0])
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
-    """The main job on embedded defaults, each step printed with where its output went."""
-    import shutil
-    import time
-    from pathlib import Path
+    from semqa.demo import run_demo
 
-    from dashboard.report import render_html, render_pdf, summarize as summarize_report
-    from semqa.registry import promotion
-    from semqa.analysis import analyze, compare
-    from semqa.sr.inference import load_upscaler
-    from semqa.registry.lineage import trace_result, trace_version
-    from semqa.registry.store import configure_tracking
-    from semqa.synth.scenes import SynthConfig, make_lots, make_pairs
-    from training.config import demo_config
-    from training.train import train
-    from validation.run import validate_pairs
-
-    out = Path(args.out).resolve()
-    if out.exists():
-        if not (out / ".semqa-demo").is_file():
-            raise InputError(f"{out} exists and is not a semqa demo folder; choose another --out")
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    (out / ".semqa-demo").write_text("made by semqa demo; deleted and remade by the next run\n")
-    started = time.monotonic()
-
-    def step(n: int, text: str) -> None:
-        print(f"\n[{n}/7] {text}  (t={time.monotonic() - started:.0f} s)", flush=True)
-
-    # Lots at D50 = 2 µm: 5 LR pixels of 0.4 µm, small enough that a low-resolution scan
-    # mis-sizes them and super-resolution has something to recover.
-    synth = SynthConfig(d50_um=2.0)
-    step(1, f"synthesizing {args.pairs} HR/LR training pairs and 3 products × 3 lots × {args.images_per_lot} images")
-    pairs = make_pairs(out / "pairs", args.pairs, synth, seed=args.seed, workers=2)
-    lots = make_lots(out / "lots", lots=3, images_per_lot=args.images_per_lot, config=synth, seed=args.seed, workers=2)
-    print(f"pairs: {pairs}\nlots:  {lots}/<product>/{{hr,lr}}/<lot>/")
-
-    step(2, "validating the pairs with Great Expectations")
-    report = validate_pairs(pairs, report_dir=out / "validation")
-    print(f"{report.n_pairs} pairs, {report.n_failed_pairs} failed; dataset {report.dataset_digest}")
-    print(f"data docs: {report.data_docs_index}")
-    if not report.success:
-        raise CheckFailed(f"demo data failed validation: {sorted(report.failures)}")
-
-    step(3, "training the demo generator (MLflow run, registered version)")
-    print(f"tracking store: {configure_tracking()}")
-    trained = train(demo_config(), pairs, progress=True)
-    m = trained.metrics
-    print(f"run {trained.run_id}: registered semqa-generator v{trained.model_version}; held-out PSNR "
-          f"{m.get('val_psnr', float('nan')):.2f} dB vs bicubic {m.get('val_bicubic_psnr', float('nan')):.2f} dB")
-
-    step(4, "promoting through staging to production behind the gates")
-    for alias in ("staging", "production"):
-        entry = promotion.promote(trained.model_version, alias, "semqa demo", evaluator=gate_evaluator)
-        for gate in entry.gates:
-            print(f"  [{'pass' if gate.passed else 'FAIL'}] {gate.detail}")
-        print(f"v{entry.version} → {alias}")
-    upscaler = load_upscaler()
-
-    step(5, "analyzing RLD lot1: low resolution directly, super-resolved, and high resolution")
-    lot1 = {res: sorted((lots / "rld" / res / "lot1").glob("*.tif")) for res in ("lr", "hr")}
-    runs = {
-        "LR direct": analyze(_read_micrographs(lot1["lr"])),
-        "SR (production model)": analyze(_read_micrographs(lot1["lr"]), upscaler=upscaler),
-        "HR scan": analyze(_read_micrographs(lot1["hr"])),
-    }
-    truth = _truth_d50(lots / "rld", "lot1")
-    print(f"true D50 {truth:.3f} µm")
-    for label, res in runs.items():
-        d50 = res.psd.d50_um
-        err = f"{(d50 - truth) / truth:+.1%}" if d50 else "n/a"
-        print(f"  {label:<22} n={res.psd.n:<5} D50={_fmt(d50)}  error {err}")
-    result_json = out / "analysis_rld_lot1_sr.json"
-    _write_json(runs["SR (production model)"], str(result_json))
-
-    step(6, "comparing each generic with the RLD (super-resolved, PBE on D50 and span)")
-    reference = _read_lots(lots / "rld" / "lr")
-    reports = {}
-    for generic in ("generic-equivalent", "generic-shifted"):
-        reports[generic] = compare(reference, _read_lots(lots / generic / "lr"), upscaler=upscaler)
-        rep = reports[generic]
-        print(f"  {generic}: {rep.verdict} — {rep.reason}")
-        _write_json(rep, str(out / f"compare_rld_vs_{generic}.json"))
-
-    step(7, "report and lineage")
-    rep = reports["generic-equivalent"]
-    chain = trace_version(trained.model_version)
-    summary = summarize_report(rep, runs["SR (production model)"].config, chain)
-    title = "RLD vs generic-equivalent (semqa demo)"
-    (out / "report.html").write_text(render_html(rep, summary, title))
-    (out / "report.pdf").write_bytes(render_pdf(rep, summary, title))
-    print(f"report: {out / 'report.html'} and {out / 'report.pdf'}")
-    print(trace_result(result_json).text())
-    print(f"\ndone in {time.monotonic() - started:.0f} s; everything is under {out} and the registry in mlruns/")
+    run_demo(args.out, pairs=args.pairs, images_per_lot=args.images_per_lot, seed=args.seed)
     return EXIT_OK
 
 

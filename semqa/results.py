@@ -46,6 +46,14 @@ class ImageSummary(BaseModel):
     )
 
 
+class ResultRecord(BaseModel):
+    """Where a result was recorded (:func:`semqa.registry.records.record_result`): the pointer ``semqa lineage`` follows."""
+
+    run_id: str = Field(description="MLflow run holding the result's digest and a copy of its content")
+    digest: str = Field(description="sha256 of the result's canonical JSON without this pointer")
+    store: str = Field(description="tracking store the run is in, credentials masked")
+
+
 class Lineage(BaseModel):
     """What an auditor needs to trace a result: model, inputs, code."""
 
@@ -57,3 +65,4 @@ class Lineage(BaseModel):
     code_version: str = Field(description="git commit of the code, or the package version")
     semqa_version: str = __version__
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    record: ResultRecord | None = Field(None, description="the tamper-evident record of this result; set once it is recorded")

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from semqa.errors import InputError, SemqaError
-from semqa.sr.inference import ARCH_FILE, TAG_WEIGHTS_ARTIFACT, WEIGHTS_FILE, Upscaler, load_upscaler, weights_digest
+from semqa.sr.inference import ARCH_FILE, TAG_WEIGHTS_ARTIFACT, WEIGHTS_FILE, Upscaler, load_upscaler
+from semqa.io.digests import file_digest
 from semqa.registry.store import MODEL_NAME
 from semqa.results import ModelRef
 
@@ -83,7 +84,7 @@ def import_model(model_uri: str | None = None) -> bentoml.Model:
     with bentoml.models.create(tag, labels=labels, metadata={REF_METADATA_KEY: ref.model_dump(mode="json")}) as model:
         folder = Path(model.path)
         _fetch_files(ref, folder)
-        if weights_digest(folder / WEIGHTS_FILE) != ref.weights_digest:
+        if file_digest(folder / WEIGHTS_FILE) != ref.weights_digest:
             raise InputError(f"downloaded weights of {tag} differ from the registered digest {ref.weights_digest}")
     return model
 

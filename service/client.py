@@ -52,6 +52,11 @@ class ImageFile:
 Upload = ImageFile | tuple[str, bytes] | Micrograph
 
 
+#: Seconds one readiness probe may take: a ready server answers ``/readyz`` in milliseconds,
+#: so a few seconds mean "not ready" even on a loaded machine, never a long hang.
+HEALTH_TIMEOUT_S = 5.0
+
+
 class ServiceError(SemqaError):
     """The service failed (5xx) or could not be reached."""
 
@@ -144,20 +149,35 @@ class SemqaClient:
             form["model_version"] = str(model_version)
         return form
 
-    def health(self) -> bool:
-        """Whether the service is ready (``/readyz``)."""
+    def health(self, timeout: float = HEALTH_TIMEOUT_S) -> bool:
+        """Whether the service is ready (``/readyz``), asked with its own ``timeout`` in seconds.
+
+        The probe never waits as long as an analysis call may (the client's ``timeout``): a
+        server that accepts connections but does not answer yet is simply not ready.
+        """
         try:
-            return self._http.get("/readyz").status_code == 200
+            return self._http.get("/readyz", timeout=timeout).status_code == 200
         except httpx.HTTPError:
             return False
 
-    def wait_ready(self, timeout: float = 240.0) -> None:
-        """Block until :meth:`health` is true; :class:`TimeoutError` after ``timeout`` seconds."""
+    def wait_ready(self, timeout: float = 240.0, alive: Callable[[], bool] | None = None) -> None:
+        """Block until :meth:`health` is true; :class:`TimeoutError` after ``timeout`` seconds.
+
+        Each probe's own timeout is the shorter of :data:`HEALTH_TIMEOUT_S` and the time left,
+        so the wait ends within ``timeout`` (plus one poll interval) whatever the server does.
+        ``alive``, when given, is asked between probes (e.g. whether the server's process still
+        runs): :class:`RuntimeError` as soon as it says no, instead of waiting out ``timeout``.
+        """
         deadline = time.monotonic() + timeout
-        while not self.health():
-            if time.monotonic() > deadline:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise TimeoutError(f"service at {self._http.base_url} not ready after {timeout:g} s")
-            time.sleep(0.5)
+            if self.health(timeout=min(HEALTH_TIMEOUT_S, left)):
+                return
+            if alive is not None and not alive():
+                raise RuntimeError(f"service at {self._http.base_url} stopped before it was ready")
+            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
 
     def model_info(self) -> ModelInfo:
         """The generator being served."""

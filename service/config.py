@@ -7,9 +7,10 @@ model and the token keep the names the rest of semqa uses: ``SEMQA_MODEL_URI``,
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from semqa.errors import InputError
@@ -39,6 +40,26 @@ class ServiceSettings(BaseSettings):
     tile_size: int = Field(256, ge=32, description="tile side of tiled inference, in input pixels (bounds memory)")
     tile_batch: int = Field(4, ge=1, description="tiles per forward pass")
     timeout_s: int = Field(3600, ge=1, description="longest one request may run (analyses of many images are slow on CPU)")
+    # The budget is what a request gets to do its work; BentoML's own limit (timeout_s) must
+    # not cut it off first, or the client gets BentoML's bare error instead of semqa's JSON.
+    request_budget_s: float = Field(
+        1800.0, gt=0, description="time one request may take, waiting for an analysis slot included: "
+        "503 when it never got a slot, 504 when its work ran past it (the work stops at its next image); "
+        "at most timeout_s",
+    )
+    max_concurrent_analyses: int = Field(
+        default_factory=lambda: max(1, os.cpu_count() or 1), ge=1,
+        description="analyses run at once (CPU-bound: more than the cores only slows each); others wait within their budget",
+    )
+
+    @model_validator(mode="after")
+    def _budget_within_timeout(self) -> ServiceSettings:
+        if self.request_budget_s > self.timeout_s:
+            raise ValueError(
+                f"request_budget_s ({self.request_budget_s:g}) must not exceed timeout_s ({self.timeout_s}), "
+                "BentoML's own limit on a request"
+            )
+        return self
 
     def token(self) -> str:
         """The API token, from ``SEMQA_API_TOKEN`` or ``SEMQA_API_TOKEN_FILE``.

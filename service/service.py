@@ -23,6 +23,11 @@ Two BentoML services run together:
     Results are :class:`semqa.analysis.AnalysisResult` / :class:`ComparisonReport` JSON, made by
     the same :func:`semqa.analysis.analyze` / :func:`~semqa.analysis.compare` the CLI calls.
 
+    Every request has a time budget (``SEMQA_SERVICE_REQUEST_BUDGET_S``, :mod:`service.budget`):
+    past it the answer is a 503 JSON (no analysis slot came free) or 504 JSON (the work ran
+    too long; it stops at its next image). Every field of ``config`` has an upper bound
+    (:class:`semqa.analysis.AnalysisConfig`), and unknown keys are refused (400 naming the field).
+
     Each image's pixel size follows :func:`semqa.io.images.read_image`'s precedence: the
     ``pixel_size_um`` field (an explicit value for every image), else the file's own metadata,
     else the image's entry in ``pixel_sizes_um``, a JSON object mapping the image's lineage
@@ -67,12 +72,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from semqa.analysis import AnalysisConfig, analyze, compare
 from semqa.errors import InputError, TooLargeError
 from semqa.io.images import Micrograph, encode_image, read_image_bytes
+from semqa.registry.records import RecordError, record_result
+from semqa.registry.store import CredentialFilter
 from semqa.sr.inference import load_upscaler
+from service.budget import BudgetExceeded, RequestBudget, ServiceBusy, run_in_budget
 from service.build import BENTO_MODEL_ARG, upscaler_from_bento_model
 from service.config import load_settings
 from service.schemas import ModelInfo
 
 logger = logging.getLogger("semqa.service")
+logger.addFilter(CredentialFilter())  # exceptions may quote a store URI with its password
 
 
 class ModelMismatchError(InputError):
@@ -92,11 +101,22 @@ _BENTO_MODEL_TAG: str | None = getattr(bentoml.use_arguments(), BENTO_MODEL_ARG,
 _HAS_GPU = torch.cuda.is_available()
 
 
+#: How the API server's client of the generator keeps its connection. BentoML replaces that
+#: client's HTTP session after ``max_requests`` calls or ``max_age`` seconds (defaults 100 and
+#: 300 s, meant to rebalance across replicas behind a load balancer) and closes the old
+#: session at once, failing every call still in flight on it with ``ClientConnectionError:
+#: Connector is closed`` (seen under load: 7 of 50 concurrent analyses). The generator is one
+#: local worker on a private Unix socket, so there is nothing to rebalance: the session lives
+#: as long as the server.
+_GENERATOR_CONNECTION = {"max_requests": 2**62, "max_age": 1e12}
+
+
 @bentoml.service(
     name="semqa-generator",
     resources={"gpu": 1} if _HAS_GPU else {"cpu": "1"},
     workers=1,
     traffic={"timeout": _SETTINGS.timeout_s},
+    runner_connection=_GENERATOR_CONNECTION,
 )
 class Generator:
     """The super-resolution generator, with adaptive batching."""
@@ -161,13 +181,16 @@ class RemoteUpscaler:
     share one model and its batching queue.
     """
 
-    def __init__(self, generator: Any, info: ModelInfo) -> None:
+    def __init__(self, generator: Any, info: ModelInfo, budget: RequestBudget | None = None) -> None:
         self.generator = generator
         self.ref = info.model
         self.scale = int(info.model.scale)
         self.batching = info.batching
+        self.budget = budget
 
     def upscale(self, image: np.ndarray) -> np.ndarray:
+        if self.budget is not None:  # an abandoned analysis sends no more images to the generator
+            self.budget.check()
         image = np.ascontiguousarray(image, dtype=np.float32)
         for attempt in range(1, _GENERATOR_TRIES + 1):
             try:
@@ -180,6 +203,8 @@ class RemoteUpscaler:
         raise RuntimeError("no generator call was made")  # only if _GENERATOR_TRIES < 1
 
     async def upscale_async(self, image: np.ndarray) -> np.ndarray:
+        if self.budget is not None:
+            self.budget.check()
         image = np.ascontiguousarray(image, dtype=np.float32)
         for attempt in range(1, _GENERATOR_TRIES + 1):
             try:
@@ -382,9 +407,14 @@ def _pixel_sizes(form: FormData, keys: set[str], scheme: str) -> dict[str, float
 
 
 async def _micrograph(
-    upload: UploadFile, name: str, pixel_size: float | None, max_pixels: int, fallback: float | None = None
+    upload: UploadFile, name: str, pixel_size: float | None, max_pixels: int, fallback: float | None = None,
+    key: str | None = None,
 ) -> Micrograph:
-    """Decode an upload; ``fallback`` is its pixel size where neither ``pixel_size`` nor its metadata gives one."""
+    """Decode an upload; ``fallback`` is its pixel size where neither ``pixel_size`` nor its metadata gives one.
+
+    With ``key`` (the image's key in ``pixel_sizes_um``) a missing pixel size is refused here,
+    in the form's terms; without it (super-resolution) none is needed.
+    """
     data = await upload.read()
     # Decoding is CPU work; the name is only a label, never opened.
     mg = await anyio.to_thread.run_sync(
@@ -393,6 +423,11 @@ async def _micrograph(
     if mg.pixel_size_um is None and fallback is not None:
         # read_image's last resort, the sidecar, arrives as a form entry: the service opens no paths.
         mg = dataclasses.replace(mg, pixel_size_um=fallback)
+    if key is not None and mg.pixel_size_um is None:
+        raise InputError(
+            f"{name}: pixel size unknown; send the form field pixel_size_um (µm per pixel, every image) or "
+            f"pixel_sizes_um ({json.dumps({key: 0.4}, ensure_ascii=False)} in µm per pixel), or store it in the TIFF metadata"
+        )
     return mg
 
 
@@ -408,10 +443,14 @@ def _lot_and_name(upload: UploadFile, field: str) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
-async def _upscaler(form: FormData, default_sr: bool = True) -> RemoteUpscaler | None:
+async def _upscaler(form: FormData, default_sr: bool = True, budget: RequestBudget | None = None) -> RemoteUpscaler | None:
     if not _bool(form, "sr", default_sr):
         return None
-    up = await _service().upscaler()
+    return _check_model_version(form, await _service().upscaler(budget))
+
+
+def _check_model_version(form: FormData, up: RemoteUpscaler) -> RemoteUpscaler:
+    """``up`` if the form's ``model_version`` (when given) is the served one, else 409."""
     wanted = _field(form, "model_version")
     if wanted is not None and wanted != (up.ref.version or ""):
         raise ModelMismatchError(f"model version {wanted} requested, but this service serves version {up.ref.version}")
@@ -426,6 +465,11 @@ def _handle_errors(endpoint):
             return await endpoint(request)
         except InputError as exc:
             return _json_error(exc.http_status, str(exc).splitlines()[0])
+        except (BudgetExceeded, ServiceBusy) as exc:
+            return _json_error(exc.http_status, str(exc), {"Retry-After": "60"} if isinstance(exc, ServiceBusy) else None)
+        except RecordError as exc:  # the store is down: the result must not leave unrecorded
+            logger.error("request to %s: %s", request.url.path, exc)
+            return _json_error(exc.http_status, str(exc).splitlines()[0])
         except Exception as exc:  # a bug or a failed dependency: log it, answer, keep serving
             logger.exception("request to %s failed", request.url.path)
             return _json_error(500, f"internal error ({type(exc).__name__}); see the service log")
@@ -436,6 +480,7 @@ def _handle_errors(endpoint):
 @_handle_errors
 async def super_resolve(request: Request) -> Response:
     svc = _service()
+    budget = RequestBudget(svc.settings.request_budget_s)
     form = await _form(request)
     uploads = _files(form, "image")
     if len(uploads) != 1:
@@ -446,9 +491,14 @@ async def super_resolve(request: Request) -> Response:
         raise InputError(f"format must be auto, png or tiff, got {fmt!r}")
     head = await upload.read(4)
     await upload.seek(0)
+    up = _check_model_version(form, await svc.upscaler(budget))  # before decoding: a 409 needs no image
     mg = await _micrograph(upload, _image_name(upload, 0), None, svc.settings.max_pixels)
-    up = await svc.upscaler()
-    sr = await up.upscale_async(mg.image)
+    try:
+        # The generator finishes the image it has (bounded by max_pixels); nobody waits for it.
+        with anyio.fail_after(max(0.0, budget.remaining())):
+            sr = await up.upscale_async(mg.image)
+    except TimeoutError:
+        raise BudgetExceeded(budget.message()) from None
     if fmt == "auto":
         fmt = "tiff" if head in _TIFF_MAGIC else "png"
     depth = 16 if mg.bit_depth > 8 else 8
@@ -465,6 +515,7 @@ async def super_resolve(request: Request) -> Response:
 @_handle_errors
 async def analyze_route(request: Request) -> Response:
     svc = _service()
+    budget = RequestBudget(svc.settings.request_budget_s)
     form = await _form(request)
     uploads = _files(form, "images")
     if not uploads:
@@ -474,16 +525,20 @@ async def analyze_route(request: Request) -> Response:
     max_pixels = min(config.max_pixels, svc.settings.max_pixels)
     names = [_image_name(u, i) for i, u in enumerate(uploads)]
     fallbacks = _pixel_sizes(form, set(names), "'<image>', the uploaded file names")
-    micrographs = [await _micrograph(u, n, pixel_size, max_pixels, fallbacks.get(n)) for u, n in zip(uploads, names)]
-    upscaler = await _upscaler(form)
+    micrographs = [await _micrograph(u, n, pixel_size, max_pixels, fallbacks.get(n), key=n) for u, n in zip(uploads, names)]
+    upscaler = await _upscaler(form, budget=budget)
     hook, pngs = _overlay_hook(form)
-    result = await anyio.to_thread.run_sync(lambda: analyze(micrographs, config=config, upscaler=upscaler, hook=hook))
+    result = await run_in_budget(
+        lambda: record_result(analyze(micrographs, config=config, upscaler=upscaler, progress=budget.progress, hook=hook)),
+        budget, svc.slots(),
+    )
     return _with_overlays(result, pngs)
 
 
 @_handle_errors
 async def compare_route(request: Request) -> Response:
     svc = _service()
+    budget = RequestBudget(svc.settings.request_budget_s)
     form = await _form(request)
     config = _region_config(form)
     pixel_size = _pixel_size(form)
@@ -499,13 +554,17 @@ async def compare_route(request: Request) -> Response:
     fallbacks = _pixel_sizes(form, keys, "'reference/<lot>/<image>' or 'test/<lot>/<image>'")
     products: dict[str, dict[str, list[Micrograph]]] = {"reference": {}, "test": {}}
     for field, lot, name, upload in named:
-        mg = await _micrograph(upload, name, pixel_size, max_pixels, fallbacks.get(f"{field}/{lot}/{name}"))
+        key = f"{field}/{lot}/{name}"
+        mg = await _micrograph(upload, name, pixel_size, max_pixels, fallbacks.get(key), key=key)
         products[field].setdefault(lot, []).append(mg)
     products = {field: dict(sorted(lots.items())) for field, lots in products.items()}
-    upscaler = await _upscaler(form)
+    upscaler = await _upscaler(form, budget=budget)
     hook, pngs = _overlay_hook(form)
-    report = await anyio.to_thread.run_sync(
-        lambda: compare(products["reference"], products["test"], config=config, upscaler=upscaler, hook=hook)
+    report = await run_in_budget(
+        lambda: record_result(
+            compare(products["reference"], products["test"], config=config, upscaler=upscaler, progress=budget.progress, hook=hook)
+        ),
+        budget, svc.slots(),
     )
     return _with_overlays(report, pngs)
 
@@ -537,6 +596,13 @@ class Semqa:
         self.settings = load_settings()
         self.settings.token()  # refuse to start without a token
         self._info: ModelInfo | None = None
+        self._slots: anyio.CapacityLimiter | None = None
+
+    def slots(self) -> anyio.CapacityLimiter:
+        """The analysis slots (``max_concurrent_analyses``); made in the event loop, on first use."""
+        if self._slots is None:
+            self._slots = anyio.CapacityLimiter(self.settings.max_concurrent_analyses)
+        return self._slots
 
     async def model_info(self) -> ModelInfo:
         """The served model (asked once from the generator service, then kept)."""
@@ -545,9 +611,12 @@ class Semqa:
             self._info = raw if isinstance(raw, ModelInfo) else ModelInfo.model_validate(raw)
         return self._info
 
-    async def upscaler(self) -> RemoteUpscaler:
-        """The generator as an :class:`~semqa.sr.inference.Upscaler` for :mod:`semqa.analysis`."""
-        return RemoteUpscaler(self.generator, await self.model_info())
+    async def upscaler(self, budget: RequestBudget | None = None) -> RemoteUpscaler:
+        """The generator as an :class:`~semqa.sr.inference.Upscaler` for :mod:`semqa.analysis`.
+
+        With a ``budget``, each generator call first checks it (an abandoned analysis stops).
+        """
+        return RemoteUpscaler(self.generator, await self.model_info(), budget)
 
 
 Semqa.add_asgi_middleware(RequestGuard)

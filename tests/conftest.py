@@ -11,6 +11,19 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def semqa_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A temporary ``SEMQA_HOME`` for the whole session: no test touches the checkout's or the user's store.
+
+    Set in ``os.environ`` (not per test) so that servers the tests start inherit it.
+    """
+    home = tmp_path_factory.mktemp("semqa-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SEMQA_HOME", str(home))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        yield home
+
+
 @pytest.fixture(scope="session")
 def lots_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two products × 3 lots × 3 images (512 px HR, 128 px LR) from :func:`semqa.synth.scenes.make_lots`.

@@ -1,6 +1,6 @@
 """A migrated MLflow SQLite store, made once per test session and copied per test.
 
-Migrating a fresh SQLite database takes seconds (DESIGN.md), so tests copy one file.
+Migrating a fresh SQLite database takes seconds, so tests copy one file.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def migrated_db(folder: Path) -> Path:
 
 
 def fresh_store(template: Path, workdir: Path, monkeypatch) -> str:
-    """Copy ``template`` to ``workdir/mlruns/mlflow.db``, chdir there, point MLflow at it."""
+    """Copy ``template`` to ``workdir/mlruns/mlflow.db``, chdir there, point MLflow (and ``SEMQA_HOME``) at it."""
     import mlflow
 
     store = workdir / "mlruns"
@@ -30,6 +30,7 @@ def fresh_store(template: Path, workdir: Path, monkeypatch) -> str:
     uri = f"sqlite:///{store / 'mlflow.db'}"
     monkeypatch.chdir(workdir)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("SEMQA_HOME", str(workdir))  # checkpoints and evaluation sets beside this store
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri

@@ -18,7 +18,8 @@ import torch
 
 from semqa.sr.archs import GeneratorConfig, build_generator
 from semqa.registry.promotion import GateConfig
-from semqa.sr.inference import TAG_WEIGHTS_ARTIFACT, TAG_WEIGHTS_DIGEST, save_generator_files, weights_digest
+from semqa.sr.inference import TAG_WEIGHTS_ARTIFACT, TAG_WEIGHTS_DIGEST, save_generator_files
+from semqa.io.digests import file_digest
 from semqa.registry.store import MODEL_NAME
 from semqa.synth.scenes import SynthConfig, make_pairs
 from semqa.version import code_version
@@ -40,6 +41,8 @@ def _train_template(folder: Path) -> str:
     make_pairs(folder / "eval", 2, SynthConfig(size_px=SIZE_PX), seed=99)
     uri = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
     (folder / "mlruns").mkdir(exist_ok=True)
+    # training.train points MLflow at semqa.registry.store.tracking_uri(): name this store there.
+    os.environ["MLFLOW_TRACKING_URI"] = uri
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     config = demo_config(
@@ -66,6 +69,7 @@ def trained_template(tmp_path_factory) -> dict:
             run_id = _train_template(folder)
         finally:
             os.chdir(old_cwd)
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
             if old_uri is not None:
                 os.environ["MLFLOW_TRACKING_URI"] = old_uri
         marker.write_text(run_id)
@@ -96,7 +100,7 @@ def register_generator_run(generator: torch.nn.Module, *, validation_report=None
         if validation_report is not None:
             log_report_to_mlflow(validation_report)
         weights, _ = save_generator_files(generator, TINY, tmp)
-        digest = weights_digest(weights)
+        digest = file_digest(weights)
         mlflow.log_artifacts(tmp, "generator/files")
     tags = {TAG_WEIGHTS_ARTIFACT: "generator/files", TAG_WEIGHTS_DIGEST: digest}
     mv = mlflow.MlflowClient().create_model_version(MODEL_NAME, f"runs:/{run.info.run_id}/generator/files", run_id=run.info.run_id, tags=tags)

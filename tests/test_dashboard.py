@@ -18,7 +18,8 @@ from dashboard.config import DashboardSettings
 from dashboard.inputs import lot_from_uploads, product_folders
 from dashboard.sections import OVERLAY_CAPTION
 from semqa.analysis import AnalysisConfig, compare, load_lots
-from semqa.io.images import encode_image, file_digest, read_image, read_image_bytes, write_image
+from semqa.io.digests import bytes_digest
+from semqa.io.images import encode_image, read_image, read_image_bytes, write_image
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 N_BOOTSTRAP = 200
@@ -222,7 +223,7 @@ def test_original_files_are_the_bytes_read(tmp_path: Path) -> None:
     files = original_files(lots, lot.uploads, None)
     assert [(f.name, f.data, f.pixel_size_um) for f in files["folder"]] == [("a.png", png.read_bytes(), 0.25)]
     assert [(f.name, f.data, f.pixel_size_um) for f in files["up"]] == [("b.tif", upload, None)]
-    assert lot.uploads == {file_digest(upload): upload}
+    assert lot.uploads == {bytes_digest(upload): upload}
     assert original_files(lots, lot.uploads, 0.3)["folder"][0].pixel_size_um is None  # the override is sent instead
     with pytest.raises(InputError, match="no longer available"):
         original_files(lots, {}, None)
@@ -238,7 +239,7 @@ def test_sr_comparison_with_the_production_model(
     """A tiny generator trained and promoted for real; the page preselects it and records it."""
     from registry_support import LOOSE_GATES, trained_template, use_copy
 
-    from semqa.cli import gate_evaluator
+    from semqa.evaluation import evaluate_model_uri as gate_evaluator
     from semqa.sr.inference import load_upscaler
     from semqa.registry.lineage import LineageBroken, trace_version
     from semqa.registry.promotion import promote
@@ -312,18 +313,17 @@ def test_unreachable_service_is_a_message(lots_root: Path, monkeypatch: pytest.M
 def test_comparison_through_the_service_equals_in_process(
     lots_root: Path, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``bentoml.serve`` of the real service on loopback; the page sends the lots there.
+    """``semqa service serve`` of the real service on loopback; the page sends the lots there.
 
     Without SR the numbers must equal the in-process analysis. With SR only the model
     version is checked: the service batches tiles across requests, and batched float
     inference need not match an unbatched run bit for bit.
     """
-    import bentoml
     from registry_support import LOOSE_GATES, trained_template, use_copy
 
-    from semqa.cli import gate_evaluator
+    from semqa.evaluation import evaluate_model_uri as gate_evaluator
     from semqa.registry.promotion import promote
-    from service.client import SemqaClient
+    from service.launch import running_service
 
     template = trained_template(tmp_path_factory)
     use_copy(template, tmp_path, monkeypatch)
@@ -332,12 +332,7 @@ def test_comparison_through_the_service_equals_in_process(
     monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
     monkeypatch.setenv("SEMQA_API_TOKEN", "dashboard-test-token")
     monkeypatch.delenv("SEMQA_MODEL_URI", raising=False)
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    handle = bentoml.serve("service.service:Semqa", host="127.0.0.1", port=port, working_dir=str(Path(APP).parent.parent))
-    try:
-        with SemqaClient(url) as client:
-            client.wait_ready(240)
+    with running_service(_free_port(), log_path=tmp_path / "service.log") as url:
         monkeypatch.setenv("SEMQA_DASHBOARD_SERVICE_URL", url)
         pick = lambda folder: {"lot1": _files(folder)["lot1"][:2]}  # noqa: E731
         reference, test = pick(lots_root / "rld" / "lr"), pick(lots_root / "generic" / "lr")
@@ -378,8 +373,6 @@ def test_comparison_through_the_service_equals_in_process(
         at.button(key="compare").click().run()
         assert not at.exception and not [e.value for e in at.error]
         user_run = (_page_digests(at), at.dataframe[1].value)
-    finally:
-        handle.stop()
 
     # Without SR the service computes exactly what the dashboard computes in-process.
     decode = lambda lots: {lot: [read_image_bytes(d, n) for n, d in files] for lot, files in lots.items()}  # noqa: E731
@@ -407,7 +400,7 @@ def test_comparison_through_the_service_equals_in_process(
         local = compare(ref_mgs, test_mgs, AnalysisConfig(n_bootstrap=N_BOOTSTRAP))
         files = {("reference", "lot2", p.name): p.read_bytes() for p in folder_images}
         files.update({("test", lot, n): d for lot, fs in test_files.items() for n, d in fs})
-        assert page_digests == {key: file_digest(data) for key, data in files.items()}
+        assert page_digests == {key: bytes_digest(data) for key, data in files.items()}
         assert {tuple(k.split("/")): v for k, v in local.lineage.input_digests.items()} == page_digests
         for product, lots in (("reference", local.reference), ("test", local.test)):
             for lot, result in lots.items():

@@ -19,12 +19,18 @@ from pathlib import Path
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import (
+    ElementClickInterceptedException,
+    ElementNotInteractableException,
+    StaleElementReferenceException,
+    TimeoutException,
+)
 from selenium.webdriver.common.by import By
-from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
+from service.launch import start_group, stop_tree
 
 pytestmark = pytest.mark.slow
 
@@ -69,20 +75,13 @@ def app_url(lots_root: Path, tmp_path: Path) -> Iterator[str]:
         sys.executable, "-m", "semqa.cli", "dashboard",
         "--address", "127.0.0.1", "--port", str(port), "--lots-root", str(lots_root),
     ]
-    log = (tmp_path / "streamlit.log").open("wb")
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = start_group(cmd, log_path=tmp_path / "streamlit.log", env=env, cwd=tmp_path)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, proc)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-        log.close()
+        stop_tree(proc)
 
 
 @pytest.fixture()
@@ -110,10 +109,45 @@ def _artifacts_dir(tmp_path: Path) -> Path:
     return folder
 
 
-def _click_text(driver: WebDriver, xpath: str) -> None:
-    element = WebDriverWait(driver, 30).until(EC.element_to_be_clickable((By.XPATH, xpath)))
+#: Longest wait for one step of the page (a rerun of the script after a click, a list to open).
+STEP_TIMEOUT_S = 60
+#: What a click can meet while Streamlit re-renders the page after the previous one: the
+#: element replaced (stale), covered by the re-rendering overlay, or not yet interactable.
+#: Each step below retries until its condition holds, so none depends on how fast the page is.
+TRANSIENT = (StaleElementReferenceException, ElementClickInterceptedException, ElementNotInteractableException)
+
+
+def _until(driver: WebDriver, condition, timeout: float = STEP_TIMEOUT_S, message: str = ""):
+    """Poll ``condition(driver)`` until it returns a true value (bounded), ignoring transient DOM errors."""
+    return WebDriverWait(driver, timeout, poll_frequency=0.25, ignored_exceptions=TRANSIENT).until(condition, message)
+
+
+def _click(driver: WebDriver, element) -> None:
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)
     element.click()
+
+
+def _click_until(driver: WebDriver, xpath: str, done, message: str, settle_s: float = 20.0) -> None:
+    """Click the element at ``xpath`` until ``done(driver)`` holds.
+
+    After each click the page gets ``settle_s`` seconds to show ``done`` (a rerun on a busy
+    machine takes a while); only then is a click taken as lost (the element was re-rendered
+    under it) and made again. Bounded by :data:`STEP_TIMEOUT_S` plus one ``settle_s``.
+    """
+
+    def attempt(d: WebDriver) -> bool:
+        if done(d):
+            return True
+        found = [e for e in d.find_elements(By.XPATH, xpath) if e.is_displayed() and e.is_enabled()]
+        if not found:
+            return False
+        _click(d, found[0])
+        try:
+            return bool(WebDriverWait(d, settle_s, poll_frequency=0.25, ignored_exceptions=TRANSIENT).until(done))
+        except TimeoutException:
+            return False
+
+    _until(driver, attempt, message=message)
 
 
 def _selectboxes(driver: WebDriver, label: str) -> list:
@@ -121,12 +155,25 @@ def _selectboxes(driver: WebDriver, label: str) -> list:
 
 
 def _choose(driver: WebDriver, index: int, label: str, option: str) -> None:
-    """Open the ``index``-th selectbox labelled ``label`` and click ``option`` in its list."""
-    field = WebDriverWait(driver, 30).until(lambda d: (_selectboxes(d, label) + [None] * (index + 1))[index])
-    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", field)
-    field.click()
-    _click_text(driver, f"//*[@role='option'][normalize-space(.)='{option}']")
-    WebDriverWait(driver, 30).until(lambda d: _selectboxes(d, label)[index].get_attribute("value") == option)
+    """Set the ``index``-th selectbox labelled ``label`` to ``option``.
+
+    Each poll looks at the page as it is now: done when the box shows ``option``; else click
+    the option if its list is open; else open the list. A click swallowed by a rerun (the
+    box re-rendered between finding and clicking it) is simply made again on the next poll.
+    """
+    xpath = f"//*[@role='option'][normalize-space(.)='{option}']"
+
+    def attempt(d: WebDriver) -> bool:
+        boxes = _selectboxes(d, label)
+        if len(boxes) <= index:
+            return False
+        if boxes[index].get_attribute("value") == option:
+            return True
+        options = [o for o in d.find_elements(By.XPATH, xpath) if o.is_displayed()]
+        _click(d, options[0] if options else boxes[index])
+        return False
+
+    _until(driver, attempt, message=f"could not choose {option!r} in selectbox {label!r} #{index + 1}")
 
 
 def test_compare_in_browser_shows_verdict_and_charts(app_url: str, browser: WebDriver, tmp_path: Path) -> None:
@@ -140,32 +187,40 @@ def test_compare_in_browser_shows_verdict_and_charts(app_url: str, browser: WebD
 
 def _compare_in_browser(app_url: str, browser: WebDriver, tmp_path: Path) -> None:
     browser.get(app_url)
-    WebDriverWait(browser, 60).until(EC.presence_of_element_located((By.XPATH, "//*[contains(text(), 'Reference product (RLD)')]")))
+    _until(browser, EC.presence_of_element_located((By.XPATH, "//*[contains(text(), 'Reference product (RLD)')]")),
+           message="the page did not load")
 
     # Both products from the server folder: reference rld/lr, test generic/lr.
     for i in range(2):
-        _click_text(browser, f"(//*[@data-testid='stRadio']//label[.//*[contains(text(), 'Server folder')]])[{i + 1}]")
-        WebDriverWait(browser, 30).until(lambda d, n=i + 1: len(_selectboxes(d, "Product folder")) >= n)
+        _click_until(
+            browser, f"(//*[@data-testid='stRadio']//label[.//*[contains(text(), 'Server folder')]])[{i + 1}]",
+            lambda d, n=i + 1: len(_selectboxes(d, "Product folder")) >= n, f"no folder choice #{i + 1} after 'Server folder'",
+        )
     _choose(browser, 0, "Product folder", "rld/lr")
     _choose(browser, 1, "Product folder", "generic/lr")
-    WebDriverWait(browser, 60).until(EC.presence_of_element_located((By.XPATH, "//*[contains(text(), 'lot3: 3 images')]")))
+    lots_listed = EC.presence_of_element_located((By.XPATH, "//*[contains(text(), 'lot3: 3 images')]"))
+    _until(browser, lots_listed, message="the chosen folders' lots are not listed")
 
-    _click_text(browser, "//button[.//*[contains(text(), 'Compare products')]]")
-    verdict = WebDriverWait(browser, ANALYSIS_TIMEOUT_S).until(
-        EC.visibility_of_element_located((By.XPATH, "//*[@data-testid='stAlert'][.//*[contains(text(), 'Verdict:')]]"))
-    )
+    verdict_shown = EC.visibility_of_element_located(
+        (By.XPATH, "//*[@data-testid='stAlert'][.//*[contains(text(), 'Verdict:')]]"))
+    running = EC.presence_of_element_located((By.CSS_SELECTOR, '[data-testid="stProgress"]'))  # the page's progress bar
+    # Clicked until the run has visibly started (or already ended): a click the page lost in a rerun is repeated.
+    _click_until(browser, "//button[.//*[contains(text(), 'Compare products')]]",
+                 lambda d: verdict_shown(d) or running(d), "the comparison did not start")
+    verdict = WebDriverWait(browser, ANALYSIS_TIMEOUT_S, ignored_exceptions=TRANSIENT).until(
+        verdict_shown, message=f"no verdict within {ANALYSIS_TIMEOUT_S} s")
     assert any(word in verdict.text for word in ("EQUIVALENT", "NOT EQUIVALENT", "INCONCLUSIVE")), verdict.text
 
     # The number- and volume-weighted PSD figures are rendered images on the page.
-    WebDriverWait(browser, 60).until(
-        lambda d: len(d.find_elements(By.CSS_SELECTOR, '[data-testid="stImage"] img, [data-testid="stFullScreenFrame"] img')) >= 2
+    _until(
+        browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, '[data-testid="stImage"] img, [data-testid="stFullScreenFrame"] img')) >= 2
     )
     figures = browser.find_elements(By.CSS_SELECTOR, '[data-testid="stImage"] img, [data-testid="stFullScreenFrame"] img')
     # An image below the fold may load only once scrolled into view, and loading takes a moment:
     # wait until each figure has decoded pixels.
     decoded = "arguments[0].scrollIntoView(); return arguments[0].complete && arguments[0].naturalWidth > 0;"
     for img in figures[:2]:
-        WebDriverWait(browser, 60).until(lambda d, img=img: d.execute_script(decoded, img))
+        _until(browser, lambda d, img=img: d.execute_script(decoded, img), message="a PSD figure did not load")
     assert browser.find_elements(By.XPATH, "//*[contains(text(), 'Equivalence statistics') or contains(text(), 'Kolmogorov')]")
 
     # Streamlit scrolls inside its main section, not the document: size the window to it.

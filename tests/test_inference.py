@@ -7,7 +7,8 @@ import torch
 from mlflow_store import fresh_store, migrated_db
 from semqa.sr.archs import GeneratorConfig, build_generator
 from semqa.errors import InputError
-from semqa.sr.inference import Upscaler, load_upscaler, save_generator_files, weights_digest
+from semqa.sr.inference import Upscaler, load_upscaler, save_generator_files
+from semqa.io.digests import file_digest
 from semqa.results import ModelRef
 
 
@@ -63,7 +64,7 @@ def test_from_files_round_trip(tmp_path) -> None:
     weights, arch = save_generator_files(g, config, tmp_path)
     up = Upscaler.from_files(weights, arch, device="cpu")
     assert up.scale == 4
-    assert up.ref.weights_digest == weights_digest(weights)
+    assert up.ref.weights_digest == file_digest(weights)
     image = _image(20, 24)
     np.testing.assert_allclose(up.upscale(image), _whole(g, image), atol=1e-6)
     with pytest.raises(InputError, match="digest"):
@@ -121,3 +122,43 @@ def test_super_resolve_cli_keeps_bit_depth_and_pixel_size(tmp_path, capsys) -> N
     assert read_image(tmp_path / "one.tif").image.shape == (60, 80)
     assert main(["super-resolve", str(tmp_path / "missing.tif"), str(tmp_path / "x.tif"), "--model", str(tmp_path / "model")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arch", ["srvgg", "rrdbnet"])
+def test_every_accepted_tile_size_equals_whole_image_and_smaller_ones_are_refused(arch: str) -> None:
+    from semqa.sr.inference import TILING_ATOL
+
+    torch.manual_seed(4)
+    config = (GeneratorConfig(arch="srvgg", scale=2, num_feat=8, num_conv=3) if arch == "srvgg"
+              else GeneratorConfig(arch="rrdbnet", scale=2, num_feat=8, num_block=1, num_grow_ch=4))
+    g = build_generator(config)
+    with torch.no_grad():
+        for p in g.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    radius = g.receptive_radius
+    smallest = 2 * radius + 1
+    image = _image(61, 47, seed=5)
+    whole = _whole(g, image)
+    # The smallest accepted window (one kept pixel per window and axis), a few above it, and the default.
+    for tile in (smallest, smallest + 1, smallest + 7, 256):
+        tiled = Upscaler(g, ModelRef(name="t", scale=2), "cpu", tile_size=tile, tile_batch=8).upscale(image)
+        assert np.abs(tiled - whole).max() < TILING_ATOL, tile
+    for tile in (smallest - 1, 1, 0, -3):
+        with pytest.raises(InputError, match=f"tile size must be at least {smallest}"):
+            Upscaler(g, ModelRef(name="t", scale=2), "cpu", tile_size=tile)
+    with pytest.raises(InputError, match="below the generator's receptive radius"):
+        Upscaler(g, ModelRef(name="t", scale=2), "cpu", tile_size=256, tile_pad=radius - 1)
+
+
+def test_super_resolve_refuses_tile_sizes_that_would_show_seams(tmp_path, capsys) -> None:
+    from semqa.cli import main
+    from semqa.io.images import write_image
+
+    config = GeneratorConfig(num_feat=8, num_conv=2, scale=2)
+    save_generator_files(build_generator(config), config, tmp_path / "model")
+    write_image(tmp_path / "in.tif", _image(20, 20), pixel_size_um=0.4, bit_depth=16)
+    for tile in ("0", "1"):
+        assert main(["super-resolve", str(tmp_path / "in.tif"), str(tmp_path / "out.tif"), "--model", str(tmp_path / "model"), "--tile-size", tile]) == 2
+        err = capsys.readouterr().err
+        assert "tile size must be at least 9" in err and len(err.splitlines()) == 1
+    assert main(["super-resolve", str(tmp_path / "in.tif"), str(tmp_path / "out.tif"), "--model", str(tmp_path / "model"), "--tile-size", "9"]) == 0

@@ -14,10 +14,12 @@ import shutil
 import pytest
 
 from registry_support import LOOSE_GATES, trained_template, use_copy
-from semqa.cli import gate_evaluator, main
+from semqa.cli import main
+from semqa.evaluation import evaluate_model_uri as gate_evaluator
 from semqa.errors import InputError
 from semqa.registry.lineage import LineageBroken, trace_result, trace_version
 from semqa.registry.promotion import promote
+from semqa.registry.records import record_result
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +47,7 @@ def _analyze(images, out, sr: bool = True):
     from semqa.sr.inference import load_upscaler
 
     upscaler = load_upscaler(device="cpu") if sr else None
-    result = analyze([read_image(p) for p in list_images(images)], upscaler=upscaler)
+    result = record_result(analyze([read_image(p) for p in list_images(images)], upscaler=upscaler))
     out.write_text(result.model_dump_json(indent=2))
     return result
 
@@ -57,7 +59,7 @@ def test_result_traced_end_to_end(production) -> None:
     report = trace_result(result_path, [production["images"]])
     assert report.ok
     steps = [link.step for link in report.links]
-    assert steps == ["result", "input", "input", "model", "alias", "weights", "training_run", "dataset", "validation_report", "code"]
+    assert steps == ["result", "input", "input", "model", "alias", "weights", "training_run", "dataset", "validation_report", "code", "record"]
     by_step = {link.step: link for link in report.links}
     assert by_step["alias"].details["holder"] == "1"
     assert by_step["training_run"].details["run_id"] == production["run_id"]
@@ -99,7 +101,7 @@ def test_recorded_paths_moved_inputs_and_image_folders(production) -> None:
         trace_result(result_path)
     assert trace_result(result_path, [moved]).ok
     # A result without recorded paths is traced through the folders alone.
-    bare = result.model_copy(update={"lineage": result.lineage.model_copy(update={"input_paths": {}})})
+    bare = record_result(result.model_copy(update={"lineage": result.lineage.model_copy(update={"input_paths": {}, "record": None})}))
     result_path.write_text(bare.model_dump_json())
     with pytest.raises(LineageBroken, match="no path recorded"):
         trace_result(result_path)
@@ -122,11 +124,39 @@ def test_registry_links_break_loudly(production) -> None:
             trace_result(result_path, roots)
 
 
+@pytest.mark.parametrize(
+    ("tamper", "broken", "names"),
+    [
+        (None, [], None),
+        (lambda d: d["psd"].update(d50_um=round(d["psd"]["d50_um"] * 1.2, 3)), ["record"], "psd.d50_um changed"),
+        (lambda d: d["lineage"].update(model=None), ["model", "record"], "sr: true but names no generator"),
+        (lambda d: d["lineage"].pop("created_at"), ["result", "record"], "lineage.created_at removed"),
+    ],
+    ids=["intact", "edited-d50", "nulled-model", "removed-created-at"],
+)
+def test_a_tampered_sr_result_breaks_its_lineage(production, capsys, tamper, broken, names) -> None:
+    result_path = production["tmp"] / "result.json"
+    _analyze(production["images"], result_path)
+    if tamper is not None:
+        data = json.loads(result_path.read_text())
+        assert data["sr"] is True
+        tamper(data)
+        result_path.write_text(json.dumps(data, indent=2))
+    code = main(["lineage", str(result_path), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert [link["step"] for link in report["links"] if not link["ok"]] == broken
+    assert code == (1 if broken else 0)
+    if names:
+        assert main(["lineage", str(result_path)]) == 1
+        captured = capsys.readouterr()
+        assert names in captured.out and captured.err.startswith(f"semqa: lineage of result {result_path} broken at {broken[0]}")
+
+
 def test_result_without_sr_and_bad_files(production) -> None:
     result_path = production["tmp"] / "plain.json"
     _analyze(production["images"], result_path, sr=False)
     report = trace_result(result_path, [production["images"]])
-    assert [link.step for link in report.links] == ["result", "input", "input", "model"]
+    assert [link.step for link in report.links] == ["result", "input", "input", "model", "record"]
     with pytest.raises(InputError, match="no such result file"):
         trace_result(production["tmp"] / "missing.json")
     (production["tmp"] / "junk.json").write_text("{not json")

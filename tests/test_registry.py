@@ -18,9 +18,11 @@ import pytest
 from registry_support import LOOSE_GATES, register_generator_run, register_same_weights, trained_template, untrained_generator, use_copy
 from semqa.registry import promotion
 from semqa.registry.audit import AUDIT_TAG_PREFIX, export_audit, read_audit
-from semqa.cli import gate_evaluator, main
+from semqa.cli import main
+from semqa.evaluation import evaluate_model_uri as gate_evaluator
 from semqa.errors import CheckFailed, InputError
-from semqa.registry.promotion import GateConfig, eval_set, folder_digest, promote, rollback
+from semqa.io.digests import folder_digest
+from semqa.registry.promotion import GateConfig, eval_set, promote, rollback
 from semqa.registry.store import MODEL_NAME
 
 pytestmark = pytest.mark.slow
@@ -63,7 +65,7 @@ def test_staging_gate_passes_and_links_an_evaluation_run(store) -> None:
     run = client.get_run(entry.eval_run_id)
     assert run.data.tags[promotion.RUN_TAG_MODEL_VERSION] == "1"
     assert run.data.tags[promotion.RUN_TAG_EVAL_DIGEST] == folder_digest(store["eval"]) == entry.eval_set_digest
-    assert {"psnr", "bicubic_psnr", "d50_rel_err", "wasserstein", "precision"} <= set(run.data.metrics)
+    assert {"psnr", "bicubic_psnr", "d50_rel_error", "wasserstein", "precision"} <= set(run.data.metrics)
     assert client.get_experiment(run.info.experiment_id).name == promotion.GATE_EXPERIMENT
 
 
@@ -96,7 +98,7 @@ def test_staging_gate_fails_on_data_that_failed_validation(store, tmp_path) -> N
 @pytest.mark.parametrize(
     ("limit", "metric", "gate"),
     [
-        ("max_d50_rel_error", "d50_rel_err", "d50_rel_error"),
+        ("max_d50_rel_error", "d50_rel_error", "d50_rel_error"),
         ("max_wasserstein_um", "wasserstein", "wasserstein_um"),
         ("max_hallucination_rate", "precision", "hallucination_rate"),
     ],

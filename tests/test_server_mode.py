@@ -14,7 +14,6 @@ import glob
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -27,10 +26,12 @@ import mlflow
 import pytest
 
 from registry_support import LOOSE_GATES
-from semqa.cli import gate_evaluator, main
+from semqa.cli import main
+from semqa.evaluation import evaluate_model_uri as gate_evaluator
 from semqa.registry.promotion import PromotionRefused, alias_holders, promote
 from semqa.registry.store import MODEL_NAME
 from semqa.synth.scenes import SynthConfig, make_pairs
+from service.launch import start_group, stop_tree
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -38,6 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 ADMIN, ADMIN_PASSWORD = "admin", "admin-Pa55-for-tests"
 READER, READER_PASSWORD = "reader", "reader-Pa55-for-tests"
 EDITOR, EDITOR_PASSWORD = "editor", "editor-Pa55-for-tests"
+#: In the backend store URI the start script is given; it must never reach a command line.
+DB_PASSWORD = "db-Pa55-for-tests"
 
 
 def _free_port() -> int:
@@ -109,7 +112,8 @@ def server(postgres, tmp_path_factory, request):
     port = _free_port()
     env = {
         **os.environ,
-        "SEMQA_MLFLOW_DB": f"{postgres}/mlflow",
+        # The test cluster trusts loopback, so any password connects; what matters is where it shows.
+        "SEMQA_MLFLOW_DB": f"{postgres}/mlflow".replace("postgres@", f"postgres:{DB_PASSWORD}@", 1),
         "SEMQA_MLFLOW_AUTH_DB": f"{postgres}/mlflow_auth",
         "SEMQA_MLFLOW_ARTIFACTS": str(folder / "artifacts"),
         "SEMQA_MLFLOW_AUTH_CONFIG": str(folder / "auth.ini"),
@@ -121,23 +125,10 @@ def server(postgres, tmp_path_factory, request):
     }
     for var in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
         env.pop(var, None)
-    log = open(folder / "server.log", "wb")
-    proc = subprocess.Popen(
-        ["bash", str(ROOT / "scripts" / "start_mlflow_server.sh")],
-        cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-
-    def stop() -> None:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:  # uvicorn waits for open keep-alive connections
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=30)
-        log.close()
-
-    request.addfinalizer(stop)
+    proc = start_group(["bash", str(ROOT / "scripts" / "start_mlflow_server.sh")], log_path=folder / "server.log",
+                       env=env, cwd=folder)
+    # Bounded: SIGTERM to the tree, then SIGKILL (uvicorn waits for open keep-alive connections).
+    request.addfinalizer(lambda: stop_tree(proc))
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -151,7 +142,7 @@ def server(postgres, tmp_path_factory, request):
         time.sleep(1)
     else:
         pytest.fail(f"mlflow server not up after 180 s: {(folder / 'server.log').read_text()[-3000:]}")
-    return {"url": url, "folder": folder}
+    return {"url": url, "folder": folder, "pgid": proc.pid}
 
 
 def _as(monkeypatch, user: str | None, password: str | None) -> None:
@@ -233,3 +224,51 @@ def test_only_permitted_users_promote_on_the_team_server(server, tmp_path, monke
         (ADMIN, "staging", "first team build"),
         (ADMIN, "production", "released"),
     ]
+
+
+def test_the_database_password_stays_off_command_lines(server) -> None:
+    """``ps`` shows every user each process's command line: the start script keeps the password off them."""
+    cmdlines = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) != server["pgid"]:
+                continue
+            cmdlines.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace"))
+        except (ProcessLookupError, FileNotFoundError, PermissionError):
+            continue  # a process that ended while we looked
+    assert any("mlflow" in line and "server" in line for line in cmdlines), cmdlines
+    assert not [line for line in cmdlines if DB_PASSWORD in line]
+
+
+def test_results_are_recorded_on_the_team_server_with_the_password_masked(server, tmp_path, monkeypatch, capsys) -> None:
+    import json
+
+    import numpy as np
+
+    from semqa.io.images import write_image
+    from semqa.synth.scenes import render_pair
+
+    host = server["url"].removeprefix("http://")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://{ADMIN}:{ADMIN_PASSWORD}@{host}")
+    _as(monkeypatch, None, None)  # the credentials travel in the URI, as a user may write it
+    config = SynthConfig(size_px=256)
+    hr, _, _ = render_pair(config, np.random.default_rng(3))
+    write_image(tmp_path / "hr.tif", hr, pixel_size_um=config.pixel_size_um, bit_depth=16)
+    out = tmp_path / "r.json"
+    assert main(["analyze", str(tmp_path / "hr.tif"), "--json", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert main(["lineage", str(out), "--json"]) == 0
+    traced = capsys.readouterr()
+    assert ADMIN_PASSWORD not in captured.out + captured.err + traced.out + traced.err + out.read_text()
+    assert json.loads(out.read_text())["lineage"]["record"]["store"] == f"http://{ADMIN}:***@{host}"
+    links = {link["step"]: link for link in json.loads(traced.out)["links"]}
+    assert links["record"]["ok"] and links["record"]["details"]["store"] == f"http://{ADMIN}:***@{host}"
+    data = json.loads(out.read_text())
+    data["psd"]["d50_um"] *= 1.1
+    out.write_text(json.dumps(data))
+    assert main(["lineage", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "psd.d50_um changed" in captured.out and ADMIN_PASSWORD not in captured.out + captured.err

@@ -23,7 +23,9 @@ from semqa.sr.inference import load_upscaler
 from semqa.registry.store import MODEL_NAME
 from semqa.synth.scenes import SynthConfig, make_pairs
 from training.config import TrainConfig, demo_config
-from training.data import Pair, PatchSampler, load_pairs, split_pairs
+from semqa.sr.pairs import Pair
+from validation import validate_pairs
+from training.data import PatchSampler, split_pairs
 from training.losses import (
     charbonnier_loss,
     feature_matching_loss,
@@ -191,7 +193,9 @@ def test_train_resume_and_registration(tmp_path, monkeypatch, mlflow_template, p
     for key in ("val_psnr", "val_ssim", "val_bicubic_psnr", "val_bicubic_ssim", "val_recall", "val_precision"):
         assert key in run.data.metrics, key
     (dataset_input,) = run.inputs.dataset_inputs
-    assert dataset_input.dataset.digest == run.data.tags["semqa.data_digest"]
+    assert dataset_input.dataset.source
+    # One data set digest: the one training records is the one its validation report carries.
+    assert run.data.tags["semqa.dataset_digest"] == validate_pairs(pair_dir, report_dir=tmp_path / "v").dataset_digest
     artifacts = {a.path for a in client.list_artifacts(second.run_id)}
     assert {"environment", "generator", "validation"} <= artifacts
 
@@ -199,7 +203,7 @@ def test_train_resume_and_registration(tmp_path, monkeypatch, mlflow_template, p
     mv = client.get_model_version(MODEL_NAME, second.model_version)
     assert len(versions) == 3 and mv.run_id == second.run_id
     assert mv.tags["train_run_id"] == second.run_id
-    assert mv.tags["data_digest"] == run.data.tags["semqa.data_digest"]
+    assert mv.tags["dataset_digest"] == run.data.tags["semqa.dataset_digest"]
     assert mv.tags["validation_report"] == f"runs:/{second.run_id}/validation"
     assert mv.tags["weights_digest"] == second.weights_digest
     assert mv.description
@@ -222,21 +226,24 @@ def test_resume_after_kill(tmp_path, monkeypatch, mlflow_template, pair_dir) -> 
     config = _tiny(pretrain_steps=5000, gan_steps=0, checkpoint_every=3, eval_every=10_000)
     cfg_file = tmp_path / "train.yaml"
     cfg_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    log = (tmp_path / "train.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "semqa.cli", "train", "--data", str(pair_dir), "--config", str(cfg_file)],
-        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        # stderr to a file: a pipe nobody reads until the end would block the training once full.
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL, stderr=log,
     )
     ckpt_root = tmp_path / "mlruns" / "checkpoints"
     deadline = time.monotonic() + 120
     try:
         while not any(ckpt_root.glob(f"*/{CHECKPOINT_FILE}")):
-            assert proc.poll() is None, proc.stderr.read().decode()
+            assert proc.poll() is None, (tmp_path / "train.log").read_text(errors="replace")[-3000:]
             assert time.monotonic() < deadline, "no checkpoint written"
             time.sleep(0.05)
         time.sleep(0.5)
     finally:
         proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        proc.wait(timeout=30)  # SIGKILL cannot be ignored: the kernel reaps it at once
+        log.close()
     state = torch.load(next(ckpt_root.glob(f"*/{CHECKPOINT_FILE}")), weights_only=True)
     killed_at = int(state["step"])
     result = train(config, pair_dir, max_steps=killed_at + 2)
@@ -292,7 +299,7 @@ def test_evaluate_generator_perfect_sr_has_no_psd_error() -> None:
     from skimage.draw import disk
 
     from semqa.sr.archs import GeneratorConfig, build_generator
-    from training.evaluate import evaluate_generator
+    from semqa.evaluation import evaluate_generator
 
     lr = np.full((64, 64), 0.2, np.float32)
     for (r, c), rad in zip([(14, 14), (14, 46), (44, 20), (46, 48)], [5, 6, 7, 8]):
@@ -303,7 +310,7 @@ def test_evaluate_generator_perfect_sr_has_no_psd_error() -> None:
         torch.nn.init.zeros_(p)
     m = evaluate_generator(g, [Pair("a", hr, lr, 0.1, "sha256:a", "sha256:b")])
     assert m.n_particles_hr == m.n_particles_sr == 4
-    assert m.d50_rel_err == 0.0 and m.d10_rel_err == 0.0 and m.wasserstein == 0.0
+    assert m.d50_rel_error == 0.0 and m.d10_rel_error == 0.0 and m.wasserstein == 0.0
     assert m.recall == 1.0 and m.precision == 1.0
     assert m.psnr == float("inf") and m.ssim == pytest.approx(1.0)
     assert m.bicubic_psnr < 40 and m.size_unit == "um"

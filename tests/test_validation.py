@@ -22,7 +22,7 @@ from semqa.errors import InputError
 from semqa.io.images import read_image, write_image
 from semqa.synth.scenes import SynthConfig, make_pairs
 from validation import ValidationConfig, log_report_to_mlflow, register_pair, validate_lots, validate_pairs
-from validation.dataset import dataset_digest
+from semqa.io.digests import dataset_digest
 from validation.fix import register_pair_set
 from validation.register import alignment
 

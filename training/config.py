@@ -69,7 +69,7 @@ class TrainConfig(BaseModel):
     # Evaluation, checkpoints, tracking
     eval_every: int = Field(500, ge=1, description="steps between evaluations on the held-out images")
     checkpoint_every: int = Field(100, ge=1, description="steps between checkpoints (a kill loses at most this many)")
-    checkpoint_dir: Path | None = Field(None, description="default mlruns/checkpoints/<config+data key>")
+    checkpoint_dir: Path | None = Field(None, description="default <store folder>/checkpoints/<config+data key> (semqa.registry.store.store_dir)")
     experiment_name: str = "semqa-sr"
     register_model: bool = Field(True, description="register the EMA generator as a new semqa-generator version")
     device: Literal["auto", "cpu", "cuda"] = "auto"

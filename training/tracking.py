@@ -19,11 +19,13 @@ from mlflow.types import Schema, TensorSpec
 from torch import nn
 
 from semqa.sr.archs import GeneratorConfig
-from semqa.sr.inference import TAG_WEIGHTS_ARTIFACT, TAG_WEIGHTS_DIGEST, save_generator_files, weights_digest
+from semqa.sr.inference import TAG_WEIGHTS_ARTIFACT, TAG_WEIGHTS_DIGEST, save_generator_files
+from semqa.io.digests import file_digest
+from semqa.registry.lineage import RUN_TAG_DATASET_DIGEST
 from semqa.registry.store import MODEL_NAME
 from semqa.version import code_version
 from training.config import TrainConfig
-from training.evaluate import EvalMetrics
+from semqa.evaluation import EvalMetrics
 
 #: Any batch, any image size: the generator is fully convolutional.
 GENERATOR_SIGNATURE = ModelSignature(
@@ -32,14 +34,23 @@ GENERATOR_SIGNATURE = ModelSignature(
 )
 
 
+def comparison_grid(lr: np.ndarray, bicubic: np.ndarray, sr: np.ndarray, hr: np.ndarray) -> np.ndarray:
+    """LR (nearest) | bicubic | SR | HR side by side as one ``uint8`` image, logged at each evaluation."""
+    s = hr.shape[0] // lr.shape[0]
+    lr_big = np.kron(lr, np.ones((s, s), dtype=np.float32))[: hr.shape[0], : hr.shape[1]]
+    sep = np.ones((hr.shape[0], 4), dtype=np.float32)
+    row = np.concatenate([lr_big, sep, bicubic, sep, sr, sep, hr], axis=1)
+    return (np.clip(row, 0, 1) * 255).round().astype(np.uint8)
+
+
 def environment_text() -> str:
     """Installed distributions as ``name==version`` lines (what ``pip freeze`` lists)."""
     dists = {(d.metadata["Name"] or "?"): d.version for d in importlib.metadata.distributions()}
     return "\n".join(f"{n}=={v}" for n, v in sorted(dists.items(), key=lambda kv: kv[0].lower())) + "\n"
 
 
-def log_run_context(config: TrainConfig, manifest: pd.DataFrame, data_dir: Path, mode: str, world_size: int) -> str:
-    """Log config params, the dataset, code version and environment; returns the dataset digest."""
+def log_run_context(config: TrainConfig, manifest: pd.DataFrame, data_dir: Path, mode: str, world_size: int, dataset_digest: str) -> None:
+    """Log config params, the dataset (its :func:`semqa.io.digests.dataset_digest`), code version and environment."""
     mlflow.log_params(config.flat_params())
     dataset = mlflow.data.from_pandas(manifest, source=str(data_dir.resolve()), name=f"{data_dir.name}-{mode}")
     mlflow.log_input(dataset, context="training")
@@ -47,14 +58,13 @@ def log_run_context(config: TrainConfig, manifest: pd.DataFrame, data_dir: Path,
         {
             "semqa.code_version": code_version(),
             "semqa.data_mode": mode,
-            "semqa.data_digest": dataset.digest,
+            RUN_TAG_DATASET_DIGEST: dataset_digest,
             "semqa.world_size": str(world_size),
         }
     )
     mlflow.log_text(environment_text(), "environment/pip-freeze.txt")
     mlflow.log_text(manifest.to_csv(index=False), "data/manifest.csv")
     mlflow.log_text(config.model_dump_json(indent=2), "config/train_config.json")
-    return dataset.digest
 
 
 class MetricBuffer:
@@ -84,7 +94,7 @@ def register_generator(
     run_id: str,
     step: int,
     metrics: EvalMetrics | None,
-    data_digest: str,
+    dataset_digest: str,
     validation_report: str,
     register: bool = True,
 ) -> tuple[str | None, str]:
@@ -101,7 +111,7 @@ def register_generator(
     module = ema_generator.to("cpu").eval()
     with tempfile.TemporaryDirectory(prefix="semqa-gen-") as tmp:
         weights, arch = save_generator_files(module, gen_config, tmp)
-        digest = weights_digest(weights)
+        digest = file_digest(weights)
         mlflow.log_artifacts(tmp, artifact)
         example = np.random.default_rng(0).random((2, 1, 16, 16)).astype(np.float32)
         with torch.no_grad():
@@ -119,7 +129,7 @@ def register_generator(
     if not register:
         return None, digest
     tags = {
-        "data_digest": data_digest,
+        "dataset_digest": dataset_digest,
         "validation_report": validation_report,
         "train_run_id": run_id,
         "code_version": code_version(),
@@ -131,13 +141,13 @@ def register_generator(
     }
     summary = ""
     if metrics is not None:
-        for key in ("psnr", "ssim", "bicubic_psnr", "psnr_gain_db", "d50_rel_err", "lr_d50_rel_err", "recall", "precision"):
+        for key in ("psnr", "ssim", "bicubic_psnr", "psnr_gain_db", "d50_rel_error", "lr_d50_rel_error", "recall", "precision"):
             value = getattr(metrics, key)
             if value is not None:
                 tags[f"val_{key}"] = f"{value:.4g}"
         summary = (
             f" Held-out ({metrics.n_images} images): PSNR {metrics.psnr:.2f} dB vs bicubic {metrics.bicubic_psnr:.2f} dB,"
-            f" D50 relative error {metrics.d50_rel_err if metrics.d50_rel_err is not None else float('nan'):.3f}."
+            f" D50 relative error {metrics.d50_rel_error if metrics.d50_rel_error is not None else float('nan'):.3f}."
         )
     mv = mlflow.register_model(info.model_uri, MODEL_NAME, tags=tags)
     mlflow.MlflowClient().update_model_version(
@@ -145,7 +155,7 @@ def register_generator(
         mv.version,
         description=(
             f"{gen_config.arch} ×{gen_config.scale} EMA generator after {step} steps of run {run_id}; "
-            f"data {data_digest}; validation {validation_report}.{summary}"
+            f"data {dataset_digest}; validation {validation_report}.{summary}"
         ),
     )
     return str(mv.version), digest

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -11,7 +9,7 @@ import pandas as pd
 from semqa.errors import InputError
 from semqa.io.images import list_images
 
-#: Scale assumed when neither the caller nor ``manifest.csv`` declares one (DESIGN.md: ×4).
+#: Scale assumed when neither the caller nor ``manifest.csv`` declares one (the fast-scan factor of docs/architecture.md: ×4).
 DEFAULT_SCALE: int = 4
 
 #: Bit depths an image file can declare (32: floating-point TIFF).
@@ -85,14 +83,3 @@ def declared_from_manifest(pair_dir: str | Path) -> dict[str, int]:
         raise InputError(f"unreadable manifest {path}: {exc}") from None
     found = {col: _single_value(manifest, col, path) for col in ("scale", "bit_depth")}
     return {k: v for k, v in found.items() if v is not None}
-
-
-def dataset_digest(file_digests: Mapping[str, str]) -> str:
-    """``sha256:<hex>`` over ``"<relative path> <file digest>"`` lines sorted by path.
-
-    The identity of a data set's content: training logs it to MLflow and lineage follows
-    it back to the validation report. Renaming, adding, removing or changing any file
-    changes it; the order files are listed in does not.
-    """
-    lines = "".join(f"{rel} {digest}\n" for rel, digest in sorted(file_digests.items()))
-    return "sha256:" + hashlib.sha256(lines.encode()).hexdigest()

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from semqa.errors import InputError
-from semqa.io.images import Micrograph, file_digest, read_image
+from semqa.io.digests import file_digest
+from semqa.io.images import Micrograph, read_image
 from validation.config import ValidationConfig
 from validation.dataset import lot_members, pair_members
 from validation.measures import colour_spread, content_hash, exposure, focus, intensity_range
@@ -25,7 +26,7 @@ from validation.register import alignment
 
 def _file_digest(path: Path) -> str | None:
     try:
-        return file_digest(path.read_bytes())
+        return file_digest(path)
     except OSError:
         return None
 

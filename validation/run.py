@@ -23,9 +23,11 @@ from great_expectations.data_context.types.base import (
     ProgressBarsConfig,
 )
 
+from semqa.io.images import check_pixel_size
 from validation.config import ValidationConfig
+from semqa.io.digests import dataset_digest
 from validation.data_docs import make_offline
-from validation.dataset import DEFAULT_SCALE, dataset_digest, declared_from_manifest
+from validation.dataset import DEFAULT_SCALE, declared_from_manifest
 from validation.reports import CheckResult, LotValidationReport, PairValidationReport, ValidationReport
 from validation.rows import file_digests_of_pairs, lot_table, most_common_bit_depth, pair_table
 from validation.suites import CHECKS, lot_suite, pair_suite
@@ -196,6 +198,8 @@ def validate_lots(
     """
     config = config or ValidationConfig()
     folder = Path(folder)
+    if pixel_size_um is not None:  # a bad override is the caller's mistake, not every image's
+        pixel_size_um = check_pixel_size(pixel_size_um, "given for every image")
     table = lot_table(folder, config, pixel_size_um)
     report_dir = Path(report_dir) if report_dir is not None else folder / "validation_report"
     shared = _write_report(report_dir, table, "images.csv", lot_suite(config), "image")

@@ -21,7 +21,6 @@ images are converted to luminance (ITU-R BT.709 weights, :func:`skimage.color.rg
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import json
 import math
@@ -34,6 +33,7 @@ from PIL import Image, UnidentifiedImageError
 from skimage.color import rgb2gray
 
 from semqa.errors import InputError, TooLargeError, UnsupportedMediaError
+from semqa.io.digests import bytes_digest
 
 #: File suffixes listed as images when a folder is given.
 IMAGE_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
@@ -79,11 +79,6 @@ class Micrograph:
         return self.image.shape  # type: ignore[return-value]
 
 
-def file_digest(data: bytes) -> str:
-    """``sha256:<hex>`` of ``data``: the digest recorded in lineage."""
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
 def list_images(folder: str | Path) -> list[Path]:
     """Image files directly inside ``folder``, sorted by name."""
     folder = Path(folder)
@@ -107,7 +102,8 @@ def expand_image_paths(paths: list[str | Path]) -> list[Path]:
     return out
 
 
-def _check_pixel_size(value: float, where: str) -> float:
+def check_pixel_size(value: float, where: str) -> float:
+    """``value`` as a float if it is a positive finite pixel size in µm, else an :class:`InputError` naming ``where``."""
     value = float(value)
     if not math.isfinite(value) or value <= 0:
         raise InputError(f"pixel size must be a positive number of µm per pixel, got {value} ({where})")
@@ -124,7 +120,7 @@ def _sidecar_pixel_size(path: Path) -> float | None:
         raise InputError(f"unreadable pixel-size sidecar {sidecar}: {exc}") from None
     if not isinstance(meta, dict) or "pixel_size_um" not in meta:
         return None
-    return _check_pixel_size(meta["pixel_size_um"], str(sidecar))
+    return check_pixel_size(meta["pixel_size_um"], str(sidecar))
 
 
 def _tiff_pixel_size(tif: tifffile.TiffFile) -> float | None:
@@ -136,7 +132,7 @@ def _tiff_pixel_size(tif: tifffile.TiffFile) -> float | None:
         except ValueError:
             meta = {}
         if isinstance(meta, dict) and "pixel_size_um" in meta:
-            return _check_pixel_size(meta["pixel_size_um"], "TIFF description")
+            return check_pixel_size(meta["pixel_size_um"], "TIFF description")
     xres = page.tags.get("XResolution")
     if xres is None:
         return None
@@ -147,10 +143,10 @@ def _tiff_pixel_size(tif: tifffile.TiffFile) -> float | None:
     ij = tif.imagej_metadata or {}
     unit = str(ij.get("unit", "")).strip().lower()
     if unit in _UM_PER_UNIT:
-        return _check_pixel_size(_UM_PER_UNIT[unit] / pixels_per_unit, "ImageJ metadata")
+        return check_pixel_size(_UM_PER_UNIT[unit] / pixels_per_unit, "ImageJ metadata")
     res_unit = page.tags.get("ResolutionUnit")
     if res_unit is not None and int(res_unit.value) == 3:  # centimeter
-        return _check_pixel_size(1e4 / pixels_per_unit, "TIFF resolution")
+        return check_pixel_size(1e4 / pixels_per_unit, "TIFF resolution")
     return None
 
 
@@ -259,9 +255,11 @@ def read_image_bytes(
     max_pixels : int
         Larger images raise :class:`~semqa.errors.TooLargeError` before decoding.
     """
+    if max_pixels < 1:  # 0 would refuse every image, a negative limit means nothing
+        raise InputError(f"the pixel limit must be at least 1, got {max_pixels}")
     image, depth, meta_px = _decode(data, name, max_pixels)
-    px = _check_pixel_size(pixel_size_um, "given") if pixel_size_um is not None else meta_px
-    return Micrograph(name=name, image=image, pixel_size_um=px, bit_depth=depth, digest=file_digest(data))
+    px = check_pixel_size(pixel_size_um, "given") if pixel_size_um is not None else meta_px
+    return Micrograph(name=name, image=image, pixel_size_um=px, bit_depth=depth, digest=bytes_digest(data))
 
 
 def read_image(

@@ -46,6 +46,16 @@ from skimage.filters import threshold_otsu
 from skimage.segmentation import watershed
 
 from semqa.errors import InputError
+from semqa.particles.limits import (
+    MAX_BACKGROUND_REL,
+    MAX_DENOISE_PX,
+    MAX_DENOISE_REL,
+    MAX_MERGE_RATIO,
+    MAX_PARTICLE_AREA_PX,
+    MAX_PARTICLE_DIAMETER_PX,
+    MAX_SNR,
+    MAX_WINDOW_REL,
+)
 from semqa.particles.measure import convex_image
 
 
@@ -54,6 +64,8 @@ class SegmentationConfig(BaseModel):
 
     The defaults are tuned on :mod:`semqa.synth.scenes` scenes (HR 0.1 µm/px with D50 = 30 px and their
     4× coarser LR scans) and hold for any resolution where typical particles span ≥ 5 px.
+    Every field has an upper bound where larger values stop meaning anything physically
+    (derived in :mod:`semqa.particles.limits`), so no configuration makes the work unbounded.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -61,16 +73,17 @@ class SegmentationConfig(BaseModel):
     particle_diameter_px: float | None = Field(
         None,
         gt=0,
+        le=MAX_PARTICLE_DIAMETER_PX,
         description="typical particle ECD in pixels; None estimates it from the image "
         "(area-weighted median ECD of a first Otsu segmentation)",
     )
     denoise_sigma_rel: float = Field(
-        0.02, ge=0, description="Gaussian denoising sigma as a fraction of the particle diameter"
+        0.02, ge=0, le=MAX_DENOISE_REL, description="Gaussian denoising sigma as a fraction of the particle diameter"
     )
-    denoise_sigma_min_px: float = Field(0.5, ge=0, description="lower bound of the denoising sigma, px")
-    denoise_sigma_max_px: float = Field(2.0, ge=0, description="upper bound of the denoising sigma, px")
+    denoise_sigma_min_px: float = Field(0.5, ge=0, le=MAX_DENOISE_PX, description="lower bound of the denoising sigma, px")
+    denoise_sigma_max_px: float = Field(2.0, ge=0, le=MAX_DENOISE_PX, description="upper bound of the denoising sigma, px")
     background_sigma_rel: float = Field(
-        4.0, gt=0, description="sigma of the background estimate, in particle diameters"
+        4.0, gt=0, le=MAX_BACKGROUND_REL, description="sigma of the background estimate, in particle diameters"
     )
     edge_level: float = Field(
         0.5,
@@ -82,36 +95,40 @@ class SegmentationConfig(BaseModel):
     bright_window_rel: float = Field(
         0.15,
         gt=0,
+        le=MAX_WINDOW_REL,
         description="half-width of the window around each pixel whose maximum is the particle's bright "
         "(rim) level there, in particle diameters",
     )
     ring_px_rel: float = Field(
-        0.25, gt=0, description="width of the ring sampled for the local substrate level, in particle diameters"
+        0.25, gt=0, le=MAX_WINDOW_REL, description="width of the ring sampled for the local substrate level, in particle diameters"
     )
     min_snr: float = Field(
-        8.0, gt=0, description="least contrast of a particle over its substrate, in noise standard deviations "
+        8.0, gt=0, le=MAX_SNR, description="least contrast of a particle over its substrate, in noise standard deviations "
         "(of the denoised image); 8 keeps the extreme specks of a noise-only frame out"
     )
     fill_holes: bool = Field(True, description="fill enclosed holes (rims make particles look like rings)")
     min_object_px: int = Field(
-        4, ge=1, description="connected components smaller than this many pixels are noise and dropped"
+        4, ge=1, le=MAX_PARTICLE_AREA_PX, description="connected components smaller than this many pixels are noise and dropped"
     )
     split_touching: bool = Field(True, description="split touching particles by watershed")
     marker_window_rel: float = Field(
         0.15,
         gt=0,
+        le=MAX_WINDOW_REL,
         description="watershed markers are maxima of the distance map within a window of this half-width, "
         "in particle diameters",
     )
     merge_cut_ratio: float = Field(
         0.9,
         gt=0,
+        le=MAX_MERGE_RATIO,
         description="neighbouring watershed regions are merged back at once when the cut between them is "
         "longer than this fraction of the smaller region's inscribed diameter",
     )
     merge_notch_ratio: float = Field(
         0.3,
         gt=0,
+        le=MAX_MERGE_RATIO,
         description="neighbouring watershed regions are merged back when the concavities at the ends of "
         "the cut between them are shallower than this fraction of the smaller region's inscribed radius",
     )
@@ -204,7 +221,11 @@ def _background(image: np.ndarray, substrate: np.ndarray, sigma_px: float, shape
     weight = substrate.astype(np.float32)
     img_s = _block_mean(image * weight, factor)
     w_s = _block_mean(weight, factor)
-    s = sigma_px / factor
+    # Under mode="reflect" the filtered grid is periodic with period 2L (L its longer side);
+    # a Gaussian of sigma ≥ 2L passes its lowest non-constant component with gain
+    # exp(-2π²σ²/(2L)²) ≤ exp(-2π²) ≈ 3e-9: it is the (weighted) mean. Capping sigma there
+    # changes nothing measurable and keeps the kernel, hence the work, bounded by the image.
+    s = min(sigma_px / factor, 2.0 * max(img_s.shape))
     num = ndimage.gaussian_filter(img_s, s, mode="reflect")
     den = ndimage.gaussian_filter(w_s, s, mode="reflect")
     fallback = float(np.median(image[substrate])) if substrate.any() else float(np.median(image))

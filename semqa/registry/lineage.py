@@ -6,7 +6,9 @@ result → input images (re-hashed; a changed digest breaks the chain) → gener
 name/version and the alias it was resolved through (confirmed against the audit trail at
 the result's time) → weights (re-hashed from the registry's artifact) → training run
 (params, metrics) → training data set digest and its validation report (artifact; its
-digest must equal the run's) → code commit.
+digest must equal the run's) → code commit; and the result file itself against its record
+(:mod:`semqa.registry.records`: the run holding its content digest), so an edited number,
+a removed field or a nulled model link breaks the chain and is named.
 
 Every link is a :class:`LineageLink`; :class:`LineageReport` prints them as text. Where a
 link is missing or a digest no longer matches, :func:`trace_result` and
@@ -25,10 +27,11 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from semqa.errors import CheckFailed, InputError
-from semqa.io.images import file_digest
+from semqa.io.digests import file_digest
 from semqa.sr.inference import TAG_WEIGHTS_ARTIFACT, TAG_WEIGHTS_DIGEST, WEIGHTS_FILE
 from semqa.registry.promotion import TAG_EVAL_PREFIX
-from semqa.registry.store import MODEL_NAME, configure_tracking
+from semqa.registry.records import check_record
+from semqa.registry.store import MODEL_NAME, configure_tracking, mask_credentials
 from semqa.results import Lineage
 
 #: Training-run tags and artifacts lineage follows (written by training and validation).
@@ -42,7 +45,7 @@ VALIDATION_REPORT_ARTIFACT = "validation/report.json"
 class LineageLink(BaseModel):
     """One link of the chain and whether it holds."""
 
-    step: str = Field(description="result | input | model | alias | weights | training_run | dataset | validation_report | code | evaluation | audit")
+    step: str = Field(description="result | record | input | model | alias | weights | training_run | dataset | validation_report | code | evaluation | audit")
     ok: bool
     summary: str = Field(description="one line for the text report")
     details: dict[str, Any] = Field(default_factory=dict)
@@ -135,7 +138,7 @@ def check_inputs(report: LineageReport, lineage: Lineage, image_roots: list[Path
             where = f"recorded path {recorded} is gone" if recorded else "no path recorded"
             report.add("input", False, f"{name}: file not found ({where}; give the image folders)", name=name, digest=digest)
             continue
-        digests = {str(p): file_digest(p.read_bytes()) for p in files}
+        digests = {str(p): file_digest(p) for p in files}
         match = next((p for p, d in digests.items() if d == digest), None)
         if match is None:
             path, now = next(iter(digests.items()))
@@ -163,7 +166,7 @@ def _weights_digest_now(client: Any, run_id: str, artifact: str) -> str:
 
     with tempfile.TemporaryDirectory(prefix="semqa-lineage-") as tmp:
         local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"{artifact}/{WEIGHTS_FILE}", dst_path=tmp)
-        return file_digest(Path(local).read_bytes())
+        return file_digest(local)
 
 
 def _validation_report(client: Any, run_id: str) -> dict[str, Any] | None:
@@ -195,7 +198,7 @@ def check_model(
     try:
         mv = client.get_model_version(name, version)
     except MlflowException:
-        report.add("model", False, f"{name} version {version} is not in the registry at {client.tracking_uri}")
+        report.add("model", False, f"{name} version {version} is not in the registry at {mask_credentials(client.tracking_uri)}")
         return
     aliases = [a for a, v in client.get_registered_model(name).aliases.items() if str(v) == str(mv.version)]
     report.add(
@@ -296,17 +299,63 @@ def check_training_run(report: LineageReport, client: Any, run_id: str) -> None:
 # --- entry points ------------------------------------------------------------------------
 
 
-def _load_lineage(path: Path) -> Lineage:
+#: Largest result file read (bytes). A result holds ~0.7 kB of JSON per particle, so this
+#: is room for ~350 000 particles: far beyond any analysis, far below what exhausts memory.
+MAX_RESULT_BYTES = 256 * 2**20
+#: Deepest nesting accepted. semqa results nest under ten levels (comparison → lot → psd →
+#: histogram); a deeper document is not a semqa result.
+MAX_RESULT_DEPTH = 64
+
+
+def _depth(document: Any) -> int:
+    """Nesting depth of a JSON document, walked without recursion."""
+    deepest, stack = 0, [(document, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    return deepest
+
+
+def _read_document(path: Path) -> dict[str, Any]:
+    """A result file as a JSON object: a regular file, bounded in size and nesting."""
+    import stat
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        info = path.stat()
     except FileNotFoundError:
         raise InputError(f"no such result file: {path}") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):
+        # A FIFO or device would block or never end: only regular files are results.
+        raise InputError(f"{path}: not a regular file")
+    if info.st_size > MAX_RESULT_BYTES:
+        raise InputError(f"{path}: {info.st_size} bytes, larger than any result ({MAX_RESULT_BYTES} bytes at most)")
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_RESULT_BYTES + 1)
+        if len(raw) > MAX_RESULT_BYTES:
+            raise InputError(f"{path}: larger than any result ({MAX_RESULT_BYTES} bytes at most)")
+        data = json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise InputError(f"{path}: not a result (JSON nested deeper than {MAX_RESULT_DEPTH} levels)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: not a JSON result ({exc})") from None
+    if _depth(data) > MAX_RESULT_DEPTH:
+        raise InputError(f"{path}: not a result (JSON nested deeper than {MAX_RESULT_DEPTH} levels)")
     if not isinstance(data, dict) or "lineage" not in data:
         raise CheckFailed(f"{path}: the result carries no lineage section")
+    return data
+
+
+def _load_lineage(path: Path) -> tuple[dict[str, Any], Lineage]:
+    data = _read_document(path)
     try:
-        return Lineage.model_validate(data["lineage"])
+        return data, Lineage.model_validate(data["lineage"])
     except ValidationError as exc:
         raise CheckFailed(f"{path}: lineage section invalid ({exc.errors()[0]['loc']}: {exc.errors()[0]['msg']})") from None
 
@@ -325,23 +374,30 @@ def trace_result(result_json_path: str | Path, image_roots: list[str | Path] | N
     Raises
     ------
     LineageBroken
-        An input is missing or changed, or a registry, run, data or code link is missing.
+        An input is missing or changed, a registry, run, data or code link is missing, or the
+        file differs from its record (:func:`semqa.registry.records.check_record`).
     InputError
-        The file is missing or not JSON.
+        The file is missing, not a regular file, too large, too deeply nested or not JSON.
     """
     path = Path(result_json_path)
-    lineage = _load_lineage(path)
+    document, lineage = _load_lineage(path)
     report = LineageReport(subject=f"result {path}")
-    report.add(
-        "result",
-        True,
-        f"created {lineage.created_at:%Y-%m-%d %H:%M:%S} UTC by semqa {lineage.semqa_version}, code {lineage.code_version}",
-        created_at=lineage.created_at.isoformat(),
-        code_version=lineage.code_version,
-    )
+    if "created_at" not in document["lineage"]:
+        report.add("result", False, "the result records no creation time (lineage.created_at removed)")
+    else:
+        report.add(
+            "result",
+            True,
+            f"created {lineage.created_at:%Y-%m-%d %H:%M:%S} UTC by semqa {lineage.semqa_version}, code {lineage.code_version}",
+            created_at=lineage.created_at.isoformat(),
+            code_version=lineage.code_version,
+        )
     check_inputs(report, lineage, [Path(r) for r in image_roots or []])
     model = lineage.model
-    if model is None:
+    if model is None and document.get("sr") is not False:
+        # A super-resolved result (or one that does not say) must name its generator.
+        report.add("model", False, f"the result says sr: {json.dumps(document.get('sr'))} but names no generator (lineage.model is null)")
+    elif model is None:
         report.add("model", True, "analysed without super-resolution: no model in the chain")
     elif model.version is None:
         report.add("model", False, f"generator {model.name} from {model.model_uri} is not a registered version")
@@ -356,6 +412,8 @@ def trace_result(result_json_path: str | Path, image_roots: list[str | Path] | N
             alias=model.alias,
             at=lineage.created_at,
         )
+    ok, summary, details = check_record(document)
+    report.add("record", ok, summary, **details)
     if not report.ok:
         raise LineageBroken(report)
     return report
@@ -379,7 +437,7 @@ def trace_version(version: str | int, name: str = MODEL_NAME) -> LineageReport:
         for key, run_id in sorted(mv.tags.items()):
             if key.startswith(TAG_EVAL_PREFIX):
                 metrics = client.get_run(run_id).data.metrics
-                shown = ", ".join(f"{k}={metrics[k]:.4g}" for k in ("psnr", "bicubic_psnr", "d50_rel_err", "wasserstein", "precision") if k in metrics)
+                shown = ", ".join(f"{k}={metrics[k]:.4g}" for k in ("psnr", "bicubic_psnr", "d50_rel_error", "wasserstein", "precision") if k in metrics)
                 report.add("evaluation", True, f"gate evaluation run {run_id}: {shown}", run_id=run_id, metrics=metrics)
         for entry in read_audit(client, name):
             if entry.version == str(version) or entry.from_version == str(version):

@@ -16,10 +16,10 @@ Gates are evaluated on a fixed evaluation set whose digest is recorded:
   current production version evaluated on the same set.
 
 Each evaluation is its own MLflow run (experiment :data:`GATE_EXPERIMENT`, tagged with the
-model version) and the version is tagged with that run's id. The evaluation itself is not
-done here: callers pass an :data:`Evaluator` (the CLI passes ``training.evaluate``'s), so the
-core keeps to third-party imports. Every action is appended to the audit trail
-(:mod:`semqa.registry.audit`).
+model version) and the version is tagged with that run's id. The evaluation is the core's one
+evaluation path, :func:`semqa.evaluation.evaluate_model_uri` (SR analysed against the HR scan
+of the same field); callers may pass another :data:`Evaluator`. Every action is appended to
+the audit trail (:mod:`semqa.registry.audit`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from semqa.registry.audit import AuditEntry, GateCheck, append_audit_entry, current_user, utc_now
 from semqa.errors import CheckFailed, InputError
-from semqa.registry.store import DEFAULT_STORE_DIR, MODEL_NAME, configure_tracking
+from semqa.io.digests import folder_digest
+from semqa.registry.store import MODEL_NAME, configure_tracking, ensure_experiment, store_dir
 
 Alias = Literal["staging", "production"]
 STAGING, PRODUCTION, ARCHIVED = "staging", "production", "archived"
@@ -67,8 +68,10 @@ TAG_DATA_VALIDATION = "validation.success"
 class GateConfig(BaseModel):
     """Every promotion limit in one place (defaults are the documented team policy).
 
-    PSD fidelity limits compare the PSD measured on super-resolved evaluation images with the
-    ground truth of the synthetic evaluation set. The 10 % D50 limit follows the usual
+    PSD fidelity limits compare the PSD measured on the super-resolved LR images of the
+    evaluation set with the PSD measured on the HR scans of the same fields
+    (:func:`semqa.evaluation.evaluate_generator`): the HR scan is the reference, not a
+    synthetic ground truth (real evaluation sets have none). The 10 % D50 limit follows the usual
     acceptance for median size by image analysis against a reference method (ISO 13322-1
     asks the method be validated against a reference; USP <776> microscopy). Regression
     tolerances bound how much worse than the current production version a candidate may be
@@ -79,7 +82,7 @@ class GateConfig(BaseModel):
 
     require_data_validation: bool = Field(True, description="staging: training data must have passed validation")
     min_psnr_gain_db: float = Field(0.0, description="staging: PSNR(SR) − PSNR(bicubic) must exceed this, dB")
-    max_d50_rel_error: float = Field(0.10, gt=0, description="production: |D50(SR) − D50(true)| / D50(true)")
+    max_d50_rel_error: float = Field(0.10, gt=0, description="production: |D50(SR) − D50(HR)| / D50(HR)")
     max_wasserstein_um: float = Field(0.5, gt=0, description="production: 1-Wasserstein distance of ECD distributions, µm")
     max_hallucination_rate: float = Field(0.10, ge=0, le=1, description="production: 1 − precision of detected particles")
     max_psnr_drop_db: float = Field(0.5, ge=0, description="production: allowed PSNR loss vs current production, dB")
@@ -94,16 +97,16 @@ class GateConfig(BaseModel):
 
 
 class GateMetrics(BaseModel):
-    """What the gates read from an evaluation (``training.evaluate.EvalMetrics`` field names).
+    """What the gates read from an evaluation (:class:`semqa.evaluation.EvalMetrics` field names).
 
-    ``d50_rel_err`` and ``wasserstein`` are ``None`` where the SR images gave no particles.
+    ``d50_rel_error`` and ``wasserstein`` are ``None`` where the SR images gave no particles.
     """
 
     model_config = ConfigDict(extra="ignore")
 
     psnr: float = Field(description="dB, SR vs HR")
     bicubic_psnr: float = Field(description="dB, bicubic upscale vs HR")
-    d50_rel_err: float | None = Field(None, description="|D50(SR) − D50(HR)| / D50(HR), number-weighted ECD")
+    d50_rel_error: float | None = Field(None, description="|D50(SR) − D50(HR)| / D50(HR), number-weighted ECD")
     wasserstein: float | None = Field(None, description="1-Wasserstein distance of SR vs HR ECDs, in size_unit")
     precision: float = Field(description="SR particles matched by an HR particle (IoU > 0.5)")
     recall: float | None = Field(None, description="HR particles matched by an SR particle")
@@ -146,25 +149,11 @@ class PromotionRefused(InputError):
 # --- evaluation set ---------------------------------------------------------------------
 
 
-def folder_digest(folder: Path) -> str:
-    """``sha256:`` over every file's relative path and content digest, in path order."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"evaluation data folder not found: {folder}")
-    h = hashlib.sha256()
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
-    if not files:
-        raise InputError(f"evaluation data folder is empty: {folder}")
-    for p in files:
-        h.update(f"{p.relative_to(folder).as_posix()}\t{hashlib.sha256(p.read_bytes()).hexdigest()}\n".encode())
-    return "sha256:" + h.hexdigest()
-
-
 def eval_set(eval_data: Path | None = None, config: GateConfig | None = None) -> EvalSet:
     """The evaluation set: ``eval_data`` if given, else the seeded synthetic set.
 
     The synthetic set (:func:`semqa.synth.scenes.make_pairs`, ``config.eval_pairs`` pairs of
-    ``config.eval_size_px`` px at ``config.eval_seed``) is generated once under ``mlruns/eval_sets/<key>`` and reused.
+    ``config.eval_size_px`` px at ``config.eval_seed``) is generated once under ``<store folder>/eval_sets/<key>`` (:func:`semqa.registry.store.store_dir`) and reused.
     """
     if eval_data is not None:
         return EvalSet(path=Path(eval_data).resolve(), digest=folder_digest(Path(eval_data)))
@@ -173,7 +162,7 @@ def eval_set(eval_data: Path | None = None, config: GateConfig | None = None) ->
     config = config or GateConfig()
     synth = SynthConfig(size_px=config.eval_size_px)
     key = hashlib.sha256(json.dumps([config.eval_pairs, config.eval_seed, synth.model_dump(mode="json")], sort_keys=True).encode())
-    folder = (DEFAULT_STORE_DIR / "eval_sets" / key.hexdigest()[:16]).resolve()
+    folder = (store_dir() / "eval_sets" / key.hexdigest()[:16]).resolve()
     if not (folder / "manifest.csv").is_file():
         tmp = folder.with_name(folder.name + ".partial")
         make_pairs(tmp, config.eval_pairs, synth, seed=config.eval_seed)
@@ -246,10 +235,10 @@ def evaluate_version(
     version is tagged ``semqa.eval.<digest16>``), so the current production version is not
     re-evaluated at every promotion.
 
+    ``evaluator`` defaults to :func:`semqa.evaluation.evaluate_model_uri`.
+
     Raises
     ------
-    InputError
-        No earlier evaluation on this set and no ``evaluator`` to make one.
     CheckFailed
         The evaluator's result lacks a metric the gates need.
     """
@@ -266,7 +255,7 @@ def evaluate_version(
             all_metrics=run.data.metrics,
         )
     if evaluator is None:
-        raise InputError(f"version {mv.version} has no evaluation on set {evaluation_set.digest[:19]}… and no evaluator was given")
+        from semqa.evaluation import evaluate_model_uri as evaluator  # torch and the analysis: only when evaluating
     with _registry_errors(f"evaluating {name} version {mv.version}"):
         result = evaluator(f"models:/{name}/{mv.version}", evaluation_set.path)
         data = result.model_dump() if isinstance(result, BaseModel) else dict(result)
@@ -276,8 +265,7 @@ def evaluate_version(
             metrics = GateMetrics.model_validate({**raw, "size_unit": size_unit})
         except ValueError as exc:
             raise CheckFailed(f"evaluation of version {mv.version} lacks gate metrics: {exc.errors()[0]['loc']}") from None
-        experiment = client.get_experiment_by_name(GATE_EXPERIMENT)
-        experiment_id = experiment.experiment_id if experiment else client.create_experiment(GATE_EXPERIMENT)
+        experiment_id = ensure_experiment(client, GATE_EXPERIMENT)
         run = client.create_run(
             experiment_id,
             run_name=f"gates-{name}-v{mv.version}",
@@ -360,7 +348,7 @@ def production_checks(
             limit="true",
             detail="version holds 'staging'" if staged else "version does not hold 'staging' (promote to staging first)",
         ),
-        _at_most("d50_rel_error", metrics.d50_rel_err, config.max_d50_rel_error),
+        _at_most("d50_rel_error", metrics.d50_rel_error, config.max_d50_rel_error),
         _at_most("wasserstein_um", metrics.wasserstein, config.max_wasserstein_um, " µm"),
         _at_most("hallucination_rate", metrics.hallucination_rate, config.max_hallucination_rate),
     ]
@@ -375,7 +363,7 @@ def production_checks(
     vs = f" vs production v{production_version}"
     regressions = [
         ("psnr_drop_db", production.psnr - metrics.psnr, config.max_psnr_drop_db, " dB"),
-        ("d50_rel_error_increase", _increase(metrics.d50_rel_err, production.d50_rel_err), config.max_d50_rel_error_increase, ""),
+        ("d50_rel_error_increase", _increase(metrics.d50_rel_error, production.d50_rel_error), config.max_d50_rel_error_increase, ""),
         ("wasserstein_increase_um", _increase(metrics.wasserstein, production.wasserstein), config.max_wasserstein_increase_um, " µm"),
         (
             "hallucination_rate_increase",
@@ -428,8 +416,8 @@ def promote(
     force
         Move the alias even if a gate fails; the entry is recorded as forced.
     evaluator
-        Computes the gate metrics of a model URI on the evaluation set. Without one, only a
-        reused earlier evaluation on the same set can be used.
+        Computes the gate metrics of a model URI on the evaluation set; default
+        :func:`semqa.evaluation.evaluate_model_uri`.
     eval_data
         Evaluation set folder; default the seeded synthetic set (:func:`eval_set`).
     config
@@ -580,7 +568,7 @@ def list_versions(name: str = MODEL_NAME) -> pd.DataFrame:
                 "data_validation": _data_validation(client, mv) or "",
                 "psnr": eval_metrics.get("psnr"),
                 "bicubic_psnr": eval_metrics.get("bicubic_psnr"),
-                "d50_rel_err": eval_metrics.get("d50_rel_err"),
+                "d50_rel_error": eval_metrics.get("d50_rel_error"),
                 "wasserstein": eval_metrics.get("wasserstein"),
                 "precision": eval_metrics.get("precision"),
                 "gates_staging": _gate_status(mv.tags, STAGING),

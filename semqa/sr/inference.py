@@ -4,14 +4,16 @@ Weights travel as a safetensors state dict plus the architecture's JSON config
 (:class:`semqa.sr.archs.GeneratorConfig`); loading rebuilds the network from ``semqa`` and
 fills in tensors, so no pickled code is ever executed.
 
-Large images are processed in overlapping windows of bounded size. Each window is padded by
-at least the generator's receptive radius where possible and only its centre is kept, so the
-result equals whole-image inference (no seams) while memory stays bounded by the window size.
+Large images are processed in overlapping windows of bounded size. Each window keeps only
+pixels at least the generator's receptive radius away from its interior edges, so every kept
+pixel saw exactly the context it sees in whole-image inference: the result equals
+whole-image inference within :data:`TILING_ATOL` (float rounding of convolutions over
+different window shapes) while memory stays bounded by the window size. A window or padding
+too small for that is refused, never silently degraded.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -27,6 +29,7 @@ from torch import nn
 
 from semqa.sr.archs import GeneratorConfig, build_generator
 from semqa.errors import InputError
+from semqa.io.digests import file_digest
 from semqa.registry.store import MODEL_NAME
 from semqa.results import ModelRef
 
@@ -38,11 +41,10 @@ ARCH_FILE = "arch_config.json"
 #: Model-version tags written at registration and read here.
 TAG_WEIGHTS_ARTIFACT = "weights_artifact"
 TAG_WEIGHTS_DIGEST = "weights_digest"
-
-
-def weights_digest(path: str | Path) -> str:
-    """``sha256:<hex>`` of a weights file: the digest recorded in lineage."""
-    return "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()
+#: Largest difference between tiled and whole-image output (float32 on CPU, images in [0, 1]):
+#: convolution sums regrouped for another window shape; below one grey level of 8-bit (1/255)
+#: output and of the same order as one of 16-bit (1/65535).
+TILING_ATOL = 1e-4
 
 
 def save_generator_files(generator: nn.Module, config: GeneratorConfig, folder: str | Path) -> tuple[Path, Path]:
@@ -89,10 +91,10 @@ class Upscaler:
     device : str or torch.device, optional
         Default: CUDA when available, else CPU.
     tile_size : int
-        Window side in input (LR) pixels; bounds memory.
+        Window side in input (LR) pixels; bounds memory. At least ``2 * tile_pad + 1``.
     tile_pad : int, optional
-        Minimum context kept around each window's centre; default the generator's receptive
-        radius (capped at a quarter of the window), which makes tiling exact.
+        Minimum context kept around each window's centre, in LR pixels; default and minimum
+        the generator's receptive radius, which makes tiling exact (:data:`TILING_ATOL`).
     tile_batch : int
         Windows per forward pass.
     """
@@ -112,9 +114,17 @@ class Upscaler:
         self.ref = ref
         self.scale = int(ref.scale)
         radius = int(getattr(generator, "receptive_radius", 16))
-        self.tile_pad = int(tile_pad) if tile_pad is not None else min(radius, tile_size // 4)
-        if tile_size <= 2 * self.tile_pad:
-            raise ValueError(f"tile_size {tile_size} must exceed twice tile_pad {self.tile_pad}")
+        self.tile_pad = radius if tile_pad is None else int(tile_pad)
+        if self.tile_pad < radius:
+            raise InputError(
+                f"tile padding {self.tile_pad} px is below the generator's receptive radius of {radius} LR px: tiles would show seams"
+            )
+        if int(tile_size) < 2 * self.tile_pad + 1:
+            # Each window must keep at least one pixel that is tile_pad away from both its edges.
+            raise InputError(
+                f"tile size must be at least {2 * self.tile_pad + 1} LR px for this generator "
+                f"(twice the tile padding of {self.tile_pad} px, its receptive radius being {radius} px, plus one), got {tile_size}"
+            )
         self.tile_size = int(tile_size)
         self.tile_batch = max(1, int(tile_batch))
 
@@ -146,7 +156,7 @@ class Upscaler:
             generator.load_state_dict(load_file(str(weights)))
         except Exception as exc:  # safetensors and load_state_dict raise several types
             raise InputError(f"weights {weights.name} do not fit architecture {config.arch}: {exc}") from None
-        digest = weights_digest(weights)
+        digest = file_digest(weights)
         if ref is None:
             ref = ModelRef(name=MODEL_NAME, scale=config.scale, weights_digest=digest, model_uri=str(weights.parent))
         elif ref.weights_digest is not None and ref.weights_digest != digest:

@@ -42,7 +42,7 @@ from pydantic import BaseModel, Field
 from scipy import stats
 
 from semqa.errors import InputError
-from semqa.stats.psd import COUNT_GUIDANCE, PSD, CountGuidance, Weighting, as_sizes, compute_psd, d_values, quantity_weights
+from semqa.stats.psd import MAX_BOOTSTRAP, COUNT_GUIDANCE, PSD, CountGuidance, Weighting, as_sizes, compute_psd, d_values, quantity_weights
 
 #: Regulatory constants of the FDA in-vitro PBE criterion.
 SIGMA_T0 = 0.1
@@ -267,7 +267,7 @@ class CompareConfig(BaseModel):
     sigma_t0: float = Field(SIGMA_T0, gt=0)
     epsilon_p: float = Field(EPSILON_P, ge=0)
     alpha: float = Field(0.05, gt=0, lt=0.5, description="one-sided level of the PBE bound (95 % bound)")
-    n_bootstrap: int = Field(1000, ge=0, description="bootstrap resamples of each lot's D-value CIs")
+    n_bootstrap: int = Field(1000, ge=0, le=MAX_BOOTSTRAP, description="bootstrap resamples of each lot's D-value CIs")
     seed: int = 0
     guidance: CountGuidance = Field(default_factory=lambda: COUNT_GUIDANCE.model_copy())
 

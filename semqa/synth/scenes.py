@@ -46,7 +46,8 @@ from skimage.measure import block_reduce
 
 from semqa.sr.degradation import DegradationConfig, degrade, scan
 from semqa.errors import InputError
-from semqa.io.images import file_digest, write_image
+from semqa.io.digests import file_digest
+from semqa.io.images import write_image
 
 #: Vertices of each particle outline; spacing ≈ perimeter / 256, so the polygon's area
 #: differs from the smooth outline's by far less than 0.1 %.
@@ -570,8 +571,8 @@ def _write_unit(unit: _Unit) -> tuple[pd.DataFrame, dict]:
         "hr_pixel_size_um": config.pixel_size_um,
         "lr_pixel_size_um": config.lr_pixel_size_um,
         "scale": config.scale,
-        "hr_sha256": file_digest(unit.hr_path.read_bytes()),
-        "lr_sha256": file_digest(unit.lr_path.read_bytes()),
+        "hr_sha256": file_digest(unit.hr_path),
+        "lr_sha256": file_digest(unit.lr_path),
         "n_particles": len(scene.particles),
     }
     if unit.labels_path is not None:

@@ -1,22 +1,25 @@
 """Super-resolution network architectures and the registry that builds them from config.
 
-A generator is described completely by a :class:`GeneratorConfig`; the config is stored as
-JSON beside the weights (safetensors), so a model loads by rebuilding the architecture from
-``semqa`` and filling in tensors — never by unpickling code.
+A generator is described completely by a :class:`GeneratorConfig` whose ``arch`` (alias
+``type``, as in BasicSR's ``network_g: {type: ...}``) names a class in :data:`ARCHS`; the
+config is stored as JSON beside the weights (safetensors), so a model loads by rebuilding
+the architecture from ``semqa`` and filling in tensors — never by unpickling code.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from torch import nn
 
+from semqa.sr.archs.registry import ARCHS
 from semqa.sr.archs.discriminator import UNetDiscriminatorSN
 from semqa.sr.archs.rrdbnet import RRDBNet
 from semqa.sr.archs.srvgg import SRVGGNetCompact
 
 __all__ = [
+    "ARCHS",
     "DiscriminatorConfig",
     "GeneratorConfig",
     "RRDBNet",
@@ -34,9 +37,11 @@ class GeneratorConfig(BaseModel):
     ESRGAN generator meant for GPU training.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    arch: Literal["srvgg", "rrdbnet"] = "srvgg"
+    arch: Literal["srvgg", "rrdbnet"] = Field(
+        "srvgg", validation_alias=AliasChoices("arch", "type"), description="registered architecture (semqa.sr.archs.ARCHS)"
+    )
     scale: Literal[2, 4] = Field(4, description="upscaling factor; 4 matches the default LR fast scan")
     num_feat: int = Field(32, ge=4, le=256, description="feature channels")
     num_conv: int = Field(8, ge=1, le=64, description="srvgg: 3×3 body convolutions at LR resolution")
@@ -55,9 +60,7 @@ class DiscriminatorConfig(BaseModel):
 
 def build_generator(config: GeneratorConfig) -> nn.Module:
     """A freshly initialised generator for ``config`` (1 channel in, 1 channel out)."""
-    if config.arch == "srvgg":
-        return SRVGGNetCompact(num_feat=config.num_feat, num_conv=config.num_conv, scale=config.scale)
-    return RRDBNet(num_feat=config.num_feat, num_block=config.num_block, num_grow_ch=config.num_grow_ch, scale=config.scale)
+    return ARCHS.build(config.arch, config.model_dump(exclude={"arch"}))
 
 
 def build_discriminator(config: DiscriminatorConfig) -> nn.Module:

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from semqa.sr.archs.registry import ARCHS
+
 _RESIDUAL_SCALE = 0.2  # ESRGAN §3.2: scaling residuals by 0.2 stabilises deep training.
 
 
@@ -45,6 +47,7 @@ class RRDB(nn.Module):
         return x + _RESIDUAL_SCALE * self.rdbs(x)
 
 
+@ARCHS.register("rrdbnet")
 class RRDBNet(nn.Module):
     """Grayscale ESRGAN generator.
 

@@ -12,7 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from semqa.sr.archs.registry import ARCHS
 
+
+@ARCHS.register("srvgg")
 class SRVGGNetCompact(nn.Module):
     """Grayscale SRVGGNetCompact.
 

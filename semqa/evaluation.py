@@ -1,16 +1,25 @@
-"""Evaluation of a generator on held-out pairs: PSD fidelity first, then PSNR/SSIM.
+"""The one evaluation of a generator: does the super-resolved scan give the HR scan's PSD?
 
-The generator exists to make a low-resolution micrograph give the same PSD as the
-high-resolution one, so the headline metrics compare PSDs: particles are segmented and
-measured on the HR image, the SR image, the bicubic upscale and the LR image itself with
-the same functions the product uses (:func:`semqa.particles.segmentation.segment`,
-:func:`semqa.particles.measure.measure_particles`, :func:`semqa.stats.psd.d_values`), pooled over images.
-The registry's promotion gates call :func:`evaluate_generator` too.
+What is compared
+----------------
+For each held-out pair (one field of view scanned at high and low resolution) the LR image
+is super-resolved, and the SR image, the bicubic upscale and the LR image itself are
+analysed with the product's own segment → measure step (:func:`semqa.analysis.measure_image`,
+driven by an :class:`semqa.analysis.AnalysisConfig`). Each is compared with the analysis of
+the **HR scan of the same field**: the HR scan is the reference the product promises to
+match ("a PSD that matches what a high-resolution scan would give"), not the synthetic ground
+truth, which real evaluation sets do not have. Particles are pooled over images.
+
+Training (held-out metrics of a run), the promotion gates (:func:`evaluate_model_uri` is the
+:data:`semqa.registry.promotion.Evaluator` they use by default) and the benchmarks all call
+:func:`evaluate_generator`; the gate rules that read its metrics live in
+:mod:`semqa.registry.promotion`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -19,35 +28,35 @@ from scipy.stats import wasserstein_distance
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torch import nn
 
+from semqa.analysis import AnalysisConfig, measure_image
 from semqa.errors import InputError
-from semqa.sr.inference import Upscaler
-from semqa.particles.measure import match_particles, measure_particles
-from semqa.stats.psd import d_values
+from semqa.particles.measure import match_particles
 from semqa.results import ModelRef
-from semqa.particles.segmentation import SegmentationConfig, segment
-from training.data import Pair
+from semqa.sr.inference import Upscaler, load_upscaler
+from semqa.sr.pairs import Pair, load_pairs
+from semqa.stats.psd import d_values
 
 
 class EvalMetrics(BaseModel):
-    """Quality of a generator on held-out pairs (means over images; PSDs pooled over images).
+    """Quality of a generator on held-out pairs (image metrics are means over images; PSDs pooled).
 
-    Relative errors are ``|D(x) − D(HR)| / D(HR)`` of number-weighted D-values; ``None`` where
-    a PSD has no particles.
+    Relative errors are ``|D(x) − D(HR)| / D(HR)`` of number-weighted ECD D-values, ``x`` the
+    SR image unless the name says otherwise; ``None`` where a PSD has no particles.
     """
 
     n_images: int
     psnr: float = Field(description="dB, SR vs HR (skimage.metrics.peak_signal_noise_ratio, data range 1)")
     ssim: float = Field(description="SR vs HR (skimage.metrics.structural_similarity, Gaussian σ=1.5)")
-    bicubic_psnr: float
+    bicubic_psnr: float = Field(description="dB, bicubic upscale vs HR")
     bicubic_ssim: float
     psnr_gain_db: float = Field(description="psnr − bicubic_psnr")
     n_particles_hr: int
     n_particles_sr: int
-    d10_rel_err: float | None = None
-    d50_rel_err: float | None = None
-    d90_rel_err: float | None = None
-    bicubic_d50_rel_err: float | None = None
-    lr_d50_rel_err: float | None = Field(None, description="PSD measured directly on the LR image")
+    d10_rel_error: float | None = None
+    d50_rel_error: float | None = None
+    d90_rel_error: float | None = None
+    bicubic_d50_rel_error: float | None = None
+    lr_d50_rel_error: float | None = Field(None, description="PSD measured directly on the LR image")
     wasserstein: float | None = Field(None, description="1-D Wasserstein distance of SR vs HR ECDs, in size_unit")
     recall: float = Field(description="HR particles matched by an SR particle (IoU > 0.5)")
     precision: float = Field(description="SR particles matched by an HR particle; 1 − hallucination rate")
@@ -68,22 +77,6 @@ def bicubic_upscale(lr: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.clip(np.asarray(out), 0.0, 1.0)
 
 
-def comparison_grid(lr: np.ndarray, bicubic: np.ndarray, sr: np.ndarray, hr: np.ndarray) -> np.ndarray:
-    """LR (nearest) | bicubic | SR | HR side by side as one ``uint8`` image."""
-    s = hr.shape[0] // lr.shape[0]
-    lr_big = np.kron(lr, np.ones((s, s), dtype=np.float32))[: hr.shape[0], : hr.shape[1]]
-    sep = np.ones((hr.shape[0], 4), dtype=np.float32)
-    row = np.concatenate([lr_big, sep, bicubic, sep, sr, sep, hr], axis=1)
-    return (np.clip(row, 0, 1) * 255).round().astype(np.uint8)
-
-
-def _rel_err(x: np.ndarray, ref: np.ndarray, i: int) -> float | None:
-    if x.size == 0 or ref.size == 0:
-        return None
-    a, b = d_values(x)[i], d_values(ref)[i]
-    return float(abs(a - b) / b)
-
-
 def as_upscaler(model: Upscaler | nn.Module, tile_size: int = 256) -> Upscaler:
     """Wrap a bare generator module (e.g. the EMA copy during training) for tiled inference."""
     if isinstance(model, Upscaler):
@@ -92,37 +85,49 @@ def as_upscaler(model: Upscaler | nn.Module, tile_size: int = 256) -> Upscaler:
     return Upscaler(model, ModelRef(name="in-training", scale=int(model.scale)), device, tile_size=tile_size)
 
 
+def _rel_error(x: np.ndarray, ref: np.ndarray, i: int) -> float | None:
+    if x.size == 0 or ref.size == 0:
+        return None
+    a, b = d_values(x)[i], d_values(ref)[i]
+    return float(abs(a - b) / b)
+
+
 def evaluate_generator(
     model: Upscaler | nn.Module,
     pairs: Sequence[Pair],
+    config: AnalysisConfig | None = None,
     *,
-    segmentation: SegmentationConfig | None = None,
-    min_pixels: int | None = None,
     tile_size: int = 256,
 ) -> EvalMetrics:
-    """Super-resolve each pair's LR image and compare with its HR image.
+    """Super-resolve each pair's LR image and compare its analysis with the HR scan's.
 
     Parameters
     ----------
     model : Upscaler or torch.nn.Module
         The generator (a module is evaluated as is; use the EMA copy).
     pairs : sequence of Pair
-        Held-out pairs, e.g. from :func:`training.data.load_pairs`.
-    segmentation : SegmentationConfig, optional
-        Segmentation settings; the product's defaults when omitted.
-    min_pixels : int, optional
-        Smallest particle measured, in pixels of the image analysed (as ``semqa analyze``
-        does, so LR-direct loses the small particles it would lose in the product);
-        default :data:`semqa.particles.measure.DEFAULT_MIN_PIXELS`.
-    """
-    from semqa.particles.measure import DEFAULT_MIN_PIXELS
+        Held-out pairs, e.g. from :func:`semqa.sr.pairs.load_pairs`.
+    config : AnalysisConfig, optional
+        Segmentation and exclusion settings of the analysis; the product's defaults when
+        omitted. ``min_pixels`` counts pixels of the image analysed, as ``semqa analyze``
+        does, so LR-direct loses the small particles it would lose in the product.
+    tile_size : int
+        Tile side for inference, LR pixels.
 
+    Examples
+    --------
+    >>> import torch
+    >>> from semqa.sr.archs import GeneratorConfig, build_generator
+    >>> g = build_generator(GeneratorConfig(num_feat=8, num_conv=2, scale=2))
+    >>> hr = np.zeros((64, 64), np.float32); lr = hr[::2, ::2].copy()
+    >>> evaluate_generator(g, [Pair("a", hr, lr, 0.1, "sha256:a", "sha256:b")]).n_images
+    1
+    """
     if not pairs:
         raise InputError("no held-out pairs to evaluate on")
+    config = config or AnalysisConfig()
     up = as_upscaler(model, tile_size)
     s = up.scale
-    seg = segmentation or SegmentationConfig()
-    min_px = min_pixels or DEFAULT_MIN_PIXELS
     known = all(p.hr_pixel_size_um for p in pairs)
     psnr, ssim, b_psnr, b_ssim = [], [], [], []
     ecd: dict[str, list[float]] = {"hr": [], "sr": [], "bicubic": [], "lr": []}
@@ -141,8 +146,7 @@ def evaluate_generator(
         px = p.hr_pixel_size_um if known else 1.0
         labels = {}
         for key, img, size in (("hr", hr, px), ("sr", sr, px), ("bicubic", bic, px), ("lr", p.lr, px * s)):
-            labels[key] = segment(img, seg)
-            parts, _ = measure_particles(labels[key], size, image_name=p.name, min_pixels=min_px)
+            labels[key], parts, _ = measure_image(img, size, config, name=p.name)
             ecd[key].extend(q.ecd_um for q in parts)
         match = match_particles(labels["sr"], labels["hr"])
         matched, n_true, n_pred = matched + match.matched, n_true + match.n_true, n_pred + match.n_pred
@@ -156,13 +160,22 @@ def evaluate_generator(
         psnr_gain_db=float(np.mean(psnr) - np.mean(b_psnr)),
         n_particles_hr=int(e["hr"].size),
         n_particles_sr=int(e["sr"].size),
-        d10_rel_err=_rel_err(e["sr"], e["hr"], 0),
-        d50_rel_err=_rel_err(e["sr"], e["hr"], 1),
-        d90_rel_err=_rel_err(e["sr"], e["hr"], 2),
-        bicubic_d50_rel_err=_rel_err(e["bicubic"], e["hr"], 1),
-        lr_d50_rel_err=_rel_err(e["lr"], e["hr"], 1),
+        d10_rel_error=_rel_error(e["sr"], e["hr"], 0),
+        d50_rel_error=_rel_error(e["sr"], e["hr"], 1),
+        d90_rel_error=_rel_error(e["sr"], e["hr"], 2),
+        bicubic_d50_rel_error=_rel_error(e["bicubic"], e["hr"], 1),
+        lr_d50_rel_error=_rel_error(e["lr"], e["hr"], 1),
         wasserstein=float(wasserstein_distance(e["sr"], e["hr"])) if e["sr"].size and e["hr"].size else None,
         recall=matched / n_true if n_true else 1.0,
         precision=matched / n_pred if n_pred else 1.0,
         size_unit="um" if known else "px",
     )
+
+
+def evaluate_model_uri(model_uri: str, eval_dir: str | Path, config: AnalysisConfig | None = None) -> EvalMetrics:
+    """Evaluate a registered generator (``models:/…``) on a pair folder, on the CPU.
+
+    The :data:`semqa.registry.promotion.Evaluator` the promotion gates use by default.
+    """
+    upscaler = load_upscaler(model_uri, device="cpu")
+    return evaluate_generator(upscaler, load_pairs(eval_dir, upscaler.scale), config)
