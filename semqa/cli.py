@@ -224,16 +224,20 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from validation import ValidationConfig, validate_lots, validate_pairs
 
     try:
-        config = ValidationConfig(scale=args.scale, bit_depth=args.bit_depth)
+        config = ValidationConfig(
+            scale=args.scale, bit_depth=args.bit_depth, hr_pixel_size_um=args.hr_pixel_size, lr_pixel_size_um=args.lr_pixel_size
+        )
     except ValueError as exc:
         raise InputError(f"bad validation setting: {exc.errors()[0]['msg']}") from None  # type: ignore[attr-defined]
     if args.lots:
+        if args.hr_pixel_size is not None or args.lr_pixel_size is not None:
+            raise InputError("--hr-pixel-size and --lr-pixel-size apply to pair sets; with --lots give --pixel-size")
         report = validate_lots(args.dir, config=config, report_dir=args.report, pixel_size_um=args.pixel_size)
         rows, n, n_failed = "image(s)", report.n_images, report.n_failed_images
         print(f"{n} image(s) in {len(report.lots)} lot(s); dataset digest {report.dataset_digest}")
     else:
         if args.pixel_size is not None:
-            raise InputError("--pixel-size applies to --lots only: pair sets carry their pixel sizes in the files")
+            raise InputError("--pixel-size applies to --lots only: give a pair set's as --hr-pixel-size and --lr-pixel-size")
         report = validate_pairs(args.dir, config=config, report_dir=args.report)
         rows, n, n_failed = "pair(s)", report.n_pairs, report.n_failed_pairs
         print(f"{n} pair(s), scale {report.scale} ({report.scale_source}), bit depth {report.bit_depth} "
@@ -253,6 +257,8 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bit-depth", type=int, metavar="N", help="declared bits per sample (default: manifest.csv, else the most common)")
     p.add_argument("--lots", action="store_true", help="DIR holds images to analyze: readable, pixel size, exposure, focus")
     p.add_argument("--pixel-size", type=float, metavar="UM", help="with --lots: µm per pixel, overriding metadata")
+    p.add_argument("--hr-pixel-size", type=float, metavar="UM", help="pair sets: µm per HR pixel, overriding metadata (e.g. PNGs)")
+    p.add_argument("--lr-pixel-size", type=float, metavar="UM", help="pair sets: µm per LR pixel, overriding metadata")
     p.set_defaults(func=_cmd_validate)
 
 
