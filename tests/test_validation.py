@@ -368,3 +368,22 @@ def test_png_pair_set_takes_its_pixel_sizes_from_the_caller(clean_set: Path, tmp
     assert main(["validate", str(pngs), "--hr-pixel-size", "0.1", "--lr-pixel-size", "0.8", "--report", str(tmp_path / "r3")]) == 1
     assert "FAIL pixel_size_scale" in capsys.readouterr().out
     assert main(["validate", str(pngs), "--lots", "--hr-pixel-size", "0.1"]) == 2
+
+
+@pytest.mark.parametrize("family", ["dome", "bse", "dark"])
+def test_clean_pairs_of_the_second_scene_family_pass(family: str, tmp_path: Path) -> None:
+    # semqa.synth.families renders independently of semqa.synth.scenes (no rims, tilt or
+    # flat contrast, dark particles on a bright substrate), at a fast scan's 40 e⁻/px.
+    from semqa.synth.families import FamilyConfig, render_family, scan_family
+
+    config = FamilyConfig(family=family, size_px=256, lr_dose=40.0)
+    for i in range(3):
+        rng = np.random.default_rng(100 + i)
+        hr, lr = scan_family(render_family(config, rng), config, rng)
+        for sub, img, px in (("hr", hr, config.pixel_size_um), ("lr", lr, config.lr_pixel_size_um)):
+            write_image(tmp_path / "pairs" / sub / _name(i), np.clip(img, 0, 1), pixel_size_um=px, bit_depth=16)
+    report = validate_pairs(tmp_path / "pairs", report_dir=tmp_path / "report")
+    table = pd.read_csv(report.rows_csv)
+    assert (table["correlation_ratio"] > 0.9).all(), table["correlation_ratio"]
+    assert "registration_correlation" not in report.failures and "registration_shift" not in report.failures
+    assert report.success, report.failures

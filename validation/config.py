@@ -80,7 +80,8 @@ class ValidationConfig(BaseModel):
         "(validation.register.registration_quality: r / sqrt(rel_hr · rel_lr), Spearman's correction for "
         "attenuation). The check decides between 'same field' (signal correlation 1, less what the LR probe blurs) "
         "and 'another field' (0): 0.5 is the midpoint of the two hypotheses, independent of dose and scene. "
-        "Checked, not tuned: semqa.synth pairs at 10–300 e⁻/px LR give 0.97–1.01, swapped partners ≤ 0.34",
+        "Checked, not tuned: 256² pairs at 10–300 e⁻/px LR give 0.97–1.02 (semqa.synth.scenes) and 0.87–1.04 "
+        "(semqa.synth.families dome, bse, dark), while their raw r falls to 0.49; swapped partners ≤ 0.30",
     )
     upsample_factor: int = Field(20, ge=1, description="sub-pixel precision of phase correlation: 1/upsample_factor LR px")
     max_colour_spread: float = Field(

@@ -45,6 +45,12 @@ def estimate_shift(hr: np.ndarray, lr: np.ndarray, scale: int, upsample_factor: 
     return np.asarray(shift, dtype=float)
 
 
+#: Least share of the LR frame the aligned pair must have in common for its correlation to
+#: say anything: below half, the two images show mostly different ground, and a peak of the
+#: phase correlation over the remaining strip is as likely chance as a match.
+MIN_OVERLAP: float = 0.5
+
+
 class Alignment(NamedTuple):
     """How well an HR/LR pair agrees once its residual shift is removed."""
 
@@ -58,7 +64,8 @@ class Alignment(NamedTuple):
     correlation_ratio: float
     """``correlation / correlation_max``: Spearman's correction for attenuation, the
     correlation of the two images' signals with the noise taken out (0 where either image
-    holds no signal above its noise)."""
+    holds no signal above its noise, or the aligned pair overlaps by less than
+    :data:`MIN_OVERLAP` of the frame)."""
 
 
 def _reliability(values: np.ndarray, noise_var: float) -> float:
@@ -97,11 +104,14 @@ def registration_quality(hr: np.ndarray, lr: np.ndarray, scale: int, upsample_fa
     shift, _, _ = phase_cross_correlation(hr_down, lr_c, upsample_factor=upsample_factor)
     shift = np.asarray(shift, dtype=float)
     moved = ndimage.shift(lr_c, shift, order=1, mode="nearest")
-    m = int(math.ceil(float(np.abs(shift).max()))) + 1
-    a, b = hr_down[m:-m, m:-m], moved[m:-m, m:-m]
-    if a.size < 4 or a.std() == 0 or b.std() == 0:
-        return Alignment(shift, 0.0, 0.0, 0.0)
-    corr = float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+    # Where the shifted LR holds its own pixels (not the edge repeated), one pixel inside.
+    window = tuple(
+        slice(max(0, math.ceil(d)) + 1, min(n, math.floor(n - 1 + d)) - 1) for d, n in zip(shift, lr_c.shape, strict=True)
+    )
+    a, b = hr_down[window], moved[window]
+    corr = float(np.corrcoef(a.ravel(), b.ravel())[0, 1]) if a.size >= 4 and a.std() > 0 and b.std() > 0 else 0.0
+    if a.size < MIN_OVERLAP * lr_c.size or corr == 0.0:
+        return Alignment(shift, corr, 0.0, 0.0)
     frac = np.abs(shift - np.round(shift))
     interp_gain = float(np.prod((1 - frac) ** 2 + frac**2))
     n_lr = noise_sd(lr_c) ** 2 * interp_gain
