@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import BaseModel, Field
 
+from semqa.stats.censoring import Censoring, SizingLimit, assess_censoring, sizing_limit
 from semqa.stats.equivalence import CompareConfig, ComparisonResult, compare_products
 from semqa.errors import InputError
 from semqa.io.images import DEFAULT_MAX_PIXELS, Micrograph, list_images, require_pixel_size
@@ -54,6 +55,8 @@ class AnalysisResult(BaseModel):
     sr: bool = Field(description="whether the images were super-resolved before segmentation")
     lineage: Lineage
     config: AnalysisConfig
+    sizing_limit: SizingLimit | None = Field(None, description="smallest size measured (semqa.stats.censoring)")
+    censoring: Censoring | None = Field(None, description="which number-weighted D-values the sizing limit censors")
 
 
 class ComparisonReport(BaseModel):
@@ -114,14 +117,26 @@ def _lineage(units: Mapping[str, UnitResult], upscaler: Upscaler | None) -> Line
     )
 
 
+def units_sizing_limit(units: Sequence[UnitResult], config: AnalysisConfig) -> SizingLimit | None:
+    """Sizing limit of a set of units: that of the coarsest analysed pixel, above which all of them measure."""
+    if not units:
+        return None
+    return sizing_limit(max(u.summary.analysed_pixel_size_um for u in units), config.min_pixels)
+
+
 def summarize(units: Sequence[UnitResult], config: AnalysisConfig, upscaler: Upscaler | None = None) -> AnalysisResult:
     """Pool the particles of analysed units into one :class:`AnalysisResult`."""
     particles = [p for u in units for p in u.particles]
     ecd = np.array([p.ecd_um for p in particles], dtype=float)
     psd_kwargs = dict(n_bootstrap=config.n_bootstrap, ci_level=config.ci_level, seed=config.seed)
     min_pixels = units[0].exclusions.min_pixels if units else config.min_pixels
+    limit = units_sizing_limit(units, config)
+    censoring = assess_censoring(ecd, limit) if limit is not None else None
+    psd = compute_psd(ecd, "number", **psd_kwargs)
+    if censoring is not None and censoring.message:
+        psd.warnings.append(censoring.message)
     return AnalysisResult(
-        psd=compute_psd(ecd, "number", **psd_kwargs),
+        psd=psd,
         psd_volume=compute_psd(ecd, "volume", **psd_kwargs),
         particles=particles,
         images=[u.summary for u in units],
@@ -133,6 +148,8 @@ def summarize(units: Sequence[UnitResult], config: AnalysisConfig, upscaler: Ups
         sr=upscaler is not None,
         lineage=_lineage({u.summary.name: u for u in units}, upscaler),
         config=config,
+        sizing_limit=limit,
+        censoring=censoring,
     )
 
 
@@ -220,7 +237,8 @@ def compare(
     def ecds(units: dict[str, list[UnitResult]]) -> dict[str, list[np.ndarray]]:
         return {lot: [np.array([p.ecd_um for p in u.particles], dtype=float) for u in us] for lot, us in units.items()}
 
-    stats = compare_products(ecds(ref_units), ecds(test_units), compare_config)
+    every_unit = [u for units in (ref_units, test_units) for us in units.values() for u in us]
+    stats = compare_products(ecds(ref_units), ecds(test_units), compare_config, units_sizing_limit(every_unit, config))
     # Lots may reuse file names (image001.tif in every folder): key inputs by product and lot.
     all_units = {
         f"{product}/{lot}/{u.summary.name}": u
