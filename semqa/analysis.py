@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -27,6 +27,17 @@ from semqa.version import code_version
 
 if TYPE_CHECKING:
     from semqa.sr.inference import Upscaler
+
+#: Whether an analysis super-resolves when its caller does not say: off. SR needs a
+#: registered production generator, and a default that followed what the registry holds would
+#: make one command mean two things. The CLI (``--sr``), the service (form field ``sr``) and
+#: the dashboard (its toggle) share this default; every result records whether SR was the
+#: caller's choice or this default (``sr_chosen_by``), and an analysis at a resolution too
+#: coarse for its particles says so (:mod:`semqa.stats.censoring`).
+DEFAULT_SR: bool = False
+
+#: Who chose whether to super-resolve: the caller (flag, form field, toggle) or :data:`DEFAULT_SR`.
+SRChoice = Literal["flag", "default"]
 
 #: Called after each image with (images done, images in all).
 Progress = Callable[[int, int], None]
@@ -56,6 +67,7 @@ class AnalysisResult(BaseModel):
     lineage: Lineage
     config: AnalysisConfig
     sizing_limit: SizingLimit | None = Field(None, description="smallest size measured (semqa.stats.censoring)")
+    sr_chosen_by: SRChoice | None = Field(None, description="whether the caller chose sr or DEFAULT_SR did (None: not recorded)")
     censoring: Censoring | None = Field(None, description="which number-weighted D-values the sizing limit censors")
 
 
@@ -68,6 +80,7 @@ class ComparisonReport(BaseModel):
     reference: dict[str, AnalysisResult] = Field(description="lot name → analysis")
     test: dict[str, AnalysisResult] = Field(description="lot name → analysis")
     sr: bool
+    sr_chosen_by: SRChoice | None = Field(None, description="whether the caller chose sr or DEFAULT_SR did (None: not recorded)")
     lineage: Lineage
 
 

@@ -77,8 +77,14 @@ def _read_lots(folder, pixel_size: float | None = None, max_pixels: int | None =
     return {lot: _read_micrographs(files, pixel_size, max_pixels) for lot, files in load_lots(folder).items()}
 
 
+def _sr_chosen_by(args: argparse.Namespace) -> str:
+    return "default" if args.sr is None else "flag"
+
+
 def _upscaler(args: argparse.Namespace):
-    if not args.sr:
+    from semqa.analysis import DEFAULT_SR
+
+    if not (DEFAULT_SR if args.sr is None else args.sr):
         return None
     from semqa.sr.inference import load_upscaler
 
@@ -99,7 +105,9 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
     from semqa.io.images import DEFAULT_MAX_PIXELS
 
     p.add_argument("--pixel-size", type=float, metavar="UM", help="µm per pixel of the input images (else from metadata or sidecar)")
-    p.add_argument("--sr", action=argparse.BooleanOptionalAction, default=False, help="super-resolve before segmenting")
+    p.add_argument("--sr", action=argparse.BooleanOptionalAction, default=None,
+                   help="super-resolve before segmenting (default: off, as in the service and the dashboard; "
+                        "the result records whether SR was asked for or defaulted)")
     p.add_argument("--model", metavar="URI", help="generator for --sr (default models:/semqa-generator@production)")
     p.add_argument("--json", metavar="OUT", help="write the result JSON here")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (decompression bombs)")
@@ -122,10 +130,14 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
     micrographs = _read_micrographs(expand_image_paths(args.paths), args.pixel_size, args.max_pixels)
     result = analyze(micrographs, upscaler=_upscaler(args))
+    result.sr_chosen_by = _sr_chosen_by(args)
     print(_psd_line(f"{len(micrographs)} image(s)", result.psd))
     print(_psd_line("volume", result.psd_volume))
     print(f"excluded: {result.exclusions.border} cut by the border, {result.exclusions.too_small} below "
           f"{result.exclusions.min_pixels} px")
+    if result.sizing_limit is not None:
+        print(f"sizing limit: {result.sizing_limit.d_min_um:.3g} µm ({result.sizing_limit.source}); "
+              f"super-resolution {'on' if result.sr else 'off'} ({result.sr_chosen_by})")
     for w in result.psd.warnings:
         print(f"warning: {w}")
     _write_json(result, args.json)
@@ -145,11 +157,16 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     ref = _read_lots(args.reference, args.pixel_size, args.max_pixels)
     test = _read_lots(args.test, args.pixel_size, args.max_pixels)
     report = compare(ref, test, upscaler=_upscaler(args))
+    report.sr_chosen_by = _sr_chosen_by(args)
     for label, lots in (("reference", report.reference), ("test", report.test)):
         for lot, res in lots.items():
             print(_psd_line(f"{label} {lot}", res.psd))
     for w in report.statistics.warnings:
         print(f"warning: {w}")
+    limit = report.statistics.sizing_limit
+    if limit is not None:
+        print(f"sizing limit: {limit.d_min_um:.3g} µm ({limit.source}); "
+              f"super-resolution {'on' if report.sr else 'off'} ({report.sr_chosen_by})")
     print(f"verdict: {report.verdict} — {report.reason}")
     _write_json(report, args.json)
     return EXIT_OK

@@ -57,7 +57,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from semqa.analysis import AnalysisConfig, analyze, compare
+from semqa.analysis import DEFAULT_SR, AnalysisConfig, analyze, compare
 from semqa.errors import InputError, TooLargeError
 from semqa.io.images import Micrograph, encode_image, read_image_bytes
 from semqa.sr.inference import load_upscaler
@@ -373,7 +373,7 @@ def _lot_and_name(upload: UploadFile, field: str) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
-async def _upscaler(form: FormData, default_sr: bool = True) -> RemoteUpscaler | None:
+async def _upscaler(form: FormData, default_sr: bool = DEFAULT_SR) -> RemoteUpscaler | None:
     if not _bool(form, "sr", default_sr):
         return None
     up = await _service().upscaler()
@@ -442,6 +442,7 @@ async def analyze_route(request: Request) -> Response:
     micrographs = [await _micrograph(u, n, pixel_size, max_pixels, fallbacks.get(n)) for u, n in zip(uploads, names)]
     upscaler = await _upscaler(form)
     result = await anyio.to_thread.run_sync(lambda: analyze(micrographs, config=config, upscaler=upscaler))
+    result.sr_chosen_by = "default" if _field(form, "sr") is None else "flag"
     return Response(result.model_dump_json(), media_type="application/json")
 
 
@@ -470,6 +471,7 @@ async def compare_route(request: Request) -> Response:
     report = await anyio.to_thread.run_sync(
         lambda: compare(products["reference"], products["test"], config=config, upscaler=upscaler)
     )
+    report.sr_chosen_by = "default" if _field(form, "sr") is None else "flag"
     return Response(report.model_dump_json(), media_type="application/json")
 
 

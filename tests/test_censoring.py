@@ -98,3 +98,24 @@ def test_demo_lr_lots_without_sr_are_never_called_equivalent(demo_lots: Path, ge
     assert analysis.sizing_limit == report.statistics.sizing_limit
     assert "D10" in analysis.censoring.censored
     assert any(w.startswith("resolution too coarse") for w in analysis.psd.warnings)
+
+
+@pytest.mark.slow
+def test_cli_states_the_sizing_limit_and_who_chose_sr(demo_lots: Path, tmp_path: Path, capsys) -> None:
+    import json
+
+    from semqa.cli import main
+
+    images = demo_lots / "rld" / "lr" / "lot1"
+    assert main(["analyze", str(images), "--json", str(tmp_path / "a.json")]) == 0
+    out = capsys.readouterr().out
+    assert "sizing limit: 1.43 µm" in out and "super-resolution off (default)" in out
+    assert "warning: resolution too coarse" in out
+    result = json.loads((tmp_path / "a.json").read_text())
+    assert result["sr"] is False and result["sr_chosen_by"] == "default"
+    assert result["sizing_limit"]["pixel_size_um"] == pytest.approx(0.4)
+    assert main(["analyze", str(images), "--no-sr", "--json", str(tmp_path / "b.json")]) == 0
+    assert json.loads((tmp_path / "b.json").read_text())["sr_chosen_by"] == "flag"
+    with pytest.raises(SystemExit):
+        main(["analyze", "--help"])
+    assert "default: off, as in the service and the dashboard" in " ".join(capsys.readouterr().out.split())
