@@ -141,7 +141,7 @@ def lineage_frame(report: ComparisonReport, config: AnalysisConfig, chain: Linea
     model = lin.model
     rows = [
         ("super-resolution", "on" if report.sr else "off"),
-        ("super-resolution chosen by", report.sr_chosen_by or "—"),
+        ("super-resolution chosen by", "default (off unless asked)" if report.sr_by_default else "the user"),
         ("model", model.name if model else "— (no super-resolution)"),
         ("model version", model.version if model else "—"),
         ("registry alias", model.alias if model and model.alias else "—"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -31,13 +31,10 @@ if TYPE_CHECKING:
 #: Whether an analysis super-resolves when its caller does not say: off. SR needs a
 #: registered production generator, and a default that followed what the registry holds would
 #: make one command mean two things. The CLI (``--sr``), the service (form field ``sr``) and
-#: the dashboard (its toggle) share this default; every result records whether SR was the
-#: caller's choice or this default (``sr_chosen_by``), and an analysis at a resolution too
+#: the dashboard (its toggle) share this default; a result records when this default decided
+#: rather than the caller (``sr_by_default``), and an analysis at a resolution too
 #: coarse for its particles says so (:mod:`semqa.stats.censoring`).
 DEFAULT_SR: bool = False
-
-#: Who chose whether to super-resolve: the caller (flag, form field, toggle) or :data:`DEFAULT_SR`.
-SRChoice = Literal["flag", "default"]
 
 #: Called after each image with (images done, images in all).
 Progress = Callable[[int, int], None]
@@ -67,7 +64,9 @@ class AnalysisResult(BaseModel):
     lineage: Lineage
     config: AnalysisConfig
     sizing_limit: SizingLimit | None = Field(None, description="smallest size measured (semqa.stats.censoring)")
-    sr_chosen_by: SRChoice | None = Field(None, description="whether the caller chose sr or DEFAULT_SR did (None: not recorded)")
+    sr_by_default: bool = Field(
+        False, description="True when the caller did not say and DEFAULT_SR decided sr; False: the caller's choice"
+    )
     censoring: Censoring | None = Field(None, description="which number-weighted D-values the sizing limit censors")
 
 
@@ -80,7 +79,9 @@ class ComparisonReport(BaseModel):
     reference: dict[str, AnalysisResult] = Field(description="lot name → analysis")
     test: dict[str, AnalysisResult] = Field(description="lot name → analysis")
     sr: bool
-    sr_chosen_by: SRChoice | None = Field(None, description="whether the caller chose sr or DEFAULT_SR did (None: not recorded)")
+    sr_by_default: bool = Field(
+        False, description="True when the caller did not say and DEFAULT_SR decided sr; False: the caller's choice"
+    )
     lineage: Lineage
 
 

@@ -77,8 +77,8 @@ def _read_lots(folder, pixel_size: float | None = None, max_pixels: int | None =
     return {lot: _read_micrographs(files, pixel_size, max_pixels) for lot, files in load_lots(folder).items()}
 
 
-def _sr_chosen_by(args: argparse.Namespace) -> str:
-    return "default" if args.sr is None else "flag"
+def _sr_by_default(args: argparse.Namespace) -> bool:
+    return args.sr is None
 
 
 def _upscaler(args: argparse.Namespace):
@@ -130,14 +130,14 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
     micrographs = _read_micrographs(expand_image_paths(args.paths), args.pixel_size, args.max_pixels)
     result = analyze(micrographs, upscaler=_upscaler(args))
-    result.sr_chosen_by = _sr_chosen_by(args)
+    result.sr_by_default = _sr_by_default(args)
     print(_psd_line(f"{len(micrographs)} image(s)", result.psd))
     print(_psd_line("volume", result.psd_volume))
     print(f"excluded: {result.exclusions.border} cut by the border, {result.exclusions.too_small} below "
           f"{result.exclusions.min_pixels} px")
     if result.sizing_limit is not None:
         print(f"sizing limit: {result.sizing_limit.d_min_um:.3g} µm ({result.sizing_limit.source}); "
-              f"super-resolution {'on' if result.sr else 'off'} ({result.sr_chosen_by})")
+              f"super-resolution {'on' if result.sr else 'off'} ({'default' if result.sr_by_default else 'flag'})")
     for w in result.psd.warnings:
         print(f"warning: {w}")
     _write_json(result, args.json)
@@ -157,7 +157,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     ref = _read_lots(args.reference, args.pixel_size, args.max_pixels)
     test = _read_lots(args.test, args.pixel_size, args.max_pixels)
     report = compare(ref, test, upscaler=_upscaler(args))
-    report.sr_chosen_by = _sr_chosen_by(args)
+    report.sr_by_default = _sr_by_default(args)
     for label, lots in (("reference", report.reference), ("test", report.test)):
         for lot, res in lots.items():
             print(_psd_line(f"{label} {lot}", res.psd))
@@ -166,7 +166,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     limit = report.statistics.sizing_limit
     if limit is not None:
         print(f"sizing limit: {limit.d_min_um:.3g} µm ({limit.source}); "
-              f"super-resolution {'on' if report.sr else 'off'} ({report.sr_chosen_by})")
+              f"super-resolution {'on' if report.sr else 'off'} ({'default' if report.sr_by_default else 'flag'})")
     print(f"verdict: {report.verdict} — {report.reason}")
     _write_json(report, args.json)
     return EXIT_OK

@@ -442,7 +442,7 @@ async def analyze_route(request: Request) -> Response:
     micrographs = [await _micrograph(u, n, pixel_size, max_pixels, fallbacks.get(n)) for u, n in zip(uploads, names)]
     upscaler = await _upscaler(form)
     result = await anyio.to_thread.run_sync(lambda: analyze(micrographs, config=config, upscaler=upscaler))
-    result.sr_chosen_by = "default" if _field(form, "sr") is None else "flag"
+    result.sr_by_default = _field(form, "sr") is None
     return Response(result.model_dump_json(), media_type="application/json")
 
 
@@ -471,7 +471,7 @@ async def compare_route(request: Request) -> Response:
     report = await anyio.to_thread.run_sync(
         lambda: compare(products["reference"], products["test"], config=config, upscaler=upscaler)
     )
-    report.sr_chosen_by = "default" if _field(form, "sr") is None else "flag"
+    report.sr_by_default = _field(form, "sr") is None
     return Response(report.model_dump_json(), media_type="application/json")
 
 

@@ -112,10 +112,10 @@ def test_cli_states_the_sizing_limit_and_who_chose_sr(demo_lots: Path, tmp_path:
     assert "sizing limit: 1.43 µm" in out and "super-resolution off (default)" in out
     assert "warning: resolution too coarse" in out
     result = json.loads((tmp_path / "a.json").read_text())
-    assert result["sr"] is False and result["sr_chosen_by"] == "default"
+    assert result["sr"] is False and result["sr_by_default"] is True
     assert result["sizing_limit"]["pixel_size_um"] == pytest.approx(0.4)
     assert main(["analyze", str(images), "--no-sr", "--json", str(tmp_path / "b.json")]) == 0
-    assert json.loads((tmp_path / "b.json").read_text())["sr_chosen_by"] == "flag"
+    assert json.loads((tmp_path / "b.json").read_text())["sr_by_default"] is False
     with pytest.raises(SystemExit):
         main(["analyze", "--help"])
     assert "default: off, as in the service and the dashboard" in " ".join(capsys.readouterr().out.split())
