@@ -212,6 +212,8 @@ def _table_pages(pdf: PdfPages, caption: str, frame: pd.DataFrame, rows_per_page
 def _notes(report: ComparisonReport, summary: Summary) -> list[str]:
     """Warnings of the comparison and of every lot's PSD (low counts, design shortfalls)."""
     notes = list(report.statistics.warnings)
+    for product, lots in (("reference", report.statistics.reference_lots), ("test", report.statistics.test_lots)):
+        notes += [f"{product} {lot.lot}: {lot.censoring.message}" for lot in lots if lot.censoring and lot.censoring.message]
     for w in WEIGHTINGS:
         notes += [f"{r.product} {r.lot} ({w}-weighted): {r.notes}" for r in summary.dvalues[w].itertuples() if r.notes]
     return notes

@@ -24,7 +24,7 @@ from dashboard.runner import (
     model_lineage,
     registered_versions,
 )
-from semqa.analysis import AnalysisConfig, ComparisonReport
+from semqa.analysis import DEFAULT_SR, AnalysisConfig, ComparisonReport
 from semqa.io.region import parse_roi
 from semqa.errors import InputError, SemqaError
 from semqa.io.images import Micrograph
@@ -67,7 +67,10 @@ def sidebar(settings: DashboardSettings) -> Options:
             help="Leave empty to use the pixel size stored in each TIFF (or its JSON sidecar).",
             key="pixel_size",
         )
-        use_sr = st.toggle("Super-resolution", value=False, key="use_sr", help="Super-resolve each image before segmentation.")
+        use_sr = st.toggle(
+            "Super-resolution", value=DEFAULT_SR, key="use_sr",
+            help="Super-resolve each image before segmentation (default off, as in the CLI and the service).",
+        )
         model = _model_choice(settings) if use_sr else None
         roi_text = st.text_input(
             "Analysed region (x,y,width,height px)", value="", placeholder="the frame without its data bar", key="roi",
@@ -172,6 +175,9 @@ def verdict_banner(report: ComparisonReport) -> None:
     """The verdict as a coloured banner with its reason."""
     banner = _BANNERS.get(report.verdict, st.warning)
     banner(f"**Verdict: {_VERDICT_TEXT.get(report.verdict, report.verdict)}** — {report.reason}")
+    limit = report.statistics.sizing_limit
+    if limit is not None:
+        st.caption(f"Sizing limit {limit.d_min_um:.3g} µm: {limit.source}.")
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

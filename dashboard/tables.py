@@ -138,6 +138,7 @@ def lineage_frame(report: ComparisonReport, config: AnalysisConfig, chain: Linea
     model = lin.model
     rows = [
         ("super-resolution", "on" if report.sr else "off"),
+        ("super-resolution chosen by", "default (off unless asked)" if report.sr_by_default else "the user"),
         ("model", model.name if model else "— (no super-resolution)"),
         ("model version", model.version if model else "—"),
         ("registry alias", model.alias if model and model.alias else "—"),
@@ -191,6 +192,18 @@ def statistics_frame(report: ComparisonReport) -> pd.DataFrame:
         {"statistic": "particles measured", "value": float(s.n_particles_reference), "result": "reference (all lots)"},
         {"statistic": "particles measured", "value": float(s.n_particles_test), "result": "test (all lots)"},
     ]
+    if s.sizing_limit is not None:
+        censored = [lot for lot in s.reference_lots + s.test_lots if lot.censoring and lot.censoring.censored]
+        rows += [
+            {"statistic": "sizing limit (µm)", "value": s.sizing_limit.d_min_um, "result": s.sizing_limit.source},
+            {
+                "statistic": "lots with censored D-values",
+                "value": float(len(censored)),
+                "result": "none: the sizing limit biases no D-value beyond its 95 % uncertainty"
+                if not censored
+                else "; ".join(f"{lot.lot}: {', '.join(lot.censoring.censored)}" for lot in censored),
+            },
+        ]
     frame = pd.DataFrame(rows)
     frame["value"] = frame["value"].astype(float)
     return frame

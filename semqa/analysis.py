@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
 
+from semqa.stats.censoring import Censoring, SizingLimit, assess_censoring, sizing_limit
 from semqa.stats.equivalence import CompareConfig, ComparisonResult, compare_products
 from semqa.errors import InputError
 from semqa.io.images import DEFAULT_MAX_PIXELS, ImagePath, Micrograph, is_hidden, list_images, require_pixel_size
@@ -31,6 +32,14 @@ from semqa.version import code_version
 if TYPE_CHECKING:
     from semqa.particles.learned import LearnedSegmenter
     from semqa.sr.inference import Upscaler
+
+#: Whether an analysis super-resolves when its caller does not say: off. SR needs a
+#: registered production generator, and a default that followed what the registry holds would
+#: make one command mean two things. The CLI (``--sr``), the service (form field ``sr``) and
+#: the dashboard (its toggle) share this default; a result records when this default decided
+#: rather than the caller (``sr_by_default``), and an analysis at a resolution too
+#: coarse for its particles says so (:mod:`semqa.stats.censoring`).
+DEFAULT_SR: bool = False
 
 #: Called after each image with (images done, images in all).
 Progress = Callable[[int, int], None]
@@ -80,6 +89,11 @@ class AnalysisResult(BaseModel):
     sr: bool = Field(description="whether the images were super-resolved before segmentation")
     lineage: Lineage
     config: AnalysisConfig
+    sizing_limit: SizingLimit | None = Field(None, description="smallest size measured (semqa.stats.censoring)")
+    sr_by_default: bool = Field(
+        False, description="True when the caller did not say and DEFAULT_SR decided sr; False: the caller's choice"
+    )
+    censoring: Censoring | None = Field(None, description="which number-weighted D-values the sizing limit censors")
 
 
 class ComparisonReport(BaseModel):
@@ -91,6 +105,9 @@ class ComparisonReport(BaseModel):
     reference: dict[str, AnalysisResult] = Field(description="lot name → analysis")
     test: dict[str, AnalysisResult] = Field(description="lot name → analysis")
     sr: bool
+    sr_by_default: bool = Field(
+        False, description="True when the caller did not say and DEFAULT_SR decided sr; False: the caller's choice"
+    )
     lineage: Lineage
 
 
@@ -260,6 +277,13 @@ def _lineage(units: Mapping[str, UnitResult], upscaler: Upscaler | None, segment
     )
 
 
+def units_sizing_limit(units: Sequence[UnitResult], config: AnalysisConfig) -> SizingLimit | None:
+    """Sizing limit of a set of units: that of the coarsest analysed pixel, above which all of them measure."""
+    if not units:
+        return None
+    return sizing_limit(max(u.summary.analysed_pixel_size_um for u in units), config.min_pixels)
+
+
 def summarize(
     units: Sequence[UnitResult], config: AnalysisConfig, upscaler: Upscaler | None = None, segmenter: LearnedSegmenter | None = None
 ) -> AnalysisResult:
@@ -268,8 +292,13 @@ def summarize(
     ecd = np.array([p.ecd_um for p in particles], dtype=float)
     psd_kwargs = dict(n_bootstrap=config.n_bootstrap, ci_level=config.ci_level, seed=config.seed)
     min_pixels = units[0].exclusions.min_pixels if units else config.min_pixels
+    limit = units_sizing_limit(units, config)
+    censoring = assess_censoring(ecd, limit) if limit is not None else None
+    psd = compute_psd(ecd, "number", **psd_kwargs)
+    if censoring is not None and censoring.message:
+        psd.warnings.append(censoring.message)
     return AnalysisResult(
-        psd=compute_psd(ecd, "number", **psd_kwargs),
+        psd=psd,
         psd_volume=compute_psd(ecd, "volume", **psd_kwargs),
         particles=particles,
         excluded_particles=[p for u in units for p in u.excluded],
@@ -282,6 +311,8 @@ def summarize(
         sr=upscaler is not None,
         lineage=_lineage({u.summary.name: u for u in units}, upscaler, segmenter),
         config=config,
+        sizing_limit=limit,
+        censoring=censoring,
     )
 
 
@@ -387,7 +418,8 @@ def compare(
     def ecds(units: dict[str, list[UnitResult]]) -> dict[str, list[np.ndarray]]:
         return {lot: [np.array([p.ecd_um for p in u.particles], dtype=float) for u in us] for lot, us in units.items()}
 
-    stats = compare_products(ecds(ref_units), ecds(test_units), compare_config)
+    every_unit = [u for units in (ref_units, test_units) for us in units.values() for u in us]
+    stats = compare_products(ecds(ref_units), ecds(test_units), compare_config, units_sizing_limit(every_unit, config))
     # Lots may reuse file names (image001.tif in every folder): key inputs by product and lot.
     all_units = {
         f"{product}/{lot}/{u.summary.name}": u

@@ -109,8 +109,14 @@ def _print_pixel_sizes(images) -> None:
             print(f"note: {s.name}: pixel size {s.pixel_size_um:g} µm (flag) {s.pixel_size_note}")
 
 
+def _sr_by_default(args: argparse.Namespace) -> bool:
+    return args.sr is None
+
+
 def _upscaler(args: argparse.Namespace):
-    if not args.sr:
+    from semqa.analysis import DEFAULT_SR
+
+    if not (DEFAULT_SR if args.sr is None else args.sr):
         return None
     from semqa.sr.inference import load_upscaler
 
@@ -151,7 +157,9 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pixel-size", type=float, metavar="UM", help="µm per pixel of the input images (else from metadata or sidecar)")
     p.add_argument("--force-pixel-size", action="store_true",
                    help="accept a pixel size outside the plausible SEM range (0.1 nm to 100 µm per pixel)")
-    p.add_argument("--sr", action=argparse.BooleanOptionalAction, default=False, help="super-resolve before segmenting")
+    p.add_argument("--sr", action=argparse.BooleanOptionalAction, default=None,
+                   help="super-resolve before segmenting (default: off, as in the service and the dashboard; "
+                        "the result records whether SR was asked for or defaulted)")
     p.add_argument("--model", metavar="URI", help="generator for --sr (default models:/semqa-generator@production)")
     p.add_argument("--json", metavar="OUT", help="write the result JSON here")
     p.add_argument("--segmenter", default="classic", metavar="classic|learned|URI",
@@ -223,16 +231,20 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
     config = _analysis_config(args)
     micrographs = _image_paths(expand_image_paths(args.paths), args.pixel_size, args.max_pixels, args.force_pixel_size)
-    result = _record(analyze(
+    result = analyze(
         micrographs, config, upscaler=_upscaler(args), hook=_overlay_writer(args.overlays), segmenter=_segmenter(args),
         workers=args.workers,
-    ))
+    )
+    result = _record(result.model_copy(update={"sr_by_default": _sr_by_default(args)}))
     _print_pixel_sizes(result.images)
     _print_regions(result.images)
     print(_psd_line(f"{len(micrographs)} image(s)", result.psd))
     print(_psd_line("volume", result.psd_volume))
     print(f"excluded: {result.exclusions.border} cut by the border, {result.exclusions.too_small} below "
           f"{result.exclusions.min_pixels} px")
+    if result.sizing_limit is not None:
+        print(f"sizing limit: {result.sizing_limit.d_min_um:.3g} µm ({result.sizing_limit.source}); "
+              f"super-resolution {'on' if result.sr else 'off'} ({'default' if result.sr_by_default else 'flag'})")
     for w in result.psd.warnings:
         print(f"warning: {w}")
     for image in result.images:
@@ -263,10 +275,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         {lot: _image_paths(files, args.pixel_size, args.max_pixels, args.force_pixel_size) for lot, files in load_lots(folder).items()}
         for folder in (args.reference, args.test)
     )
-    report = _record(compare(
+    report = compare(
         ref, test, config, upscaler=_upscaler(args), hook=_overlay_writer(args.overlays), segmenter=_segmenter(args),
         workers=args.workers,
-    ))
+    )
+    report = _record(report.model_copy(update={"sr_by_default": _sr_by_default(args)}))
     _print_pixel_sizes([s for lots in (report.reference, report.test) for res in lots.values() for s in res.images])
     for label, lots in (("reference", report.reference), ("test", report.test)):
         for lot, res in lots.items():
@@ -277,6 +290,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
           f"full frame for the rest of {len(summaries)} image(s) (per image in --csv FILE_images.csv)")
     for w in report.statistics.warnings:
         print(f"warning: {w}")
+    limit = report.statistics.sizing_limit
+    if limit is not None:
+        print(f"sizing limit: {limit.d_min_um:.3g} µm ({limit.source}); "
+              f"super-resolution {'on' if report.sr else 'off'} ({'default' if report.sr_by_default else 'flag'})")
     print(f"verdict: {report.verdict} — {report.reason}")
     _write_json(report, args.json)
     if args.csv:
@@ -357,16 +374,20 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from validation import ValidationConfig, validate_lots, validate_pairs
 
     try:
-        config = ValidationConfig(scale=args.scale, bit_depth=args.bit_depth)
+        config = ValidationConfig(
+            scale=args.scale, bit_depth=args.bit_depth, hr_pixel_size_um=args.hr_pixel_size, lr_pixel_size_um=args.lr_pixel_size
+        )
     except ValueError as exc:
         raise InputError(f"bad validation setting: {exc.errors()[0]['msg']}") from None  # type: ignore[attr-defined]
     if args.lots:
+        if args.hr_pixel_size is not None or args.lr_pixel_size is not None:
+            raise InputError("--hr-pixel-size and --lr-pixel-size apply to pair sets; with --lots give --pixel-size")
         report = validate_lots(args.dir, config=config, report_dir=args.report, pixel_size_um=args.pixel_size)
         rows, n, n_failed = "image(s)", report.n_images, report.n_failed_images
         print(f"{n} image(s) in {len(report.lots)} lot(s); dataset digest {report.dataset_digest}")
     else:
         if args.pixel_size is not None:
-            raise InputError("--pixel-size applies to --lots only: pair sets carry their pixel sizes in the files")
+            raise InputError("--pixel-size applies to --lots only: give a pair set's as --hr-pixel-size and --lr-pixel-size")
         report = validate_pairs(args.dir, config=config, report_dir=args.report)
         rows, n, n_failed = "pair(s)", report.n_pairs, report.n_failed_pairs
         print(f"{n} pair(s), scale {report.scale} ({report.scale_source}), bit depth {report.bit_depth} "
@@ -386,6 +407,8 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bit-depth", type=int, metavar="N", help="declared bits per sample (default: manifest.csv, else the most common)")
     p.add_argument("--lots", action="store_true", help="DIR holds images to analyze: readable, pixel size, exposure, focus")
     p.add_argument("--pixel-size", type=float, metavar="UM", help="with --lots: µm per pixel, overriding metadata")
+    p.add_argument("--hr-pixel-size", type=float, metavar="UM", help="pair sets: µm per HR pixel, overriding metadata (e.g. PNGs)")
+    p.add_argument("--lr-pixel-size", type=float, metavar="UM", help="pair sets: µm per LR pixel, overriding metadata")
     p.set_defaults(func=_cmd_validate)
 
 

@@ -19,7 +19,7 @@ from typing import Literal
 
 import httpx
 
-from semqa.analysis import AnalysisConfig, AnalysisResult, ComparisonReport
+from semqa.analysis import DEFAULT_SR, AnalysisConfig, AnalysisResult, ComparisonReport
 from semqa.errors import InputError, SemqaError
 from semqa.io.images import Micrograph, encode_image
 from service.config import load_settings
@@ -192,7 +192,7 @@ class SemqaClient:
         self,
         images: Sequence[Upload],
         *,
-        sr: bool = True,
+        sr: bool = DEFAULT_SR,
         pixel_size_um: float | None = None,
         config: AnalysisConfig | None = None,
         model_version: str | None = None,

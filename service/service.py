@@ -73,7 +73,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from semqa.analysis import AnalysisConfig, analyze, compare
+from semqa.analysis import DEFAULT_SR, AnalysisConfig, analyze, compare
 from semqa.errors import InputError
 from semqa.io.images import Micrograph, encode_image, read_image_bytes
 from semqa.registry.records import RecordError, record_result
@@ -451,7 +451,7 @@ def _lot_and_name(upload: UploadFile, field: str) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
-async def _upscaler(form: FormData, default_sr: bool = True, budget: RequestBudget | None = None) -> RemoteUpscaler | None:
+async def _upscaler(form: FormData, default_sr: bool = DEFAULT_SR, budget: RequestBudget | None = None) -> RemoteUpscaler | None:
     if not _bool(form, "sr", default_sr):
         return None
     return _check_model_version(form, await _service().upscaler(budget))
@@ -549,8 +549,12 @@ async def analyze_route(request: Request) -> Response:
     upscaler = await _upscaler(form, budget=budget)
     hook, pngs = _overlay_hook(form)
     segmenter = await anyio.to_thread.run_sync(lambda: _segmenter(form))
+    sr_by_default = _field(form, "sr") is None
     result = await run_in_budget(
-        lambda: record_result(analyze(micrographs, config=config, upscaler=upscaler, hook=hook, segmenter=segmenter, progress=budget.progress)),
+        lambda: record_result(
+            analyze(micrographs, config=config, upscaler=upscaler, hook=hook, segmenter=segmenter, progress=budget.progress)
+            .model_copy(update={"sr_by_default": sr_by_default})
+        ),
         budget, svc.slots(),
     )
     return _with_overlays(result, pngs)
@@ -582,9 +586,11 @@ async def compare_route(request: Request) -> Response:
     upscaler = await _upscaler(form, budget=budget)
     hook, pngs = _overlay_hook(form)
     segmenter = await anyio.to_thread.run_sync(lambda: _segmenter(form))
+    sr_by_default = _field(form, "sr") is None
     report = await run_in_budget(
         lambda: record_result(
             compare(products["reference"], products["test"], config=config, upscaler=upscaler, hook=hook, segmenter=segmenter, progress=budget.progress)
+            .model_copy(update={"sr_by_default": sr_by_default})
         ),
         budget, svc.slots(),
     )

@@ -533,7 +533,8 @@ def test_bento_build_serves_the_packaged_model_without_mlflow(env, tmp_path, mon
         assert info["source"] == "bento" and info["bento_model"] == models[0]
         assert info["model"]["version"] == "1" and info["model"]["weights_digest"] == mv.tags["weights_digest"]
         path = _tif(env)
-        r = httpx.post(f"{url}/v1/analyze", headers=AUTH, files={"images": (path.name, path.read_bytes())}, timeout=120)
+        r = httpx.post(f"{url}/v1/analyze", headers=AUTH, files={"images": (path.name, path.read_bytes())},
+                       data={"sr": "true"}, timeout=120)  # SR is off unless asked (semqa.analysis.DEFAULT_SR)
         assert r.status_code == 200, r.text
         assert r.json()["lineage"]["model"]["version"] == "1"
         assert r.json()["lineage"]["record"]["store"] == records_uri

@@ -344,3 +344,68 @@ def test_cli_lots(clean_set: Path, tmp_path: Path, capsys) -> None:
     out = capsys.readouterr().out
     assert f"FAIL black: 1 image(s): lot1/{_name(1)}" in out
     assert main(["validate", str(clean_set), "--pixel-size", "0.1"]) == 2
+
+
+@pytest.mark.parametrize("lr_dose", [40.0, 300.0])
+def test_clean_noisy_pairs_pass_at_every_dose(lr_dose: float, tmp_path: Path) -> None:
+    # Registration is judged against what each pair's own shot noise allows, so a fast scan
+    # at 40 e⁻/px passes like a slow one, while its raw Pearson r falls with the dose.
+    config = SynthConfig(size_px=256, degradation=DegradationConfig(dose=lr_dose))
+    pairs = make_pairs(tmp_path / "pairs", 3, config, seed=11)
+    report = validate_pairs(pairs, report_dir=tmp_path / "report")
+    assert report.success, report.failures
+    table = pd.read_csv(report.rows_csv)
+    assert (table["correlation_ratio"] > 0.9).all()
+    assert (table["correlation"] <= table["correlation_max"] * 1.05).all()
+
+
+def test_swapped_partner(pair_set: Path) -> None:
+    # Two LR files exchanged: each pair now shows two different fields.
+    a, b = pair_set / "lr" / _name(0), pair_set / "lr" / _name(1)
+    tmp = a.with_name("swap.tmp")
+    a.rename(tmp)
+    b.rename(a)
+    tmp.rename(b)
+    report = _validate(pair_set)
+    assert report.failures == {"registration_correlation": [_name(0), _name(1)]}
+    table = pd.read_csv(report.rows_csv).set_index("pair")
+    assert (table.loc[[_name(0), _name(1)], "correlation_ratio"] < 0.5).all()
+
+
+def test_png_pair_set_takes_its_pixel_sizes_from_the_caller(clean_set: Path, tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    pngs = tmp_path / "pngs"
+    for sub in ("hr", "lr"):
+        (pngs / sub).mkdir(parents=True)
+        for i in range(2):
+            gray = (_image(clean_set / sub / _name(i)) * 255).round().astype(np.uint8)
+            Image.fromarray(gray).save(pngs / sub / f"pair{i}.png")
+    report = validate_pairs(pngs, report_dir=tmp_path / "r0")
+    assert report.failures == {"pixel_size": ["pair0.png", "pair1.png"]}
+    config = ValidationConfig(hr_pixel_size_um=HR_PX, lr_pixel_size_um=LR_PX)
+    assert validate_pairs(pngs, config=config, report_dir=tmp_path / "r1").success
+    assert main(["validate", str(pngs), "--hr-pixel-size", "0.1", "--lr-pixel-size", "0.4", "--report", str(tmp_path / "r2")]) == 0
+    # Sizes that contradict the scale are caught as with metadata.
+    assert main(["validate", str(pngs), "--hr-pixel-size", "0.1", "--lr-pixel-size", "0.8", "--report", str(tmp_path / "r3")]) == 1
+    assert "FAIL pixel_size_scale" in capsys.readouterr().out
+    assert main(["validate", str(pngs), "--lots", "--hr-pixel-size", "0.1"]) == 2
+
+
+@pytest.mark.parametrize("family", ["dome", "bse", "dark"])
+def test_clean_pairs_of_the_second_scene_family_pass(family: str, tmp_path: Path) -> None:
+    # semqa.synth.families renders independently of semqa.synth.scenes (no rims, tilt or
+    # flat contrast, dark particles on a bright substrate), at a fast scan's 40 e⁻/px.
+    from semqa.synth.families import FamilyConfig, render_family, scan_family
+
+    config = FamilyConfig(family=family, size_px=256, lr_dose=40.0)
+    for i in range(3):
+        rng = np.random.default_rng(100 + i)
+        hr, lr = scan_family(render_family(config, rng), config, rng)
+        for sub, img, px in (("hr", hr, config.pixel_size_um), ("lr", lr, config.lr_pixel_size_um)):
+            write_image(tmp_path / "pairs" / sub / _name(i), np.clip(img, 0, 1), pixel_size_um=px, bit_depth=16)
+    report = validate_pairs(tmp_path / "pairs", report_dir=tmp_path / "report")
+    table = pd.read_csv(report.rows_csv)
+    assert (table["correlation_ratio"] > 0.9).all(), table["correlation_ratio"]
+    assert "registration_correlation" not in report.failures and "registration_shift" not in report.failures
+    assert report.success, report.failures

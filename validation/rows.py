@@ -21,7 +21,7 @@ from semqa.io.images import Micrograph, read_image
 from validation.config import ValidationConfig
 from validation.dataset import lot_members, pair_members
 from validation.measures import colour_spread, content_hash, exposure, focus, intensity_range
-from validation.register import alignment
+from validation.register import registration_quality
 
 
 def _file_digest(path: Path) -> str | None:
@@ -88,7 +88,8 @@ def pair_row(name: str, hr_path: Path | None, lr_path: Path | None, config: Vali
         if path is None:
             images[prefix] = None
             continue
-        fields, images[prefix] = _image_fields(path, config, with_focus=prefix == "hr")
+        declared = config.hr_pixel_size_um if prefix == "hr" else config.lr_pixel_size_um
+        fields, images[prefix] = _image_fields(path, config, with_focus=prefix == "hr", pixel_size_um=declared)
         if fields["error"]:
             errors.append(f"{prefix}: {fields['error']}")
         row.update(_prefixed(prefix, {k: v for k, v in fields.items() if k not in ("readable", "error")}))
@@ -100,8 +101,13 @@ def pair_row(name: str, hr_path: Path | None, lr_path: Path | None, config: Vali
         if hr.pixel_size_um is not None and lr.pixel_size_um is not None:
             row["fov_mismatch"] = _fov_mismatch(hr, lr)
         if row["size_error_lr_px"] <= config.size_tolerance_lr_px:
-            shift, corr = alignment(hr.image, lr.image, scale, config.upsample_factor)
-            row.update(shift_dy_lr_px=shift[0], shift_dx_lr_px=shift[1], shift_lr_px=math.hypot(*shift), correlation=corr)
+            q = registration_quality(hr.image, lr.image, scale, config.upsample_factor)
+            row.update(correlation=q.correlation, correlation_max=q.correlation_max, correlation_ratio=q.correlation_ratio)
+            # A shift between two different fields means nothing: a partner that does not
+            # correlate is reported by the correlation check alone.
+            if q.correlation_ratio >= config.min_correlation_ratio:
+                dy, dx = q.shift
+                row.update(shift_dy_lr_px=dy, shift_dx_lr_px=dx, shift_lr_px=math.hypot(dy, dx))
     return row
 
 
@@ -113,6 +119,7 @@ PAIR_COLUMNS: tuple[str, ...] = (
         "colour_spread", "saturated_fraction", "black_fraction", "dynamic_range",
     )),
     "hr_focus", "size_error_lr_px", "fov_mismatch", "shift_dy_lr_px", "shift_dx_lr_px", "shift_lr_px", "correlation",
+    "correlation_max", "correlation_ratio",
 )  # fmt: skip
 
 #: Columns of the lot-image table.

@@ -41,6 +41,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from semqa.errors import InputError
+from semqa.stats.censoring import Censoring, SizingLimit, assess_censoring
 from semqa.stats.psd import MAX_BOOTSTRAP, COUNT_GUIDANCE, PSD, CountGuidance, Weighting, as_sizes, compute_psd, d_values, quantity_weights
 
 #: Regulatory constants of the FDA in-vitro PBE criterion.
@@ -293,6 +294,7 @@ class LotSummary(BaseModel):
     n_particles: int
     units: list[UnitSummary]
     psd: PSD
+    censoring: Censoring | None = Field(None, description="how far the sizing limit truncates the lot (None: no limit given)")
 
 
 class ComparisonResult(BaseModel):
@@ -313,6 +315,7 @@ class ComparisonResult(BaseModel):
     test_lots: list[LotSummary]
     warnings: list[str]
     config: CompareConfig
+    sizing_limit: SizingLimit | None = Field(None, description="smallest size measured, for the censoring check")
 
 
 def _validated_units(lots: Mapping[str, Sequence[np.ndarray]], label: str) -> dict[str, list[np.ndarray]]:
@@ -377,10 +380,27 @@ def _pooled_distances(ref: np.ndarray, test: np.ndarray, weighting: Weighting) -
     return float(w_um), float(w_ln), float(ks.statistic), float(ks.pvalue)
 
 
+def _censoring_problems(ref_lots: list[LotSummary], test_lots: list[LotSummary]) -> list[str]:
+    """One problem naming the lots whose D-values the sizing limit censors, with the worst lot's reason."""
+    hit = [
+        (label, lot)
+        for label, lots in (("reference", ref_lots), ("test", test_lots))
+        for lot in lots
+        if lot.censoring is not None and lot.censoring.censored
+    ]
+    if not hit:
+        return []
+    label, worst = max(hit, key=lambda item: item[1].censoring.fitted_share_below or item[1].censoring.fraction_near_limit or 0.0)
+    names = ", ".join(f"{lab} {lot.lot!r}" for lab, lot in hit)
+    n_lots = len(ref_lots) + len(test_lots)
+    return [f"{worst.censoring.message} ({len(hit)} of {n_lots} lots: {names}; figures of {label} lot {worst.lot!r})"]
+
+
 def compare_products(
     reference: Mapping[str, Sequence[np.ndarray]],
     test: Mapping[str, Sequence[np.ndarray]],
     config: CompareConfig | None = None,
+    sizing_limit: SizingLimit | None = None,
 ) -> ComparisonResult:
     """Compare a test product's PSD with the reference's, lot by lot and unit by unit.
 
@@ -391,12 +411,16 @@ def compare_products(
         nested in lots. A unit may have no particles (it is then unusable).
     config : CompareConfig, optional
         Design requirements and statistical settings.
+    sizing_limit : SizingLimit, optional
+        The smallest size the analysis measured (:func:`semqa.stats.censoring.sizing_limit`);
+        each lot's pooled PSD is checked against it (:func:`semqa.stats.censoring.assess_censoring`).
 
     Returns
     -------
     ComparisonResult
-        ``inconclusive`` when the design is short of lots, units or particles per unit (the
-        reason says which); otherwise ``equivalent`` when PBE (:func:`pbe`) passes on both
+        ``inconclusive`` when the design is short of lots, units or particles per unit, or
+        when the sizing limit censors a D-value of any lot (D10, D50 and D90 all enter the
+        PBE on D50 and span; the reason says which); otherwise ``equivalent`` when PBE (:func:`pbe`) passes on both
         the per-unit D50 and the per-unit span, else ``not_equivalent`` naming the metric(s)
         that failed. Wasserstein distance (FDA uses it for complex PSDs), KS and per-lot
         D-values (with counts and ISO 13322-1 warnings) are reported beside it.
@@ -411,6 +435,10 @@ def compare_products(
     test_units = _validated_units(test, "test")
     ref_lots = [_summarize_lot(lot, units, config) for lot, units in ref_units.items()]
     test_lots = [_summarize_lot(lot, units, config) for lot, units in test_units.items()]
+    if sizing_limit is not None:
+        for lots, units_of in ((ref_lots, ref_units), (test_lots, test_units)):
+            for lot in lots:
+                lot.censoring = assess_censoring(np.concatenate(units_of[lot.lot]), sizing_limit)
 
     warnings: list[str] = []
     for label, lots in (("reference", ref_lots), ("test", test_lots)):
@@ -426,6 +454,7 @@ def compare_products(
         warnings.append("a product has no particles at all: no distances between the pooled PSDs")
 
     problems = _design_problems("reference", ref_lots, config) + _design_problems("test", test_lots, config)
+    problems += _censoring_problems(ref_lots, test_lots)
 
     def run_pbe(field: str, metric: str) -> PBEResult | None:
         t, r = _usable_values(test_lots, field), _usable_values(ref_lots, field)
@@ -467,4 +496,5 @@ def compare_products(
         test_lots=test_lots,
         warnings=warnings,
         config=config,
+        sizing_limit=sizing_limit,
     )

@@ -1,0 +1,138 @@
+"""The smallest size an analysis can measure, and whether its D-values are censored by it.
+
+An image analysis sizes a particle only when its segment holds at least ``min_pixels``
+pixels (:data:`semqa.particles.measure.DEFAULT_MIN_PIXELS`), so nothing below the
+equivalent circular diameter of that area is measured:
+
+    d_min = 2 · sqrt(min_pixels / π) · pixel size
+
+(ISO 13322-1:2014 §5: the lower limit of measurement follows from the pixel size and the
+least number of pixels a particle must cover). At 10 px and 0.4 µm/px, d_min = 1.43 µm.
+
+Just above the limit, pixel quantisation decides whether a particle is kept: its outline
+falls on the pixel grid to about ±½ pixel on each side, so its measured ECD is uncertain by
+about one pixel, and a particle whose true ECD lies within **one pixel above d_min** may be
+kept or lost. The band ``[d_min, d_min + 1 px]`` is where the measured distribution is
+truncated; only sizes above it are measured without loss.
+
+Whether that truncation matters is a statistical question: a D-value is **censored** when
+what the analysis cannot size moves it by more than its own sampling uncertainty. The share
+of the population below the band is estimated by fitting a log-normal (the usual model of
+milled and micronised powders, ISO 9276-5) to the ECDs above the band by maximum likelihood
+for a left-truncated sample (Cohen, *Truncated and Censored Samples*, 1991, ch. 2). If that
+share ``m`` were lost, the measured D_p would sit at the population's quantile
+``m + p (1 − m)``; the bias ``Q(m + p(1 − m)) − Q(p)`` is compared with the two-sided 95 %
+half-width of D_p, ``1.96 · sqrt(p (1 − p) / n) / f(Q(p))`` (asymptotic variance of a sample
+quantile; Serfling, *Approximation Theorems of Mathematical Statistics*, 1980, §2.3.3), with
+``f`` the fitted density. A D-value that lies inside the band itself is censored outright.
+The assessment uses the number-weighted distribution, which truncation at small sizes
+affects most. Particles wholly below the limit leave no trace; the fit extrapolates the
+measured part, which is why a censored result is ``inconclusive`` rather than corrected.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from pydantic import BaseModel, Field
+from scipy import optimize, stats
+
+from semqa.stats.psd import STANDARD_QUANTILES, as_sizes, d_values
+
+#: Least number of particles above the band for the log-normal fit; below it only D-values
+#: inside the band are flagged (the count warnings of :mod:`semqa.stats.psd` apply anyway).
+MIN_FIT_PARTICLES: int = 20
+
+#: Two-sided level of the sampling uncertainty the censoring bias is compared with.
+CONFIDENCE: float = 0.95
+
+_NAMES = {0.1: "D10", 0.5: "D50", 0.9: "D90"}
+
+
+class SizingLimit(BaseModel):
+    """The smallest particle an analysis sizes, in µm, and where it comes from."""
+
+    d_min_um: float = Field(description="ECD of a particle of min_pixels pixels: 2·sqrt(min_pixels/π)·pixel size")
+    band_upper_um: float = Field(description="d_min + one pixel: below this, pixel quantisation decides what is kept")
+    pixel_size_um: float = Field(description="pixel size of the analysed image (after SR), the coarsest of the inputs")
+    min_pixels: int = Field(description="least segment area measured, pixels")
+    source: str = Field(description="how the limit was derived")
+
+
+def sizing_limit(pixel_size_um: float, min_pixels: int) -> SizingLimit:
+    """:class:`SizingLimit` of an analysis at ``pixel_size_um`` (µm/px) keeping ≥ ``min_pixels`` px."""
+    d_min = 2.0 * math.sqrt(min_pixels / math.pi) * pixel_size_um
+    return SizingLimit(
+        d_min_um=d_min,
+        band_upper_um=d_min + pixel_size_um,
+        pixel_size_um=pixel_size_um,
+        min_pixels=int(min_pixels),
+        source=f"2·sqrt({min_pixels} px/π) × {pixel_size_um:g} µm/px (ISO 13322-1 lower limit from the least pixel count)",
+    )
+
+
+class Censoring(BaseModel):
+    """How far a PSD is truncated by its sizing limit (module docstring)."""
+
+    limit: SizingLimit
+    n: int = Field(description="particles measured")
+    fraction_near_limit: float | None = Field(description="share of measured particles in [d_min, d_min + 1 px]")
+    fitted_share_below: float | None = Field(
+        None, description="share of the fitted log-normal population below d_min + 1 px (None: too few to fit)"
+    )
+    bias_um: dict[str, float] = Field(default_factory=dict, description="D-value → its rise if that share is lost, µm")
+    half_width_um: dict[str, float] = Field(default_factory=dict, description="D-value → 95 % sampling half-width, µm")
+    censored: list[str] = Field(default_factory=list, description="D-values the limit affects (D10, D50, D90)")
+    message: str | None = Field(None, description="why, when any D-value is censored")
+
+
+def _fit_truncated_lognormal(ln_x: np.ndarray, ln_b: float) -> tuple[float, float]:
+    """MLE ``(μ, σ)`` of a normal truncated below at ``ln_b`` (ln ECD above the band)."""
+    def nll(theta: np.ndarray) -> float:
+        mu, log_sigma = theta
+        sigma = math.exp(log_sigma)
+        return -float(np.sum(stats.norm.logpdf(ln_x, mu, sigma)) - ln_x.size * stats.norm.logsf(ln_b, mu, sigma))
+
+    start = np.array([float(ln_x.mean()), math.log(max(float(ln_x.std()), 1e-3))])
+    fit = optimize.minimize(nll, start, method="Nelder-Mead", options={"xatol": 1e-6, "fatol": 1e-8, "maxiter": 2000})
+    return float(fit.x[0]), float(math.exp(fit.x[1]))
+
+
+def assess_censoring(ecd_um: Sequence[float] | np.ndarray, limit: SizingLimit) -> Censoring:
+    """Which number-weighted D-values of ``ecd_um`` the sizing ``limit`` censors."""
+    x = as_sizes(ecd_um)
+    b = limit.band_upper_um
+    out = Censoring(limit=limit, n=int(x.size), fraction_near_limit=float(np.mean(x <= b)) if x.size else None)
+    if x.size == 0:
+        return out
+    q = np.asarray(STANDARD_QUANTILES)
+    measured = d_values(x, "number", q)
+    censored = {_NAMES[p] for p, d in zip(STANDARD_QUANTILES, measured, strict=True) if d <= b}
+    above = np.log(x[x > b])
+    if above.size >= MIN_FIT_PARTICLES and above.std() > 0:
+        mu, sigma = _fit_truncated_lognormal(above, math.log(b))
+        m = float(stats.norm.cdf(math.log(b), mu, sigma))
+        z = float(stats.norm.ppf(0.5 + CONFIDENCE / 2))
+        out.fitted_share_below = m
+        for p in STANDARD_QUANTILES:
+            true_q = math.exp(stats.norm.ppf(p, mu, sigma))
+            shifted = math.exp(stats.norm.ppf(m + p * (1 - m), mu, sigma))
+            density = stats.lognorm.pdf(true_q, sigma, scale=math.exp(mu))
+            half = z * math.sqrt(p * (1 - p) / x.size) / density
+            out.bias_um[_NAMES[p]], out.half_width_um[_NAMES[p]] = float(shifted - true_q), float(half)
+            if shifted - true_q > half:
+                censored.add(_NAMES[p])
+    out.censored = [name for name in ("D10", "D50", "D90") if name in censored]
+    if out.censored:
+        share = f"{100 * out.fraction_near_limit:.0f} %"
+        px = f"{limit.pixel_size_um:.3g} µm"
+        below = "" if out.fitted_share_below is None else (
+            f", and a fitted log-normal puts {100 * out.fitted_share_below:.0f} % of the population below it"
+        )
+        out.message = (
+            f"resolution too coarse: {share} of particles within one pixel ({px}) above the {limit.d_min_um:.3g} µm "
+            f"sizing limit{below}; {', '.join(out.censored)} censored; use `--sr` or a finer scan"
+        )
+    return out

@@ -1,0 +1,121 @@
+"""The sizing limit and censored D-values: a truncated comparison is never called equivalent."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from semqa.analysis import AnalysisConfig, compare, load_lots
+from semqa.io.images import read_image
+from semqa.stats.censoring import assess_censoring, sizing_limit
+from semqa.stats.equivalence import CompareConfig, compare_products
+from semqa.synth.scenes import SynthConfig, make_lots
+
+LR_PX, SR_PX, MIN_PIXELS = 0.4, 0.1, 10
+
+
+def _population(d50: float, n: int, rng: np.random.Generator, gsd: float = 1.5) -> np.ndarray:
+    return np.exp(rng.normal(math.log(d50), math.log(gsd), n))
+
+
+def _measured(d50: float, n: int, px: float, rng: np.random.Generator) -> np.ndarray:
+    """What an analysis at ``px`` keeps of a log-normal population: nothing below its limit."""
+    x = _population(d50, n, rng)
+    return x[x >= sizing_limit(px, MIN_PIXELS).d_min_um]
+
+
+def _product(d50: float, px: float, seed: int, lots: int = 3, units: int = 10, n: int = 300) -> dict[str, list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return {f"lot{i + 1}": [_measured(d50, n, px, rng) for _ in range(units)] for i in range(lots)}
+
+
+def test_sizing_limit_from_pixel_size_and_pixel_count() -> None:
+    limit = sizing_limit(LR_PX, MIN_PIXELS)
+    assert limit.d_min_um == pytest.approx(2 * math.sqrt(10 / math.pi) * 0.4)  # 1.427 µm
+    assert limit.band_upper_um == pytest.approx(limit.d_min_um + LR_PX)
+    assert "ISO 13322-1" in limit.source and "0.4 µm/px" in limit.source
+
+
+def test_d_values_near_the_limit_are_flagged_and_far_ones_are_not() -> None:
+    rng = np.random.default_rng(1)
+    coarse = assess_censoring(_measured(3.0, 3000, LR_PX, rng), sizing_limit(LR_PX, MIN_PIXELS))
+    assert "D10" in coarse.censored
+    assert coarse.fitted_share_below == pytest.approx(0.11, abs=0.04)  # Φ(ln(1.83/3)/ln 1.5) = 0.11
+    assert coarse.message.startswith("resolution too coarse:") and "1.43 µm sizing limit" in coarse.message
+    assert "`--sr` or a finer scan" in coarse.message
+    # The same population sized at the SR pixel, or larger particles at the LR pixel: nothing censored.
+    for d50, px in ((3.0, SR_PX), (12.0, LR_PX)):
+        fine = assess_censoring(_measured(d50, 3000, px, rng), sizing_limit(px, MIN_PIXELS))
+        assert fine.censored == [] and fine.message is None
+        assert fine.fitted_share_below < 1e-3
+
+
+def test_censored_comparison_is_inconclusive_never_equivalent() -> None:
+    limit = sizing_limit(LR_PX, MIN_PIXELS)
+    ref = _product(3.0, LR_PX, seed=2)
+    for test_d50 in (3.0, 3.75):  # the same population, and one with D50 + 25 %
+        test = _product(test_d50, LR_PX, seed=3)
+        result = compare_products(ref, test, CompareConfig(n_bootstrap=0), sizing_limit=limit)
+        assert result.verdict == "inconclusive", result.reason
+        assert "resolution too coarse" in result.reason and "reference 'lot1'" in result.reason
+        assert result.sizing_limit == limit
+        assert all(lot.censoring is not None and "D10" in lot.censoring.censored for lot in result.reference_lots)
+
+
+@pytest.mark.parametrize("test_d50, verdict", [(3.0, "equivalent"), (3.75, "not_equivalent")])
+def test_uncensored_comparison_keeps_its_verdict(test_d50: float, verdict: str) -> None:
+    ref, test = _product(3.0, SR_PX, seed=4), _product(test_d50, SR_PX, seed=5)
+    plain = compare_products(ref, test, CompareConfig(n_bootstrap=0))
+    limited = compare_products(ref, test, CompareConfig(n_bootstrap=0), sizing_limit=sizing_limit(SR_PX, MIN_PIXELS))
+    assert plain.verdict == limited.verdict == verdict, limited.reason
+    assert all(lot.censoring.censored == [] for lot in limited.reference_lots + limited.test_lots)
+
+
+@pytest.fixture(scope="module")
+def demo_lots(tmp_path_factory) -> Path:
+    """The demo's products (semqa.synth.scenes.default_products) at the default frame, 3 lots × 3 images."""
+    return make_lots(tmp_path_factory.mktemp("demo") / "lots", lots=3, images_per_lot=3, config=SynthConfig(), seed=0, workers=2)
+
+
+def _read(lots: Path, product: str) -> dict:
+    return {lot: [read_image(f) for f in files] for lot, files in load_lots(lots / product / "lr").items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("generic", ["generic-equivalent", "generic-shifted"])
+def test_demo_lr_lots_without_sr_are_never_called_equivalent(demo_lots: Path, generic: str) -> None:
+    # LR direct (0.4 µm/px, no SR), as `semqa compare` without --sr: the 10-pixel floor cuts
+    # the small side of the D50 = 3 µm distribution, so the verdict says so instead of judging.
+    design = CompareConfig(min_units_per_lot=3, n_bootstrap=0)
+    report = compare(_read(demo_lots, "rld"), _read(demo_lots, generic), AnalysisConfig(n_bootstrap=0), compare_config=design)
+    assert report.verdict != "equivalent"
+    assert report.verdict == "inconclusive" and "resolution too coarse" in report.reason, report.reason
+    assert report.statistics.sizing_limit.d_min_um == pytest.approx(1.427, abs=1e-3)
+    analysis = report.reference["lot1"]
+    assert analysis.sizing_limit == report.statistics.sizing_limit
+    assert "D10" in analysis.censoring.censored
+    assert any(w.startswith("resolution too coarse") for w in analysis.psd.warnings)
+
+
+@pytest.mark.slow
+def test_cli_states_the_sizing_limit_and_who_chose_sr(demo_lots: Path, tmp_path: Path, capsys) -> None:
+    import json
+
+    from semqa.cli import main
+
+    images = demo_lots / "rld" / "lr" / "lot1"
+    assert main(["analyze", str(images), "--json", str(tmp_path / "a.json")]) == 0
+    out = capsys.readouterr().out
+    assert "sizing limit: 1.43 µm" in out and "super-resolution off (default)" in out
+    assert "warning: resolution too coarse" in out
+    result = json.loads((tmp_path / "a.json").read_text())
+    assert result["sr"] is False and result["sr_by_default"] is True
+    assert result["sizing_limit"]["pixel_size_um"] == pytest.approx(0.4)
+    assert main(["analyze", str(images), "--no-sr", "--json", str(tmp_path / "b.json")]) == 0
+    assert json.loads((tmp_path / "b.json").read_text())["sr_by_default"] is False
+    with pytest.raises(SystemExit):
+        main(["analyze", "--help"])
+    assert "default: off, as in the service and the dashboard" in " ".join(capsys.readouterr().out.split())
