@@ -123,7 +123,7 @@ def test_training_logs_a_run_and_registers_a_version(trained):
     result = trained["result"]
     assert result.model_version == "1"
     run = mlflow.MlflowClient(tracking_uri=trained["uri"]).get_run(result.run_id)
-    assert run.data.tags["semqa.data_digest"] and run.data.params["model.num_feat"] == "4"
+    assert run.data.tags["semqa.dataset_digest"] and run.data.params["model.num_feat"] == "4"
     assert "loss_boundary" in run.data.metrics and "heldout_recall" in run.data.metrics
     assert "heldout_classic_recall" in run.data.metrics
     mv = mlflow.MlflowClient(tracking_uri=trained["uri"]).get_model_version(SEGMENTER_MODEL_NAME, "1")

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from semqa.registry.audit import GateCheck
 from semqa.registry.promotion import GatePolicy, _at_most
-from semqa.registry.store import DEFAULT_STORE_DIR
+from semqa.registry.store import store_dir
 
 
 class SegmenterGateConfig(BaseModel):
@@ -104,7 +104,7 @@ def segmenter_eval_set(config: SegmenterGateConfig | None = None) -> Path:
 
     config = config or SegmenterGateConfig()
     key = hashlib.sha256(json.dumps(["segmenter", config.eval_images, config.eval_size_px, config.eval_seed]).encode())
-    folder = (DEFAULT_STORE_DIR / "eval_sets" / f"segmenter-{key.hexdigest()[:16]}").resolve()
+    folder = (store_dir() / "eval_sets" / f"segmenter-{key.hexdigest()[:16]}").resolve()
     if not (folder / "labels").is_dir():
         tmp = folder.with_name(folder.name + ".partial")
         write_annotated_set(tmp, config.eval_images, config.eval_size_px, config.eval_seed)
