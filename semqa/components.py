@@ -59,3 +59,32 @@ class Registry:
         factory = self.get(name)
         accepted = inspect.signature(factory).parameters
         return factory(**{k: v for k, v in options.items() if k in accepted})
+
+
+def load_network(weights: Any, arch_file: Any, options_model: type, build: Callable[[Any], Any], kind: str) -> tuple[Any, Any, str]:
+    """Rebuild a network from its architecture JSON and fill in safetensors weights; never unpickles.
+
+    Returns ``(network, options, weights digest)``; a missing file, an invalid architecture or
+    weights that do not fit it are one-line :class:`~semqa.errors.InputError`\\ s naming ``kind``.
+    """
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from semqa.errors import InputError
+    from semqa.io.digests import file_digest
+
+    weights, arch_file = Path(weights), Path(arch_file)
+    for p in (weights, arch_file):
+        if not p.is_file():
+            raise InputError(f"{kind} file not found: {p}")
+    try:
+        options = options_model.model_validate_json(arch_file.read_text())
+    except ValueError as exc:
+        raise InputError(f"invalid {kind} architecture file {arch_file}: {exc}") from None
+    network = build(options)
+    try:
+        network.load_state_dict(load_file(str(weights)))
+    except Exception as exc:  # safetensors and load_state_dict raise several types
+        raise InputError(f"weights {weights.name} do not fit the {kind} architecture: {exc}") from None
+    return network, options, file_digest(weights)

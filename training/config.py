@@ -6,17 +6,14 @@ this configuration, so a resumed run is guaranteed to continue the same training
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from semqa.sr.archs import DiscriminatorConfig, GeneratorConfig
 from semqa.sr.degradation import DegradationConfig
-from semqa.errors import InputError
+from training.options import Options
 
 
 class LossWeights(BaseModel):
@@ -31,7 +28,7 @@ class LossWeights(BaseModel):
     feature_matching: float = Field(0.05, ge=0, description="L1 of discriminator decoder features (GAN phase only)")
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(Options):
     """A GAN super-resolution training: model, data, optimisation, evaluation, tracking.
 
     Two phases as in ESRGAN / Real-ESRGAN: ``pretrain_steps`` of PSNR-oriented training
@@ -39,6 +36,7 @@ class TrainConfig(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
+    key_exclude: ClassVar[set[str]] = {"checkpoint_dir", "eval_every", "register_model", "num_threads", "experiment_name"}
 
     seed: int = 0
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
@@ -99,45 +97,6 @@ class TrainConfig(BaseModel):
     def lr_degradation(self) -> DegradationConfig:
         """The degradation used in HR-only mode."""
         return self.degradation or DegradationConfig(scale=self.scale)
-
-    def key(self, *extra: str) -> str:
-        """A short digest of the fields that shape the trained weights (and ``extra``)."""
-        fields = self.model_dump(mode="json", exclude={"checkpoint_dir", "eval_every", "register_model", "num_threads", "experiment_name"})
-        blob = json.dumps([fields, *extra], sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-    def flat_params(self) -> dict[str, str]:
-        """Every field as ``a.b = value`` strings, for ``mlflow.log_params``."""
-        out: dict[str, str] = {}
-
-        def walk(prefix: str, value) -> None:
-            if isinstance(value, dict):
-                for k, v in value.items():
-                    walk(f"{prefix}.{k}" if prefix else k, v)
-            else:
-                out[prefix] = json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
-
-        walk("", self.model_dump(mode="json"))
-        return out
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> TrainConfig:
-        """Load and validate a YAML file; errors become one-line :class:`InputError`."""
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError:
-            raise InputError(f"no such config file: {path}") from None
-        except yaml.YAMLError as exc:
-            raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise InputError(f"{path}: expected a mapping of training settings")
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "config"
-            raise InputError(f"{path}: {where}: {first['msg']} ({exc.error_count()} error(s))") from None
 
 
 def demo_config(**overrides) -> TrainConfig:

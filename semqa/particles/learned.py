@@ -25,12 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from scipy import ndimage
 from skimage.segmentation import watershed
 from skimage.transform import resize
 from torch import nn
 
+from semqa.components import load_network
 from semqa.errors import InputError
 from semqa.particles.archs import (
     BOUNDARY,
@@ -50,7 +51,6 @@ from semqa.sr.inference import (
     _parse_models_uri,
     default_device,
 )
-from semqa.io.digests import file_digest
 
 #: ``--segmenter learned`` means the registry's production segmenter.
 LEARNED_URI = f"models:/{SEGMENTER_MODEL_NAME}@production"
@@ -109,20 +109,8 @@ class LearnedSegmenter:
     @classmethod
     def from_files(cls, weights: str | Path, arch_config: str | Path, *, ref: SegmenterRef | None = None, device=None) -> LearnedSegmenter:
         """Load from safetensors weights and the architecture JSON (no MLflow needed)."""
-        weights, arch_config = Path(weights), Path(arch_config)
-        for p in (weights, arch_config):
-            if not p.is_file():
-                raise InputError(f"segmenter file not found: {p}")
-        try:
-            config = SegmenterConfig.model_validate_json(arch_config.read_text())
-        except ValueError as exc:
-            raise InputError(f"invalid segmenter architecture file {arch_config}: {exc}") from None
-        net = build_segmenter(config)
-        try:
-            net.load_state_dict(load_file(str(weights)))
-        except Exception as exc:  # safetensors and load_state_dict raise several types
-            raise InputError(f"weights {weights.name} do not fit segmenter architecture: {exc}") from None
-        digest = file_digest(weights)
+        net, config, digest = load_network(weights, arch_config, SegmenterConfig, build_segmenter, "segmenter")
+        weights = Path(weights)
         if ref is None:
             ref = SegmenterRef(kind="learned", name=SEGMENTER_MODEL_NAME, model_uri=str(weights.parent))
         elif ref.weights_digest is not None and ref.weights_digest != digest:

@@ -31,12 +31,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from semqa.sr.archs import GeneratorConfig, build_generator
+from semqa.components import load_network
 from semqa.errors import InputError
-from semqa.io.digests import file_digest
 from semqa.registry.store import MODEL_NAME
 from semqa.results import ModelRef
 
@@ -184,20 +184,8 @@ class Upscaler:
         ``ref`` defaults to a :class:`ModelRef` naming only the registered model name, the
         scale and the weights' digest.
         """
-        weights, arch_config = Path(weights), Path(arch_config)
-        for p in (weights, arch_config):
-            if not p.is_file():
-                raise InputError(f"generator file not found: {p}")
-        try:
-            config = GeneratorConfig.model_validate_json(arch_config.read_text())
-        except ValueError as exc:
-            raise InputError(f"invalid generator architecture file {arch_config}: {exc}") from None
-        generator = build_generator(config)
-        try:
-            generator.load_state_dict(load_file(str(weights)))
-        except Exception as exc:  # safetensors and load_state_dict raise several types
-            raise InputError(f"weights {weights.name} do not fit architecture {config.arch}: {exc}") from None
-        digest = file_digest(weights)
+        generator, config, digest = load_network(weights, arch_config, GeneratorConfig, build_generator, "generator")
+        weights = Path(weights)
         if ref is None:
             ref = ModelRef(name=MODEL_NAME, scale=config.scale, weights_digest=digest, model_uri=str(weights.parent))
         elif ref.weights_digest is not None and ref.weights_digest != digest:

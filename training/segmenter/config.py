@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-from pathlib import Path
+from typing import ClassVar
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from semqa.errors import InputError
 from semqa.particles.archs import SegmenterConfig
-from training.config import TrainConfig
+from training.options import Options
 
 
 class LossWeights(BaseModel):
@@ -24,10 +20,11 @@ class LossWeights(BaseModel):
     distance: float = Field(1.0, ge=0, description="mean squared error of the normalised distance inside particles")
 
 
-class SegmenterTrainConfig(BaseModel):
+class SegmenterTrainConfig(Options):
     """Data, optimisation and evaluation of one segmenter training (or fine-tuning)."""
 
     model_config = ConfigDict(extra="forbid")
+    key_exclude: ClassVar[set[str]] = {"checkpoint_every", "register_model", "num_threads", "experiment_name"}
 
     seed: int = 0
     model: SegmenterConfig = Field(default_factory=SegmenterConfig)
@@ -51,34 +48,7 @@ class SegmenterTrainConfig(BaseModel):
     experiment_name: str = "semqa-segmenter"
     register_model: bool = True
 
-    # Same flattening and checkpoint key as the generator's config (they only read model_dump).
-    flat_params = TrainConfig.flat_params
-
-    def key(self, *extra: str) -> str:
-        """A short digest of the fields that shape the trained weights (and ``extra``)."""
-        fields = self.model_dump(mode="json", exclude={"checkpoint_every", "register_model", "num_threads", "experiment_name"})
-        return hashlib.sha256(json.dumps([fields, *extra], sort_keys=True).encode()).hexdigest()[:16]
-
-    @classmethod
-    def from_yaml(cls, path: str | Path, **overrides) -> SegmenterTrainConfig:
-        """Load and validate a YAML file (then ``overrides``); errors become one-line :class:`InputError`."""
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError:
-            raise InputError(f"no such config file: {path}") from None
-        except yaml.YAMLError as exc:
-            raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise InputError(f"{path}: expected a mapping of segmenter training settings")
-        return build_config({**data, **overrides}, str(path))
-
 
 def build_config(data: dict, where: str = "segmenter config") -> SegmenterTrainConfig:
     """Validate ``data``; the first error as one-line :class:`InputError`."""
-    try:
-        return SegmenterTrainConfig.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"]) or "config"
-        raise InputError(f"{where}: {loc}: {first['msg']} ({exc.error_count()} error(s))") from None
+    return SegmenterTrainConfig.validated(data, where)
