@@ -196,27 +196,40 @@ def test_integer_image_is_accepted() -> None:
 def test_fast_max_filter_equals_scipy_maximum_filter() -> None:
     from scipy import ndimage
 
-    from semqa.particles.segmentation import _max_filter_square
+    from semqa.particles.primitives import max_filter_square
 
     rng = np.random.default_rng(3)
     for shape in [(64, 64), (3, 3), (5, 40), (40, 5), (1, 7)]:
         for size in (1, 3, 5, 11, 21):
             for image in (rng.random(shape) > 0.97, rng.integers(0, 256, shape).astype(np.uint8),
                           rng.integers(0, 2**16, shape).astype(np.uint16)):
-                assert np.array_equal(_max_filter_square(image, size), ndimage.maximum_filter(image, size=size))
+                assert np.array_equal(max_filter_square(image, size), ndimage.maximum_filter(image, size=size))
 
 
 def test_label_medians_equal_numpy_per_label() -> None:
-    from semqa.particles.segmentation import _label_median
+    from semqa.particles.primitives import label_median
 
     rng = np.random.default_rng(4)
     labels = rng.integers(0, 6, (40, 40))
     labels[labels == 4] = 0  # a label without pixels
     values = rng.normal(size=labels.shape).astype(np.float32)
-    median = _label_median(values, labels)
+    median = label_median(values, labels)
     for k in range(1, 6):
         v = np.sort(values[labels == k])
         if v.size == 0:
             assert np.isnan(median[k - 1])
         else:
             assert median[k - 1] == v[(v.size - 1) // 2]  # lower median
+
+
+def test_block_mean_equals_block_reduce_mean() -> None:
+    from skimage.measure import block_reduce
+
+    from semqa.particles.primitives import block_mean
+
+    rng = np.random.default_rng(5)
+    for shape, factor in [((64, 64), 2), ((37, 50), 4), ((9, 9), 3), ((5, 7), 1)]:
+        image = rng.random(shape).astype(np.float32)
+        h, w = shape[0] // factor * factor, shape[1] // factor * factor
+        expected = block_reduce(image[:h, :w], (factor, factor), np.mean)
+        np.testing.assert_allclose(block_mean(image, factor), expected, rtol=1e-6, atol=1e-7)

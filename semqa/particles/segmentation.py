@@ -68,6 +68,7 @@ from semqa.particles.limits import (
 )
 from semqa.particles.detection import significance
 from semqa.particles.measure import convex_image
+from semqa.particles.primitives import block_mean, label_median, max_filter_square, narrow_labels, upsample_linear
 from semqa.particles.noise import NoiseModel, fit_noise_model, stabilize, sum_inflation
 
 
@@ -175,29 +176,6 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def _label_median(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Median (lower of the two middle values) of ``values`` for labels 1…max; NaN where a label has no pixel.
-
-    The pixels are grouped by label with one stable integer argsort (a radix sort for 16-bit
-    labels), then each label's middle value is selected by partition. Sorting by value as well
-    costs several times more, and :func:`scipy.ndimage.median` sorts the whole image per call.
-    """
-    sel = labels > 0
-    lab = labels[sel]
-    n = int(labels.max())
-    order = np.argsort(lab.astype(np.uint16) if n < 2**16 else lab, kind="stable")
-    grouped = values[sel][order]
-    counts = np.bincount(lab, minlength=n + 1)[1:]
-    median = np.full(n, np.nan)
-    start = 0
-    for i, (count, end) in enumerate(zip(counts.tolist(), np.cumsum(counts).tolist())):
-        if count:
-            k = (count - 1) // 2
-            median[i] = np.partition(grouped[start:end], k)[k]
-        start = end
-    return median
-
-
 def _ecd_scale(mask: np.ndarray) -> float | None:
     """Area-weighted median ECD (px) of the connected components of ``mask``, None if none."""
     lab, n = ndimage.label(mask)
@@ -212,17 +190,6 @@ def _ecd_scale(mask: np.ndarray) -> float | None:
     return math.sqrt(4.0 * median_area / math.pi)
 
 
-def _block_mean(image: np.ndarray, factor: int) -> np.ndarray:
-    """Mean over ``factor × factor`` blocks (the remainder rows and columns dropped).
-
-    Summed as ``factor`` strided row slices, then column slices: a reduction over the short
-    axes of a ``(h, factor, w, factor)`` view is about ten times slower.
-    """
-    h, w = image.shape[0] // factor, image.shape[1] // factor
-    rows = sum(image[i : h * factor : factor, : w * factor] for i in range(factor))
-    return sum(rows[:, j::factor] for j in range(factor)) / np.float32(factor * factor)
-
-
 def _background(image: np.ndarray, substrate: np.ndarray, sigma_px: float, shape: tuple[int, int]) -> np.ndarray:
     """Smooth substrate level by normalized convolution on a grid ``sigma/4`` coarser.
 
@@ -233,8 +200,8 @@ def _background(image: np.ndarray, substrate: np.ndarray, sigma_px: float, shape
     if min(image.shape) // factor < 1:
         factor = 1
     weight = substrate.astype(np.float32)
-    img_s = _block_mean(image * weight, factor)
-    w_s = _block_mean(weight, factor)
+    img_s = block_mean(image * weight, factor)
+    w_s = block_mean(weight, factor)
     # Under mode="reflect" the filtered grid is periodic with period 2L (L its longer side);
     # a Gaussian of sigma ≥ 2L passes its lowest non-constant component with gain
     # exp(-2π²σ²/(2L)²) ≤ exp(-2π²) ≈ 3e-9: it is the (weighted) mean. Capping sigma there
@@ -244,35 +211,8 @@ def _background(image: np.ndarray, substrate: np.ndarray, sigma_px: float, shape
     den = ndimage.gaussian_filter(w_s, s, mode="reflect")
     fallback = float(np.median(image[substrate])) if substrate.any() else float(np.median(image))
     bg_s = np.where(den > 1e-3, num / np.maximum(den, 1e-3), fallback)
-    bg = _upsample_linear(bg_s.astype(np.float32), shape)
+    bg = upsample_linear(bg_s.astype(np.float32), shape)
     return np.maximum(bg, np.float32(max(1e-6, 1e-3 * abs(fallback))), out=bg)
-
-
-def _interp_weights(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Linear interpolation between cell centres (edges clamped): output ``i`` is
-    ``w[i] * input[lo[i]] + (1 - w[i]) * input[lo[i] + 1]``, with ``lo + 1`` clipped to the last cell."""
-    pos = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
-    lo = np.minimum(np.floor(pos).astype(np.intp), n_in - 1)
-    hi = np.minimum(lo + 1, n_in - 1)
-    return lo, hi, (1.0 - (pos - lo)).astype(np.float32)
-
-
-def _upsample_linear(small: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Bilinear upsampling of a coarse smooth field, columns then rows.
-
-    Gathers of two neighbours per output line: a matrix product would do the same arithmetic
-    with mostly zero weights (and, through a multi-threaded BLAS, cost more CPU than it saves).
-    """
-    lo, hi, w = _interp_weights(shape[1], small.shape[1])
-    cols = w * small[:, lo] + (1 - w) * small[:, hi]
-    # Full-size rows are gathered whole and combined in place: two full-size arrays, not five.
-    lo, hi, w = _interp_weights(shape[0], small.shape[0])
-    out = cols[lo]
-    out *= w[:, None]
-    upper = cols[hi]
-    upper *= (1 - w)[:, None]
-    out += upper
-    return out
 
 
 def _otsu_mask(image: np.ndarray) -> np.ndarray | None:
@@ -284,40 +224,6 @@ def _otsu_mask(image: np.ndarray) -> np.ndarray | None:
     if float(sample.max()) <= float(sample.min()):
         return None
     return image > threshold_otsu(sample)
-
-
-def _max_filter_square(image: np.ndarray, size: int) -> np.ndarray:
-    """Maximum over a ``size × size`` square (``size`` odd), as
-    ``scipy.ndimage.maximum_filter(image, size)`` computes it (a binary dilation for masks).
-
-    Boolean and unsigned 8- or 16-bit images (masks, labels) are filtered per axis by a sliding
-    maximum with doubling windows (1, 2, 4, … then two overlapping ones covering ``size``): a few
-    whole-array operations, about eight times faster than the filter's per-line loop on 1-byte
-    pixels and up to four times on 2-byte ones. Wider pixels go to the filter (there the memory
-    traffic of whole-array operations eats the gain).
-    """
-    if not (image.dtype == bool or image.dtype in (np.uint8, np.uint16)):
-        return ndimage.maximum_filter(image, size=size)
-    radius = size // 2
-    out = image
-    for axis in (0, 1):
-        along = np.moveaxis(np.pad(out, [(radius, radius) if a == axis else (0, 0) for a in (0, 1)]), axis, 0)
-        span = 1
-        while 2 * span <= size:
-            along = np.maximum(along[:-span], along[span:])
-            span *= 2
-        n = out.shape[axis]
-        out = np.moveaxis(np.maximum(along[:n], along[size - span : size - span + n]), 0, axis)
-    return np.ascontiguousarray(out)
-
-
-def _narrow_labels(labels: np.ndarray, n: int) -> np.ndarray:
-    """``labels`` (``0…n``) in the narrowest unsigned type that holds ``n``: less memory traffic in
-    every whole-image step, and the fast path of :func:`_max_filter_square`."""
-    for dtype in (np.uint8, np.uint16):
-        if n <= np.iinfo(dtype).max:
-            return labels.astype(dtype)
-    return labels
 
 
 @dataclass(frozen=True)
@@ -357,7 +263,7 @@ def _significant(lab: np.ndarray, n: int, ring: np.ndarray, evidence: _Evidence)
     own = (evidence.seed_bits[sel] & np.concatenate([[np.uint16(0)], allowed])[ids]) > 0
     seeded = np.bincount(ids, weights=own, minlength=n + 1)[1:] > 0
     total = np.bincount(ids, weights=evidence.z[sel], minlength=n + 1)[1:]
-    substrate = _label_median(evidence.z, ring)
+    substrate = label_median(evidence.z, ring)
     if substrate.size < n:
         substrate = np.concatenate([substrate, np.full(n - substrate.size, np.nan)])
     outside = evidence.z[::4, ::4][lab[::4, ::4] == 0]
@@ -387,14 +293,14 @@ def _local_threshold_mask(
     lab, n = ndimage.label(mask)
     if n == 0:
         return mask
-    lab = _narrow_labels(lab, n)
+    lab = narrow_labels(lab, n)
     # Zone of each particle: the particle and the background within a square of half-width
     # gap + ring around it (a separable maximum filter; between two particles closer than
     # that, the higher label takes the shared background pixels).
     reach = 2 * int(math.ceil(gap_px + ring_px)) + 1
-    zone = np.where(lab > 0, lab, _max_filter_square(lab, reach))
-    ring = np.where(_max_filter_square(mask, 2 * gap_px + 1), 0, zone)
-    substrate = _label_median(flat, ring)
+    zone = np.where(lab > 0, lab, max_filter_square(lab, reach))
+    ring = np.where(max_filter_square(mask, 2 * gap_px + 1), 0, zone)
+    substrate = label_median(flat, ring)
     if substrate.size < n:
         substrate = np.concatenate([substrate, np.full(n - substrate.size, np.nan)])
     # A component without a ring of its own (crowded) takes the field's substrate level,
@@ -414,7 +320,7 @@ def _local_threshold_mask(
     refined[candidates[values > level]] = True
     # The rule places boundaries; the core of a detected particle (farther than bright_px
     # from its first boundary) stays in, even where a dim interior is below its rims' half level.
-    core = ~_max_filter_square(~mask, 2 * bright_px + 1) & np.concatenate([[False], real])[lab]
+    core = ~max_filter_square(~mask, 2 * bright_px + 1) & np.concatenate([[False], real])[lab]
     return refined.reshape(flat.shape) | core
 
 
@@ -558,8 +464,8 @@ def _noise_sigma(zp: np.ndarray, seeds: np.ndarray, noise: NoiseModel, config: S
     keeps sd s / (2 sqrt(π) σ); noise correlated over a few pixels keeps more, by
     ``sum_inflation``.
     """
-    zb = _block_mean(zp, 4) if min(zp.shape) >= 16 else zp
-    sb = _block_mean(seeds.astype(np.float32), 4) >= 0.5 if min(zp.shape) >= 16 else seeds
+    zb = block_mean(zp, 4) if min(zp.shape) >= 16 else zp
+    sb = block_mean(seeds.astype(np.float32), 4) >= 0.5 if min(zp.shape) >= 16 else seeds
     if not sb.any() or sb.all():
         return 0.0
     contrast = float(np.quantile(zb[sb], 0.9) - np.median(zb[~sb]))
@@ -636,7 +542,7 @@ def detect(image: np.ndarray, config: SegmentationConfig | None = None) -> Detec
     # from every significant one give the inflation the final test uses.
     sig = significance(z, noise.model_copy(update={"sum_inflation": 1.0}), config.false_detections)
     structure = (sig.bright >= sig.threshold) | (sig.dark >= sig.threshold)
-    inflation = sum_inflation(z, noise.stabilized_sd, ~_max_filter_square(structure, 9))
+    inflation = sum_inflation(z, noise.stabilized_sd, ~max_filter_square(structure, 9))
     noise = noise.model_copy(update={"sum_inflation": inflation})
     if inflation > 1.0:
         sig = significance(z, noise, config.false_detections)
@@ -650,7 +556,7 @@ def detect(image: np.ndarray, config: SegmentationConfig | None = None) -> Detec
     # First look on a 2 × 2 block mean (halves the noise, quarters the work), smoothed as the
     # noise demands: particle scale and substrate, for the denoising sigma and the background.
     factor = 2 if min(image.shape) >= 64 else 1
-    small = _block_mean(work, factor)
+    small = block_mean(work, factor)
     look_sigma = min(noise_sigma, config.denoise_sigma_max_px) / factor
     if look_sigma > 0.5:
         small = ndimage.gaussian_filter(small, look_sigma)
@@ -661,7 +567,7 @@ def detect(image: np.ndarray, config: SegmentationConfig | None = None) -> Detec
     if diameter is None:
         # Only components holding a seed size the field (noise specks of a noisy frame do not).
         lab_c, n_c = ndimage.label(coarse)
-        seeded = np.bincount(lab_c.ravel(), weights=_block_mean(seeds.astype(np.float32), factor).ravel() > 0, minlength=n_c + 1) > 0
+        seeded = np.bincount(lab_c.ravel(), weights=block_mean(seeds.astype(np.float32), factor).ravel() > 0, minlength=n_c + 1) > 0
         seeded[0] = False
         scale = _ecd_scale(seeded[lab_c])
         if scale is None:
@@ -702,6 +608,6 @@ def estimate_particle_diameter(image: np.ndarray) -> float | None:
     """
     image = _check_image(image)
     factor = 2 if min(image.shape) >= 64 else 1
-    coarse = _otsu_mask(_block_mean(image, factor))
+    coarse = _otsu_mask(block_mean(image, factor))
     scale = _ecd_scale(coarse) if coarse is not None else None
     return factor * scale if scale is not None else None

@@ -1,0 +1,111 @@
+"""Fast array primitives of the segmentation, each tested equal to the library function it replaces.
+
+They exist because the library versions dominate the segmentation's time on large frames
+(``tests/test_segmentation.py`` checks each against scipy / numpy / scikit-image):
+
+* :func:`max_filter_square` — :func:`scipy.ndimage.maximum_filter` on masks and narrow labels;
+* :func:`label_median` — per-label medians (:func:`scipy.ndimage.median`, lower median);
+* :func:`block_mean` — :func:`skimage.measure.block_reduce` with ``np.mean``;
+* :func:`upsample_linear` — bilinear interpolation between cell centres (edges clamped);
+* :func:`narrow_labels` — labels in the narrowest unsigned type.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+
+def label_median(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Median (lower of the two middle values) of ``values`` for labels 1…max; NaN where a label has no pixel.
+
+    The pixels are grouped by label with one stable integer argsort (a radix sort for 16-bit
+    labels), then each label's middle value is selected by partition. Sorting by value as well
+    costs several times more, and :func:`scipy.ndimage.median` sorts the whole image per call.
+    """
+    sel = labels > 0
+    lab = labels[sel]
+    n = int(labels.max())
+    order = np.argsort(lab.astype(np.uint16) if n < 2**16 else lab, kind="stable")
+    grouped = values[sel][order]
+    counts = np.bincount(lab, minlength=n + 1)[1:]
+    median = np.full(n, np.nan)
+    start = 0
+    for i, (count, end) in enumerate(zip(counts.tolist(), np.cumsum(counts).tolist())):
+        if count:
+            k = (count - 1) // 2
+            median[i] = np.partition(grouped[start:end], k)[k]
+        start = end
+    return median
+
+
+def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
+    """Mean over ``factor × factor`` blocks (the remainder rows and columns dropped).
+
+    Summed as ``factor`` strided row slices, then column slices: a reduction over the short
+    axes of a ``(h, factor, w, factor)`` view is about ten times slower.
+    """
+    h, w = image.shape[0] // factor, image.shape[1] // factor
+    rows = sum(image[i : h * factor : factor, : w * factor] for i in range(factor))
+    return sum(rows[:, j::factor] for j in range(factor)) / np.float32(factor * factor)
+
+
+def _interp_weights(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Linear interpolation between cell centres (edges clamped): output ``i`` is
+    ``w[i] * input[lo[i]] + (1 - w[i]) * input[lo[i] + 1]``, with ``lo + 1`` clipped to the last cell."""
+    pos = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
+    lo = np.minimum(np.floor(pos).astype(np.intp), n_in - 1)
+    hi = np.minimum(lo + 1, n_in - 1)
+    return lo, hi, (1.0 - (pos - lo)).astype(np.float32)
+
+
+def upsample_linear(small: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear upsampling of a coarse smooth field, columns then rows.
+
+    Gathers of two neighbours per output line: a matrix product would do the same arithmetic
+    with mostly zero weights (and, through a multi-threaded BLAS, cost more CPU than it saves).
+    """
+    lo, hi, w = _interp_weights(shape[1], small.shape[1])
+    cols = w * small[:, lo] + (1 - w) * small[:, hi]
+    # Full-size rows are gathered whole and combined in place: two full-size arrays, not five.
+    lo, hi, w = _interp_weights(shape[0], small.shape[0])
+    out = cols[lo]
+    out *= w[:, None]
+    upper = cols[hi]
+    upper *= (1 - w)[:, None]
+    out += upper
+    return out
+
+
+def max_filter_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Maximum over a ``size × size`` square (``size`` odd), as
+    ``scipy.ndimage.maximum_filter(image, size)`` computes it (a binary dilation for masks).
+
+    Boolean and unsigned 8- or 16-bit images (masks, labels) are filtered per axis by a sliding
+    maximum with doubling windows (1, 2, 4, … then two overlapping ones covering ``size``): a few
+    whole-array operations, about eight times faster than the filter's per-line loop on 1-byte
+    pixels and up to four times on 2-byte ones. Wider pixels go to the filter (there the memory
+    traffic of whole-array operations eats the gain).
+    """
+    if not (image.dtype == bool or image.dtype in (np.uint8, np.uint16)):
+        return ndimage.maximum_filter(image, size=size)
+    radius = size // 2
+    out = image
+    for axis in (0, 1):
+        along = np.moveaxis(np.pad(out, [(radius, radius) if a == axis else (0, 0) for a in (0, 1)]), axis, 0)
+        span = 1
+        while 2 * span <= size:
+            along = np.maximum(along[:-span], along[span:])
+            span *= 2
+        n = out.shape[axis]
+        out = np.moveaxis(np.maximum(along[:n], along[size - span : size - span + n]), 0, axis)
+    return np.ascontiguousarray(out)
+
+
+def narrow_labels(labels: np.ndarray, n: int) -> np.ndarray:
+    """``labels`` (``0…n``) in the narrowest unsigned type that holds ``n``: less memory traffic in
+    every whole-image step, and the fast path of :func:`max_filter_square`."""
+    for dtype in (np.uint8, np.uint16):
+        if n <= np.iinfo(dtype).max:
+            return labels.astype(dtype)
+    return labels
