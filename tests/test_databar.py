@@ -134,12 +134,21 @@ def test_vendor_tiffs_carry_the_pixel_size_in_the_vendor_tag(tmp_path):
     assert np.array_equal(tifffile.imread(tmp_path / "z.tif"), to_uint(image))
 
 
+#: Side of the generated lot frames (before a data bar is appended).
+LOT_FRAME_PX = 384
+
+
 @pytest.fixture(scope="module")
 def lots_pair(tmp_path_factory):
-    """One product's lots as semqa writes them, and the same frames as instruments write them."""
+    """One product's lots as semqa writes them, and the same frames as instruments write them.
+
+    D50 1.2 µm at 0.1 µm/px (12 px): far enough above the 0.36 µm sizing limit that the
+    comparison is decided by the statistics, not censored by the resolution; 384 px frames hold
+    the 50 particles per unit the PBE design asks.
+    """
     root = tmp_path_factory.mktemp("lots")
-    products = {"rld": default_products(0.8)["rld"]}
-    lots = make_lots(root / "plain", products, lots=3, images_per_lot=10, config=SynthConfig(size_px=256, d50_um=0.8), seed=5)
+    products = {"rld": default_products(1.2)["rld"]}
+    lots = make_lots(root / "plain", products, lots=3, images_per_lot=10, config=SynthConfig(size_px=LOT_FRAME_PX, d50_um=1.2), seed=5)
     barred = rewrite_as_instrument(lots, root / "zeiss", vendor="zeiss", layout="bottom-appended", seed=1)
     overlaid = rewrite_as_instrument(lots, root / "fei", vendor="fei", layout="bottom-overlay", seed=2)
     return lots / "rld" / "hr", barred / "rld" / "hr", overlaid / "rld" / "hr"
@@ -184,12 +193,13 @@ def test_cli_compare_csv_and_overlays(lots_pair, tmp_path, capsys):
     assert set(particles.loc[particles["status"] == "excluded", "exclusion"]) <= {"border", "too_small"}
     assert particles["exclusion"].notna().sum() == (particles["status"] == "excluded").sum() > 0
     assert {"ecd_um", "area_um2", "feret_max_um", "feret_min_um", "pixel_size_um"} <= set(particles.columns)
-    assert (images["roi_source"] == "auto-databar").all() and (images["roi_height"] == 256).all()
+    assert (images["roi_source"] == "auto-databar").all() and (images["roi_height"] == LOT_FRAME_PX).all()
     pngs = sorted(overlays.rglob("*.png"))
     assert len(pngs) == 60 and pngs[0].relative_to(overlays).parts[0] in ("reference", "test")
     with Image.open(pngs[0]) as im:
         rgb = np.asarray(im.convert("RGB"))
-    assert rgb.shape[:2] == (256 + 23, 256)  # the whole input frame, bar included (dimmed)
+    frame = read_image(barred / pngs[0].relative_to(overlays / pngs[0].relative_to(overlays).parts[0]).with_suffix(".tif"))
+    assert rgb.shape[:2] == frame.shape and frame.shape[0] > LOT_FRAME_PX  # the whole input frame, bar included (dimmed)
     assert (rgb == (40, 220, 60)).all(axis=2).any()  # measured outlines drawn
     assert (rgb == (255, 230, 0)).all(axis=2).any()  # the analysed region drawn
 
