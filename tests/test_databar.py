@@ -94,6 +94,51 @@ def test_a_bar_is_left_out_of_the_analysis(frames):
     assert blind.psd.n > ref.psd.n  # without detection the glyphs are counted as particles
 
 
+def test_a_side_panel_is_left_out_of_the_analysis(frames):
+    image = frames["synth-hr-0"]
+    framed, truth = add_databar(image, "right-appended", np.random.default_rng(4), dark=False, antialias=True)
+    plain = Micrograph(name="a.tif", image=image, pixel_size_um=0.1, bit_depth=16, digest="sha256:0")
+    barred = Micrograph(name="a.tif", image=stored(framed, 16), pixel_size_um=0.1, bit_depth=16, digest="sha256:1")
+    config = AnalysisConfig(n_bootstrap=0)
+    ref, found = analyze([plain], config), analyze([barred], config)
+    roi = found.images[0].roi
+    assert (roi.x, roi.y, roi.width, roi.height) == truth and "right bar" in roi.detail
+    assert [p.ecd_um for p in found.particles] == [p.ecd_um for p in ref.particles]
+
+
+def dark_edge_rows(image: np.ndarray, dose: float, yield_: float, rows: int, seed: int) -> np.ndarray:
+    """``image`` with its bottom ``rows`` replaced by a bare dark substrate: Poisson counts of mean ``yield_ · dose``."""
+    out = image.copy()
+    out[-rows:] = np.random.default_rng(seed).poisson(yield_ * dose, (rows, image.shape[1])) / dose
+    return out
+
+
+@pytest.mark.parametrize("dose, yield_", [(3, 0.0), (3, 0.001), (3, 0.03), (10, 0.01), (30, 0.0), (100, 0.003)])
+def test_dark_substrate_along_the_edge_is_not_a_bar(frames, dose, yield_):
+    """Dark substrate rows (flat by shot noise: mostly zero counts) are micrograph, in both scene families.
+
+    Zero yield: exactly flat, no text; 0.001 at dose 3: a few lines all zero, the counts
+    scattered at random; the others: no line without a count.
+    """
+    for i, name in enumerate(("synth-hr-0", "synth-lr-1", "disks-1-dose30")):
+        image = stored(dark_edge_rows(frames[name], dose, yield_, 40, seed=i))
+        region = choose_region(image, name)
+        assert (region.source, region.height) == ("full-frame", image.shape[0]), (name, region.detail)
+        assert region.detail == "no data bar found" or "nothing cut" in region.detail, region.detail
+
+
+@pytest.mark.parametrize("dose, substrate, radius", [(10, 0.5, 150), (10, 0.1, 220), (30, 0.5, 180), (3, 0.3, 200)])
+def test_a_dark_particle_on_the_edge_is_not_a_bar(dose, substrate, radius):
+    """A large dark particle cut by the bottom edge: flat, zero-count rows over most of the width, kept."""
+    rng = np.random.default_rng(radius)
+    yield_ = np.full((300, 400), substrate)
+    rr, cc = disk((300, 200), radius, shape=yield_.shape)
+    yield_[rr, cc] = 0.0
+    image = stored(np.clip(rng.poisson(gaussian(yield_, 1.0) * dose) / dose, 0, 1))
+    region = choose_region(image, "dark-particle")
+    assert (region.source, region.height, region.width) == ("full-frame", 300, 400), region.detail
+
+
 def test_roi_edge_excludes_like_the_frame_edge(frames):
     mg = Micrograph(name="a.tif", image=frames["synth-hr-0"], pixel_size_um=0.1, bit_depth=16, digest="sha256:0")
     full = analyze([mg], AnalysisConfig(n_bootstrap=0))
