@@ -41,7 +41,7 @@ SIDE_LAYOUTS: tuple[str, ...] = ("right-appended", "right-overlay", "left-overla
 CZ_SEM_TAG, FEI_HELIOS_TAG = 34118, 34682
 
 
-def _nice_length_um(field_um: float) -> float:
+def scale_bar_length_um(field_um: float) -> float:
     """A 1-2-5 scale-bar length near a fifth of the field, as instruments choose it."""
     target = field_um / 5
     decade = 10 ** np.floor(np.log10(target))
@@ -94,11 +94,12 @@ def render_databar(
     for i in range(n_lines):
         draw.text((x0, 2 + i * line_h), "   ".join(fields[i * 2 : i * 2 + 2]), fill=ink, font=font)
     # Scale bar: a filled bar of a round length with its label, right of the text.
-    length_um = _nice_length_um(width * pixel_size_um)
+    length_um = scale_bar_length_um(width * pixel_size_um)
     bar_px = max(4, int(round(length_um / pixel_size_um)))
     bx = int(0.55 * width)
     if bx + bar_px < width - 2:
-        draw.rectangle([bx, rows // 2, bx + bar_px, rows // 2 + max(2, rows // 10)], fill=ink)
+        # PIL's rectangle includes both end coordinates: the bar spans exactly bar_px columns.
+        draw.rectangle([bx, rows // 2, bx + bar_px - 1, rows // 2 + max(2, rows // 10)], fill=ink)
         draw.text((bx, 2), f"{length_um:g} um", fill=ink, font=font)
     # Logo: a filled box with letters in the background colour, at the right end.
     lw = min(int(0.08 * width), rows * 3)
@@ -146,11 +147,11 @@ def render_side_panel(
         draw.text((x0, y), text, fill=ink, font=font)
         y += line_h
     # Scale bar near the panel's foot, at most its width less the margins.
-    length_um = _nice_length_um(5 * (cols - 8) * pixel_size_um)
+    length_um = scale_bar_length_um(5 * (cols - 8) * pixel_size_um)
     bar_px = max(4, int(round(length_um / pixel_size_um)))
     if bar_px <= cols - 8:
         draw.text((x0, rows - 22), f"{length_um:g} um", fill=ink, font=font)
-        draw.rectangle([x0, rows - 8, x0 + bar_px, rows - 6], fill=ink)
+        draw.rectangle([x0, rows - 8, x0 + bar_px - 1, rows - 6], fill=ink)
     return np.asarray(strip, dtype=np.float32) / 255.0
 
 
