@@ -111,6 +111,10 @@ def _print_pixel_sizes(images) -> None:
     for s in images:
         if s.pixel_size_note:
             print(f"note: {s.name}: pixel size {s.pixel_size_um:g} µm (flag) {s.pixel_size_note}")
+    from_bar = sum(s.pixel_size_source.startswith("scale bar") for s in images)
+    if from_bar:
+        print(f"warning: {from_bar} image(s) sized from the data bar's scale bar with the length given by hand "
+              "(--scale-bar): less accurate than instrument metadata; check against a calibration")
 
 
 def _sr_by_default(args: argparse.Namespace) -> bool:

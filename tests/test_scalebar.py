@@ -81,7 +81,8 @@ def test_cli_scale_bar_is_opt_in_labelled_and_warned(scenes, tmp_path, capsys):
     assert image["pixel_size_source"] == "scale bar (50 px = 5 µm, read from the data bar)"
     assert image["pixel_size_um"] == pytest.approx(0.1)
     assert any("less accurate" in w for w in image["warnings"])
-    assert "pixel size from scale bar (50 px = 5 µm" in printed and "less accurate" in printed
+    assert "pixel size from scale bar (50 px = 5 µm" in printed
+    assert "warning: 1 image(s) sized from the data bar's scale bar" in printed
     # 500 nm written in nm: the same bar, a tenth of the size.
     assert main(["analyze", str(path), "--scale-bar", "500 nm", "--json", str(out)]) == 0
     assert json.loads(out.read_text())["images"][0]["pixel_size_um"] == pytest.approx(0.01)
