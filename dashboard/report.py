@@ -260,22 +260,22 @@ def _fit_table(fig: Figure, frame: pd.DataFrame, width_in: float, font: float) -
 
     renderer = fig.canvas.get_renderer()
     formatted = _formatted(frame)
+    measured: dict[tuple[str, float], float] = {}  # many cells repeat (units, sources): measure each text once
+
+    def width(s: str, size: float) -> float:
+        if (s, size) not in measured:
+            prop = FontProperties(size=size)
+            measured[s, size] = max(
+                renderer.get_text_width_height_descent(line or " ", prop, ismath=False)[0] for line in s.split("\n")
+            ) / fig.dpi
+        return measured[s, size]
+
     chars = 48
     while True:
-        text = formatted.map(lambda v: _wrap(v, chars))
+        text = formatted.map(lambda v, n=chars: _wrap(v, n))
         header = [_wrap(str(c), chars) for c in formatted.columns]
-        prop = FontProperties(size=font)
-
-        measured: dict[str, float] = {}  # many cells repeat (units, sources): measure each text once
-
-        def width(s: str) -> float:
-            if s not in measured:
-                measured[s] = max(renderer.get_text_width_height_descent(line or " ", prop, ismath=False)[0]
-                                  for line in s.split("\n")) / fig.dpi
-            return measured[s]
-
         widths = [
-            max([width(h)] + [width(v) for v in text[c]]) + 2 * _CELL_PAD_IN
+            max([width(h, font)] + [width(v, font) for v in text[c]]) + 2 * _CELL_PAD_IN
             for h, c in zip(header, text.columns)
         ]
         if sum(widths) <= width_in or chars <= 8:

@@ -7,20 +7,17 @@ The HTML is measured in headless Chromium (the dashboard browser test's driver).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.text import Text
+from test_dashboard_browser import browser  # noqa: F401  (the fixture)
 
 from dashboard import report as report_export
 from semqa.analysis import AnalysisConfig, compare, load_lots
 from semqa.io.images import read_image
 from semqa.synth.scenes import ProductSpec, make_lots, synth_config
-
-from test_dashboard_browser import browser  # noqa: F401  (the fixture)
 
 LONG_NAME = "PhenomXL_batch-2026-12-01_API-micronised_lot{lot}_field{i:04d}_BSD-15kV_WD8.2mm_mag2500x_{side}.tif"
 

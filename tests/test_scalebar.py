@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import tifffile
+from test_databar import bright_disks, stored
 
 from semqa.cli import main
 from semqa.errors import InputError
@@ -16,8 +17,6 @@ from semqa.io.images import read_image, to_uint, write_image
 from semqa.io.scalebar import find_scale_bar, pixel_size_from_scale_bar
 from semqa.synth.databar import LAYOUTS, SIDE_LAYOUTS, add_databar, scale_bar_length_um
 from semqa.synth.scenes import SynthConfig, render_pair
-
-from test_databar import bright_disks, stored
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +28,7 @@ def scenes():
 def printed_length_um(layout: str, frame_width: int, pixel_size_um: float) -> float:
     """The label the synthetic bar prints: a 1-2-5 length near a fifth of the field (of the panel for side layouts)."""
     if layout in SIDE_LAYOUTS:
-        cols = max(32, int(round(0.12 * frame_width)))
+        cols = max(32, round(0.12 * frame_width))
         return scale_bar_length_um(5 * (cols - 8) * pixel_size_um)
     return scale_bar_length_um(frame_width * pixel_size_um)
 

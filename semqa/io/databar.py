@@ -246,7 +246,7 @@ def find_databars(image: np.ndarray) -> DataBarSearch:
         [first_col, stop_col)`` left to analyse.
     """
     image = np.asarray(image)
-    h, w = image.shape
+    w = image.shape[1]
     bars, first, stop, threshold, notes = _edge_bars(image, ("bottom", "top"))
     first_col, stop_col, column_threshold = 0, w, None
     if w >= 2 * MIN_BAR_ROWS:
