@@ -196,7 +196,8 @@ def lots_pair(tmp_path_factory):
     lots = make_lots(root / "plain", products, lots=3, images_per_lot=10, config=SynthConfig(size_px=LOT_FRAME_PX, d50_um=1.2), seed=5)
     barred = rewrite_as_instrument(lots, root / "zeiss", vendor="zeiss", layout="bottom-appended", seed=1)
     overlaid = rewrite_as_instrument(lots, root / "fei", vendor="fei", layout="bottom-overlay", seed=2)
-    return lots / "rld" / "hr", barred / "rld" / "hr", overlaid / "rld" / "hr"
+    side = rewrite_as_instrument(lots, root / "side", vendor="fei", layout="right-overlay", seed=3)
+    return lots / "rld" / "hr", barred / "rld" / "hr", overlaid / "rld" / "hr", side / "rld" / "hr"
 
 
 def _read(folder, pixel_size=None):
@@ -207,13 +208,15 @@ def _read(folder, pixel_size=None):
 
 @pytest.mark.slow
 def test_verdict_unchanged_by_a_bar(lots_pair):
-    """The same lots compared with themselves written with a data bar (appended, overlaid): equivalent."""
-    plain, barred, overlaid = lots_pair
+    """The same lots compared with themselves written with a data bar (appended, overlaid, at the side): equivalent."""
+    plain, barred, overlaid, side = lots_pair
     config = AnalysisConfig(n_bootstrap=0)
     reference = _read(plain)
     appended = compare(reference, _read(barred, 0.1), config)
     drawn = compare(reference, _read(overlaid, 0.1), config)
-    assert appended.verdict == drawn.verdict == "equivalent", (appended.reason, drawn.reason)
+    beside = compare(reference, _read(side, 0.1), config)
+    assert appended.verdict == drawn.verdict == beside.verdict == "equivalent", (appended.reason, drawn.reason, beside.reason)
+    assert {s.roi.source for r in beside.test.values() for s in r.images} == {"auto-databar"}
     # An appended bar hides nothing: the test lots' particles are the reference's, one for one.
     for lot, result in appended.test.items():
         assert [p.ecd_um for p in result.particles] == [p.ecd_um for p in appended.reference[lot].particles]
@@ -222,7 +225,7 @@ def test_verdict_unchanged_by_a_bar(lots_pair):
 
 @pytest.mark.slow
 def test_cli_compare_csv_and_overlays(lots_pair, tmp_path, capsys):
-    _, barred, _ = lots_pair
+    _, barred, _, _ = lots_pair
     csv, overlays = tmp_path / "t" / "particles.csv", tmp_path / "ov"
     code = main([
         "compare", "--reference", str(barred), "--test", str(barred),
