@@ -181,7 +181,7 @@ class SegmenterTrainer(Trainer):
         c = self.config
         torch.manual_seed(c.seed)
         work_d = c.model.working_diameter_px
-        samples, manifest = synthetic_samples(c.synthetic_scenes, c.scene_size_px, work_d, c.seed)
+        samples, manifest = synthetic_samples(c.synthetic_scenes, c.scene_size_px, work_d, c.seed, c.scene_median_ecd_px)
         heldout: list[Annotated] = []
         if self.annotated_dir is not None:
             items = load_annotated(self.annotated_dir, pixel_size_um=self.pixel_size_um)
