@@ -46,6 +46,7 @@ elif st.session_state.get("compared") is not None:
             report = run_comparison(
                 reference.lots, test.lots, config, options.model, settings,
                 uploads={**reference.uploads, **test.uploads}, pixel_size_um=options.pixel_size_um,
+                segmenter=options.segmenter,
             )
         except SemqaError as exc:  # bad input, or the service unreachable / failing
             st.error(f"The comparison could not run: {exc}")

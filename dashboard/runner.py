@@ -27,6 +27,7 @@ from semqa.io.images import Micrograph
 from semqa.registry.records import record_result
 
 if TYPE_CHECKING:
+    from semqa.particles.learned import LearnedSegmenter
     from semqa.sr.inference import Upscaler
     from semqa.registry.lineage import LineageReport
     from service.client import ImageFile
@@ -125,6 +126,40 @@ def load_generator(name: str, version: str, alias: str | None, registry: str) ->
     return upscaler
 
 
+@st.cache_resource(show_spinner="Loading the learned segmenter…", max_entries=4)
+def load_learned_segmenter(name: str, version: str, alias: str | None, registry: str) -> LearnedSegmenter:
+    """The learned segmenter ``name`` version ``version`` in ``registry``, loaded once per process.
+
+    Loaded through ``alias`` (the production one) when given, so the lineage records it; the
+    version is checked, as :func:`load_generator` does, so a moved alias cannot slip in.
+    """
+    from semqa.particles.learned import load_segmenter
+    from semqa.registry.store import tracking_uri
+
+    if tracking_uri() != registry:
+        raise InputError(f"the registry in force is not {registry}: reload the page")
+    uri = f"models:/{name}@{alias}" if alias else f"models:/{name}/{version}"
+    segmenter = load_segmenter(uri)
+    if segmenter.ref.version != version:
+        raise InputError(f"{uri} now resolves to version {segmenter.ref.version}, not {version}: reload the page")
+    return segmenter
+
+
+def _learned(segmenter: ModelChoice | None) -> LearnedSegmenter | None:
+    """The loaded segmenter of a choice (None: the classic pipeline)."""
+    if segmenter is None:
+        return None
+    alias = "production" if "production" in segmenter.aliases else None
+    return load_learned_segmenter(segmenter.name, segmenter.version, alias, segmenter.registry)
+
+
+def segmenter_spec(segmenter: ModelChoice | None) -> str:
+    """The ``segmenter`` a service request names for a choice: classic, learned (production) or a version URI."""
+    if segmenter is None:
+        return "classic"
+    return "learned" if "production" in segmenter.aliases else f"models:/{segmenter.name}/{segmenter.version}"
+
+
 def _inventory(lots: Mapping[str, Sequence[Micrograph]]) -> dict[str, list[tuple[str, str, float | None]]]:
     return {lot: [(mg.name, mg.digest, mg.pixel_size_um) for mg in mgs] for lot, mgs in lots.items()}
 
@@ -135,14 +170,16 @@ def comparison_key(
     config: AnalysisConfig,
     model: ModelChoice | None,
     service_url: str | None,
+    segmenter: ModelChoice | None = None,
 ) -> str:
-    """Cache key: image digests and pixel sizes per lot, resolved model version, settings, runner."""
+    """Cache key: image digests and pixel sizes per lot, resolved model and segmenter versions, settings, runner."""
     payload = {
         "reference": _inventory(reference),
         "test": _inventory(test),
         "config": config.model_dump(mode="json"),
         "model": None if model is None else [model.registry, model.name, model.version],
         "service": service_url,
+        "segmenter": None if segmenter is None else [segmenter.registry, segmenter.name, segmenter.version],
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -157,6 +194,7 @@ def _cached_comparison(
     _settings: DashboardSettings,
     _uploads: Mapping[str, bytes],
     _pixel_size_um: float | None,
+    _segmenter: ModelChoice | None = None,
 ) -> ComparisonReport:
     # The progress bar is made inside the cached function: Streamlit replays the elements a
     # cached function creates, and an element made outside it could not be replayed.
@@ -168,11 +206,12 @@ def _cached_comparison(
 
     try:
         if _settings.service_url is not None:
-            report = _compare_via_service(_reference, _test, _config, _model, _settings, progress, _uploads, _pixel_size_um)
+            report = _compare_via_service(_reference, _test, _config, _model, _settings, progress, _uploads, _pixel_size_um, _segmenter)
         else:
             upscaler = None if _model is None else load_generator(_model.name, _model.version, _alias(_model, _settings), _model.registry)
             # Recorded like the CLI's and the service's results (the service records its own).
-            report = record_result(compare(_reference, _test, config=_config, upscaler=upscaler, progress=progress))
+            segmenter = _learned(_segmenter)
+            report = record_result(compare(_reference, _test, config=_config, upscaler=upscaler, progress=progress, segmenter=segmenter))
     finally:
         bar.empty()
     return report
@@ -230,6 +269,7 @@ def _compare_via_service(
     progress: Callable[[int, int], None],
     uploads: Mapping[str, bytes],
     pixel_size_um: float | None,
+    segmenter: ModelChoice | None = None,
 ) -> ComparisonReport:
     """:meth:`service.client.SemqaClient.compare`: the service runs the same ``compare``.
 
@@ -244,6 +284,7 @@ def _compare_via_service(
         return client.compare(
             *files, sr=model is not None, pixel_size_um=pixel_size_um, config=config,
             model_version=None if model is None else model.version, progress=progress,
+            segmenter=segmenter_spec(segmenter),
         )
 
 
@@ -256,16 +297,18 @@ def run_comparison(
     *,
     uploads: Mapping[str, bytes] | None = None,
     pixel_size_um: float | None = None,
+    segmenter: ModelChoice | None = None,
 ) -> ComparisonReport:
     """Compare the two products, from the cache when these inputs were compared before.
 
     ``uploads`` (digest → bytes of the uploaded files) and ``pixel_size_um`` (the value the
     user entered, already applied to the micrographs) are what the service path sends
-    besides the files read from folders.
+    besides the files read from folders. ``segmenter``: a registered learned segmenter
+    version, or None for the classic pipeline.
     """
     service = None if settings.service_url is None else str(settings.service_url)
-    key = comparison_key(reference, test, config, model, service)
-    return _cached_comparison(key, reference, test, config, model, settings, uploads or {}, pixel_size_um)
+    key = comparison_key(reference, test, config, model, service, segmenter)
+    return _cached_comparison(key, reference, test, config, model, settings, uploads or {}, pixel_size_um, segmenter)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -276,12 +319,15 @@ def analysed_view(
     model_version: str | None,
     _model: ModelChoice | None,
     _settings: DashboardSettings,
+    segmenter_version: str | None = None,
+    _segmenter: ModelChoice | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """``(input image, super-resolved image or None, overlay)`` of one micrograph.
 
     The overlay is :func:`semqa.particles.overlay.draw_overlay` of the image analysed by
-    :func:`semqa.analysis.analyze_unit` with the comparison's configuration (region, data bar),
-    the same picture ``semqa analyze --overlays`` writes.
+    :func:`semqa.analysis.analyze_unit` with the comparison's configuration (region, data bar)
+    and segmenter (``segmenter_version`` keys the cache; None: classic), the same picture
+    ``semqa analyze --overlays`` writes.
     """
     from semqa.analysis import analyze_unit
     from semqa.particles.overlay import draw_overlay
@@ -295,5 +341,5 @@ def analysed_view(
         seen["sr"] = analysed
         seen["overlay"] = draw_overlay(mg.image, analysed, labels, unit.summary.roi, unit.excluded)
 
-    analyze_unit(_micrograph, AnalysisConfig.model_validate_json(config_json), upscaler, keep)
+    analyze_unit(_micrograph, AnalysisConfig.model_validate_json(config_json), upscaler, keep, segmenter=_learned(_segmenter))
     return _micrograph.image, seen["sr"] if upscaler is not None else None, seen["overlay"]

@@ -29,7 +29,7 @@ from semqa.io.region import parse_roi
 from semqa.errors import InputError, SemqaError
 from semqa.io.images import Micrograph
 from semqa.registry.lineage import LineageReport
-from semqa.registry.store import tracking_uri
+from semqa.registry.store import SEGMENTER_MODEL_NAME, tracking_uri
 
 #: Caption of the overlay (colours of :mod:`semqa.particles.overlay`).
 OVERLAY_CAPTION = "Measured (green), cut by the region's edge (orange), too small (magenta); analysed region (yellow)"
@@ -52,6 +52,8 @@ class Options:
     roi: tuple[int, int, int, int] | None = None
     detect_databar: bool = True
     roi_error: str | None = None
+    #: The learned segmenter (the registry's production version), or None for the classic pipeline.
+    segmenter: ModelChoice | None = None
 
 
 def sidebar(settings: DashboardSettings) -> Options:
@@ -72,6 +74,7 @@ def sidebar(settings: DashboardSettings) -> Options:
             help="Super-resolve each image before segmentation (default off, as in the CLI and the service).",
         )
         model = _model_choice(settings) if use_sr else None
+        segmenter = _segmenter_choice()
         roi_text = st.text_input(
             "Analysed region (x,y,width,height px)", value="", placeholder="the frame without its data bar", key="roi",
             help="Pixels of the input images; leave empty to find and leave out the instrument's data bar.",
@@ -87,7 +90,7 @@ def sidebar(settings: DashboardSettings) -> Options:
                 st.error(roi_error)
         where = f"service at {settings.service_url}" if settings.service_url else "this server (in-process)"
         st.caption(f"Analysis runs on {where}.")
-    return Options(pixel_size_um=pixel_size, model=model, roi=roi, detect_databar=detect, roi_error=roi_error)
+    return Options(pixel_size_um=pixel_size, model=model, roi=roi, detect_databar=detect, roi_error=roi_error, segmenter=segmenter)
 
 
 def _model_choice(settings: DashboardSettings) -> ModelChoice | None:
@@ -104,6 +107,23 @@ def _model_choice(settings: DashboardSettings) -> ModelChoice | None:
         "Model version", choices, index=index, format_func=lambda c: c.label, key="model_version",
         help=f"Preselected: the version with alias @{settings.default_alias}.",
     )
+
+
+def _segmenter_choice() -> ModelChoice | None:
+    """Classic pipeline or the production learned segmenter (offered when one is registered)."""
+    try:
+        choices = registered_versions(SEGMENTER_MODEL_NAME, tracking_uri())
+    except InputError:
+        choices = []
+    production = next((c for c in choices if "production" in c.aliases), None)
+    labels = {"classic": None} | ({f"learned ({production.label})": production} if production else {})
+    picked = st.radio(
+        "Segmenter", list(labels), index=0, key="segmenter", horizontal=True,
+        help="The classic pipeline (the reference), or the registry's production learned segmenter (semqa-segmenter).",
+    )
+    if production is None:
+        st.caption("No production learned segmenter is registered: the classic pipeline segments.")
+    return labels[picked]
 
 
 def _full_height(frame: pd.DataFrame) -> int:
@@ -168,7 +188,7 @@ def inputs_key(
 ) -> str:
     """The comparison's cache key (:func:`dashboard.runner.comparison_key`) for these inputs."""
     service = None if settings.service_url is None else str(settings.service_url)
-    return comparison_key(reference, test, config, options.model, service)
+    return comparison_key(reference, test, config, options.model, service, options.segmenter)
 
 
 def verdict_banner(report: ComparisonReport) -> None:
@@ -279,7 +299,8 @@ def _images(
     model_version = None if options.model is None else options.model.version
     try:
         lr, sr, outline = analysed_view(
-            mg.digest, mg, config.model_dump_json(), model_version, options.model, settings
+            mg.digest, mg, config.model_dump_json(), model_version, options.model, settings,
+            None if options.segmenter is None else options.segmenter.version, options.segmenter,
         )
     except InputError as exc:
         st.error(str(exc))

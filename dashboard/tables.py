@@ -16,6 +16,7 @@ from semqa.analysis import AnalysisConfig, AnalysisResult, ComparisonReport
 from semqa.stats.equivalence import PBEResult
 from semqa.registry.lineage import LineageReport
 from semqa.report_tables import comparison_tables
+from semqa.results import SegmenterRef
 from semqa.stats.psd import PSD, Weighting, compute_psd, histogram_edges
 
 PRODUCTS = ("reference", "test")
@@ -128,6 +129,14 @@ def _link_detail(chain: LineageReport | None, step: str, key: str) -> str:
     return "—"
 
 
+def _segmenter_text(ref: SegmenterRef) -> str:
+    """``classic pipeline``, or the learned version, its alias and weights digest."""
+    if ref.kind == "classic":
+        return "classic pipeline"
+    alias = f" @{ref.alias}" if ref.alias else ""
+    return f"{ref.name} version {ref.version}{alias}, weights {ref.weights_digest}" if ref.version else f"learned, from {ref.model_uri}"
+
+
 def lineage_frame(report: ComparisonReport, config: AnalysisConfig, chain: LineageReport | None = None) -> pd.DataFrame:
     """What produced the result, one ``item``/``value`` row each: model, run, data, code, settings.
 
@@ -145,6 +154,7 @@ def lineage_frame(report: ComparisonReport, config: AnalysisConfig, chain: Linea
         ("training run", model.run_id if model and model.run_id else "—"),
         ("model URI", model.model_uri if model and model.model_uri else "—"),
         ("weights digest", model.weights_digest if model and model.weights_digest else "—"),
+        ("segmenter", _segmenter_text(lin.segmenter)),
         ("training data digest", _link_detail(chain, "dataset", "digest")),
         ("training data validation", _link_detail(chain, "validation_report", "success")),
         ("training code version", _link_detail(chain, "code", "code_version")),

@@ -154,6 +154,15 @@ def run_demo(out: str | Path = "demo_out", *, pairs: int = 48, images_per_lot: i
         d50 = res.psd.d50_um
         shown = f"{d50:.3g} µm  error {(d50 - truth) / truth:+.1%}" if d50 else "n/a"
         print(f"  {label:<22} n={res.psd.n:<5} D50={shown}")
+    # The learned segmenter shipped with semqa (semqa/particles/shipped/, made by the documented
+    # `semqa segmenter train` command) against the classic pipeline on the same HR scans.
+    from semqa.particles.learned import SHIPPED_DIR, load_segmenter
+
+    learned = analyze(_read(lot1["hr"]), segmenter=load_segmenter(str(SHIPPED_DIR)), progress=_bar("HR scan, learned segmenter"))
+    for label, res in (("HR scan, classic", runs["HR scan"]), ("HR scan, learned (shipped)", learned)):
+        d50 = res.psd.d50_um
+        shown = f"{d50:.3g} µm  error {(d50 - truth) / truth:+.1%}" if d50 else "n/a"
+        print(f"  {label:<26} n={res.psd.n:<5} D50={shown}")
     result_json = out / "analysis_rld_lot1_sr.json"
     _write_recorded(runs["SR (production model)"], result_json)
 

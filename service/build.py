@@ -1,9 +1,11 @@
-"""Packaging the served generator: import into the BentoML model store, build a Bento.
+"""Packaging the served models: import into the BentoML model store, build a Bento.
 
 ``semqa service build`` resolves the production generator from the MLflow registry,
 copies its weights (safetensors) and architecture (JSON) into the BentoML model store
 with the registry lineage as labels and metadata, and builds a Bento whose service reads
-the model from there, so the Bento serves without MLflow.
+the model from there, so the Bento serves without MLflow. The production learned segmenter,
+where one is registered, is packaged the same way (:func:`import_segmenter`) and serves
+``segmenter=learned``.
 """
 
 from __future__ import annotations
@@ -18,28 +20,32 @@ from typing import TYPE_CHECKING
 from semqa.errors import InputError, SemqaError
 from semqa.sr.inference import ARCH_FILE, TAG_WEIGHTS_ARTIFACT, WEIGHTS_FILE, Upscaler, load_upscaler
 from semqa.io.digests import file_digest
-from semqa.registry.store import MODEL_NAME
-from semqa.results import ModelRef
+from semqa.registry.store import MODEL_NAME, SEGMENTER_MODEL_NAME
+from semqa.results import ModelRef, SegmenterRef
 
 if TYPE_CHECKING:
     import bentoml
+
+    from semqa.particles.learned import LearnedSegmenter
 
 #: Name of the generator in the BentoML model store.
 BENTO_MODEL_NAME = MODEL_NAME
 #: Bento argument naming the packaged model's tag (``bentoml build --arg bento_model=TAG``).
 BENTO_MODEL_ARG = "bento_model"
-#: Metadata key holding the registry's :class:`ModelRef` of the packaged model.
+#: Bento argument naming the packaged learned segmenter's tag (absent: none packaged).
+BENTO_SEGMENTER_ARG = "bento_segmenter"
+#: Metadata key holding the registry's :class:`ModelRef` (or :class:`SegmenterRef`) of a packaged model.
 REF_METADATA_KEY = "model_ref"
 #: Project root: where ``bentofile.yaml`` lies.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-def _bento_version(ref: ModelRef) -> str:
+def _bento_version(ref: ModelRef | SegmenterRef) -> str:
     digest = (ref.weights_digest or "").removeprefix("sha256:")[:12]
     return f"v{ref.version or 'local'}-{digest}"
 
 
-def _fetch_files(ref: ModelRef, dst: Path) -> None:
+def _fetch_files(ref: ModelRef | SegmenterRef, dst: Path) -> None:
     """Copy the weights and architecture that ``ref`` names into ``dst``."""
     if ref.run_id is None:  # a local folder given as model URI
         src = Path(ref.model_uri or "")
@@ -71,11 +77,16 @@ def import_model(model_uri: str | None = None) -> bentoml.Model:
         The stored model, tagged ``semqa-generator:v<version>-<digest prefix>``; an import of
         the same version and weights returns the model already stored.
     """
+    ref = load_upscaler(model_uri, device="cpu").ref  # resolves the alias and checks the digest
+    return _store(ref, BENTO_MODEL_NAME)
+
+
+def _store(ref: ModelRef | SegmenterRef, bento_name: str) -> bentoml.Model:
+    """The BentoML model ``bento_name:v<version>-<digest prefix>`` holding ``ref``'s files (made once)."""
     import bentoml
     from bentoml.exceptions import NotFound
 
-    ref = load_upscaler(model_uri, device="cpu").ref  # resolves the alias and checks the digest
-    tag = f"{BENTO_MODEL_NAME}:{_bento_version(ref)}"
+    tag = f"{bento_name}:{_bento_version(ref)}"
     try:
         return bentoml.models.get(tag)
     except NotFound:
@@ -89,6 +100,31 @@ def import_model(model_uri: str | None = None) -> bentoml.Model:
     return model
 
 
+def import_segmenter(uri: str = "learned") -> bentoml.Model | None:
+    """Import the learned segmenter ``uri`` names (default the production one) into the BentoML model store.
+
+    Returns ``None`` when ``uri`` is ``learned`` and no production segmenter is registered:
+    the Bento then serves the classic pipeline only, and ``segmenter=learned`` is a 4xx.
+    """
+    from semqa.particles.learned import LEARNED_URI, load_segmenter
+
+    try:
+        ref = load_segmenter(uri, device="cpu").ref  # resolves the alias and checks the digest
+    except InputError:
+        if uri in ("learned", LEARNED_URI):
+            return None
+        raise
+    return _store(ref, SEGMENTER_MODEL_NAME)
+
+
+def segmenter_from_bento_model(model: bentoml.Model) -> LearnedSegmenter:
+    """The :class:`~semqa.particles.learned.LearnedSegmenter` stored by :func:`import_segmenter` (no MLflow)."""
+    from semqa.particles.learned import LearnedSegmenter
+
+    ref = SegmenterRef.model_validate(model.info.metadata[REF_METADATA_KEY])
+    return LearnedSegmenter.from_files(model.path_of(WEIGHTS_FILE), model.path_of(ARCH_FILE), ref=ref)
+
+
 def upscaler_from_bento_model(model: bentoml.Model, **tiling) -> Upscaler:
     """The :class:`Upscaler` of a generator stored by :func:`import_model` (no MLflow needed)."""
     ref = ModelRef.model_validate(model.info.metadata[REF_METADATA_KEY])
@@ -96,7 +132,7 @@ def upscaler_from_bento_model(model: bentoml.Model, **tiling) -> Upscaler:
 
 
 def build_bento(model_uri: str | None = None, *, version: str | None = None) -> bentoml.Bento:
-    """Import the generator and build the service's Bento from ``bentofile.yaml``.
+    """Import the generator (and the production segmenter, if any) and build the service's Bento from ``bentofile.yaml``.
 
     Returns the built :class:`bentoml.Bento`; its ``tag`` is what ``bentoml serve`` takes.
     The build runs ``bentoml build`` in a fresh process: the service module reads the
@@ -106,11 +142,14 @@ def build_bento(model_uri: str | None = None, *, version: str | None = None) -> 
     import bentoml
 
     model = import_model(model_uri)
+    segmenter = import_segmenter()
     bentofile = PROJECT_ROOT / "bentofile.yaml"
     if not bentofile.is_file():
         raise InputError(f"no {bentofile}: build from a semqa checkout")
     cmd = [sys.executable, "-m", "bentoml", "build", "-f", str(bentofile), "-o", "tag",
            "--arg", f"{BENTO_MODEL_ARG}={model.tag}", str(PROJECT_ROOT)]
+    if segmenter is not None:
+        cmd[-1:-1] = ["--arg", f"{BENTO_SEGMENTER_ARG}={segmenter.tag}"]
     if version:
         cmd[4:4] = ["--version", version]
     # The child must use this process's store, which BentoML fixed when it was first imported

@@ -196,11 +196,13 @@ class SemqaClient:
         pixel_size_um: float | None = None,
         config: AnalysisConfig | None = None,
         model_version: str | None = None,
+        segmenter: str = "classic",
     ) -> AnalysisResult:
         """PSD of ``images`` (:func:`semqa.analysis.analyze` run by the service).
 
         ``pixel_size_um`` overrides every image's pixel size; an :class:`ImageFile`'s own
-        ``pixel_size_um`` serves only where its file's metadata has none.
+        ``pixel_size_um`` serves only where its file's metadata has none. ``segmenter``:
+        ``classic``, ``learned`` (the served production one) or ``models:/semqa-segmenter/<version>``.
         """
         files, sizes = [], {}
         for im in images:
@@ -208,7 +210,7 @@ class SemqaClient:
             files.append(("images", part))
             if size is not None:
                 sizes[_upload_name(im)] = size
-        form = self._form(sr, pixel_size_um, config, model_version, sizes)
+        form = {**self._form(sr, pixel_size_um, config, model_version, sizes), "segmenter": segmenter}
         resp = self._call("POST", "/v1/analyze", files=files, data=form)
         return AnalysisResult.model_validate_json(resp.content)
 
@@ -222,6 +224,7 @@ class SemqaClient:
         config: AnalysisConfig | None = None,
         model_version: str | None = None,
         progress: Callable[[int, int], None] | None = None,
+        segmenter: str = "classic",
     ) -> ComparisonReport:
         """Equivalence of ``test``'s lots with ``reference``'s (lot name → images).
 
@@ -229,7 +232,7 @@ class SemqaClient:
         service refuses (409) a version other than the one it serves. ``pixel_size_um``
         overrides every image's pixel size; an :class:`ImageFile`'s own ``pixel_size_um``
         serves only where its file's metadata has none. ``progress`` is told when the single
-        call has finished.
+        call has finished. ``segmenter`` as for :meth:`analyze`.
         """
         files, sizes = [], {}
         for product, lots in (("reference", reference), ("test", test)):
@@ -241,7 +244,7 @@ class SemqaClient:
                         # keyed as the lineage records the image: product/lot/image
                         sizes[f"{product}/{lot}/{_upload_name(im)}"] = size
         use_sr = model_version is not None if sr is None else sr
-        form = self._form(use_sr, pixel_size_um, config, model_version, sizes)
+        form = {**self._form(use_sr, pixel_size_um, config, model_version, sizes), "segmenter": segmenter}
         resp = self._call("POST", "/v1/compare", files=files, data=form)
         report = ComparisonReport.model_validate_json(resp.content)
         if progress is not None:

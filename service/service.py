@@ -81,7 +81,7 @@ from semqa.registry.store import CredentialFilter
 from semqa.io.metadata import check_pixel_size, number
 from semqa.sr.inference import load_upscaler
 from service.budget import BudgetExceeded, RequestBudget, ServiceBusy, run_in_budget
-from service.build import BENTO_MODEL_ARG, upscaler_from_bento_model
+from service.build import BENTO_MODEL_ARG, BENTO_SEGMENTER_ARG, segmenter_from_bento_model, upscaler_from_bento_model
 from service.config import load_settings
 from service.schemas import ModelInfo
 
@@ -103,6 +103,7 @@ _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _SETTINGS = load_settings()
 # Bento arguments are fixed at build time and restored when a Bento is served.
 _BENTO_MODEL_TAG: str | None = getattr(bentoml.use_arguments(), BENTO_MODEL_ARG, None)
+_BENTO_SEGMENTER_TAG: str | None = getattr(bentoml.use_arguments(), BENTO_SEGMENTER_ARG, None)
 _HAS_GPU = torch.cuda.is_available()
 
 
@@ -619,6 +620,8 @@ class Semqa:
     """The public API server; the generator runs in :class:`Generator`."""
 
     generator = bentoml.depends(Generator)
+    if _BENTO_SEGMENTER_TAG:  # class level, so that ``bentoml build`` packages it (semqa.service.build.import_segmenter)
+        bento_segmenter = bentoml.models.BentoModel(_BENTO_SEGMENTER_TAG)
 
     def __init__(self) -> None:
         self.settings = load_settings()
@@ -644,12 +647,16 @@ class Semqa:
         """The learned segmenter ``spec`` names, loaded from the registry on first use and kept.
 
         Runs in this (API) process on its CPU or GPU; kept per spec, so a moved alias is
-        seen after a restart.
+        seen after a restart. In a Bento built with a segmenter, ``learned`` is the packaged
+        one (no registry needed), as the generator is.
         """
         if spec not in self._segmenters:
-            from semqa.particles.learned import load_segmenter
+            if spec == "learned" and _BENTO_SEGMENTER_TAG:
+                self._segmenters[spec] = segmenter_from_bento_model(self.bento_segmenter)
+            else:
+                from semqa.particles.learned import load_segmenter
 
-            self._segmenters[spec] = load_segmenter(spec)
+                self._segmenters[spec] = load_segmenter(spec)
         return self._segmenters[spec]
 
     async def upscaler(self, budget: RequestBudget | None = None) -> RemoteUpscaler:

@@ -413,3 +413,50 @@ def _page_digests(at: AppTest) -> dict[tuple[str, str, str], str]:
     """``(product, lot, image) → digest`` from the page's table of input images (Lineage tab)."""
     frame = next(d.value for d in at.dataframe if {"product", "lot", "name", "digest"} <= set(d.value.columns))
     return {(r.product, r.lot, r.name): r.digest for r in frame.itertuples()}
+
+
+@pytest.mark.slow
+def test_learned_segmenter_choice_runs_the_same_analysis(lots_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sidebar offers the production learned segmenter; the page's comparison is the same `compare` with it."""
+    import mlflow
+    from mlflow_store import migrated_db
+
+    from semqa.particles.learned import load_segmenter
+    from semqa.registry.store import SEGMENTER_MODEL_NAME
+    from training.segmenter.config import build_config
+    from training.segmenter.train import train_segmenter
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{migrated_db(tmp_path / 'store')}")
+    monkeypatch.setenv("SEMQA_HOME", str(tmp_path))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+    assert at.radio(key="segmenter").options == ["classic"]  # nothing registered yet
+
+    config = build_config({"model": {"num_feat": 4, "depth": 2}, "steps": 60, "batch_size": 4, "synthetic_scenes": 2,
+                           "scene_size_px": 128, "heldout_scenes": 0, "num_threads": 1})
+    version = train_segmenter(config).model_version
+    mlflow.MlflowClient().set_registered_model_alias(SEGMENTER_MODEL_NAME, "production", version)
+    # The page lists versions through a 30 s cache (promotions show up within 30 s): start afresh.
+    from dashboard.runner import registered_versions
+
+    registered_versions.clear()
+
+    pick = lambda folder: {"lot1": _files(folder)["lot1"][:2]}  # noqa: E731
+    reference, test = pick(lots_root / "rld" / "lr"), pick(lots_root / "generic" / "lr")
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+    learned = next(o for o in at.radio(key="segmenter").options if o.startswith("learned"))
+    at.radio(key="segmenter").set_value(learned).run()
+    _upload(at, "reference", reference)
+    _upload(at, "test", test)
+    at.run()
+    at.button(key="compare").click().run()
+    assert not at.exception
+
+    decode = lambda lots: {lot: [read_image_bytes(d, n) for n, d in files] for lot, files in lots.items()}  # noqa: E731
+    expected = compare(decode(reference), decode(test), AnalysisConfig(n_bootstrap=N_BOOTSTRAP), segmenter=load_segmenter("learned"))
+    dvalues = at.dataframe[1].value
+    row = dvalues[(dvalues["product"] == "test") & (dvalues["lot"] == "lot1")].iloc[0]
+    assert row["particles"] == expected.test["lot1"].psd.n
+    d50 = expected.test["lot1"].psd.d50_um  # None where too few particles for a D50: the page shows NaN
+    assert np.isnan(row["D50 (µm)"]) if d50 is None else row["D50 (µm)"] == pytest.approx(d50)
+    lineage = next(df.value for df in at.dataframe if "item" in df.value.columns).set_index("item")["value"]
+    assert lineage["segmenter"].startswith(f"{SEGMENTER_MODEL_NAME} version {version} @production")

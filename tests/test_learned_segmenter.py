@@ -21,6 +21,7 @@ from semqa.io.images import write_image
 from semqa.particles.annotations import load_annotated
 from semqa.particles.learned import load_segmenter
 from semqa.particles.matching import score_image, score_set
+from semqa.registry.lineage import LineageBroken, trace_result
 from semqa.registry.store import SEGMENTER_MODEL_NAME
 from semqa.synth.scenes import SynthConfig, render_scene, scan_scene
 
@@ -193,5 +194,19 @@ def test_analyze_with_a_registered_segmenter_records_it(trained, tmp_path, monke
     assert main(["analyze", str(image), "--segmenter", f"models:/{SEGMENTER_MODEL_NAME}/1", "--json", str(out)]) == 0
     lineage = json.loads(out.read_text())["lineage"]
     assert lineage["segmenter"]["kind"] == "learned" and lineage["segmenter"]["version"] == "1"
+    # `semqa lineage` follows the segmenter as it follows the generator: version, weights, run, data, code.
+    report = trace_result(out)
+    steps = {link.step: link.ok for link in report.links}
+    assert all(steps[s] for s in ("segmenter", "segmenter_weights", "segmenter_training_run", "segmenter_dataset", "segmenter_validation_report"))
+    document = json.loads(out.read_text())
+    for update, message in (
+        ({"version": "99"}, "segmenter: semqa-segmenter version 99 is not in the registry"),
+        ({"weights_digest": "sha256:" + "0" * 64}, "segmenter_weights: .*the result used sha256:0000"),
+    ):
+        edited = json.loads(json.dumps(document))
+        edited["lineage"]["segmenter"].update(update)
+        out.write_text(json.dumps(edited))
+        with pytest.raises(LineageBroken, match=message):
+            trace_result(out)
     assert main(["analyze", str(image), "--segmenter", f"models:/{SEGMENTER_MODEL_NAME}/99"]) == 2
     assert "not found" in capsys.readouterr().err

@@ -156,7 +156,7 @@ def test_result_without_sr_and_bad_files(production) -> None:
     result_path = production["tmp"] / "plain.json"
     _analyze(production["images"], result_path, sr=False)
     report = trace_result(result_path, [production["images"]])
-    assert [link.step for link in report.links] == ["result", "input", "input", "model", "record"]
+    assert [link.step for link in report.links] == ["result", "input", "input", "model", "segmenter", "record"]
     with pytest.raises(InputError, match="no such result file"):
         trace_result(production["tmp"] / "missing.json")
     (production["tmp"] / "junk.json").write_text("{not json")

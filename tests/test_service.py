@@ -1,7 +1,8 @@
 """The BentoML service on loopback: every route, results equal to the CLI's, bad input, auth.
 
-A tiny real generator is registered in a temporary MLflow store with the registration code
-training uses, promoted to ``production``, and served by ``bentoml.serve`` on a free port.
+A tiny real generator and a tiny learned segmenter are registered in a temporary MLflow store
+with the registration code training uses, promoted to ``production``, and served by
+``bentoml.serve`` on a free port.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from semqa.io.digests import bytes_digest, file_digest
 from semqa.io.images import encode_image, read_image, read_image_bytes, to_uint, write_image
 from semqa.particles.segmentation import segment
 from semqa.sr.inference import load_upscaler
-from semqa.registry.store import MODEL_NAME
+from semqa.registry.store import MODEL_NAME, SEGMENTER_MODEL_NAME
 from semqa.synth.scenes import SynthConfig, render_pair
 from service.launch import running_service
 
@@ -80,6 +81,17 @@ def _register_tiny_generator(tmp: Path) -> str:
     return run.info.run_id
 
 
+def _register_tiny_segmenter() -> None:
+    """Train a tiny learned segmenter (a few steps, the real training code) as version 1 @production."""
+    from training.segmenter.config import build_config
+    from training.segmenter.train import train_segmenter
+
+    config = build_config({"model": {"num_feat": 4, "depth": 2}, "steps": 4, "batch_size": 2, "synthetic_scenes": 1,
+                           "scene_size_px": 128, "heldout_scenes": 0, "num_threads": 1})
+    result = train_segmenter(config)
+    mlflow.MlflowClient().set_registered_model_alias(SEGMENTER_MODEL_NAME, "production", result.model_version)
+
+
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """A registry with a production generator, the service's settings, LR test images."""
@@ -101,6 +113,9 @@ def env(tmp_path_factory):
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     run_id = _register_tiny_generator(root)
+    # Training checkpoints and cached sets of this store under the test's folder, not the checkout.
+    mp.setenv("SEMQA_HOME", str(root))
+    _register_tiny_segmenter()
     # LR micrographs (96×96 at 0.4 µm) as 16-bit TIFFs with their pixel size, in two products.
     images = root / "images"
     for product, seed0 in (("ref", 10), ("gen", 20)):
@@ -228,6 +243,26 @@ def test_analyze_equals_the_cli(env, server, tmp_path):
     served.write_text(json.dumps(got))
     link = _record_link(served, env)
     assert not link.ok and "psd.d50_um changed" in link.summary
+
+
+def test_analyze_with_the_learned_segmenter_equals_the_cli(env, server, tmp_path):
+    path = _tif(env, "gen", "lot1", 0)
+    mv = mlflow.MlflowClient().get_model_version_by_alias(SEGMENTER_MODEL_NAME, "production")
+    out = tmp_path / "cli.json"
+    assert cli(["analyze", str(path), "--segmenter", "learned", "--json", str(out)]) == 0
+    served = {}
+    for spec in ("learned", f"models:/{SEGMENTER_MODEL_NAME}/{mv.version}"):
+        r = httpx.post(f"{server}/v1/analyze", headers=AUTH, files={"images": (path.name, path.read_bytes())},
+                       data={"segmenter": spec}, timeout=120)
+        assert r.status_code == 200, r.text
+        served[spec] = r.json()
+        segmenter = served[spec]["lineage"]["segmenter"]
+        assert segmenter["kind"] == "learned" and segmenter["version"] == str(mv.version)
+        assert segmenter["weights_digest"] == mv.tags["weights_digest"] and segmenter["run_id"] == mv.run_id
+    assert _without_times(served["learned"]) == _without_times(json.loads(out.read_text()))
+    r = httpx.post(f"{server}/v1/analyze", headers=AUTH, files={"images": (path.name, path.read_bytes())},
+                   data={"segmenter": f"models:/{SEGMENTER_MODEL_NAME}/99"}, timeout=60)
+    assert r.status_code == 400 and "not found" in r.json()["error"], r.text
 
 
 def _record_link(path: Path, env):
@@ -513,11 +548,13 @@ def test_bento_build_serves_the_packaged_model_without_mlflow(env, tmp_path, mon
 
     assert cli(["service", "build"]) == 0
     bento = bentoml.bentos.list()[0]
-    models = [str(m.tag) for m in bento.info.all_models]
-    assert len(models) == 1 and models[0].startswith(f"{MODEL_NAME}:v1-")
+    models = sorted(str(m.tag) for m in bento.info.all_models)
+    assert len(models) == 2 and models[0].startswith(f"{MODEL_NAME}:v1-") and models[1].startswith(f"{SEGMENTER_MODEL_NAME}:v1-")
     stored = bentoml.models.get(models[0])
     mv = mlflow.MlflowClient().get_model_version_by_alias(MODEL_NAME, "production")
     assert stored.info.labels["run_id"] == mv.run_id and stored.info.labels["version"] == "1"
+    seg_mv = mlflow.MlflowClient().get_model_version_by_alias(SEGMENTER_MODEL_NAME, "production")
+    assert bentoml.models.get(models[1]).info.labels["run_id"] == seg_mv.run_id
 
     # A store without any registered model: the Bento serves its packaged one, and records its results there.
     records = tmp_path / "records"
@@ -539,6 +576,12 @@ def test_bento_build_serves_the_packaged_model_without_mlflow(env, tmp_path, mon
         assert r.status_code == 200, r.text
         assert r.json()["lineage"]["model"]["version"] == "1"
         assert r.json()["lineage"]["record"]["store"] == records_uri
+        # The packaged segmenter serves `learned` with no registry to resolve it in.
+        r = httpx.post(f"{url}/v1/analyze", headers=AUTH, files={"images": (path.name, path.read_bytes())},
+                       data={"segmenter": "learned"}, timeout=120)
+        assert r.status_code == 200, r.text
+        segmenter = r.json()["lineage"]["segmenter"]
+        assert segmenter["version"] == str(seg_mv.version) and segmenter["weights_digest"] == seg_mv.tags["weights_digest"]
     assert mlflow.MlflowClient(tracking_uri=records_uri, registry_uri=records_uri).search_registered_models() == []
 
 

@@ -20,7 +20,6 @@ Weights travel as safetensors plus the architecture JSON, as the generator's do
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -41,19 +40,16 @@ from semqa.particles.archs import (
     build_segmenter,
 )
 from semqa.particles.segmentation import estimate_particle_diameter
+from semqa.registry.model_uri import registered_files
 from semqa.registry.store import SEGMENTER_MODEL_NAME
 from semqa.results import SegmenterRef
-from semqa.sr.inference import (
-    ARCH_FILE,
-    TAG_WEIGHTS_ARTIFACT,
-    TAG_WEIGHTS_DIGEST,
-    WEIGHTS_FILE,
-    _parse_models_uri,
-    default_device,
-)
+from semqa.sr.inference import ARCH_FILE, WEIGHTS_FILE, default_device
 
 #: ``--segmenter learned`` means the registry's production segmenter.
 LEARNED_URI = f"models:/{SEGMENTER_MODEL_NAME}@production"
+#: The segmenter shipped with semqa (weights, architecture, and ``provenance.json``: the
+#: command, seed, config and data digest that re-create it); ``--segmenter`` takes this folder.
+SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
 #: Resampling factors outside this range would blow an image up or shrink it to nothing;
 #: the estimate is clamped into it (particles 4–240 px across at a 24 px working size).
 MIN_FACTOR, MAX_FACTOR = 0.1, 6.0
@@ -173,27 +169,10 @@ def load_segmenter(uri: str, device: str | torch.device | None = None) -> Learne
             raise InputError(f"segmenter {uri!r} is neither classic, learned, a models:/ URI nor a folder with {WEIGHTS_FILE}")
         return LearnedSegmenter.from_files(folder / WEIGHTS_FILE, folder / ARCH_FILE, device=device)
 
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from semqa.registry.store import configure_tracking
-
-    name, alias, version = _parse_models_uri(uri)
-    configure_tracking()
-    client = mlflow.MlflowClient()
-    try:
-        mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
-    except MlflowException:
-        if alias == "production" and name == SEGMENTER_MODEL_NAME:
-            raise InputError(f"no production segmenter registered ({uri}); run `semqa segmenter train` and promote one") from None
-        raise InputError(f"segmenter {uri} not found in the registry at {mlflow.get_tracking_uri()}") from None
-    artifact = mv.tags.get(TAG_WEIGHTS_ARTIFACT)
-    if not artifact or not mv.run_id or mv.tags.get("model_kind") != "segmenter":
-        raise InputError(f"model version {name}/{mv.version} is not a semqa segmenter")
-    with tempfile.TemporaryDirectory(prefix="semqa-segmenter-") as tmp:
-        local = Path(mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=artifact, dst_path=tmp))
+    hint = "run `semqa segmenter train` and promote one"
+    with registered_files(uri, what="segmenter", kind="segmenter", no_production_hint=hint) as found:
         ref = SegmenterRef(
-            kind="learned", name=name, version=str(mv.version), alias=alias, run_id=mv.run_id,
-            model_uri=uri, weights_digest=mv.tags.get(TAG_WEIGHTS_DIGEST),
+            kind="learned", name=found.name, version=found.version, alias=found.alias, run_id=found.run_id,
+            model_uri=uri, weights_digest=found.weights_digest,
         )
-        return LearnedSegmenter.from_files(local / WEIGHTS_FILE, local / ARCH_FILE, ref=ref, device=device)
+        return LearnedSegmenter.from_files(found.folder / WEIGHTS_FILE, found.folder / ARCH_FILE, ref=ref, device=device)

@@ -4,7 +4,7 @@ The chain an auditor follows, each link checked rather than just read:
 
 result → input images (re-hashed; a changed digest breaks the chain) → generator
 name/version and the alias it was resolved through (confirmed against the audit trail at
-the result's time) → weights (re-hashed from the registry's artifact) → training run
+the result's time), and the same for a learned segmenter (:func:`check_segmenter`) → weights (re-hashed from the registry's artifact) → training run
 (params, metrics) → training data set digest and its validation report (artifact; its
 digest must equal the run's) → code commit; and the result file itself against its record
 (:mod:`semqa.registry.records`: the run holding its content digest), so an edited number,
@@ -32,7 +32,7 @@ from semqa.sr.inference import TAG_WEIGHTS_ARTIFACT, TAG_WEIGHTS_DIGEST, WEIGHTS
 from semqa.registry.promotion import TAG_EVAL_PREFIX
 from semqa.registry.records import check_record
 from semqa.registry.store import MODEL_NAME, configure_tracking, mask_credentials
-from semqa.results import Lineage
+from semqa.results import Lineage, SegmenterRef
 
 #: Training-run tags and artifacts lineage follows (written by training and validation).
 RUN_TAG_DATASET_DIGEST = "semqa.dataset_digest"
@@ -45,7 +45,7 @@ VALIDATION_REPORT_ARTIFACT = "validation/report.json"
 class LineageLink(BaseModel):
     """One link of the chain and whether it holds."""
 
-    step: str = Field(description="result | record | input | model | alias | weights | training_run | dataset | validation_report | code | evaluation | audit")
+    step: str = Field(description="result | record | input | model | alias | weights | training_run | dataset | validation_report | code | evaluation | audit | segmenter | segmenter_<step>")
     ok: bool
     summary: str = Field(description="one line for the text report")
     details: dict[str, Any] = Field(default_factory=dict)
@@ -296,6 +296,28 @@ def check_training_run(report: LineageReport, client: Any, run_id: str) -> None:
         report.add("code", True, f"training code {code}" + (" (uncommitted changes)" if code.endswith("+dirty") else ""), code_version=code)
 
 
+def check_segmenter(report: LineageReport, client: Any, segmenter: SegmenterRef, at: datetime | None) -> None:
+    """The segmenter link: the classic pipeline (part of the code), or a registered learned version.
+
+    A learned segmenter is followed as the generator is (:func:`check_model`: version, alias
+    at the result's time, weights re-hashed, training run, data, code); its links are named
+    ``segmenter``, ``segmenter_alias``, ``segmenter_weights``, … A learned segmenter that is
+    not a registered version (a folder) breaks the chain: nothing in the registry vouches for it.
+    """
+    if segmenter.kind == "classic":
+        report.add("segmenter", True, "classic pipeline (semqa.particles.segmentation), part of the result's code version", kind="classic")
+        return
+    if segmenter.name is None or segmenter.version is None:
+        report.add("segmenter", False, f"learned segmenter from {segmenter.model_uri} is not a registered version", kind=segmenter.kind)
+        return
+    own = LineageReport(subject=report.subject)
+    check_model(own, client, segmenter.name, segmenter.version, run_id=segmenter.run_id,
+                weights_digest=segmenter.weights_digest, alias=segmenter.alias, at=at)
+    for link in own.links:
+        step = "segmenter" if link.step == "model" else f"segmenter_{link.step}"
+        report.links.append(link.model_copy(update={"step": step}))
+
+
 # --- entry points ------------------------------------------------------------------------
 
 
@@ -412,6 +434,7 @@ def trace_result(result_json_path: str | Path, image_roots: list[str | Path] | N
             alias=model.alias,
             at=lineage.created_at,
         )
+    check_segmenter(report, _client(), lineage.segmenter, lineage.created_at)
     ok, summary, details = check_record(document)
     report.add("record", ok, summary, **details)
     if not report.ok:

@@ -34,11 +34,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
+from pydantic import BaseModel, Field, SerializeAsAny
 
 from semqa.registry.audit import AuditEntry, GateCheck, append_audit_entry, current_user, utc_now
 from semqa.errors import CheckFailed, InputError
 from semqa.io.digests import folder_digest
+from semqa.registry.gate_checks import (
+    BaseGateConfig,
+    BaseGateMetrics,
+    at_most,
+    data_validation_check,
+    increase,
+    no_regression_check,
+    regression_checks,
+    staged_check,
+)
 from semqa.registry.store import MODEL_NAME, configure_tracking, ensure_experiment, store_dir
 
 Alias = Literal["staging", "production"]
@@ -66,7 +76,7 @@ RUN_TAG_MODEL_NAME, RUN_TAG_MODEL_VERSION, RUN_TAG_EVAL_DIGEST = (
 TAG_DATA_VALIDATION = "validation.success"
 
 
-class GateConfig(BaseModel):
+class GateConfig(BaseGateConfig):
     """Every promotion limit in one place (defaults are the documented team policy).
 
     PSD fidelity limits compare the PSD measured on the super-resolved LR images of the
@@ -79,11 +89,7 @@ class GateConfig(BaseModel):
     on the same set.
     """
 
-    model_config = ConfigDict(extra="forbid")
-
-    require_data_validation: bool = Field(True, description="staging: training data must have passed validation")
     min_psnr_gain_db: float = Field(0.0, description="staging: PSNR(SR) − PSNR(bicubic) must exceed this, dB")
-    max_d50_rel_error: float = Field(0.10, gt=0, description="production: |D50(SR) − D50(HR)| / D50(HR)")
     max_wasserstein_um: float = Field(0.5, gt=0, description="production: 1-Wasserstein distance of ECD distributions, µm")
     max_hallucination_rate: float = Field(0.10, ge=0, le=1, description="production: 1 − precision of detected particles")
     max_psnr_drop_db: float = Field(0.5, ge=0, description="production: allowed PSNR loss vs current production, dB")
@@ -94,23 +100,17 @@ class GateConfig(BaseModel):
     # the D-values compared are not dominated by a handful of particles.
     eval_pairs: int = Field(8, ge=1, description="pairs in the generated evaluation set")
     eval_size_px: int = Field(512, ge=64, description="HR side of the generated evaluation images, px")
-    eval_seed: int = Field(20260101, description="seed of the generated evaluation set")
 
 
-class GateMetrics(BaseModel):
+class GateMetrics(BaseGateMetrics):
     """What the gates read from an evaluation (:class:`semqa.evaluation.EvalMetrics` field names).
 
     ``d50_rel_error`` and ``wasserstein`` are ``None`` where the SR images gave no particles.
     """
 
-    model_config = ConfigDict(extra="ignore")
-
     psnr: float = Field(description="dB, SR vs HR")
     bicubic_psnr: float = Field(description="dB, bicubic upscale vs HR")
-    d50_rel_error: float | None = Field(None, description="|D50(SR) − D50(HR)| / D50(HR), number-weighted ECD")
     wasserstein: float | None = Field(None, description="1-Wasserstein distance of SR vs HR ECDs, in size_unit")
-    precision: float = Field(description="SR particles matched by an HR particle (IoU > 0.5)")
-    recall: float | None = Field(None, description="HR particles matched by an SR particle")
     size_unit: str = Field("um", description="unit of wasserstein: 'um', or 'px' without pixel sizes")
 
     @property
@@ -297,33 +297,13 @@ def evaluate_version(
 # --- gates -------------------------------------------------------------------------------
 
 
-def _at_most(name: str, value: float | None, limit: float, unit: str = "") -> GateCheck:
-    if value is None:
-        return GateCheck(name=name, passed=False, limit=limit, detail=f"{name} undefined (no particles found on the SR images)")
-    ok = value <= limit
-    return GateCheck(
-        name=name, passed=ok, value=value, limit=limit, detail=f"{name} {value:.4g}{unit} {'<=' if ok else '>'} limit {limit:.4g}{unit}"
-    )
-
-
 def staging_checks(data_validation: str | None, metrics: GateMetrics, config: GateConfig) -> list[GateCheck]:
     """Gates to ``staging``: passed data validation and SR beating bicubic in PSNR.
 
     ``data_validation`` is the training run's ``validation.success`` tag (``"true"`` when
     the training pairs passed :func:`validation.run.validate_pairs`).
     """
-    checks = []
-    if config.require_data_validation:
-        ok = data_validation == "true"
-        checks.append(
-            GateCheck(
-                name="data_validation",
-                passed=ok,
-                value=data_validation,
-                limit="true",
-                detail="training data passed validation" if ok else f"training data validation {data_validation or 'not recorded'} (needs passed)",
-            )
-        )
+    checks = [data_validation_check(data_validation)] if config.require_data_validation else []
     gain = metrics.psnr - metrics.bicubic_psnr
     ok = gain > config.min_psnr_gain_db
     checks.append(
@@ -339,25 +319,15 @@ def staging_checks(data_validation: str | None, metrics: GateMetrics, config: Ga
     return checks
 
 
-def _increase(new: float | None, old: float | None) -> float | None:
-    return None if new is None or old is None else new - old
-
-
 def production_checks(
     staged: bool, metrics: GateMetrics, production: GateMetrics | None, production_version: str | None, config: GateConfig
 ) -> list[GateCheck]:
     """Gates to ``production``: staged first, PSD fidelity limits, no regression vs production."""
     checks = [
-        GateCheck(
-            name="staged",
-            passed=staged,
-            value=str(staged).lower(),
-            limit="true",
-            detail="version holds 'staging'" if staged else "version does not hold 'staging' (promote to staging first)",
-        ),
-        _at_most("d50_rel_error", metrics.d50_rel_error, config.max_d50_rel_error),
-        _at_most("wasserstein_um", metrics.wasserstein, config.max_wasserstein_um, " µm"),
-        _at_most("hallucination_rate", metrics.hallucination_rate, config.max_hallucination_rate),
+        staged_check(staged),
+        at_most("d50_rel_error", metrics.d50_rel_error, config.max_d50_rel_error),
+        at_most("wasserstein_um", metrics.wasserstein, config.max_wasserstein_um, " µm"),
+        at_most("hallucination_rate", metrics.hallucination_rate, config.max_hallucination_rate),
     ]
     if metrics.size_unit != "um":
         checks[2] = GateCheck(
@@ -365,13 +335,11 @@ def production_checks(
             detail=f"Wasserstein distance is in {metrics.size_unit}, not µm: the evaluation set lacks pixel sizes",
         )
     if production is None:
-        checks.append(GateCheck(name="no_regression", passed=True, detail="no current production version to compare against"))
-        return checks
-    vs = f" vs production v{production_version}"
+        return [*checks, no_regression_check()]
     regressions = [
         ("psnr_drop_db", production.psnr - metrics.psnr, config.max_psnr_drop_db, " dB"),
-        ("d50_rel_error_increase", _increase(metrics.d50_rel_error, production.d50_rel_error), config.max_d50_rel_error_increase, ""),
-        ("wasserstein_increase_um", _increase(metrics.wasserstein, production.wasserstein), config.max_wasserstein_increase_um, " µm"),
+        ("d50_rel_error_increase", increase(metrics.d50_rel_error, production.d50_rel_error), config.max_d50_rel_error_increase, ""),
+        ("wasserstein_increase_um", increase(metrics.wasserstein, production.wasserstein), config.max_wasserstein_increase_um, " µm"),
         (
             "hallucination_rate_increase",
             metrics.hallucination_rate - production.hallucination_rate,
@@ -379,10 +347,7 @@ def production_checks(
             "",
         ),
     ]
-    for name, value, limit, unit in regressions:
-        check = _at_most(name, value, limit, unit)
-        checks.append(check.model_copy(update={"detail": check.detail + vs}))
-    return checks
+    return checks + regression_checks(regressions, production_version)
 
 
 @dataclass(frozen=True)

@@ -17,19 +17,26 @@ import hashlib
 import json
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from semqa.registry.audit import GateCheck
-from semqa.registry.promotion import GatePolicy, _at_most
+from semqa.registry.gate_checks import (
+    BaseGateConfig,
+    BaseGateMetrics,
+    at_most,
+    data_validation_check,
+    increase,
+    no_regression_check,
+    regression_checks,
+    staged_check,
+)
+from semqa.registry.promotion import GatePolicy
 from semqa.registry.store import store_dir
 
 
-class SegmenterGateConfig(BaseModel):
+class SegmenterGateConfig(BaseGateConfig):
     """Every segmenter promotion limit in one place."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    require_data_validation: bool = True
     min_precision: float = Field(0.5, ge=0, le=1, description="staging: matched precision at IoU > 0.5")
     min_recall: float = Field(0.5, ge=0, le=1, description="staging: matched recall at IoU > 0.5")
     max_count_rel_error: float = Field(0.10, gt=0, description="production: mean per-image |n − n_true| / n_true")
@@ -42,24 +49,16 @@ class SegmenterGateConfig(BaseModel):
     eval_seed: int = Field(20261214, description="seed of the generated evaluation set")
 
 
-class SegmenterGateMetrics(BaseModel):
+class SegmenterGateMetrics(BaseGateMetrics):
     """What the segmenter gates read (:class:`semqa.particles.matching.SegmentationScore` fields)."""
 
-    model_config = ConfigDict(extra="ignore")
-
     count_rel_error: float
-    d50_rel_error: float | None = None
-    precision: float
     recall: float
 
 
 def staging_checks(data_validation: str | None, metrics: SegmenterGateMetrics, config: SegmenterGateConfig) -> list[GateCheck]:
     """Gates to ``staging``: data checks passed; precision and recall above their floors."""
-    checks = []
-    if config.require_data_validation:
-        ok = data_validation == "true"
-        checks.append(GateCheck(name="data_validation", passed=ok, value=data_validation, limit="true",
-                                detail="training data passed its checks" if ok else f"training data validation {data_validation or 'not recorded'}"))
+    checks = [data_validation_check(data_validation)] if config.require_data_validation else []
     for name, value, floor in (("precision", metrics.precision, config.min_precision), ("recall", metrics.recall, config.min_recall)):
         ok = value >= floor
         checks.append(GateCheck(name=name, passed=ok, value=value, limit=floor, detail=f"{name} {value:.3f} {'>=' if ok else '<'} {floor:.3f}"))
@@ -75,24 +74,18 @@ def production_checks(
 ) -> list[GateCheck]:
     """Gates to ``production``: staged, count and D50 error limits, no regression vs production."""
     checks = [
-        GateCheck(name="staged", passed=staged, value=str(staged).lower(), limit="true",
-                  detail="version holds 'staging'" if staged else "version does not hold 'staging' (promote to staging first)"),
-        _at_most("count_rel_error", metrics.count_rel_error, config.max_count_rel_error),
-        _at_most("d50_rel_error", metrics.d50_rel_error, config.max_d50_rel_error),
+        staged_check(staged),
+        at_most("count_rel_error", metrics.count_rel_error, config.max_count_rel_error),
+        at_most("d50_rel_error", metrics.d50_rel_error, config.max_d50_rel_error),
     ]
     if production is None:
-        checks.append(GateCheck(name="no_regression", passed=True, detail="no current production segmenter to compare against"))
-        return checks
-    vs = f" vs production v{production_version}"
-    d50_increase = None if metrics.d50_rel_error is None or production.d50_rel_error is None else metrics.d50_rel_error - production.d50_rel_error
-    for name, value, limit in (
-        ("count_rel_error_increase", metrics.count_rel_error - production.count_rel_error, config.max_count_rel_error_increase),
-        ("d50_rel_error_increase", d50_increase, config.max_d50_rel_error_increase),
-        ("recall_drop", production.recall - metrics.recall, config.max_recall_drop),
-    ):
-        check = _at_most(name, value, limit)
-        checks.append(check.model_copy(update={"detail": check.detail + vs}))
-    return checks
+        return [*checks, no_regression_check()]
+    regressions = [
+        ("count_rel_error_increase", metrics.count_rel_error - production.count_rel_error, config.max_count_rel_error_increase, ""),
+        ("d50_rel_error_increase", increase(metrics.d50_rel_error, production.d50_rel_error), config.max_d50_rel_error_increase, ""),
+        ("recall_drop", production.recall - metrics.recall, config.max_recall_drop, ""),
+    ]
+    return checks + regression_checks(regressions, production_version)
 
 
 SEGMENTER_GATES = GatePolicy(SegmenterGateMetrics, staging_checks, production_checks)

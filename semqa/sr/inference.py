@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -34,20 +33,22 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from semqa.sr.archs import GeneratorConfig, build_generator
 from semqa.components import load_network
 from semqa.errors import InputError
+from semqa.registry.model_uri import (  # noqa: F401 (tags re-exported)
+    TAG_WEIGHTS_ARTIFACT,
+    TAG_WEIGHTS_DIGEST,
+    registered_files,
+)
 from semqa.registry.store import MODEL_NAME
 from semqa.results import ModelRef
+from semqa.sr.archs import GeneratorConfig, build_generator
 
 #: The generator used when no model is named: the registry's production alias.
 DEFAULT_MODEL_URI = f"models:/{MODEL_NAME}@production"
 #: File names of a generator's weights and architecture (run artifacts and model extra files).
 WEIGHTS_FILE = "weights.safetensors"
 ARCH_FILE = "arch_config.json"
-#: Model-version tags written at registration and read here.
-TAG_WEIGHTS_ARTIFACT = "weights_artifact"
-TAG_WEIGHTS_DIGEST = "weights_digest"
 #: Largest difference between tiled and whole-image output (float32 on CPU, images in [0, 1]):
 #: convolution sums regrouped for another window shape; below one grey level of 8-bit (1/255)
 #: output and of the same order as one of 16-bit (1/65535).
@@ -244,18 +245,6 @@ class Upscaler:
         return list(self._upscale_stack(np.stack(arrays)))
 
 
-def _parse_models_uri(uri: str) -> tuple[str, str | None, str | None]:
-    """``models:/name@alias`` or ``models:/name/version`` → (name, alias, version)."""
-    rest = uri.removeprefix("models:/")
-    if "@" in rest:
-        name, alias = rest.split("@", 1)
-        return name, alias, None
-    name, _, version = rest.partition("/")
-    if not name or not version:
-        raise InputError(f"model URI {uri!r} must be models:/<name>@<alias>, models:/<name>/<version> or a folder")
-    return name, None, version
-
-
 def load_upscaler(model_uri: str | None = None, device: str | torch.device | None = None, **tiling) -> Upscaler:
     """The generator named by ``model_uri``, ready for inference.
 
@@ -282,32 +271,15 @@ def load_upscaler(model_uri: str | None = None, device: str | torch.device | Non
             raise InputError(f"model {uri!r} is neither a models:/ URI nor a folder with {WEIGHTS_FILE}")
         return Upscaler.from_files(folder / WEIGHTS_FILE, folder / ARCH_FILE, device=device, **tiling)
 
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from semqa.registry.store import configure_tracking
-
-    name, alias, version = _parse_models_uri(uri)
-    configure_tracking()
-    client = mlflow.MlflowClient()
-    try:
-        mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
-    except MlflowException:
-        if alias == "production" and name == MODEL_NAME:
-            raise InputError(f"no production model registered ({uri}); run `semqa train` and promote one") from None
-        raise InputError(f"model {uri} not found in the registry at {mlflow.get_tracking_uri()}") from None
-    artifact = mv.tags.get(TAG_WEIGHTS_ARTIFACT)
-    if not artifact or not mv.run_id:
-        raise InputError(f"model version {name}/{mv.version} carries no {TAG_WEIGHTS_ARTIFACT} tag: not a semqa generator")
-    with tempfile.TemporaryDirectory(prefix="semqa-generator-") as tmp:
-        local = Path(mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=artifact, dst_path=tmp))
+    hint = "run `semqa train` and promote one"
+    with registered_files(uri, what="model", no_production_hint=hint) as found:
         ref = ModelRef(
-            name=name,
-            version=str(mv.version),
-            alias=alias,
-            run_id=mv.run_id,
+            name=found.name,
+            version=found.version,
+            alias=found.alias,
+            run_id=found.run_id,
             model_uri=uri,
-            weights_digest=mv.tags.get(TAG_WEIGHTS_DIGEST),
-            scale=json.loads((local / ARCH_FILE).read_text())["scale"],
+            weights_digest=found.weights_digest,
+            scale=json.loads((found.folder / ARCH_FILE).read_text())["scale"],
         )
-        return Upscaler.from_files(local / WEIGHTS_FILE, local / ARCH_FILE, ref=ref, device=device, **tiling)
+        return Upscaler.from_files(found.folder / WEIGHTS_FILE, found.folder / ARCH_FILE, ref=ref, device=device, **tiling)

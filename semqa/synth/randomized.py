@@ -18,19 +18,23 @@ from semqa.synth.scenes import SynthConfig, render_scene
 
 #: Pixel size the scenes are rendered at (sizes are drawn in pixels, so it only names them in µm).
 PIXEL_SIZE_UM = 0.1
+#: Range of the scenes' median ECD, px (drawn log-uniformly).
+MEDIAN_ECD_RANGE_PX = (10.0, 48.0)
 
 
-def random_scene_config(rng: np.random.Generator, size_px: int) -> tuple[SynthConfig, float]:
+def random_scene_config(
+    rng: np.random.Generator, size_px: int, median_ecd_px: tuple[float, float] = MEDIAN_ECD_RANGE_PX
+) -> tuple[SynthConfig, float]:
     """A widely randomized scene configuration and its HR dose.
 
     Ranges: contrast of particles over substrate 0.08–0.5 (yield), edge-effect amplitude
     0–0.5, dose 15–800 electrons per pixel at unit yield (SNR from ≈ 2 to ≈ 15), probe sigma
-    0.4–2 px, median ECD 10–48 px with geometric SD 1.2–1.9, aspect ratio up to 1.2–3.5,
+    0.4–2 px, median ECD in ``median_ecd_px`` (default 10–48 px) with geometric SD 1.2–1.9, aspect ratio up to 1.2–3.5,
     touching pairs 0–60 %, cover 6–30 %, illumination unevenness 0–40 %.
     """
     pixel = PIXEL_SIZE_UM
     substrate = rng.uniform(0.05, 0.4)
-    d50_px = float(np.exp(rng.uniform(np.log(10), np.log(48))))
+    d50_px = float(np.exp(rng.uniform(np.log(median_ecd_px[0]), np.log(median_ecd_px[1]))))
     config = SynthConfig(
         size_px=size_px,
         pixel_size_um=pixel,
@@ -54,9 +58,11 @@ def random_scene_config(rng: np.random.Generator, size_px: int) -> tuple[SynthCo
     return config, float(np.exp(rng.uniform(np.log(15), np.log(800))))
 
 
-def synthetic_scene(rng: np.random.Generator, size_px: int) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_scene(
+    rng: np.random.Generator, size_px: int, median_ecd_px: tuple[float, float] = MEDIAN_ECD_RANGE_PX
+) -> tuple[np.ndarray, np.ndarray]:
     """One randomized scene scanned at its HR dose: ``(image, true labels)``."""
-    config, dose = random_scene_config(rng, size_px)
+    config, dose = random_scene_config(rng, size_px, median_ecd_px)
     scene = render_scene(config, rng)
     image = scan(scene.clean, psf_sigma_px=config.hr_psf_sigma_px, dose=dose, rng=rng)
     return image, scene.labels

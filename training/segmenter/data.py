@@ -23,7 +23,7 @@ from skimage.transform import resize
 from semqa.particles.annotations import Annotated
 from semqa.particles.learned import MAX_FACTOR, MIN_FACTOR, normalise
 from semqa.particles.segmentation import estimate_particle_diameter
-from semqa.synth.randomized import synthetic_scene
+from semqa.synth.randomized import MEDIAN_ECD_RANGE_PX, synthetic_scene
 
 
 @dataclass(frozen=True)
@@ -67,16 +67,21 @@ def working_sample(name: str, image: np.ndarray, labels: np.ndarray, working_dia
     return Sample(name=name, image=normalise(work), foreground=fg, boundary=contact, distance=dist)
 
 
-def synthetic_samples(n: int, size_px: int, working_diameter_px: float, seed: int) -> tuple[list[Sample], pd.DataFrame]:
-    """``n`` randomized synthetic samples and their manifest (seed and scene index per sample)."""
+def synthetic_samples(
+    n: int, size_px: int, working_diameter_px: float, seed: int, median_ecd_px: tuple[float, float] = MEDIAN_ECD_RANGE_PX
+) -> tuple[list[Sample], pd.DataFrame]:
+    """``n`` randomized synthetic samples and their manifest (seed, scene index and size range per sample)."""
     samples, rows = [], []
     for i in range(n):
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i,)))
-        image, labels = synthetic_scene(rng, size_px)
+        image, labels = synthetic_scene(rng, size_px, median_ecd_px)
         s = working_sample(f"synth-{seed}-{i:04d}", image, labels, working_diameter_px)
         if s is not None:
             samples.append(s)
-            rows.append({"name": s.name, "source": "synthetic", "seed": seed, "index": i, "size_px": size_px})
+            row = {"name": s.name, "source": "synthetic", "seed": seed, "index": i, "size_px": size_px}
+            if tuple(median_ecd_px) != MEDIAN_ECD_RANGE_PX:  # the default keeps the manifest (and data digest) it had
+                row["median_ecd_px"] = f"{median_ecd_px[0]:g}-{median_ecd_px[1]:g}"
+            rows.append(row)
     return samples, pd.DataFrame(rows)
 
 
