@@ -13,7 +13,7 @@ Families (exact instance masks):
 * ``agglo-se`` — :mod:`semqa.synth.agglomerates` defaults: clusters of 3–20 Fourier-perturbed
   particles, ECD 6–100 px (D50 24 px), aspect up to 2.5, SE edge brightening, dose 100 e⁻/px;
 * ``agglo-flat`` — the same renderer with flat BSE-like contrast (no edge brightening), larger
-  and more elongated particles (D50 40 px, aspect up to 3.5), more overlap, dose 30 e⁻/px;
+  and more elongated particles (D50 40 px, aspect up to 3.5), more overlap (up to 30 %, centres from 0.7 of the sum of radii), dose 30 e⁻/px;
 * ``dome-clumps`` — :mod:`semqa.synth.families` ``dome`` scenes (ellipsoids, tilt shading,
   no rims) with 60 % of the particles placed overlapping an earlier one.
 
@@ -26,23 +26,27 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # see bench_segmentation.py
 
-import argparse  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_segmentation import baseline_segment  # noqa: E402
+from bench_segmentation import baseline_segment
 
-from semqa.particles.annotations import Annotated  # noqa: E402
-from semqa.particles.matching import mean_scores, score_image  # noqa: E402
-from semqa.particles.segmentation import segment  # noqa: E402
-from semqa.synth.agglomerates import AgglomerateConfig, render_agglomerates, scan_agglomerates  # noqa: E402
-from semqa.synth.families import FamilyConfig, render_family, scan_family  # noqa: E402
+from semqa.particles.annotations import Annotated
+from semqa.particles.matching import mean_scores, score_image
+from semqa.particles.segmentation import segment
+from semqa.synth.agglomerates import (
+    AgglomerateConfig,
+    render_agglomerates,
+    scan_agglomerates,
+)
+from semqa.synth.families import FamilyConfig, render_family, scan_family
 
 FAMILIES = ("agglo-se", "agglo-flat", "dome-clumps")
 
@@ -50,7 +54,7 @@ FAMILIES = ("agglo-se", "agglo-flat", "dome-clumps")
 def scene(family: str, size: int, rng: np.random.Generator) -> Annotated:
     """One frame of ``family`` with its exact labels."""
     if family in ("agglo-se", "agglo-flat"):
-        extra = {} if family == "agglo-se" else dict(edge_gain=0.0, d50_px=40.0, aspect_max=3.5, overlap_max=0.35, dose=30.0)
+        extra = {} if family == "agglo-se" else {"edge_gain": 0.0, "d50_px": 40.0, "aspect_max": 3.5, "overlap_max": 0.3, "contact_min": 0.7, "dose": 30.0}
         config = AgglomerateConfig(size_px=size, **extra)
         truth = render_agglomerates(config, rng)
         return Annotated(family, scan_agglomerates(truth, config, rng), truth.labels, config.pixel_size_um)
@@ -88,8 +92,8 @@ def run(n: int, size: int, seed: int) -> pd.DataFrame:
 
 
 def report(table: pd.DataFrame) -> str:
-    lines = [f"{'family':<13}{'method':<10}{'n true':>8}{'n found':>9}{'count err':>11}{'D10 err':>9}{'D50 err':>9}"
-             f"{'D90 err':>9}{'precision':>11}{'recall':>8}{'mean IoU':>10}{'CPU s':>8}"]
+    lines = [(f"{'family':<13}{'method':<10}{'n true':>8}{'n found':>9}{'count err':>11}{'D10 err':>9}{'D50 err':>9}"
+             f"{'D90 err':>9}{'precision':>11}{'recall':>8}{'mean IoU':>10}{'CPU s':>8}")]
     for _, r in table.iterrows():
         lines.append(
             f"{r.family:<13}{r.method:<10}{r.n_true:>8.1f}{r.n_pred:>9.1f}{100 * r.count_rel_error:>10.1f}%"

@@ -60,8 +60,8 @@ class AgglomerateConfig(BaseModel):
     cluster_min: int = Field(3, ge=2, le=50, description="fewest particles in a cluster")
     cluster_max: int = Field(20, ge=2, le=50, description="most particles in a cluster")
     single_fraction: float = Field(0.2, ge=0, le=1, description="share of placement attempts that are isolated particles")
-    contact_min: float = Field(0.7, gt=0, lt=1, description="least centre distance, as a fraction of the sum of radii")
-    overlap_max: float = Field(0.25, gt=0, lt=1, description="largest share of a new particle's area lying over its cluster")
+    contact_min: float = Field(0.8, gt=0, lt=1, description="least centre distance, as a fraction of the sum of radii")
+    overlap_max: float = Field(0.15, gt=0, lt=1, description="largest share of a new particle's area lying over its cluster")
     min_gap_px: float = Field(3.0, ge=0, description="least gap between clusters (and singles)")
     fill_fraction: float = Field(0.3, gt=0, le=0.6, description="target share of the field covered")
     substrate_level: float = Field(0.2, ge=0, le=1, description="substrate yield")
@@ -137,8 +137,8 @@ def _draw_ecd(config: AgglomerateConfig, rng: np.random.Generator) -> float:
 def _raster(o: _Outline, ss: int, n_sub: int) -> tuple[tuple[slice, slice], np.ndarray] | None:
     """Sub-pixel box (in the ``n_sub``-wide canvas) and the outline's mask in it."""
     e = o.extent + 1.0
-    lo_y, hi_y = max(0, int((o.cy - e) * ss)), min(n_sub, int(math.ceil((o.cy + e) * ss)))
-    lo_x, hi_x = max(0, int((o.cx - e) * ss)), min(n_sub, int(math.ceil((o.cx + e) * ss)))
+    lo_y, hi_y = max(0, int((o.cy - e) * ss)), min(n_sub, math.ceil((o.cy + e) * ss))
+    lo_x, hi_x = max(0, int((o.cx - e) * ss)), min(n_sub, math.ceil((o.cx + e) * ss))
     if lo_y >= hi_y or lo_x >= hi_x:
         return None
     y = (np.arange(lo_y, hi_y) + 0.5) / ss - 0.5
