@@ -34,13 +34,14 @@ so one configuration serves high-resolution, low-resolution and super-resolved f
    particle of many pixels is kept.
 5. **Fill holes**: bright rims around a darker interior make particles look like rings.
 6. **Split touching particles** with a marker-controlled watershed of the distance
-   transform (Beucher & Meyer 1993), per connected component: markers are the maxima of the
-   distance map within a window; neighbouring regions are merged back where the cut between
-   them crosses a body rather than a contact, i.e. where the cut is nearly as long as the
-   smaller region is wide, or where the concavities ("notches") at its ends are shallow
-   compared with the smaller region's inscribed radius. Two touching particles meet in
-   notches as deep as their radii; an elongated or faceted particle, whose distance map has
-   several maxima along its ridge, has none, and stays whole.
+   transform (Beucher & Meyer 1993), per connected component: markers are the regional
+   maxima of the distance map, merged in a merge tree (the dynamics of h-maxima) unless the
+   saddle between two groups lies below ``neck_ratio`` of the smaller group's inscribed radius
+   and at least ``neck_depth_min_px`` below it: a relative depth, so a neck split does not
+   depend on the particle size in pixels, and a convex object (concave distance map, one
+   maximum) stays whole. Cuts that survive are merged back where the concavities ("notches")
+   at their ends are shallow compared with the smaller part's inscribed radius: two touching
+   particles meet in notches as deep as their radii; an elongated, bent or faceted particle has none.
 """
 
 from __future__ import annotations
