@@ -483,7 +483,7 @@ def _bomb_png() -> bytes:
               ('{"segmentation": {"ring_px_rel": 1e6}}', "segmentation.ring_px_rel: Input should be less"),
               ('{"segmentation": {"denoise_sigma_max_px": 1e6}}', "segmentation.denoise_sigma_max_px"),
               ('{"segmentation": {"background_sigma_rel": 1e9}}', "segmentation.background_sigma_rel"),
-              ('{"segmentation": {"marker_window_rel": 1e6}}', "segmentation.marker_window_rel"),
+              ('{"segmentation": {"neck_ratio": 1e6}}', "segmentation.neck_ratio"),
               ('{"segmentation": {"min_object_px": 1000000000}}', "segmentation.min_object_px"),
               ('{"min_pixels": 1000000000}', "min_pixels"),
               ('{"max_pixels": 100000000000}', "max_pixels"),

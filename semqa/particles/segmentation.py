@@ -34,13 +34,14 @@ so one configuration serves high-resolution, low-resolution and super-resolved f
    particle of many pixels is kept.
 5. **Fill holes**: bright rims around a darker interior make particles look like rings.
 6. **Split touching particles** with a marker-controlled watershed of the distance
-   transform (Beucher & Meyer 1993), per connected component: markers are the maxima of the
-   distance map within a window; neighbouring regions are merged back where the cut between
-   them crosses a body rather than a contact, i.e. where the cut is nearly as long as the
-   smaller region is wide, or where the concavities ("notches") at its ends are shallow
-   compared with the smaller region's inscribed radius. Two touching particles meet in
-   notches as deep as their radii; an elongated or faceted particle, whose distance map has
-   several maxima along its ridge, has none, and stays whole.
+   transform (Beucher & Meyer 1993), per connected component: markers are the regional
+   maxima of the distance map, merged in a merge tree (the dynamics of h-maxima) unless the
+   saddle between two groups lies below ``neck_ratio`` of the smaller group's inscribed radius
+   and at least ``neck_depth_min_px`` below it: a relative depth, so a neck split does not
+   depend on the particle size in pixels, and a convex object (concave distance map, one
+   maximum) stays whole. Cuts that survive are merged back where the concavities ("notches")
+   at their ends are shallow compared with the smaller part's inscribed radius: two touching
+   particles meet in notches as deep as their radii; an elongated, bent or faceted particle has none.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ from semqa.particles.limits import (
     MAX_WINDOW_REL,
 )
 from semqa.particles.detection import significance
-from semqa.particles.measure import convex_image
+from semqa.particles.measure import outline_hull
 from semqa.particles.primitives import block_mean, label_median, max_filter_square, narrow_labels, upsample_linear
 from semqa.particles.noise import NoiseModel, fit_noise_model, stabilize, sum_inflation
 
@@ -139,19 +140,21 @@ class SegmentationConfig(BaseModel):
         4, ge=1, le=MAX_PARTICLE_AREA_PX, description="connected components smaller than this many pixels are noise and dropped"
     )
     split_touching: bool = Field(True, description="split touching particles by watershed")
-    marker_window_rel: float = Field(
-        0.15,
-        gt=0,
-        le=MAX_WINDOW_REL,
-        description="watershed markers are maxima of the distance map within a window of this half-width, "
-        "in particle diameters",
-    )
-    merge_cut_ratio: float = Field(
+    neck_ratio: float = Field(
         0.9,
         gt=0,
-        le=MAX_MERGE_RATIO,
-        description="neighbouring watershed regions are merged back at once when the cut between them is "
-        "longer than this fraction of the smaller region's inscribed diameter",
+        lt=1,
+        description="two parts of a component are separate particles when the neck between them (the "
+        "saddle of the distance map, its half-width) is narrower than this fraction of the smaller part's "
+        "inscribed radius; scale-free (a relative h-maxima depth)",
+    )
+    neck_depth_min_px: float = Field(
+        0.5,
+        ge=0,
+        le=MAX_DENOISE_PX,
+        description="least depth of a neck below the smaller part's inscribed radius, px: a digitised outline "
+        "places each boundary within half a pixel, so a saddle and a peak of the distance map differ by chance "
+        "by up to about that much (the difference of two uniform quantisations has sd sqrt(2/12) = 0.41 px)",
     )
     merge_notch_ratio: float = Field(
         0.3,
@@ -324,26 +327,6 @@ def _local_threshold_mask(
     return refined.reshape(flat.shape) | core
 
 
-def _cut_lengths(regions: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Neighbouring region pairs ``(a, b)`` with ``a < b`` and the length of the cut between them.
-
-    The length is estimated from the counts of horizontal and vertical pixel adjacencies
-    across the cut, ``hypot(n_h, n_v)``, exact for straight cuts at any angle.
-    """
-    lo_parts, hi_parts, axis_parts = [], [], []
-    for axis, (a, b) in enumerate(((regions[:, :-1], regions[:, 1:]), (regions[:-1, :], regions[1:, :]))):
-        diff = (a != b) & (a > 0) & (b > 0)
-        lo_parts.append(np.minimum(a[diff], b[diff]).astype(np.int64))
-        hi_parts.append(np.maximum(a[diff], b[diff]).astype(np.int64))
-        axis_parts.append(np.full(lo_parts[-1].size, axis))
-    lo, hi, axis = np.concatenate(lo_parts), np.concatenate(hi_parts), np.concatenate(axis_parts)
-    codes, inverse = np.unique(lo * (n + 1) + hi, return_inverse=True)
-    n_h = np.bincount(inverse, weights=(axis == 0), minlength=codes.size)
-    n_v = np.bincount(inverse, weights=(axis == 1), minlength=codes.size)
-    ra, rb = np.divmod(codes, n + 1)
-    return ra, rb, np.hypot(n_h, n_v)
-
-
 def _notch_depth(regions: np.ndarray, boxes: list, a: int, b: int) -> float:
     """Depth of the concavities at the ends of the cut between regions ``a`` and ``b``, px.
 
@@ -351,6 +334,10 @@ def _notch_depth(regions: np.ndarray, boxes: list, a: int, b: int) -> float:
     hull minus the distance to the border of the union itself. A cut through a particle's
     body ends on its convex outline (depth ≈ 0); a cut between two touching particles ends in
     the notches where their outlines meet (depth of the order of the smaller radius).
+
+    The hull is that of the union's outline (:func:`semqa.particles.measure.outline_hull`, half a
+    pixel outside the boundary pixels' centres); inside a convex polygon the distance to its
+    border is the least distance to its edges' lines, so only the cut pixels are measured.
     """
     sa, sb = boxes[a - 1], boxes[b - 1]
     box = tuple(slice(max(min(x.start, y.start) - 1, 0), max(x.stop, y.stop) + 1) for x, y in zip(sa, sb))
@@ -360,65 +347,114 @@ def _notch_depth(regions: np.ndarray, boxes: list, a: int, b: int) -> float:
     cut = is_a & ndimage.binary_dilation(is_b)
     if not cut.any():
         return 0.0
-    # The crop's outermost rows and columns lie outside both regions (and so outside the hull),
-    # which gives both distance maps their zero border.
-    d_hull = ndimage.distance_transform_edt(convex_image(union))
-    d_union = ndimage.distance_transform_edt(union)
-    return float((d_hull - d_union)[cut].max())
+    # The crop's outermost rows and columns lie outside both regions, which gives the distance
+    # map its zero border; it counts to the nearest outside pixel centre, half a pixel beyond
+    # the outline, so the hull distance gets the same half pixel.
+    d_union = ndimage.distance_transform_edt(union)[cut]
+    hull = outline_hull(union)
+    edges = np.roll(hull, -1, axis=0) - hull
+    points = np.column_stack(np.nonzero(cut)).astype(float)
+    rel = points[:, None, :] - hull[None, :, :]
+    cross = np.abs(edges[None, :, 0] * rel[..., 1] - edges[None, :, 1] * rel[..., 0])
+    d_hull = (cross / np.maximum(np.hypot(edges[:, 0], edges[:, 1]), 1e-12)).min(axis=1) + 0.5
+    return float((d_hull - d_union).max())
+
+
+def _saddles(regions: np.ndarray, dist: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Neighbouring region pairs ``(a, b)``, ``a < b``, and the saddle of the distance map between
+    them: the highest value, over 8-adjacent pixel pairs across their boundary, of the lower of
+    the two distances (the pass a flooding would cross)."""
+    lo_parts, hi_parts, val_parts = [], [], []
+    shifts = ((slice(None), slice(None, -1)), (slice(None), slice(1, None))), ((slice(None, -1), slice(None)), (slice(1, None), slice(None))), \
+        ((slice(None, -1), slice(None, -1)), (slice(1, None), slice(1, None))), ((slice(None, -1), slice(1, None)), (slice(1, None), slice(None, -1)))
+    for sa, sb in shifts:
+        a, b = regions[sa], regions[sb]
+        diff = (a != b) & (a > 0) & (b > 0)
+        lo_parts.append(np.minimum(a[diff], b[diff]).astype(np.int64))
+        hi_parts.append(np.maximum(a[diff], b[diff]).astype(np.int64))
+        val_parts.append(np.minimum(dist[sa][diff], dist[sb][diff]))
+    lo, hi, val = np.concatenate(lo_parts), np.concatenate(hi_parts), np.concatenate(val_parts)
+    codes, inverse = np.unique(lo * (n + 1) + hi, return_inverse=True)
+    saddle = np.full(codes.size, -np.inf)
+    np.maximum.at(saddle, inverse, val)
+    ra, rb = np.divmod(codes, n + 1)
+    return ra, rb, saddle
 
 
 def _split_component(mask: np.ndarray, dist: np.ndarray, markers: np.ndarray, config: SegmentationConfig) -> np.ndarray:
-    """Watershed of one component (a crop) from its markers, merging cuts through bodies."""
+    """Watershed of one component (a crop) from its markers, keeping only cuts through necks.
+
+    Regions are merged in order of decreasing saddle (a merge tree of the distance map, as the
+    dynamics of h-maxima: Grimaud, *SPIE* 1769, 1992; Soille, *Morphological Image Analysis*,
+    2nd ed., Springer 2003, § 6.3.5): two groups stay apart when the saddle between them lies
+    below ``neck_ratio`` of the smaller group's peak (its inscribed radius) and at least
+    ``neck_depth_min_px`` below it, so the depth demanded scales with the particle and a neck
+    split does not depend on the particle's size in pixels. The distance map of a convex object
+    is concave (one maximum), so it has no such saddle and stays whole. Cuts that survive are
+    then checked for the notches in which two touching outlines meet (:func:`_notch_depth`): a
+    cut ending on the union's convex outline crosses a body (a bend or a lobe) and is merged.
+    """
     n = int(markers.max())
     regions = watershed(-dist, markers, mask=mask)
-    ra, rb, cut = _cut_lengths(regions, n)
+    ra, rb, saddle = _saddles(regions, dist, n)
     if ra.size == 0:
         return regions
-    # Each region's highest distance is at its marker, where the flooding started.
     peak = np.zeros(n + 1)
-    np.maximum.at(peak, markers[markers > 0], dist[markers > 0])
-    inscribed = np.minimum(peak[ra], peak[rb])
-    # A cut nearly as long as the smaller region is wide crosses a body, not a neck; only the
-    # others need the (slower) notch test.
-    merge = cut >= config.merge_cut_ratio * 2.0 * inscribed
-    boxes = ndimage.find_objects(regions)
-    for k in np.flatnonzero(~merge):
-        merge[k] = _notch_depth(regions, boxes, int(ra[k]), int(rb[k])) < config.merge_notch_ratio * inscribed[k]
-    if not merge.any():
-        return regions
-    # A handful of regions: a disjoint-set forest is cheaper than a sparse graph here. Merged
-    # groups are numbered in the order of their lowest region.
+    np.maximum.at(peak, regions[mask], dist[mask])
     groups = DisjointSet(range(1, n + 1))
-    for a, b in zip(ra[merge].tolist(), rb[merge].tolist()):
-        groups.merge(a, b)
-    _, new_ids = np.unique([min(groups.subset(r)) for r in range(1, n + 1)], return_inverse=True)
+    group_peak = {r: float(peak[r]) for r in range(1, n + 1)}
+    kept = []
+    for k in np.argsort(-saddle, kind="stable"):
+        a, b = groups[int(ra[k])], groups[int(rb[k])]
+        if a == b:
+            continue
+        smaller = min(group_peak[a], group_peak[b])
+        if saddle[k] >= config.neck_ratio * smaller or smaller - saddle[k] < config.neck_depth_min_px:
+            groups.merge(a, b)
+            group_peak[groups[a]] = max(group_peak[a], group_peak[b])
+        else:
+            kept.append(k)
+    # Notch test on the cuts kept, between the merged groups.
+    ids = np.array([0] + [groups[r] for r in range(1, n + 1)])
+    merged = ids[regions]
+    boxes = ndimage.find_objects(merged)
+    for k in kept:
+        a, b = groups[int(ra[k])], groups[int(rb[k])]
+        if a == b:
+            continue
+        inscribed = min(group_peak[a], group_peak[b])
+        if _notch_depth(merged, boxes, a, b) < config.merge_notch_ratio * inscribed:
+            groups.merge(a, b)
+            group_peak[groups[a]] = max(group_peak[a], group_peak[b])
+    _, new_ids = np.unique([groups[r] for r in range(1, n + 1)], return_inverse=True)
     return np.concatenate([[0], new_ids + 1])[regions]
 
 
-def _split(mask: np.ndarray, diameter: float, config: SegmentationConfig) -> np.ndarray:
+def _split(mask: np.ndarray, config: SegmentationConfig) -> np.ndarray:
     """Label ``mask``, splitting touching particles (watershed of the distance map).
 
-    Each connected component is handled in its own bounding box: markers are the maxima
-    of its distance map within a window; a component with one marker is one particle.
-    Components touching the image border are not split.
+    Each connected component is handled in its own bounding box: markers are the regional
+    regional maxima of its distance map (3 × 3), merged back by :func:`_split_component` unless a neck
+    lies between them; a component with one marker is one particle. Nothing here depends on
+    a particle diameter, so one pass serves particles of every size in the frame. Components
+    touching the image border are not split.
     """
     # Split parts are written into the component image itself: only a component's own pixels
     # are rewritten, with new labels above n_comp, so later components still read as before.
     labels, n_comp = ndimage.label(mask, structure=np.ones((3, 3)))
-    half = max(1, round(config.marker_window_rel * diameter))
     next_label = n_comp + 1
     rows, cols = mask.shape
     for c, box in enumerate(ndimage.find_objects(labels), start=1):
         # A component cut by the frame is excluded from measurement anyway (ISO 13322-1); its
         # hole cannot be filled (it opens onto the border), and split into rim arcs it would
         # leave fragments inside the frame that look like small particles. It stays whole.
-        if box[0].start == 0 or box[1].start == 0 or box[0].stop == rows or box[1].stop == cols:
+        if box is None or box[0].start == 0 or box[1].start == 0 or box[0].stop == rows or box[1].stop == cols:
             continue
         # The box grown by one pixel (inside the frame here) gives the component a zero border.
         grown = tuple(slice(s.start - 1, s.stop + 1) for s in box)
         own = labels[grown] == c
         dist = ndimage.distance_transform_edt(own).astype(np.float32)
-        peaks = (dist >= ndimage.maximum_filter(dist, size=2 * half + 1)) & (dist >= 1.0)
+        peaks = (dist >= ndimage.maximum_filter(dist, size=3)) & (dist >= 1.0)
         markers, n_markers = ndimage.label(peaks, structure=np.ones((3, 3)))
         if n_markers < 2:
             continue
@@ -593,7 +629,7 @@ def detect(image: np.ndarray, config: SegmentationConfig | None = None) -> Detec
     if not mask.any():
         return Detection(empty, noise, sig.polarity, sig.has_structure, diameter, sigma)
     if config.split_touching:
-        labels = _split(mask, diameter, config).astype(np.int32, copy=False)
+        labels = _split(mask, config).astype(np.int32, copy=False)
     else:
         labels = ndimage.label(mask)[0].astype(np.int32, copy=False)
     return Detection(labels, noise, sig.polarity, sig.has_structure, diameter, sigma)
