@@ -203,7 +203,7 @@ def analyze_unit(
         excluded_border=measured.exclusions.border,
         excluded_small=measured.exclusions.too_small,
         roi=roi,
-        warnings=measured.warnings,
+        warnings=[w for w in (mg.pixel_size_warning,) if w] + measured.warnings,
     )
     unit = UnitResult(
         particles=measured.particles, summary=summary, exclusions=measured.exclusions, path=mg.path,

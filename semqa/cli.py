@@ -82,13 +82,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 # One function per command; keep each thin: parse, call the core or an app, print.
 
 
-def _image_paths(paths, pixel_size: float | None, max_pixels: int, force: bool = False) -> list:
+def _image_paths(paths, pixel_size: float | None, max_pixels: int, force: bool = False, scale_bar: str | None = None) -> list:
     """Files to analyse, each read by the process that analyses it (memory bounded on large lots)."""
     from semqa.io.images import ImagePath
+    from semqa.io.metadata import length_um
 
     if max_pixels < 1:
         raise InputError(f"--max-pixels must be at least 1, got {max_pixels}")
-    return [ImagePath(p, pixel_size, max_pixels, force) for p in paths]
+    if scale_bar is not None and pixel_size is not None:
+        raise InputError("--scale-bar is the fallback for files without a pixel size; with --pixel-size it would not be used")
+    bar_um = length_um(scale_bar, "--scale-bar") if scale_bar is not None else None
+    return [ImagePath(p, pixel_size, max_pixels, force, bar_um) for p in paths]
 
 
 def _workers(value: str) -> int:
@@ -107,6 +111,10 @@ def _print_pixel_sizes(images) -> None:
     for s in images:
         if s.pixel_size_note:
             print(f"note: {s.name}: pixel size {s.pixel_size_um:g} µm (flag) {s.pixel_size_note}")
+    from_bar = sum(s.pixel_size_source.startswith("scale bar") for s in images)
+    if from_bar:
+        print(f"warning: {from_bar} image(s) sized from the data bar's scale bar with the length given by hand "
+              "(--scale-bar): less accurate than instrument metadata; check against a calibration")
 
 
 def _sr_by_default(args: argparse.Namespace) -> bool:
@@ -157,6 +165,9 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pixel-size", type=float, metavar="UM", help="µm per pixel of the input images (else from metadata or sidecar)")
     p.add_argument("--force-pixel-size", action="store_true",
                    help="accept a pixel size outside the plausible SEM range (0.1 nm to 100 µm per pixel)")
+    p.add_argument("--scale-bar", metavar="LENGTH",
+                   help="fallback for files stating no pixel size: measure the data bar's scale bar, whose printed "
+                        "label you give (e.g. 10um, 500nm); less accurate than metadata, and the result says so")
     p.add_argument("--sr", action=argparse.BooleanOptionalAction, default=None,
                    help="super-resolve before segmenting (default: off, as in the service and the dashboard; "
                         "the result records whether SR was asked for or defaulted)")
@@ -230,7 +241,9 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from semqa.io.images import expand_image_paths
 
     config = _analysis_config(args)
-    micrographs = _image_paths(expand_image_paths(args.paths), args.pixel_size, args.max_pixels, args.force_pixel_size)
+    micrographs = _image_paths(
+        expand_image_paths(args.paths), args.pixel_size, args.max_pixels, args.force_pixel_size, args.scale_bar
+    )
     result = analyze(
         micrographs, config, upscaler=_upscaler(args), hook=_overlay_writer(args.overlays), segmenter=_segmenter(args),
         workers=args.workers,
@@ -272,7 +285,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     config = _analysis_config(args)
     ref, test = (
-        {lot: _image_paths(files, args.pixel_size, args.max_pixels, args.force_pixel_size) for lot, files in load_lots(folder).items()}
+        {lot: _image_paths(files, args.pixel_size, args.max_pixels, args.force_pixel_size, args.scale_bar)
+         for lot, files in load_lots(folder).items()}
         for folder in (args.reference, args.test)
     )
     report = compare(

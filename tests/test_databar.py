@@ -94,6 +94,51 @@ def test_a_bar_is_left_out_of_the_analysis(frames):
     assert blind.psd.n > ref.psd.n  # without detection the glyphs are counted as particles
 
 
+def test_a_side_panel_is_left_out_of_the_analysis(frames):
+    image = frames["synth-hr-0"]
+    framed, truth = add_databar(image, "right-appended", np.random.default_rng(4), dark=False, antialias=True)
+    plain = Micrograph(name="a.tif", image=image, pixel_size_um=0.1, bit_depth=16, digest="sha256:0")
+    barred = Micrograph(name="a.tif", image=stored(framed, 16), pixel_size_um=0.1, bit_depth=16, digest="sha256:1")
+    config = AnalysisConfig(n_bootstrap=0)
+    ref, found = analyze([plain], config), analyze([barred], config)
+    roi = found.images[0].roi
+    assert (roi.x, roi.y, roi.width, roi.height) == truth and "right bar" in roi.detail
+    assert [p.ecd_um for p in found.particles] == [p.ecd_um for p in ref.particles]
+
+
+def dark_edge_rows(image: np.ndarray, dose: float, yield_: float, rows: int, seed: int) -> np.ndarray:
+    """``image`` with its bottom ``rows`` replaced by a bare dark substrate: Poisson counts of mean ``yield_ · dose``."""
+    out = image.copy()
+    out[-rows:] = np.random.default_rng(seed).poisson(yield_ * dose, (rows, image.shape[1])) / dose
+    return out
+
+
+@pytest.mark.parametrize("dose, yield_", [(3, 0.0), (3, 0.001), (3, 0.03), (10, 0.01), (30, 0.0), (100, 0.003)])
+def test_dark_substrate_along_the_edge_is_not_a_bar(frames, dose, yield_):
+    """Dark substrate rows (flat by shot noise: mostly zero counts) are micrograph, in both scene families.
+
+    Zero yield: exactly flat, no text; 0.001 at dose 3: a few lines all zero, the counts
+    scattered at random; the others: no line without a count.
+    """
+    for i, name in enumerate(("synth-hr-0", "synth-lr-1", "disks-1-dose30")):
+        image = stored(dark_edge_rows(frames[name], dose, yield_, 40, seed=i))
+        region = choose_region(image, name)
+        assert (region.source, region.height) == ("full-frame", image.shape[0]), (name, region.detail)
+        assert region.detail == "no data bar found" or "nothing cut" in region.detail, region.detail
+
+
+@pytest.mark.parametrize("dose, substrate, radius", [(10, 0.5, 150), (10, 0.1, 220), (30, 0.5, 180), (3, 0.3, 200)])
+def test_a_dark_particle_on_the_edge_is_not_a_bar(dose, substrate, radius):
+    """A large dark particle cut by the bottom edge: flat, zero-count rows over most of the width, kept."""
+    rng = np.random.default_rng(radius)
+    yield_ = np.full((300, 400), substrate)
+    rr, cc = disk((300, 200), radius, shape=yield_.shape)
+    yield_[rr, cc] = 0.0
+    image = stored(np.clip(rng.poisson(gaussian(yield_, 1.0) * dose) / dose, 0, 1))
+    region = choose_region(image, "dark-particle")
+    assert (region.source, region.height, region.width) == ("full-frame", 300, 400), region.detail
+
+
 def test_roi_edge_excludes_like_the_frame_edge(frames):
     mg = Micrograph(name="a.tif", image=frames["synth-hr-0"], pixel_size_um=0.1, bit_depth=16, digest="sha256:0")
     full = analyze([mg], AnalysisConfig(n_bootstrap=0))
@@ -151,7 +196,8 @@ def lots_pair(tmp_path_factory):
     lots = make_lots(root / "plain", products, lots=3, images_per_lot=10, config=SynthConfig(size_px=LOT_FRAME_PX, d50_um=1.2), seed=5)
     barred = rewrite_as_instrument(lots, root / "zeiss", vendor="zeiss", layout="bottom-appended", seed=1)
     overlaid = rewrite_as_instrument(lots, root / "fei", vendor="fei", layout="bottom-overlay", seed=2)
-    return lots / "rld" / "hr", barred / "rld" / "hr", overlaid / "rld" / "hr"
+    side = rewrite_as_instrument(lots, root / "side", vendor="fei", layout="right-overlay", seed=3)
+    return lots / "rld" / "hr", barred / "rld" / "hr", overlaid / "rld" / "hr", side / "rld" / "hr"
 
 
 def _read(folder, pixel_size=None):
@@ -162,13 +208,15 @@ def _read(folder, pixel_size=None):
 
 @pytest.mark.slow
 def test_verdict_unchanged_by_a_bar(lots_pair):
-    """The same lots compared with themselves written with a data bar (appended, overlaid): equivalent."""
-    plain, barred, overlaid = lots_pair
+    """The same lots compared with themselves written with a data bar (appended, overlaid, at the side): equivalent."""
+    plain, barred, overlaid, side = lots_pair
     config = AnalysisConfig(n_bootstrap=0)
     reference = _read(plain)
     appended = compare(reference, _read(barred, 0.1), config)
     drawn = compare(reference, _read(overlaid, 0.1), config)
-    assert appended.verdict == drawn.verdict == "equivalent", (appended.reason, drawn.reason)
+    beside = compare(reference, _read(side, 0.1), config)
+    assert appended.verdict == drawn.verdict == beside.verdict == "equivalent", (appended.reason, drawn.reason, beside.reason)
+    assert {s.roi.source for r in beside.test.values() for s in r.images} == {"auto-databar"}
     # An appended bar hides nothing: the test lots' particles are the reference's, one for one.
     for lot, result in appended.test.items():
         assert [p.ecd_um for p in result.particles] == [p.ecd_um for p in appended.reference[lot].particles]
@@ -177,7 +225,7 @@ def test_verdict_unchanged_by_a_bar(lots_pair):
 
 @pytest.mark.slow
 def test_cli_compare_csv_and_overlays(lots_pair, tmp_path, capsys):
-    _, barred, _ = lots_pair
+    _, barred, _, _ = lots_pair
     csv, overlays = tmp_path / "t" / "particles.csv", tmp_path / "ov"
     code = main([
         "compare", "--reference", str(barred), "--test", str(barred),

@@ -70,6 +70,41 @@ def test_fei_scan_pixel_width_in_metres(tmp_path, frame, code, name):
     assert mg.pixel_size_source == f"tiff:{name}:[Scan]PixelWidth"
 
 
+FEI_XML = 34683  # tifffile: FEI_TITAN
+
+
+def fei_xml(x="3.90625e-08", y="3.90625e-08", unit=' unit="m"') -> str:
+    """Thermo Fisher's XML metadata block as Bio-Formats and pynxtools-em read it."""
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>'
+        '<Metadata xmlns:nil="http://schemas.fei.com/Metadata/v1/2013/07" '
+        'xmlns:i="http://www.w3.org/2001/XMLSchema-instance">'
+        "<Instrument><Manufacturer>Thermo Fisher Scientific</Manufacturer><InstrumentClass>Phenom</InstrumentClass></Instrument>"
+        f"<BinaryResult><PixelSize><X{unit}>{x}</X><Y{unit}>{y}</Y></PixelSize>"
+        "<ImageSize><Width>64</Width><Height>48</Height></ImageSize></BinaryResult>"
+        "</Metadata>"
+    )
+
+
+def test_thermo_fisher_xml_pixel_size_with_its_unit(tmp_path, frame):
+    tifffile.imwrite(tmp_path / "x.tif", frame, extratags=[(FEI_XML, "s", 0, fei_xml(), True)])
+    mg = read_image(tmp_path / "x.tif")
+    assert mg.pixel_size_um == pytest.approx(0.0390625)
+    assert mg.pixel_size_source == "tiff:FEI_TITAN:Metadata/BinaryResult/PixelSize/X"
+    tifffile.imwrite(tmp_path / "nm.tif", frame, extratags=[(FEI_XML, "s", 0, fei_xml("39.0625", "39.0625", ' unit="nm"'), True)])
+    assert read_image(tmp_path / "nm.tif").pixel_size_um == pytest.approx(0.0390625)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [(fei_xml(unit=""), "has no unit"), (fei_xml(y="7.8e-08"), "square"), (fei_xml(x="true"), "number"), ("<Metadata><Bin", "unreadable XML")],
+)
+def test_thermo_fisher_xml_bad_values_are_refused(tmp_path, frame, text, message):
+    tifffile.imwrite(tmp_path / "x.tif", frame, extratags=[(FEI_XML, "s", 0, text, True)])
+    with pytest.raises(InputError, match=message):
+        read_image(tmp_path / "x.tif")
+
+
 def test_fei_non_square_pixels_and_resized_image_are_refused(tmp_path, frame):
     tifffile.imwrite(tmp_path / "ns.tif", frame, extratags=[(FEI_HELIOS, "s", 0, fei_text(height_m="2e-08"), True)])
     with pytest.raises(InputError, match="not square"):

@@ -2,7 +2,8 @@
 
 Every SEM writes a band of full-width rows at the bottom (Zeiss SmartSEM, Thermo Fisher/FEI
 incl. Phenom, JEOL, Hitachi, TESCAN) or at the top of the frame, appended below the scanned
-field or drawn over it: a uniform background (black, white or grey) carrying text (HV, WD,
+field or drawn over it; some exports put a panel of full-height columns at the left or right
+(searched the same way on the columns, after the top and bottom): a uniform background (black, white or grey) carrying text (HV, WD,
 magnification, date), a logo and a scale bar. Its pixels are *rendered*, not *detected*:
 the background is one exact stored value. Pixels of the micrograph carry shot noise
 (the Poisson statistics of the detected electrons), so neighbouring pixels of one row take
@@ -24,6 +25,12 @@ layout:
    :data:`MIN_WIDTH_SHARE` of the columns: it spans the width. Bands shorter than :data:`MIN_BAR_ROWS`
    cannot hold text and are left to the analysis; a band over half the frame is not a data
    bar (the frame itself is mostly flat) and is reported, not cut.
+
+4. The band must be *rendered* (:func:`rendered_reason`): some of its lines wholly background
+   (margins), some ink, and the ink in connected strokes rather than scattered like noise.
+   A dark substrate or a dark particle along the edge is flat by shot noise (mostly zero
+   counts), never a whole line of one value except where there is almost no signal, and
+   there its counts are scattered at random; it stays in the analysis.
 
 Saturated particles are flat too, but only over their own width: a row is uniform only if
 more than half of it is one value, so particles at the frame edge are kept unless they cover
@@ -57,20 +64,23 @@ MIN_WIDTH_SHARE: float = 0.9
 class DataBar(BaseModel):
     """A data bar found along one edge of a frame."""
 
-    edge: str = Field(description="'top' or 'bottom'")
-    rows: int = Field(description="height of the bar in pixels")
-    background: float = Field(description="most common value of the bar's rows, in [0, 1]")
-    width_share: float = Field(description="share of the columns in which the background occurs")
-    uniform_share: float = Field(description="share of the bar's rows that are uniform")
+    edge: str = Field(description="'top', 'bottom', 'left' or 'right'")
+    size_px: int = Field(description="extent of the bar across its edge: rows (top, bottom) or columns (left, right)")
+    background: float = Field(description="most common value of the bar's lines, in [0, 1]")
+    width_share: float = Field(description="share of the positions along the edge at which the background occurs")
+    uniform_share: float = Field(description="share of the bar's lines that are uniform")
 
 
 class DataBarSearch(BaseModel):
-    """Outcome of :func:`find_databars`: the bars found and the rows left to analyse."""
+    """Outcome of :func:`find_databars`: the bars found and the rectangle left to analyse."""
 
     bars: list[DataBar] = Field(default_factory=list)
     first_row: int = Field(description="first row of the micrograph (inclusive)")
     stop_row: int = Field(description="last row of the micrograph + 1")
+    first_col: int = Field(0, description="first column of the micrograph (inclusive)")
+    stop_col: int = Field(description="last column of the micrograph + 1")
     threshold: float = Field(description="mode fraction above which a row counts as uniform")
+    column_threshold: float | None = Field(None, description="the same for the columns (None: frame too narrow to search)")
     notes: list[str] = Field(default_factory=list, description="why a candidate band was not cut")
 
 
@@ -125,8 +135,104 @@ def _band_height(uniform: np.ndarray, limit: int) -> int:
     return int(heights[ok].max()) if ok.any() else 0
 
 
+def ink_clustering(band: np.ndarray, background: float) -> tuple[float, float]:
+    """Share of a band's non-background pixels with a non-background 4-neighbour, and its chance level.
+
+    Glyph strokes, rules and logos are connected sets of pixels, so nearly every ink pixel
+    touches another. Pixels that differ from the background by shot noise alone are
+    independent: with a share ``q`` of them in the band, a pixel has a non-background
+    neighbour among its four with probability ``1 − (1 − q)⁴`` (the chance level returned).
+    """
+    ink = band != background
+    if not ink.any():
+        return 0.0, 0.0
+    padded = np.pad(ink, 1)
+    neighbour = padded[:-2, 1:-1] | padded[2:, 1:-1] | padded[1:-1, :-2] | padded[1:-1, 2:]
+    q = float(ink.mean())
+    return float((neighbour & ink).sum() / ink.sum()), 1.0 - (1.0 - q) ** 4
+
+
+def rendered_reason(band: np.ndarray, background: float, false_alarm: float = FALSE_ALARM_RATE) -> str | None:
+    """Why ``band`` (lines along an edge, first axis across the edge) is *not* a rendered data bar; None if it is.
+
+    A bar is drawn by software: it has margin lines wholly of its background (above, below
+    or between its lines of text) and ink (text, a scale bar) made of connected strokes.
+    Detected pixels carry shot noise: a line of ``w`` pixels all at one stored value has
+    probability ``p₀ʷ`` (``p₀`` the share of that value), negligible unless the region holds
+    almost no signal; and there its few non-background pixels are scattered independently,
+    which :func:`ink_clustering` tests (one-sided z test of the clustered share against its
+    chance level, binomial standard error, at ``false_alarm``). A dark substrate or a dark
+    particle along the edge therefore stays in the analysis.
+    """
+    blank = (band == background).all(axis=1)
+    if not blank.any():
+        return "no line of it is wholly background (shot noise, not a rendered strip)"
+    if blank.all():
+        return "it holds no text or scale bar (a flat region, not an information strip)"
+    share, chance = ink_clustering(band, background)
+    n = int((band != background).sum())
+    z = float(norm.isf(false_alarm))
+    if share <= chance + z * np.sqrt(max(chance * (1.0 - chance), 1.0 / n) / n):
+        return f"its non-background pixels are scattered like noise ({share:.0%} touch another, {chance:.0%} by chance)"
+    return None
+
+
+def _edge_bars(image: np.ndarray, edges: tuple[str, str]) -> tuple[list[DataBar], int, int, float, list[str]]:
+    """Bars along the two ends of the first axis of ``image`` (its rows): ``edges`` names the (end, start)."""
+    h, w = image.shape
+    fractions, modes = row_mode_fraction(image)
+    threshold = uniform_threshold(fractions, w)
+    uniform = fractions > threshold
+    limit = h // 2 + 1  # one line past half the frame, to tell "half or more" from "less"
+    bars: list[DataBar] = []
+    notes: list[str] = []
+    first, stop = 0, h
+    for edge, order in ((edges[0], slice(None, None, -1)), (edges[1], slice(None))):
+        u, m, f = uniform[order], modes[order], fractions[order]
+        size = _band_height(u, limit)
+        if size < MIN_BAR_ROWS:
+            continue
+        if size > h // 2:
+            notes.append(f"{edge}: {size} of {h} lines are flat; more than half the frame is not a data bar, nothing cut")
+            continue
+        values, counts = np.unique(m[:size][u[:size]], return_counts=True)
+        background = values[np.argmax(counts)]
+        # The band's inner end must be the bar's: a uniform line of its background, or a line
+        # across the width (a border rule). Flat lines of another value there are the
+        # micrograph's (saturated particles touching the bar) and stay in the analysis.
+        while size > 0 and not ((u[size - 1] and m[size - 1] == background) or f[size - 1] >= MIN_WIDTH_SHARE):
+            size -= 1
+        band = image[order][:size]
+        width_share = float((band == background).any(axis=0).mean())
+        if width_share < MIN_WIDTH_SHARE:
+            notes.append(
+                f"{edge}: {size} flat lines, but their value {float(background):.3g} occurs at only "
+                f"{width_share:.0%} of the positions along the edge (not a full-width bar; saturated particles?), nothing cut"
+            )
+            continue
+        why_not = rendered_reason(band, background)
+        if why_not is not None:
+            notes.append(f"{edge}: {size} flat lines of value {float(background):.3g}, but {why_not}; nothing cut")
+            continue
+        bars.append(
+            DataBar(edge=edge, size_px=size, background=float(background), width_share=width_share,
+                    uniform_share=float(u[:size].mean()))
+        )
+        if order.step == -1:
+            stop = h - size
+        else:
+            first = size
+    if stop - first < MIN_BAR_ROWS:  # bars from both ends left no micrograph: cut nothing
+        notes.append(f"bars at the {edges[0]} and {edges[1]} would leave no micrograph; nothing cut")
+        bars, first, stop = [], 0, h
+    return bars, first, stop, threshold, notes
+
+
 def find_databars(image: np.ndarray) -> DataBarSearch:
-    """Find data bars along the top and bottom edges of a frame.
+    """Find data bars along the edges of a frame: bottom and top first, then right and left.
+
+    The side search runs on the rows left by the top/bottom search, with the same rule on
+    the columns (a side strip is a band of full-height columns).
 
     Parameters
     ----------
@@ -136,54 +242,17 @@ def find_databars(image: np.ndarray) -> DataBarSearch:
     Returns
     -------
     DataBarSearch
-        The bars found (possibly none) and the rows ``[first_row, stop_row)`` left to analyse.
+        The bars found (possibly none) and the rectangle ``[first_row, stop_row) ×
+        [first_col, stop_col)`` left to analyse.
     """
     image = np.asarray(image)
-    h, w = image.shape
-    fractions, modes = row_mode_fraction(image)
-    threshold = uniform_threshold(fractions, w)
-    uniform = fractions > threshold
-    limit = h // 2 + 1  # one row past half the frame, to tell "half or more" from "less"
-    bars: list[DataBar] = []
-    notes: list[str] = []
-    first, stop = 0, h
-    for edge, order in (("bottom", slice(None, None, -1)), ("top", slice(None))):
-        u, m, f = uniform[order], modes[order], fractions[order]
-        rows = _band_height(u, limit)
-        if rows < MIN_BAR_ROWS:
-            continue
-        if rows > h // 2:
-            notes.append(f"{edge}: {rows} of {h} rows are flat; more than half the frame is not a data bar, nothing cut")
-            continue
-        values, counts = np.unique(m[:rows][u[:rows]], return_counts=True)
-        background = values[np.argmax(counts)]
-        # The band's inner end must be the bar's: a uniform row of its background, or a line
-        # across the width (a border rule). Flat rows of another value there are the
-        # micrograph's (saturated particles touching the bar) and stay in the analysis.
-        while rows > 0 and not ((u[rows - 1] and m[rows - 1] == background) or f[rows - 1] >= MIN_WIDTH_SHARE):
-            rows -= 1
-        band = image[order][:rows]
-        width_share = float((band == background).any(axis=0).mean())
-        if width_share < MIN_WIDTH_SHARE:
-            notes.append(
-                f"{edge}: {rows} flat rows, but their value {float(background):.3g} occurs in only "
-                f"{width_share:.0%} of the columns (not a full-width bar; saturated particles?), nothing cut"
-            )
-            continue
-        bars.append(
-            DataBar(
-                edge=edge,
-                rows=rows,
-                background=float(background),
-                width_share=width_share,
-                uniform_share=float(u[:rows].mean()),
-            )
-        )
-        if edge == "bottom":
-            stop = h - rows
-        else:
-            first = rows
-    if stop - first < MIN_BAR_ROWS:  # bars from both edges left no micrograph: cut nothing
-        notes.append("bars at both edges would leave no micrograph; nothing cut")
-        bars, first, stop = [], 0, h
-    return DataBarSearch(bars=bars, first_row=first, stop_row=stop, threshold=threshold, notes=notes)
+    w = image.shape[1]
+    bars, first, stop, threshold, notes = _edge_bars(image, ("bottom", "top"))
+    first_col, stop_col, column_threshold = 0, w, None
+    if w >= 2 * MIN_BAR_ROWS:
+        side, first_col, stop_col, column_threshold, side_notes = _edge_bars(image[first:stop].T, ("right", "left"))
+        bars, notes = bars + side, notes + side_notes
+    return DataBarSearch(
+        bars=bars, first_row=first, stop_row=stop, first_col=first_col, stop_col=stop_col,
+        threshold=threshold, column_threshold=column_threshold, notes=notes,
+    )

@@ -35,8 +35,9 @@ from PIL import Image, UnidentifiedImageError
 
 from semqa.errors import InputError, TooLargeError, UnsupportedMediaError
 from semqa.io.digests import bytes_digest
-from semqa.io.metadata import PixelSize, resolve, sidecar_pixel_sizes, tiff_pixel_sizes
+from semqa.io.metadata import PixelSize, check_pixel_size, resolve, sidecar_pixel_sizes, tiff_pixel_sizes
 from semqa.io.limits import DEFAULT_MAX_PIXELS
+from semqa.io.scalebar import pixel_size_from_scale_bar
 
 #: File suffixes listed as images when a folder is given.
 IMAGE_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
@@ -69,6 +70,9 @@ class Micrograph:
         ``tiff:CZ_SEM:ap_image_pixel_size`` or a sidecar such as ``sidecar:x.txt:...``.
     pixel_size_note : str or None
         The file's own value where a given one overrode it.
+    pixel_size_warning : str or None
+        Why the pixel size is less sure than instrument metadata (read from the scale bar:
+        :func:`with_scale_bar_pixel_size`).
     """
 
     name: str
@@ -79,6 +83,7 @@ class Micrograph:
     path: str | None = None
     pixel_size_source: str | None = None
     pixel_size_note: str | None = None
+    pixel_size_warning: str | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -109,15 +114,31 @@ class ImagePath:
     pixel_size_um: float | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
     force_pixel_size: bool = False
+    scale_bar_um: float | None = None  # printed length of the data bar's scale bar: the opt-in fallback
 
     @property
     def name(self) -> str:
         return Path(self.path).name
 
     def read(self) -> Micrograph:
-        return read_image(
+        mg = read_image(
             self.path, pixel_size_um=self.pixel_size_um, max_pixels=self.max_pixels, force_pixel_size=self.force_pixel_size
         )
+        return mg if self.scale_bar_um is None else with_scale_bar_pixel_size(mg, self.scale_bar_um, self.force_pixel_size)
+
+
+def with_scale_bar_pixel_size(mg: Micrograph, length_um: float, force: bool = False) -> Micrograph:
+    """``mg`` with its pixel size read from its data bar's scale bar of printed length ``length_um``.
+
+    The opt-in fallback (:mod:`semqa.io.scalebar`) for files that state no pixel size: where
+    metadata, a sidecar or a flag gives one, that one is kept. The value read is checked like
+    any other (:func:`semqa.io.metadata.check_pixel_size`) and carries a warning.
+    """
+    if mg.pixel_size_um is not None:
+        return mg
+    um, source, warning = pixel_size_from_scale_bar(mg.image, length_um, mg.name)
+    um = check_pixel_size(um, f"{mg.name}: {source}", force=force)
+    return dataclasses.replace(mg, pixel_size_um=um, pixel_size_source=source, pixel_size_warning=warning)
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -348,7 +369,7 @@ def require_pixel_size(mg: Micrograph) -> float:
         raise InputError(
             f"{mg.name}: pixel size unknown (no instrument metadata or sidecar states one); pass "
             f"--pixel-size UM, or store it in the TIFF metadata or a sidecar {Path(mg.name).stem}.json "
-            f"with \"pixel_size_um\""
+            f"with \"pixel_size_um\" (or, where the data bar shows a scale bar, give its label as --scale-bar, e.g. 10um)"
         )
     return mg.pixel_size_um
 

@@ -12,6 +12,9 @@ Thermo Fisher/FEI   TIFF tag 34682 ``FEI_HELIOS`` or 34680 ``FEI_SFEG`` (INI    
 (Helios, Quanta,    text, parsed by tifffile): ``[Scan] PixelWidth`` /
 Apreo, Prisma,      ``PixelHeight`` in m; ``[Image] ResolutionX`` when present
 Scios, Phenom)      must equal the stored width
+Thermo Fisher XML   TIFF tag 34683 (``FEI_TITAN`` in tifffile, no parser there):     ``tiff:FEI_TITAN:Metadata/BinaryResult/``
+                    ``<Metadata>`` … ``BinaryResult/PixelSize/X unit="m"``        ``PixelSize/X``
+                    (Bio-Formats' FEITiffReader, pynxtools-em)
 TESCAN              TIFF tag 50431 (INI text after a binary prefix; tifffile     ``tiff:TESCAN:PixelSizeX``,
                     has no parser for it) or sidecar ``<stem>.hdr`` /            ``sidecar:x.hdr:[MAIN]PixelSizeX``
                     ``<stem>-tif.hdr`` ``[MAIN]``: ``PixelSizeX/Y`` in m
@@ -102,6 +105,8 @@ _LENGTH = re.compile(rf"\s*({_NUMBER.pattern})\s*([^\s\d.+-][^\s]*)?\s*")
 _KEY_VALUE = re.compile(r"^\s*([A-Za-z][\w.]*)\s*=\s*(.*?)\s*$")
 
 _TAG_CZ_SEM, _TAG_FEI_SFEG, _TAG_FEI_HELIOS, _TAG_TESCAN = 34118, 34680, 34682, 50431
+#: Thermo Fisher's XML metadata tag (tifffile names it FEI_TITAN; tifffile has no parser for it).
+_TAG_FEI_XML = 34683
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,6 +245,46 @@ def _fei(page: tifffile.TiffPage) -> PixelSize | None:
     return None
 
 
+def _local(tag: str) -> str:
+    """An XML element's name without its namespace."""
+    return tag.rsplit("}", 1)[-1]
+
+
+def _fei_xml(page: tifffile.TiffPage) -> PixelSize | None:
+    """Thermo Fisher's XML ``<Metadata>`` block (tag 34683): ``BinaryResult/PixelSize/X`` with its ``unit``.
+
+    The layout read by Bio-Formats' FEITiffReader (tag 34683, ``PixelSize`` ``X``/``Y``) and
+    pynxtools-em's FEI legacy parser (``Metadata.BinaryResult.PixelSize.X`` with ``@unit``).
+    A value without a unit is refused: the readers disagree on the default (µm, m).
+    """
+    tag = page.tags.get(_TAG_FEI_XML)
+    if tag is None:
+        return None
+    text = tag.value.decode("utf-8", "replace") if isinstance(tag.value, bytes) else str(tag.value)
+    text = text.strip().strip("\x00").strip()
+    if not text.startswith("<"):
+        return None
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as exc:
+        raise InputError(f"tiff:FEI_TITAN: unreadable XML metadata ({exc})") from None
+    size = next((el for el in root.iter() if _local(el.tag) == "PixelSize"), None)
+    if size is None:
+        return None
+    axes = {_local(el.tag): el for el in size}
+    if "X" not in axes:
+        return None
+    source = "tiff:FEI_TITAN:Metadata/BinaryResult/PixelSize/X"
+
+    def axis(el: ET.Element) -> float:
+        unit = el.attrib.get("unit")
+        if not unit:
+            raise InputError(f"{source}: PixelSize {_local(el.tag)} has no unit attribute; the pixel size cannot be read")
+        return to_um((el.text or "").strip(), unit, source)
+
+    return _square(axis(axes["X"]), axis(axes["Y"]) if "Y" in axes else None, source)
+
+
 def _tescan_pairs(text: str) -> dict[str, str]:
     """``key=value`` lines of TESCAN's header text (first occurrence of each key wins)."""
     pairs: dict[str, str] = {}
@@ -325,6 +370,7 @@ def tiff_pixel_sizes(tif: tifffile.TiffFile, page: tifffile.TiffPage) -> list[Pi
     readers = (
         lambda: _zeiss(tif),
         lambda: _fei(page),
+        lambda: _fei_xml(page),
         lambda: _tescan(page),
         lambda: _ome(tif),
         lambda: _imagej(tif, page),

@@ -81,8 +81,10 @@ def choose_region(
         detail = "; ".join(found.notes) or "no data bar found"
         return AnalysedRegion(x=0, y=0, width=w, height=h, source="full-frame", detail=detail)
     detail = "; ".join(
-        [f"{b.edge} bar of {b.rows} rows (background {b.background:.3g}) left out" for b in found.bars] + found.notes
+        [f"{b.edge} bar of {b.size_px} {'rows' if b.edge in ('top', 'bottom') else 'columns'} "
+         f"(background {b.background:.3g}) left out" for b in found.bars] + found.notes
     )
     return AnalysedRegion(
-        x=0, y=found.first_row, width=w, height=found.stop_row - found.first_row, source="auto-databar", detail=detail
+        x=found.first_col, y=found.first_row, width=found.stop_col - found.first_col,
+        height=found.stop_row - found.first_row, source="auto-databar", detail=detail,
     )

@@ -24,17 +24,24 @@ from PIL import Image, ImageDraw, ImageFont
 from semqa.errors import InputError
 from semqa.io.images import read_image, to_uint
 
-Layout = Literal["bottom-appended", "bottom-overlay", "top-overlay"]
+Layout = Literal[
+    "bottom-appended", "bottom-overlay", "top-overlay", "right-appended", "right-overlay", "left-overlay"
+]
 Vendor = Literal["zeiss", "fei"]
 
 #: Layouts of :func:`add_databar`.
-LAYOUTS: tuple[str, ...] = ("bottom-appended", "bottom-overlay", "top-overlay")
+LAYOUTS: tuple[str, ...] = (
+    "bottom-appended", "bottom-overlay", "top-overlay", "right-appended", "right-overlay", "left-overlay"
+)
+
+#: The layouts with the strip along a side (a panel of full-height columns).
+SIDE_LAYOUTS: tuple[str, ...] = ("right-appended", "right-overlay", "left-overlay")
 
 #: TIFF tags of the vendors' metadata (tifffile's TIFF.TAGS): Zeiss SmartSEM, FEI Helios.
 CZ_SEM_TAG, FEI_HELIOS_TAG = 34118, 34682
 
 
-def _nice_length_um(field_um: float) -> float:
+def scale_bar_length_um(field_um: float) -> float:
     """A 1-2-5 scale-bar length near a fifth of the field, as instruments choose it."""
     target = field_um / 5
     decade = 10 ** np.floor(np.log10(target))
@@ -87,17 +94,64 @@ def render_databar(
     for i in range(n_lines):
         draw.text((x0, 2 + i * line_h), "   ".join(fields[i * 2 : i * 2 + 2]), fill=ink, font=font)
     # Scale bar: a filled bar of a round length with its label, right of the text.
-    length_um = _nice_length_um(width * pixel_size_um)
+    length_um = scale_bar_length_um(width * pixel_size_um)
     bar_px = max(4, int(round(length_um / pixel_size_um)))
     bx = int(0.55 * width)
     if bx + bar_px < width - 2:
-        draw.rectangle([bx, rows // 2, bx + bar_px, rows // 2 + max(2, rows // 10)], fill=ink)
+        # PIL's rectangle includes both end coordinates: the bar spans exactly bar_px columns.
+        draw.rectangle([bx, rows // 2, bx + bar_px - 1, rows // 2 + max(2, rows // 10)], fill=ink)
         draw.text((bx, 2), f"{length_um:g} um", fill=ink, font=font)
     # Logo: a filled box with letters in the background colour, at the right end.
     lw = min(int(0.08 * width), rows * 3)
     if lw > 16:
         draw.rectangle([width - lw - 4, 2, width - 4, rows - 3], fill=ink)
         draw.text((width - lw, 3), "SEM", fill=background, font=font)
+    return np.asarray(strip, dtype=np.float32) / 255.0
+
+
+def render_side_panel(
+    rows: int,
+    cols: int,
+    rng: np.random.Generator,
+    *,
+    pixel_size_um: float = 0.1,
+    dark: bool = True,
+    antialias: bool = False,
+) -> np.ndarray:
+    """An information panel ``rows × cols`` in [0, 1] for a side of the frame: one field per line.
+
+    Some exports (image-archiving software, lab macros) put the instrument's data beside the
+    micrograph instead of under it: a full-height panel of text lines, a scale bar and a logo.
+    Same conventions as :func:`render_databar`; ``cols`` ≥ 24 and ``rows`` ≥ 64.
+    """
+    if cols < 24 or rows < 64:
+        raise InputError(f"a side panel needs at least 24 × 64 pixels, got {cols} × {rows}")
+    background = int(rng.integers(0, 24)) if dark else int(rng.integers(200, 256))
+    ink = 255 - background if dark else int(rng.integers(0, 40))
+    strip = Image.new("L", (cols, rows), background)
+    draw = ImageDraw.Draw(strip)
+    draw.fontmode = "L" if antialias else "1"
+    font = ImageFont.load_default(size=max(8, min(12, cols // 6)))
+    fields = [
+        f"EHT {rng.choice([1.0, 2.0, 3.0, 5.0, 10.0, 15.0]):.1f} kV",
+        f"WD {rng.uniform(3, 12):.1f} mm",
+        f"Mag {rng.uniform(0.5, 20):.1f} kX",
+        str(rng.choice(["SE2", "InLens", "BSD", "ETD"])),
+        f"{int(rng.integers(1, 29))} Dec 2026",
+    ]
+    x0, y = 3, 4
+    line_h = max(10, font.size + 3)
+    for text in fields:
+        if y + line_h > rows - 24:
+            break
+        draw.text((x0, y), text, fill=ink, font=font)
+        y += line_h
+    # Scale bar near the panel's foot, at most its width less the margins.
+    length_um = scale_bar_length_um(5 * (cols - 8) * pixel_size_um)
+    bar_px = max(4, int(round(length_um / pixel_size_um)))
+    if bar_px <= cols - 8:
+        draw.text((x0, rows - 22), f"{length_um:g} um", fill=ink, font=font)
+        draw.rectangle([x0, rows - 8, x0 + bar_px - 1, rows - 6], fill=ink)
     return np.asarray(strip, dtype=np.float32) / 255.0
 
 
@@ -120,9 +174,12 @@ def add_databar(
     layout : str
         ``"bottom-appended"`` (strip below the scan; the frame grows), ``"bottom-overlay"`` or
         ``"top-overlay"`` (strip drawn over the scan's rows).
+        ``"right-appended"`` (a side panel right of the scan; the frame widens), ``"right-overlay"``
+        or ``"left-overlay"`` (panel drawn over the scan's columns; :func:`render_side_panel`).
     rows : int, optional
         Height of the strip; default 9 % of the frame's height (at least 16 rows), within the
-        7–15 % instruments use.
+        7–15 % instruments use. For the side layouts: width of the panel, default 12 % of the
+        frame's width (at least 32 columns).
 
     Returns
     -------
@@ -135,9 +192,20 @@ def add_databar(
     if layout not in LAYOUTS:
         raise InputError(f"unknown data bar layout {layout!r}; one of {', '.join(LAYOUTS)}")
     h, w = image.shape
+    image = np.asarray(image, dtype=np.float32)
+    if layout in SIDE_LAYOUTS:
+        cols = rows or max(32, int(round(0.12 * w)))
+        panel = render_side_panel(h, cols, rng, pixel_size_um=pixel_size_um, dark=dark, antialias=antialias)
+        if layout == "right-appended":
+            return np.hstack([image, panel]), (0, 0, w, h)
+        frame = image.copy()
+        if layout == "right-overlay":
+            frame[:, w - cols :] = panel
+            return frame, (0, 0, w - cols, h)
+        frame[:, :cols] = panel
+        return frame, (cols, 0, w - cols, h)
     rows = rows or max(16, int(round(0.09 * h)))
     bar = render_databar(w, rows, rng, pixel_size_um=pixel_size_um, dark=dark, antialias=antialias)
-    image = np.asarray(image, dtype=np.float32)
     if layout == "bottom-appended":
         return np.vstack([image, bar]), (0, 0, w, h)
     frame = image.copy()
