@@ -19,7 +19,7 @@ def test_synthesis_reports_every_image(tmp_path, workers):
 
 # --- training's time left, per phase (fed step durations, not timed) -----------------------------
 
-from training.progress import PhaseEta, format_seconds  # noqa: E402
+from training.progress import PhaseEta, format_seconds
 
 
 def test_time_left_is_estimated_per_phase_from_its_own_steps() -> None:

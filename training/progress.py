@@ -21,7 +21,7 @@ DEFAULT_WINDOW = 50
 
 def format_seconds(seconds: float) -> str:
     """``m:ss`` or ``h:mm:ss``."""
-    s = int(round(seconds))
+    s = round(seconds)
     h, rest = divmod(s, 3600)
     m, s = divmod(rest, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

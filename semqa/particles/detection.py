@@ -35,8 +35,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from scipy import ndimage
-from scipy import special  # not scipy.stats: its import costs ~0.6 s CPU of every analysis's start-up
+from scipy import ndimage, special
 
 from semqa.particles.noise import NoiseModel
 

@@ -40,7 +40,13 @@ from pydantic import BaseModel
 
 from semqa.errors import SemqaError
 from semqa.registry.sqlite_record import write_record
-from semqa.registry.store import configure_tracking, ensure_experiment, mask_credentials, shown_tracking_uri, tracking_uri
+from semqa.registry.store import (
+    configure_tracking,
+    ensure_experiment,
+    mask_credentials,
+    shown_tracking_uri,
+    tracking_uri,
+)
 from semqa.results import ResultRecord
 
 #: MLflow experiment holding one run per recorded result.
