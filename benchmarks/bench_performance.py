@@ -15,6 +15,10 @@ In one run, on synthetic HR scenes (:mod:`semqa.synth.scenes`, 0.1 µm/px, D50 =
   (channels-last) and with plain contiguous float32, against a float32 2048² matrix product in
   the same process, alternating; the issue's target is ≥ 50 % of GEMM.
 * **CLI start-up**: ``semqa --help`` and a one-image ``analyze`` against ``python -c pass``.
+* **One-image analyze, where its CPU goes**: in a fresh process, stage by stage (importing the
+  analysis, analysing, recording the result on the embedded store with
+  :mod:`semqa.registry.sqlite_record`, writing the JSON), against recording the same result
+  through MLflow's client (import and call) as before issue 15.
 * **Demo** (``--demo``, minutes): ``semqa demo``'s phases, from the times it prints per step.
 
 The host is shared, so figures move with its load (printed); ratios within one run are the
@@ -191,6 +195,54 @@ def bench_startup(data: Path, repeats: int) -> None:
         print(f"  {name:<24} wall {t:5.2f} s ({t / base_wall:4.1f}× python -c pass)  CPU {cpu:5.2f} s ({cpu / base_cpu:4.1f}×)")
 
 
+_BREAKDOWN = r"""
+import json, sys, time
+cpu, wall = time.process_time, time.perf_counter
+marks, c0, w0 = {}, cpu(), wall()
+def mark(name):
+    global c0, w0
+    marks[name] = (cpu() - c0, wall() - w0); c0, w0 = cpu(), wall()
+from semqa.analysis import analyze
+from semqa.io.images import read_image
+mark("import semqa.analysis")
+result = analyze([read_image(sys.argv[1])], workers=1)
+mark("analyse 1 image (768²)")
+if sys.argv[2] == "sqlite":
+    from semqa.registry.records import record_result
+    recorded = record_result(result)
+    mark("record (sqlite3, embedded store)")
+else:
+    from semqa.registry import records
+    document = records.result_document(result)
+    digest = records.content_digest(document)
+    text = records.canonical_json(records._without_pointer(document)).decode()
+    import mlflow
+    mark("import mlflow")
+    records.record_with_mlflow("analysis-" + digest[7:19], records._tags(document, digest, "analysis"), "result/result.json", text)
+    mark("record (MLflow client)")
+    recorded = result
+print(json.dumps({"stages": marks, "json": len(recorded.model_dump_json(indent=2))}))
+"""
+
+
+def bench_breakdown(data: Path, repeats: int) -> None:
+    """CPU and wall seconds of each stage of a one-image analysis in a fresh process (medians)."""
+    import json
+
+    image = sorted((data / "hr").glob("*.tif"))[0]
+    for way in ("sqlite", "mlflow"):
+        runs = [json.loads(wall([sys.executable, "-c", _BREAKDOWN, str(image), way])[2].stdout.splitlines()[-1])["stages"]
+                for _ in range(repeats)]
+        print(f"one-image analyze in one process, record {'without' if way == 'sqlite' else 'through'} MLflow (medians, s):")
+        total_cpu = total_wall = 0.0
+        for stage in runs[0]:
+            c = statistics.median(r[stage][0] for r in runs)
+            w = statistics.median(r[stage][1] for r in runs)
+            total_cpu, total_wall = total_cpu + c, total_wall + w
+            print(f"  {stage:<38} CPU {c:5.2f}  wall {w:5.2f}")
+        print(f"  {'in all (interpreter start not incl.)':<38} CPU {total_cpu:5.2f}  wall {total_wall:5.2f}")
+
+
 def bench_demo(tmp: Path) -> None:
     out = tmp / "demo"
     t, _, proc = wall([*SEMQA, "demo", "--out", str(out)])
@@ -220,6 +272,7 @@ def main() -> None:
         bench_analysis(data, args.images, args.repeats)
         bench_sr(args.repeats)
         bench_startup(data, args.repeats)
+        bench_breakdown(data, args.repeats)
         if args.demo:
             bench_demo(Path(tmp))
     print(f"load average at the end {os.getloadavg()[0]:.1f}")

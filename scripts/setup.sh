@@ -27,9 +27,15 @@ echo "installing semqa and its dependencies into .venv (a few minutes on a fresh
 .venv/bin/pip install --disable-pip-version-check --progress-bar off torch==2.13.0 -e ".${extra}" 2>&1 | awk '
   function endline() { if (open) { printf "\n"; open = 0 } }
   /is ignored/ { next }
-  /^(Collecting|Requirement already satisfied)/ { n++; printf "\r  resolved %d packages", n; open = 1; fflush(); next }
+  function counts() { printf "\r  resolved %d packages, downloaded %d (%.0f MB)", n, d, mb; open = 1; fflush() }
+  /^(Collecting|Requirement already satisfied)/ { n++; counts(); next }
+  # "Downloading x.whl (12.3 MB)": the download, which is most of a fresh install, counted in MB.
+  /^ *Downloading / { d++; if (match($0, /\(([0-9.]+) (kB|MB|GB)\)/)) { split(substr($0, RSTART + 1, RLENGTH - 2), v, " ");
+      mb += v[1] * (v[2] == "kB" ? 0.001 : v[2] == "GB" ? 1000 : 1) } counts(); next }
   /^Building editable|^Building wheel/ { if (!b++) { endline(); print "  building semqa"; fflush() } next }
-  /^Installing collected packages/ { endline(); print "  installing..."; fflush(); next }
+  # pip shows no progress while it unpacks: say how many packages, so the wait is not silent.
+  /^Installing collected packages/ { endline(); k = split(substr($0, index($0, ":") + 2), names, ", ");
+      printf "  installing %d packages (pip prints nothing more until they are unpacked)\n", k; fflush(); next }
   /^Successfully installed/ { endline(); printf "  installed %d packages\n", NF - 2; next }
   /ERROR|WARNING|[Ee]rror:/ { endline(); print; fflush() }
   END { endline() }'

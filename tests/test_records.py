@@ -232,3 +232,65 @@ def test_max_pixels_zero_and_validate_pixel_size_zero_are_refused(scene, tmp_pat
     assert main(["validate", str(tmp_path / "lots"), "--lots", "--pixel-size", "0", "--report", str(tmp_path / "rep")]) == 2
     err = capsys.readouterr().err
     assert "pixel size must be a positive number" in err and "readable" not in err
+
+
+# --- the embedded store's fast path (issue 15) -----------------------------------------------
+
+
+def test_the_sqlite_writer_targets_the_installed_mlflow_schema() -> None:
+    """semqa.registry.sqlite_record writes MLflow's tables directly: only for the schema it was checked against."""
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    from semqa.registry.sqlite_record import SCHEMA_REVISION
+
+    assert _get_latest_schema_revision() == SCHEMA_REVISION, "MLflow's schema moved on: re-check sqlite_record against it"
+
+
+def test_a_record_written_without_mlflow_reads_back_as_mlflows_own(store, tmp_path) -> None:
+    import mlflow
+
+    from semqa.registry.records import RESULTS_EXPERIMENT, record_with_mlflow
+    from semqa.registry.sqlite_record import write_record
+
+    db = Path(store.removeprefix("sqlite:///"))
+    tags = {"semqa.result_digest": "sha256:" + "ab" * 32, "semqa.result_kind": "analysis", "semqa.n_inputs": "1"}
+    text = '{"a":"µm","b":[1,2.5]}'
+    # Before the experiment exists the writer declines (MLflow creates it, with semqa's artifact folder).
+    assert write_record(db, RESULTS_EXPERIMENT, "analysis-x", tags, "result/result.json", text) is None
+    by_mlflow = record_with_mlflow("analysis-x", tags, "result/result.json", text)
+    direct = write_record(db, RESULTS_EXPERIMENT, "analysis-x", tags, "result/result.json", text)
+    assert direct is not None and direct != by_mlflow
+    client = mlflow.MlflowClient(store)
+    a, b = client.get_run(by_mlflow), client.get_run(direct)
+    info_a, info_b = dict(a.info), dict(b.info)
+    for key in ("run_id", "run_uuid", "start_time", "end_time", "artifact_uri"):
+        info_a.pop(key, None), info_b.pop(key, None)
+    assert info_a == info_b and info_b["status"] == "FINISHED" and info_b["lifecycle_stage"] == "active"
+    assert b.info.artifact_uri == a.info.artifact_uri.replace(by_mlflow, direct)
+    assert b.info.end_time >= b.info.start_time > 0
+    assert a.data.tags == b.data.tags and dict(a.data.params) == dict(b.data.params) == {}
+    assert [f.path for f in client.list_artifacts(direct, "result")] == ["result/result.json"]
+    copy = mlflow.artifacts.download_artifacts(run_id=direct, artifact_path="result/result.json", dst_path=str(tmp_path / "dl"))
+    assert Path(copy).read_text(encoding="utf-8") == text
+    found = client.search_runs([a.info.experiment_id], filter_string=f"tags.`semqa.result_digest` = '{tags['semqa.result_digest']}'")
+    assert {r.info.run_id for r in found} == {by_mlflow, direct}
+
+
+def test_analyze_on_the_embedded_store_never_imports_mlflow(scene, store, tmp_path) -> None:
+    """The second and later records of a store are written without MLflow, scipy.stats or pandas (start-up time)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from semqa.cli import main; rc = main(sys.argv[1:]); "
+        "print('IMPORTED', [m for m in ('mlflow', 'sqlalchemy', 'scipy.stats', 'pandas', 'torch') if m in sys.modules]); "
+        "sys.exit(rc)"
+    )
+    outs = [tmp_path / "first.json", tmp_path / "second.json"]
+    env = {**os.environ, "PYTHONPATH": str(Path(semqa.__file__).resolve().parents[1])}  # this checkout's semqa
+    runs = [subprocess.run([sys.executable, "-c", code, "analyze", str(scene), "--json", str(out)],
+                           capture_output=True, text=True, timeout=300, env=env, check=False) for out in outs]
+    assert [r.returncode for r in runs] == [0, 0], runs[-1].stderr
+    assert "IMPORTED []" in runs[1].stdout and "'mlflow'" in runs[0].stdout  # the first creates the experiment
+    for out in outs:
+        assert main(["lineage", str(out)]) == 0

@@ -216,7 +216,11 @@ class GeneratorTrainer(Trainer):
         return logs
 
     def progress_postfix(self, logs: dict[str, float], step: int) -> dict[str, str]:
-        return {"loss_g": f"{logs['loss_g']:.4f}", "phase": "gan" if step > self.config.pretrain_steps else "pretrain"}
+        return {"loss_g": f"{logs['loss_g']:.4f}"}
+
+    def phases(self) -> list[tuple[str, int]]:
+        # A GAN step also runs the discriminator and the feature losses: its own rate.
+        return [("pretrain", min(self.config.pretrain_steps, self.total_steps)), ("gan", self.total_steps)]
 
     # --- evaluation, checkpoints, registration -------------------------------------------------
 

@@ -7,7 +7,8 @@ runs one step and returns what to log, :meth:`Trainer.validate` evaluates the he
 :meth:`Trainer.finish` registers the result. :meth:`Trainer.fit` is the recipe and owns what
 is the same for every model: the distributed world, the MLflow run, metric batching,
 checkpoints every ``checkpoint_every`` steps (atomic, keyed on the configuration and data so a
-resumed run continues exactly where a killed one stopped), the progress bar, a time budget.
+resumed run continues exactly where a killed one stopped), the progress bar (time left estimated per
+phase, :meth:`Trainer.phases`), a time budget.
 
 Run under ``torchrun`` for DistributedDataParallel (gloo on CPU, nccl on GPU): each process
 draws its own batches, only rank 0 talks to MLflow.
@@ -29,6 +30,7 @@ import torch.distributed as dist
 
 from semqa.errors import InputError
 from semqa.registry.store import configure_tracking, ensure_experiment
+from training.progress import PhaseEta
 from training.tracking import MetricBuffer
 
 CHECKPOINT_FILE = "last.pt"
@@ -135,6 +137,11 @@ class Trainer(ABC):
         """What the progress bar shows beside the step count."""
         return {}
 
+    def phases(self) -> list[tuple[str, int]]:
+        """``(name, end step)`` of phases whose steps cost differently; the bar's time left is
+        estimated per phase from its own steps (:class:`training.progress.PhaseEta`)."""
+        return [(self.name, self.total_steps)]
+
     # --- the recipe --------------------------------------------------------------------------
 
     def broadcast(self, obj: Any) -> Any:
@@ -202,15 +209,22 @@ class Trainer(ABC):
             if self.rank == 0:
                 self._open_run()
             self.run_id = self.broadcast(self.run_id)
-            bar = None
+            bar = eta = None
             if progress and self.rank == 0:
                 from tqdm import tqdm
 
-                bar = tqdm(total=stop, initial=start, desc=self.name, unit="step", dynamic_ncols=True)
+                # tqdm's own "remaining" extrapolates one rate over every phase: replaced by the
+                # per-phase estimate in the postfix.
+                bar = tqdm(total=stop, initial=start, desc=self.name, unit="step", dynamic_ncols=True,
+                           bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
+                eta = PhaseEta(self.phases())
             deadline = time.monotonic() + max_seconds if max_seconds is not None else None
             step = start
             while step < stop:
+                began = time.perf_counter()
                 logs = self.optimize_step(step)
+                if eta is not None:
+                    eta.add(step, time.perf_counter() - began)
                 done = step = step + 1
                 if deadline is not None and self.broadcast(time.monotonic() > deadline):
                     stop = done
@@ -219,7 +233,8 @@ class Trainer(ABC):
                 self.buffer.add(logs, done)
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(self.progress_postfix(logs, done))
+                    bar.set_postfix({**self.progress_postfix(logs, done), "phase": eta.phase_of(done - 1),
+                                     "left": eta.describe(done, stop)})
                 if done % self.eval_every == 0 or done == stop:
                     self.buffer.flush()
                     self.validate(done)

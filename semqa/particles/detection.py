@@ -35,8 +35,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from scipy import ndimage
-from scipy.stats import norm, poisson
+from scipy import ndimage, special
 
 from semqa.particles.noise import NoiseModel
 
@@ -93,7 +92,7 @@ def detection_scales(shape: tuple[int, int]) -> tuple[float, ...]:
 
 def threshold_for(n_tests: int, false_detections: float) -> float:
     """``k`` with ``n_tests · P(N(0,1) > k) = false_detections`` (Bonferroni over the tests)."""
-    return float(norm.isf(false_detections / max(n_tests, 1)))
+    return float(-special.ndtri(false_detections / max(n_tests, 1)))  # scipy.stats.norm.isf, as scipy computes it
 
 
 def _block_mean(image: np.ndarray, f: int) -> np.ndarray:
@@ -144,7 +143,7 @@ def _dog_skew_factor(s: float) -> float:
 def _stabilized_poisson_skew(lam: float) -> float:
     """Skewness of Anscombe's ``2·sqrt(n + 3/8)`` for ``n ~ Poisson(lam)``, summed over the pmf."""
     n = np.arange(0, int(math.ceil(lam + 12 * math.sqrt(lam) + 20)))
-    p = poisson.pmf(n, lam)
+    p = np.exp(special.xlogy(n, lam) - special.gammaln(n + 1) - lam)  # scipy.stats.poisson.pmf, as scipy computes it
     f = 2.0 * np.sqrt(n + 0.375)
     mean = float((p * f).sum())
     var = float((p * (f - mean) ** 2).sum())

@@ -11,6 +11,10 @@ or the team server), a run in the ``semqa-results`` experiment holding
 - the inputs (count and a digest over the input image digests) and the generator's name,
   version and weights digest as tags, to find the runs behind a model version.
 
+On the embedded SQLite store the run is written by :mod:`semqa.registry.sqlite_record`
+(the rows MLflow's client would write, without the ~3 s of importing it); on any other store,
+or a schema that writer was not checked against, by MLflow's client (:func:`record_with_mlflow`).
+
 The result then carries the pointer (:class:`semqa.results.ResultRecord`: run id, digest,
 masked store URI); :func:`check_record` compares a result file with its run. Any edited
 number, removed or added field, or changed model link changes the digest and is named.
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import tempfile
 import threading
 from pathlib import Path
@@ -34,7 +39,14 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from semqa.errors import SemqaError
-from semqa.registry.store import configure_tracking, ensure_experiment, mask_credentials, shown_tracking_uri
+from semqa.registry.sqlite_record import write_record
+from semqa.registry.store import (
+    configure_tracking,
+    ensure_experiment,
+    mask_credentials,
+    shown_tracking_uri,
+    tracking_uri,
+)
 from semqa.results import ResultRecord
 
 #: MLflow experiment holding one run per recorded result.
@@ -125,28 +137,51 @@ def record_result(result: R) -> R:
     RecordError
         The store refused or could not be reached; the message names the store, masked.
     """
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     document = result_document(result)
     digest = content_digest(document)
     kind = "comparison" if "verdict" in document else "analysis"
     text = canonical_json(_without_pointer(document)).decode("utf-8")
+    run_name, tags = f"{kind}-{digest[7:19]}", _tags(document, digest, kind)
+    artifact = f"{RESULT_ARTIFACT_DIR}/{RESULT_ARTIFACT_FILE}"
+    uri = tracking_uri()
     try:
         with _LOCK:
-            configure_tracking()
-            client = mlflow.MlflowClient()
-            experiment_id = ensure_experiment(client, RESULTS_EXPERIMENT)
-            run = client.create_run(experiment_id, run_name=f"{kind}-{digest[7:19]}", tags=_tags(document, digest, kind))
-            run_id = run.info.run_id
-            client.log_text(run_id, text, f"{RESULT_ARTIFACT_DIR}/{RESULT_ARTIFACT_FILE}")
-            client.set_terminated(run_id)
-    except (MlflowException, OSError) as exc:
+            run_id = None
+            if uri.startswith("sqlite:///"):
+                # The embedded store: written without importing MLflow (semqa.registry.sqlite_record).
+                run_id = write_record(Path(uri.removeprefix("sqlite:///")), RESULTS_EXPERIMENT, run_name, tags, artifact, text)
+            if run_id is None:
+                run_id = record_with_mlflow(run_name, tags, artifact, text)
+    except (sqlite3.Error, OSError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise RecordError(f"result not recorded in the tracking store {shown_tracking_uri()}: {mask_credentials(first)}") from None
     pointer = ResultRecord(run_id=run_id, digest=digest, store=shown_tracking_uri())
     lineage = getattr(result, "lineage")
     return result.model_copy(update={"lineage": lineage.model_copy(update={"record": pointer})})
+
+
+def record_with_mlflow(run_name: str, tags: dict[str, str], artifact_path: str, text: str) -> str:
+    """Record one finished run through MLflow's client (any store; creates the experiment); returns its id.
+
+    Raises
+    ------
+    RecordError
+        MLflow refused or could not reach the store; the message names the store, masked.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        configure_tracking()
+        client = mlflow.MlflowClient()
+        experiment_id = ensure_experiment(client, RESULTS_EXPERIMENT)
+        run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+        client.log_text(run_id, text, artifact_path)
+        client.set_terminated(run_id)
+    except (MlflowException, OSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RecordError(f"result not recorded in the tracking store {shown_tracking_uri()}: {mask_credentials(first)}") from None
+    return run_id
 
 
 # --- checking ----------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from pydantic import BaseModel, Field
-from scipy import optimize, stats
+from scipy import optimize, special
 
 from semqa.stats.psd import STANDARD_QUANTILES, as_sizes, d_values
 
@@ -49,6 +49,39 @@ MIN_FIT_PARTICLES: int = 20
 CONFIDENCE: float = 0.95
 
 _NAMES = {0.1: "D10", 0.5: "D50", 0.9: "D90"}
+
+# The normal and log-normal functions the assessment needs, computed as scipy.stats computes
+# them (``norm`` and ``lognorm`` in scipy/stats/_continuous_distns.py: standardise, then
+# scipy.special) but without importing scipy.stats, whose import costs ~0.6 s CPU of every
+# analysis's start-up (issue 15). tests/test_startup.py checks them against scipy.stats.
+_LOG_SQRT_2PI = float(np.log(np.sqrt(2 * np.pi)))
+
+
+def norm_logpdf(x: np.ndarray | float, mu: float, sigma: float) -> np.ndarray | float:
+    """``scipy.stats.norm.logpdf(x, mu, sigma)``."""
+    z = (np.asarray(x, dtype=float) - mu) / sigma
+    return -(z**2) / 2.0 - _LOG_SQRT_2PI - math.log(sigma)
+
+
+def norm_logsf(x: float, mu: float, sigma: float) -> float:
+    """``scipy.stats.norm.logsf(x, mu, sigma)``."""
+    return float(special.log_ndtr(-((x - mu) / sigma)))
+
+
+def norm_cdf(x: float, mu: float, sigma: float) -> float:
+    """``scipy.stats.norm.cdf(x, mu, sigma)``."""
+    return float(special.ndtr((x - mu) / sigma))
+
+
+def norm_ppf(q: float, mu: float = 0.0, sigma: float = 1.0) -> float:
+    """``scipy.stats.norm.ppf(q, mu, sigma)``."""
+    return float(special.ndtri(q) * sigma + mu)
+
+
+def lognorm_pdf(x: float, sigma: float, scale: float) -> float:
+    """``scipy.stats.lognorm.pdf(x, sigma, scale=scale)`` for ``x > 0``."""
+    y = x / scale
+    return float(np.exp(-np.log(y) ** 2 / (2 * sigma**2) - np.log(sigma * y * np.sqrt(2 * np.pi))) / scale)
 
 
 class SizingLimit(BaseModel):
@@ -93,7 +126,7 @@ def _fit_truncated_lognormal(ln_x: np.ndarray, ln_b: float) -> tuple[float, floa
     def nll(theta: np.ndarray) -> float:
         mu, log_sigma = theta
         sigma = math.exp(log_sigma)
-        return -float(np.sum(stats.norm.logpdf(ln_x, mu, sigma)) - ln_x.size * stats.norm.logsf(ln_b, mu, sigma))
+        return -float(np.sum(norm_logpdf(ln_x, mu, sigma)) - ln_x.size * norm_logsf(ln_b, mu, sigma))
 
     start = np.array([float(ln_x.mean()), math.log(max(float(ln_x.std()), 1e-3))])
     fit = optimize.minimize(nll, start, method="Nelder-Mead", options={"xatol": 1e-6, "fatol": 1e-8, "maxiter": 2000})
@@ -113,13 +146,13 @@ def assess_censoring(ecd_um: Sequence[float] | np.ndarray, limit: SizingLimit) -
     above = np.log(x[x > b])
     if above.size >= MIN_FIT_PARTICLES and above.std() > 0:
         mu, sigma = _fit_truncated_lognormal(above, math.log(b))
-        m = float(stats.norm.cdf(math.log(b), mu, sigma))
-        z = float(stats.norm.ppf(0.5 + CONFIDENCE / 2))
+        m = norm_cdf(math.log(b), mu, sigma)
+        z = norm_ppf(0.5 + CONFIDENCE / 2)
         out.fitted_share_below = m
         for p in STANDARD_QUANTILES:
-            true_q = math.exp(stats.norm.ppf(p, mu, sigma))
-            shifted = math.exp(stats.norm.ppf(m + p * (1 - m), mu, sigma))
-            density = stats.lognorm.pdf(true_q, sigma, scale=math.exp(mu))
+            true_q = math.exp(norm_ppf(p, mu, sigma))
+            shifted = math.exp(norm_ppf(m + p * (1 - m), mu, sigma))
+            density = lognorm_pdf(true_q, sigma, scale=math.exp(mu))
             half = z * math.sqrt(p * (1 - p) / x.size) / density
             out.bias_um[_NAMES[p]], out.half_width_um[_NAMES[p]] = float(shifted - true_q), float(half)
             if shifted - true_q > half:
