@@ -50,8 +50,9 @@ PR_SET_CHILD_SUBREAPER = 36
 #: Seconds the guard gives the tree after SIGTERM when its parent died: shorter than
 #: :data:`GRACE_S`, so that an orderly :func:`stop_tree` never has to kill the guard first.
 GUARD_GRACE_S = 10.0
-#: Seconds between the guard's checks that its child runs and its parent lives.
-GUARD_POLL_S = 0.2
+#: Seconds between the guard's checks that its child runs and its parent lives (this also
+#: bounds how long a SIGTERM, its parent's death included, waits to be acted on).
+GUARD_POLL_S = 0.5
 
 
 def start_group(
@@ -174,10 +175,10 @@ def _running(p: psutil.Process) -> bool:
         return False
 
 
-def _reap(keep: int | None = None) -> None:
-    """Collect the exit status of ended children but ``keep`` (a subreaper must, or adopted orphans stay zombies)."""
+def _reap() -> None:
+    """Collect the exit status of ended children (a subreaper must, or adopted orphans stay zombies)."""
     for p in psutil.Process().children():
-        if p.pid != keep and not _running(p):
+        if not _running(p):
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(p.pid, os.WNOHANG)
 
@@ -211,13 +212,17 @@ def guard(parent_pid: int, cmd: Sequence[str]) -> int:
     child = subprocess.Popen(list(cmd))
     # The parent may have died before PR_SET_PDEATHSIG was set: then this process was adopted.
     while not stopping and os.getppid() == parent_pid:
+        # Reaps adopted orphans as they end, and notices the child's own exit, without scanning /proc.
         try:
-            code = child.wait(timeout=GUARD_POLL_S)
-        except subprocess.TimeoutExpired:
-            _reap(keep=child.pid)
-            continue
-        _stop_descendants(GUARD_GRACE_S)  # whatever the server left behind
-        return code
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = 0, 0
+        if pid == 0:
+            time.sleep(GUARD_POLL_S)
+        elif pid == child.pid:
+            _stop_descendants(GUARD_GRACE_S)  # whatever the server left behind
+            code = os.waitstatus_to_exitcode(status)
+            return code if code >= 0 else 128 - code
     _stop_descendants(GUARD_GRACE_S)
     return 128 + signal.SIGTERM
 
