@@ -12,15 +12,24 @@ dashboard on loopback. Two things make a plain ``Popen(...).terminate()`` hang o
 :func:`stop_tree` therefore records the whole process tree before signalling it: SIGTERM
 to the process group, a grace period for an orderly shutdown, then SIGKILL to every process
 of the tree that is still there. Every wait in it is bounded.
+
+A test process that is itself killed (SIGKILL, an out-of-memory kill) runs none of that, so
+:func:`start_group` does not start the server directly but under a guard, this module run as a
+script: the guard asks Linux to signal it when its parent dies (``PR_SET_PDEATHSIG``) and to
+adopt every orphaned descendant (``PR_SET_CHILD_SUBREAPER``, so workers in sessions of their
+own stay in its tree when their manager dies), and when its parent dies it stops the tree
+the same way, SIGTERM then SIGKILL. See prctl(2).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -35,11 +44,24 @@ KILL_WAIT_S = 30.0
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+#: prctl(2) options (linux/prctl.h).
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+#: Seconds the guard gives the tree after SIGTERM when its parent died: shorter than
+#: :data:`GRACE_S`, so that an orderly :func:`stop_tree` never has to kill the guard first.
+GUARD_GRACE_S = 10.0
+#: Seconds between the guard's checks that its child runs and its parent lives (this also
+#: bounds how long a SIGTERM, its parent's death included, waits to be acted on).
+GUARD_POLL_S = 0.5
+
 
 def start_group(
     cmd: Sequence[str], *, log_path: Path, env: Mapping[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.Popen:
-    """Start ``cmd`` in a new session (its own process group), output to ``log_path``.
+    """Start ``cmd`` under a guard in a new session (its own process group), output to ``log_path``.
+
+    The returned process is the guard (see the module's docstring): it exits with ``cmd``'s exit
+    status, and stops ``cmd``'s whole tree if the calling process dies first.
 
     Parameters
     ----------
@@ -54,8 +76,11 @@ def start_group(
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:  # the child holds its own descriptor
+        # -I: the guard needs only the standard library and psutil, and must not import this
+        # checkout's modules (nor have service/ first on its path).
+        guard = [sys.executable, "-I", str(Path(__file__).resolve()), str(os.getpid()), "--", *cmd]
         return subprocess.Popen(
-            list(cmd), cwd=cwd, env=dict(os.environ if env is None else env),
+            guard, cwd=cwd, env=dict(os.environ if env is None else env),
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 
@@ -135,3 +160,73 @@ def running_service(
         yield url
     finally:
         stop_tree(proc)
+
+
+def _prctl(option: int, value: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(option, value, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), f"prctl({option}, {value}) failed")
+
+
+def _running(p: psutil.Process) -> bool:
+    try:
+        return p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _reap() -> None:
+    """Collect the exit status of ended children (a subreaper must, or adopted orphans stay zombies)."""
+    for p in psutil.Process().children():
+        if not _running(p):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(p.pid, os.WNOHANG)
+
+
+def _stop_descendants(grace_s: float) -> None:
+    """SIGTERM every descendant of this process, SIGKILL what is left after ``grace_s`` seconds."""
+    tree = psutil.Process().children(recursive=True)
+    _signal(tree, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(_running(p) for p in tree):
+        time.sleep(GUARD_POLL_S)
+        _reap()
+        # Orphans adopted meanwhile (their manager ended first) are this process's children now.
+        tree = list({p.pid: p for p in [*tree, *psutil.Process().children(recursive=True)]}.values())
+    _signal([*tree, *psutil.Process().children(recursive=True)], signal.SIGKILL)
+    psutil.wait_procs(tree, timeout=KILL_WAIT_S)
+    _reap()
+
+
+def guard(parent_pid: int, cmd: Sequence[str]) -> int:
+    """Run ``cmd`` and return its exit status; stop its whole tree if ``parent_pid`` dies or on SIGTERM.
+
+    Linux only (prctl(2)); elsewhere the guard still runs ``cmd`` and stops it on SIGTERM.
+    """
+    stopping = []
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: stopping.append(True))
+    if sys.platform.startswith("linux"):
+        _prctl(PR_SET_CHILD_SUBREAPER, 1)
+        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    child = subprocess.Popen(list(cmd))
+    # The parent may have died before PR_SET_PDEATHSIG was set: then this process was adopted.
+    while not stopping and os.getppid() == parent_pid:
+        # Reaps adopted orphans as they end, and notices the child's own exit, without scanning /proc.
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = 0, 0
+        if pid == 0:
+            time.sleep(GUARD_POLL_S)
+        elif pid == child.pid:
+            _stop_descendants(GUARD_GRACE_S)  # whatever the server left behind
+            code = os.waitstatus_to_exitcode(status)
+            return code if code >= 0 else 128 - code
+    _stop_descendants(GUARD_GRACE_S)
+    return 128 + signal.SIGTERM
+
+
+if __name__ == "__main__":
+    # python -I launch.py PARENT_PID -- CMD...
+    sys.exit(guard(int(sys.argv[1]), sys.argv[3:]))

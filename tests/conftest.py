@@ -40,5 +40,6 @@ def lots_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         images_per_lot=3,
         config=synth_config(size_px=512),
         seed=7,
+        workers=2,  # the same files for any number of processes (make_lots' streams are per image)
     )
     return root

@@ -76,6 +76,33 @@ def trained_template(tmp_path_factory) -> dict:
     return {"db": folder / "mlruns" / "mlflow.db", "pairs": folder / "pairs", "eval": folder / "eval", "run_id": marker.read_text()}
 
 
+def promoted_template(tmp_path_factory) -> dict:
+    """The trained template with version 1 promoted to staging, then production (made on first use).
+
+    As :func:`trained_template` returns, with ``db`` the promoted store: tests that need a
+    production model copy it instead of evaluating and promoting version 1 each time. The
+    promotions are real (:func:`semqa.registry.promotion.promote` with the real evaluator on
+    the template's evaluation set, :data:`LOOSE_GATES`), so the copy holds their evaluation
+    run and audit entries; their artifacts stay in this folder, which no test writes.
+    """
+    import pytest
+
+    from semqa.evaluation import evaluate_model_uri
+    from semqa.registry.promotion import promote
+
+    template = trained_template(tmp_path_factory)
+    folder = tmp_path_factory.getbasetemp() / "registry-promoted"
+    marker = folder / "done"
+    if not marker.is_file():
+        with pytest.MonkeyPatch.context() as mp:
+            fresh_store(template["db"], folder, mp)
+            for alias in ("staging", "production"):
+                promote("1", alias, "test template", evaluator=evaluate_model_uri, eval_data=template["eval"], config=LOOSE_GATES)
+        # fresh_store pointed MLflow's globals here; the caller's copy points them at its own store.
+        marker.write_text("promoted")
+    return {**template, "db": folder / "mlruns" / "mlflow.db"}
+
+
 def use_copy(template: dict, workdir: Path, monkeypatch) -> str:
     """Copy the template database into ``workdir/mlruns``, chdir there and point MLflow at it."""
     return fresh_store(template["db"], workdir, monkeypatch)

@@ -104,7 +104,8 @@ def lots(tmp_path_factory):
     from semqa.synth.scenes import make_lots
 
     out = tmp_path_factory.mktemp("lots")
-    return make_lots(out, lots=3, images_per_lot=10, config=SynthConfig(size_px=512, d50_um=1.5), seed=3)
+    # Two processes: the same files for any number (make_lots' streams are per image), sooner.
+    return make_lots(out, lots=3, images_per_lot=10, config=SynthConfig(size_px=512, d50_um=1.5), seed=3, workers=2)
 
 
 @pytest.mark.slow

@@ -237,17 +237,14 @@ def test_sr_comparison_with_the_production_model(
     lots_root: Path, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A tiny generator trained and promoted for real; the page preselects it and records it."""
-    from registry_support import LOOSE_GATES, trained_template, use_copy
+    from registry_support import promoted_template, use_copy
 
-    from semqa.evaluation import evaluate_model_uri as gate_evaluator
     from semqa.sr.inference import load_upscaler
     from semqa.registry.lineage import LineageBroken, trace_version
-    from semqa.registry.promotion import promote
 
-    template = trained_template(tmp_path_factory)
+    # Version 1 promoted to staging then production once per session (registry_support).
+    template = promoted_template(tmp_path_factory)
     use_copy(template, tmp_path, monkeypatch)
-    for alias in ("staging", "production"):
-        promote("1", alias, "dashboard test", evaluator=gate_evaluator, eval_data=template["eval"], config=LOOSE_GATES)
 
     # One lot of two images per product keeps the SR pass short.
     pick = lambda folder: {"lot1": _files(folder)["lot1"][:2]}  # noqa: E731
@@ -319,16 +316,13 @@ def test_comparison_through_the_service_equals_in_process(
     version is checked: the service batches tiles across requests, and batched float
     inference need not match an unbatched run bit for bit.
     """
-    from registry_support import LOOSE_GATES, trained_template, use_copy
+    from registry_support import promoted_template, use_copy
 
-    from semqa.evaluation import evaluate_model_uri as gate_evaluator
-    from semqa.registry.promotion import promote
     from service.launch import running_service
 
-    template = trained_template(tmp_path_factory)
+    # Version 1 promoted to staging then production once per session (registry_support).
+    template = promoted_template(tmp_path_factory)
     use_copy(template, tmp_path, monkeypatch)
-    for alias in ("staging", "production"):
-        promote("1", alias, "dashboard service test", evaluator=gate_evaluator, eval_data=template["eval"], config=LOOSE_GATES)
     monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
     monkeypatch.setenv("SEMQA_API_TOKEN", "dashboard-test-token")
     monkeypatch.delenv("SEMQA_MODEL_URI", raising=False)

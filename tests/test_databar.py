@@ -193,7 +193,8 @@ def lots_pair(tmp_path_factory):
     """
     root = tmp_path_factory.mktemp("lots")
     products = {"rld": default_products(1.2)["rld"]}
-    lots = make_lots(root / "plain", products, lots=3, images_per_lot=10, config=SynthConfig(size_px=LOT_FRAME_PX, d50_um=1.2), seed=5)
+    lots = make_lots(root / "plain", products, lots=3, images_per_lot=10, config=SynthConfig(size_px=LOT_FRAME_PX, d50_um=1.2), seed=5,
+                     workers=2)  # the same files for any number of processes
     barred = rewrite_as_instrument(lots, root / "zeiss", vendor="zeiss", layout="bottom-appended", seed=1)
     overlaid = rewrite_as_instrument(lots, root / "fei", vendor="fei", layout="bottom-overlay", seed=2)
     side = rewrite_as_instrument(lots, root / "side", vendor="fei", layout="right-overlay", seed=3)
@@ -212,9 +213,10 @@ def test_verdict_unchanged_by_a_bar(lots_pair):
     plain, barred, overlaid, side = lots_pair
     config = AnalysisConfig(n_bootstrap=0)
     reference = _read(plain)
-    appended = compare(reference, _read(barred, 0.1), config)
-    drawn = compare(reference, _read(overlaid, 0.1), config)
-    beside = compare(reference, _read(side, 0.1), config)
+    # Two processes: the same result for any number (tests/test_analysis_parallel.py), sooner.
+    appended = compare(reference, _read(barred, 0.1), config, workers=2)
+    drawn = compare(reference, _read(overlaid, 0.1), config, workers=2)
+    beside = compare(reference, _read(side, 0.1), config, workers=2)
     assert appended.verdict == drawn.verdict == beside.verdict == "equivalent", (appended.reason, drawn.reason, beside.reason)
     assert {s.roi.source for r in beside.test.values() for s in r.images} == {"auto-databar"}
     # An appended bar hides nothing: the test lots' particles are the reference's, one for one.

@@ -13,12 +13,10 @@ import shutil
 
 import pytest
 
-from registry_support import LOOSE_GATES, trained_template, use_copy
+from registry_support import promoted_template, trained_template, use_copy
 from semqa.cli import main
-from semqa.evaluation import evaluate_model_uri as gate_evaluator
 from semqa.errors import InputError
 from semqa.registry.lineage import LineageBroken, trace_result, trace_version
-from semqa.registry.promotion import promote
 from semqa.registry.records import record_result
 
 pytestmark = pytest.mark.slow
@@ -31,11 +29,9 @@ def template(tmp_path_factory):
 
 
 @pytest.fixture
-def production(template, tmp_path, monkeypatch):
-    """A store copy with version 1 promoted to production, and a folder of input images."""
-    use_copy(template, tmp_path, monkeypatch)
-    for to in ("staging", "production"):
-        promote("1", to, "lineage test", evaluator=gate_evaluator, eval_data=template["eval"], config=LOOSE_GATES)
+def production(template, tmp_path_factory, tmp_path, monkeypatch):
+    """A store copy with version 1 promoted to production (staging first), and a folder of input images."""
+    use_copy(promoted_template(tmp_path_factory), tmp_path, monkeypatch)
     images = tmp_path / "images"
     shutil.copytree(template["eval"] / "lr", images)
     return {**template, "images": images, "tmp": tmp_path}
@@ -59,7 +55,7 @@ def test_result_traced_end_to_end(production) -> None:
     report = trace_result(result_path, [production["images"]])
     assert report.ok
     steps = [link.step for link in report.links]
-    assert steps == ["result", "input", "input", "model", "alias", "weights", "training_run", "dataset", "validation_report", "code", "record"]
+    assert steps == ["result", "input", "input", "model", "alias", "weights", "training_run", "dataset", "validation_report", "code", "segmenter", "record"]
     by_step = {link.step: link for link in report.links}
     assert by_step["alias"].details["holder"] == "1"
     assert by_step["training_run"].details["run_id"] == production["run_id"]

@@ -203,6 +203,31 @@ def test_an_edited_result_breaks_the_chain(scene, store, tmp_path, capsys, tampe
     assert captured.err.startswith("semqa: lineage of result") and len(captured.err.splitlines()) == 1
 
 
+def test_a_service_response_with_overlays_keeps_its_chain(scene, store, tmp_path, capsys) -> None:
+    """The service puts overlay PNGs beside the recorded result in its JSON; the saved response still traces.
+
+    The overlays are pictures of the result, not part of it: the record vouches for the result's
+    fields, and the lineage says the overlays are not covered. Any edit of a result field still breaks it.
+    """
+    from semqa.analysis import AnalysisConfig, analyze
+    from semqa.io.images import read_image
+    from semqa.particles.overlay import overlay_collector
+    from semqa.registry.records import record_result
+    from service.service import _with_overlays
+
+    hook, pngs = overlay_collector()
+    result = record_result(analyze([read_image(scene)], AnalysisConfig(n_bootstrap=0), hook=hook))
+    out = tmp_path / "served.json"
+    out.write_bytes(_with_overlays(result, pngs).body)
+    assert set(json.loads(out.read_text())["overlays"]) == {"hr.tif"}
+    assert main(["lineage", str(out), "--json"]) == 0
+    links = {link["step"]: link for link in json.loads(capsys.readouterr().out)["links"]}
+    assert links["record"]["ok"] and "1 overlay image(s) beside the result are not covered" in links["record"]["summary"]
+    _edit(out, lambda d: d["psd"].update(d50_um=d["psd"]["d50_um"] * 1.1))
+    assert main(["lineage", str(out)]) == 1
+    assert "psd.d50_um changed" in capsys.readouterr().out
+
+
 # --- small defects ---------------------------------------------------------------------------
 
 

@@ -303,7 +303,7 @@ def test_analyze_without_sr_and_with_pixel_size_given(env, server, tmp_path):
     assert _without_times(got) == _without_times(json.loads(expected.model_dump_json()))
 
 
-def test_analyze_finds_the_data_bar_takes_a_roi_and_returns_overlays(env, server):
+def test_analyze_finds_the_data_bar_takes_a_roi_and_returns_overlays(env, server, tmp_path):
     import base64
 
     from semqa.analysis import AnalysisConfig, analyze
@@ -323,6 +323,10 @@ def test_analyze_finds_the_data_bar_takes_a_roi_and_returns_overlays(env, server
     assert got["psd"]["n"] == expected.psd.n
     overlay = read_image_bytes(base64.b64decode(got["overlays"]["x.png"]), "o.png")
     assert overlay.image.shape == framed.shape
+    # The response saved as it came, overlays beside the recorded result, still traces to its record.
+    served = tmp_path / "served.json"
+    served.write_text(r.text)
+    assert _record_link(served, env).ok
     r = httpx.post(f"{server}/v1/analyze", headers=AUTH, files={"images": ("x.png", png)},
                    data={**data, "roi": "0,0,40,30", "overlays": "false"}, timeout=120)
     assert r.status_code == 200, r.text

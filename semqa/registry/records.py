@@ -90,9 +90,16 @@ def canonical_json(document: Any) -> bytes:
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
-def _without_pointer(document: dict[str, Any]) -> dict[str, Any]:
-    """``document`` without ``lineage.record`` (the pointer cannot be part of what it points at)."""
-    out = dict(document)
+#: Top-level keys a result's producer may add beside the result without being part of it:
+#: the service's ``overlays`` (base64 PNG pictures of the result, drawn from its particles).
+#: They are left out of the digest, and :func:`check_record` says they are not covered.
+ATTACHMENTS = ("overlays",)
+
+
+def _vouched(document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` without ``lineage.record`` (the pointer cannot be part of what it points at)
+    and without the :data:`ATTACHMENTS` beside the result."""
+    out = {k: v for k, v in document.items() if k not in ATTACHMENTS}
     lineage = out.get("lineage")
     if isinstance(lineage, dict):
         out["lineage"] = {k: v for k, v in lineage.items() if k != "record"}
@@ -100,8 +107,8 @@ def _without_pointer(document: dict[str, Any]) -> dict[str, Any]:
 
 
 def content_digest(document: dict[str, Any]) -> str:
-    """``sha256:<hex>`` of the canonical JSON of a result document minus ``lineage.record``."""
-    return "sha256:" + hashlib.sha256(canonical_json(_without_pointer(document))).hexdigest()
+    """``sha256:<hex>`` of the canonical JSON of a result document minus ``lineage.record`` and attachments."""
+    return "sha256:" + hashlib.sha256(canonical_json(_vouched(document))).hexdigest()
 
 
 def result_document(result: BaseModel) -> dict[str, Any]:
@@ -140,7 +147,7 @@ def record_result(result: R) -> R:
     document = result_document(result)
     digest = content_digest(document)
     kind = "comparison" if "verdict" in document else "analysis"
-    text = canonical_json(_without_pointer(document)).decode("utf-8")
+    text = canonical_json(_vouched(document)).decode("utf-8")
     run_name, tags = f"{kind}-{digest[7:19]}", _tags(document, digest, kind)
     artifact = f"{RESULT_ARTIFACT_DIR}/{RESULT_ARTIFACT_FILE}"
     uri = tracking_uri()
@@ -258,7 +265,10 @@ def check_record(document: dict[str, Any]) -> tuple[bool, str, dict[str, Any]]:
     if recorded is None:
         return False, f"run {run_id} is not a semqa result record (no {TAG_RESULT_DIGEST} tag)", details
     if recorded == now:
-        return True, f"content digest {now[:19]}… matches record run {run_id}", details
+        attached = document.get("overlays")
+        note = (f"; {len(attached)} overlay image(s) beside the result are not covered by the record"
+                if isinstance(attached, dict) and attached else "")
+        return True, f"content digest {now[:19]}… matches record run {run_id}{note}", details
     try:
         copy = _recorded_document(run_id)
     except (MlflowException, OSError, ValueError) as exc:
@@ -266,7 +276,7 @@ def check_record(document: dict[str, Any]) -> tuple[bool, str, dict[str, Any]]:
         return False, f"content digest {now[:19]}… differs from the record's {recorded[:19]}…; recorded copy unreadable: {first}", details
     if content_digest(copy) != recorded:
         return False, f"content digest {now[:19]}… differs from the record's {recorded[:19]}…, and the recorded copy was altered too", details
-    diffs = differences(copy, _without_pointer(document))
+    diffs = differences(copy, _vouched(document))
     details["differences"] = diffs
     shown = "; ".join(diffs[:_MAX_NAMED]) + (f"; … ({len(diffs)} in all)" if len(diffs) > _MAX_NAMED else "")
     return False, f"differs from record run {run_id}: {shown or 'content digest differs'}", details
