@@ -69,17 +69,38 @@ def _block_mean(image: np.ndarray, m: int) -> np.ndarray:
     return image[: h * m, : w * m].reshape(h, m, w, m).mean(axis=(1, 3))
 
 
+def representation_variance(image: np.ndarray) -> float:
+    """Variance of the rounding of a ``float32`` value at the image's largest magnitude.
+
+    A stored value is known to its last bit: rounding to a grid of step ``q`` adds uniform
+    noise of variance ``q²/12`` (Widrow & Kollár, *Quantization Noise*, Cambridge 2008,
+    ch. 4), with ``q`` the spacing of float32 values at ``max|x|``. It is the least noise any
+    image has, so a noise-free frame gets this variance, not zero.
+    """
+    top = float(np.max(np.abs(image))) if np.size(image) else 0.0
+    q = float(np.spacing(np.float32(max(top, np.finfo(np.float32).tiny))))
+    return q * q / 12.0
+
+
+def _poisson_part_negligible(gain: float, image: np.ndarray) -> bool:
+    """Whether the Poisson variance ``gain·x`` stays below the representation variance at every
+    pixel: such a gain is no measurable noise, and ``2/gain`` in the transform would overflow."""
+    top = float(np.max(np.abs(image))) if np.size(image) else 0.0
+    return gain * top <= representation_variance(image)
+
+
 def stabilize(image: np.ndarray, model: NoiseModel) -> np.ndarray:
     """Generalized Anscombe transform: unit noise variance for ``var = a·mean + b``.
 
     ``f(x) = (2/a)·sqrt(a·x + 3a²/8 + b)`` (Mäkitalo & Foi 2013, eq. 2 with the Gaussian mean
     0), which for pure Poisson counts (a = 1, b = 0) is Anscombe's ``2·sqrt(x + 3/8)``; without a
-    Poisson part, ``x / sqrt(b)``.
+    (measurable) Poisson part, ``x / sqrt(b)``, ``b`` at least the representation variance
+    (:func:`representation_variance`), so a noise-free frame gives finite, bounded values.
     """
     x = np.asarray(image, dtype=np.float32)
     a, b = model.gain, model.read_variance
-    if a <= 0:
-        return x / np.float32(math.sqrt(max(b, 1e-20)))
+    if a <= 0 or _poisson_part_negligible(a, x):
+        return x / np.float32(math.sqrt(max(b, representation_variance(x))))
     return np.float32(2.0 / a) * np.sqrt(np.maximum(a * x + np.float32(0.375 * a * a + b), 0.0))
 
 
@@ -123,8 +144,12 @@ def fit_noise_model(image: np.ndarray, max_side: int = 1024) -> NoiseModel:
     scale = np.maximum(v, 1e-30)
     design = np.column_stack([m, np.ones_like(m)]) * (w / scale)[:, None]
     (a, b), _ = nnls(design, v * w / scale)
-    if a <= 0 and b <= 0:
-        b = float(max(v.max(), 1e-12))
+    # A noise-free frame (e.g. a rendered or perfectly super-resolved one) has residuals of
+    # zero in most bins: the least noise it can have is that of its stored values.
+    floor = representation_variance(crop)
+    if _poisson_part_negligible(float(a), crop):
+        a = 0.0
+    b = max(float(b), floor) if a <= 0 else float(b)
     model = NoiseModel(gain=float(a), read_variance=float(b), stabilized_sd=1.0, sum_inflation=1.0)
     z = stabilize(crop, model)
     sd1 = _robust_sd(_residual(z))
