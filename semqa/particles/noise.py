@@ -78,7 +78,8 @@ def representation_variance(image: np.ndarray) -> float:
     image has, so a noise-free frame gets this variance, not zero.
     """
     top = float(np.max(np.abs(image))) if np.size(image) else 0.0
-    q = float(np.spacing(np.float32(max(top, np.finfo(np.float32).tiny))))
+    # (at least at float32 eps: the variance of an all-zero frame must stay representable)
+    q = float(np.spacing(np.float32(max(top, float(np.finfo(np.float32).eps)))))
     return q * q / 12.0
 
 
@@ -104,7 +105,7 @@ def stabilize(image: np.ndarray, model: NoiseModel) -> np.ndarray:
     return np.float32(2.0 / a) * np.sqrt(np.maximum(a * x + np.float32(0.375 * a * a + b), 0.0))
 
 
-def fit_noise_model(image: np.ndarray, max_side: int = 1024) -> NoiseModel:
+def fit_noise_model(image: np.ndarray, max_side: int = 1024, valid: np.ndarray | None = None) -> NoiseModel:
     """Fit ``var = a·mean + b`` to the image's own noise.
 
     Every pixel gives a local mean (3 × 3) and an Immerkær residual; in 16 bins of equal
@@ -119,6 +120,11 @@ def fit_noise_model(image: np.ndarray, max_side: int = 1024) -> NoiseModel:
         2-D float image (any linear scale).
     max_side : int
         Side of the central crop the fit uses.
+    valid : numpy.ndarray, optional
+        Boolean mask of pixels whose values are measurements; a pixel enters the fit only
+        when its whole 3 × 3 window is valid (e.g. not clipped at 0 or the top code, where
+        the variance is censored and would bend the line). At a few electrons per pixel this
+        selects windows without zero counts, which biases the low-signal bins: a known limit.
 
     Returns
     -------
@@ -130,6 +136,11 @@ def fit_noise_model(image: np.ndarray, max_side: int = 1024) -> NoiseModel:
     crop = np.asarray(image[r0 : r0 + max_side, c0 : c0 + max_side], dtype=np.float32)
     resid = _residual(crop).ravel()
     mean = ndimage.uniform_filter(crop, 3, mode="reflect")[1:-1, 1:-1].ravel()
+    if valid is not None:
+        window_ok = ndimage.binary_erosion(np.asarray(valid[r0 : r0 + max_side, c0 : c0 + max_side], dtype=bool))
+        keep = window_ok[1:-1, 1:-1].ravel()
+        if np.count_nonzero(keep) >= 16 * _N_BINS:
+            resid, mean = resid[keep], mean[keep]
     order = np.argsort(mean, kind="stable")
     means, variances, weights = [], [], []
     for chunk in np.array_split(order, _N_BINS):
