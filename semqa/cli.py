@@ -455,6 +455,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.config and args.preset:
         raise InputError("give --config or --preset, not both")
     config = TrainConfig.from_yaml(args.config) if args.config else demo_config() if args.preset == "demo" else TrainConfig()
+    sizes = {k: v for k, v in (("hr_pixel_size_um", args.hr_pixel_size), ("lr_pixel_size_um", args.lr_pixel_size)) if v is not None}
+    if sizes:
+        config = TrainConfig.validated({**config.model_dump(), **sizes}, "--hr-pixel-size / --lr-pixel-size")
     result = train(
         config,
         args.data,
@@ -484,6 +487,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", type=int, metavar="N", help="stop at step N (a later run continues from the checkpoint)")
     p.add_argument("--hr-only", action="store_true", help="synthesise LR images from HR ones (semqa.sr.degradation)")
     p.add_argument("--allow-invalid-data", action="store_true", help="train even if the data fails validation")
+    p.add_argument("--hr-pixel-size", type=float, metavar="UM",
+                   help="µm per HR pixel of every pair, overriding metadata (e.g. PNGs); validated and logged with the run")
+    p.add_argument("--lr-pixel-size", type=float, metavar="UM", help="µm per LR pixel of every pair, overriding metadata")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True, help="continue from a checkpoint")
     p.set_defaults(func=_cmd_train)
 

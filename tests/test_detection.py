@@ -131,3 +131,31 @@ def test_particles_all_below_the_measuring_floor_are_a_warning() -> None:
     unit = analyze_unit(_micrograph(image), AnalysisConfig(min_pixels=10))
     assert unit.summary.n_particles == 0
     assert unit.summary.warnings and "below 10 px" in unit.summary.warnings[0]
+
+
+def test_noise_free_frame_gives_a_bounded_detection() -> None:
+    """A rendered or perfectly super-resolved frame has no noise: the model falls back to the
+    float32 representation variance, the transform stays finite and the four discs are found
+    at their size (a naive floor on the gain overflowed the transform)."""
+    from skimage.draw import disk
+
+    from semqa.particles.noise import NoiseModel, representation_variance
+
+    lr = np.full((64, 64), 0.2, np.float32)
+    radii = [5, 6, 7, 8]
+    for (r, c), rad in zip([(14, 14), (14, 46), (44, 20), (46, 48)], radii):
+        lr[disk((r, c), rad)] = 0.7
+    for frame in (lr, np.kron(lr, np.ones((4, 4), np.float32))):
+        model = fit_noise_model(frame)
+        assert model.gain == 0.0 and model.read_variance == pytest.approx(representation_variance(frame))
+        z = stabilize(frame, model)
+        assert np.isfinite(z).all() and float(np.abs(z).max()) < 1e9
+        det = detect(frame)
+        assert det.labels.max() == 4
+        scale = frame.shape[0] // 64
+        areas = np.sort(np.bincount(det.labels.ravel())[1:])
+        expected = np.array([len(disk((0, 0), r)[0]) for r in radii]) * scale**2
+        assert np.allclose(areas, expected, rtol=0.1)
+    # A gain too small to be measurable noise is treated as none, never as 2/gain.
+    tiny = NoiseModel(gain=1e-59, read_variance=0.0, stabilized_sd=1.0, sum_inflation=1.0)
+    assert np.isfinite(stabilize(lr, tiny)).all()

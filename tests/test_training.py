@@ -315,3 +315,32 @@ def test_evaluate_generator_perfect_sr_has_no_psd_error() -> None:
     assert m.psnr == float("inf") and m.ssim == pytest.approx(1.0)
     assert m.bicubic_psnr < 40 and m.size_unit == "um"
     assert "val_psnr" not in m.mlflow_metrics()  # infinite values are not logged
+
+
+def test_train_takes_the_pair_sets_pixel_sizes(tmp_path, monkeypatch, mlflow_template, pair_dir, capsys) -> None:
+    # PNG pairs carry no pixel size: validation refuses them until the caller states both,
+    # the sizes reach validation (checked against the scale) and are logged with the run.
+    from PIL import Image
+
+    from semqa.cli import main
+    from semqa.io.images import read_image
+
+    fresh_store(mlflow_template, tmp_path, monkeypatch)
+    pngs = tmp_path / "pngs"
+    for sub in ("hr", "lr"):
+        (pngs / sub).mkdir(parents=True)
+        for path in sorted((pair_dir / sub).iterdir()):
+            gray = (read_image(path).image * 255).round().astype(np.uint8)
+            Image.fromarray(gray).save(pngs / sub / f"{path.stem}.png")
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(_tiny(pretrain_steps=2, gan_steps=0, eval_every=2, register_model=False).model_dump(mode="json")))
+    base = ["train", "--data", str(pngs), "--config", str(cfg)]
+    assert main(base) == 1
+    assert "pixel_size" in capsys.readouterr().err
+    assert main([*base, "--hr-pixel-size", "0.1", "--lr-pixel-size", "0.8"]) == 1
+    assert "pixel_size_scale" in capsys.readouterr().err
+    assert main([*base, "--hr-pixel-size", "-1"]) == 2
+    assert main([*base, "--hr-pixel-size", "0.1", "--lr-pixel-size", "0.4"]) == 0
+    (run,) = [r for _, r in mlflow.search_runs(search_all_experiments=True).iterrows()]
+    assert run["params.hr_pixel_size_um"] == "0.1" and run["params.lr_pixel_size_um"] == "0.4"
+    assert run["status"] == "FINISHED"

@@ -409,3 +409,56 @@ def test_clean_pairs_of_the_second_scene_family_pass(family: str, tmp_path: Path
     assert (table["correlation_ratio"] > 0.9).all(), table["correlation_ratio"]
     assert "registration_correlation" not in report.failures and "registration_shift" not in report.failures
     assert report.success, report.failures
+
+
+@pytest.mark.parametrize("renderer", ["synth"])
+def test_poisson_zeros_of_a_low_dose_scan_pass_while_clipping_fails(renderer: str, tmp_path: Path) -> None:
+    # At 20 e⁻/px a substrate of yield ~0.15 expects 3 electrons: e^-3 = 5 % of its pixels are
+    # 0 on clean data. Under-exposure (the signal offset below 0 and clipped) is still a fault.
+    from semqa.synth.families import FamilyConfig, render_family, scan_family
+    from validation.measures import exposure
+
+    pairs = tmp_path / "pairs"
+    if renderer == "synth":
+        make_pairs(pairs, 3, SynthConfig(size_px=256, degradation=DegradationConfig(dose=20.0)), seed=5)
+    else:
+        config = FamilyConfig(family="dome", size_px=256, lr_dose=20.0)
+        for i in range(3):
+            rng = np.random.default_rng(50 + i)
+            hr, lr = scan_family(render_family(config, rng), config, rng)
+            for sub, img, px in (("hr", hr, config.pixel_size_um), ("lr", lr, config.lr_pixel_size_um)):
+                write_image(pairs / sub / _name(i), np.clip(img, 0, 1), pixel_size_um=px, bit_depth=16)
+    lr = _image(pairs / "lr" / _name(0))
+    measured = exposure(lr)
+    assert measured["black_fraction"] > 0.005  # the old fixed limit failed clean data here
+    report = validate_pairs(pairs, report_dir=tmp_path / "report")
+    assert report.success, report.failures
+    # Brightness set too low: the darkest third of the signal clipped to code 0.
+    mg = read_image(pairs / "lr" / _name(1))
+    clipped = np.clip(mg.image - np.quantile(mg.image, 0.33), 0, 1)
+    write_image(pairs / "lr" / _name(1), clipped, pixel_size_um=mg.pixel_size_um, bit_depth=mg.bit_depth)
+    report = validate_pairs(pairs, report_dir=tmp_path / "report2")
+    assert report.failures.get("black") == [_name(1)], report.failures
+
+
+@pytest.mark.parametrize("renderer", ["synth", "bse"])
+def test_blur_limit_holds_on_two_families(renderer: str, tmp_path: Path) -> None:
+    # The HR focus limit comes from the MTF a sharp scan must keep, not from the scenes: clean
+    # HR of either renderer passes at a fast and a slow dose, the same HR blurred by σ = 2 px fails.
+    from semqa.synth.families import FamilyConfig, render_family, scan_family
+    from semqa.synth.scenes import render_scene, scan_scene
+    from validation.measures import blur_sigma_px
+
+    limit = ValidationConfig().max_blur_sigma_hr_px
+    for dose in (40.0, 1000.0):
+        rng = np.random.default_rng(int(dose))
+        if renderer == "synth":
+            config = SynthConfig(size_px=256, hr_dose=dose)
+            hr, _ = scan_scene(render_scene(config, rng), config, rng)
+        else:
+            config = FamilyConfig(family="bse", size_px=256, dose=dose)
+            hr, _ = scan_family(render_family(config, rng), config, rng)
+        clean_blur = blur_sigma_px(hr)
+        assert clean_blur < limit, clean_blur
+        blurred = shot_noise(ndimage.gaussian_filter(np.clip(hr, 0, 1), 2.0), dose, rng)
+        assert blur_sigma_px(blurred) > limit

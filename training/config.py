@@ -36,7 +36,10 @@ class TrainConfig(Options):
     """
 
     model_config = ConfigDict(extra="forbid")
-    key_exclude: ClassVar[set[str]] = {"checkpoint_dir", "eval_every", "register_model", "num_threads", "experiment_name"}
+    key_exclude: ClassVar[set[str]] = {
+        "checkpoint_dir", "eval_every", "register_model", "num_threads", "experiment_name", "hr_pixel_size_um",
+        "lr_pixel_size_um",
+    }
 
     seed: int = 0
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
@@ -51,6 +54,14 @@ class TrainConfig(Options):
     val_fraction: float = Field(0.2, ge=0, lt=1, description="share of images held out for evaluation (split by image)")
     min_val_images: int = Field(1, ge=0)
     max_val_images: int = Field(8, ge=1, description="held-out images evaluated at most")
+    hr_pixel_size_um: float | None = Field(
+        None, gt=0, description="µm per HR pixel of every pair, overriding metadata (PNG pair sets carry none); "
+        "used by validation and the held-out PSD errors"
+    )
+    lr_pixel_size_um: float | None = Field(
+        None, gt=0, description="µm per LR pixel of every pair, overriding metadata; validation checks it against "
+        "hr_pixel_size_um × scale"
+    )
 
     # Optimisation
     pretrain_steps: int = Field(1500, ge=0)

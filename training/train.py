@@ -114,7 +114,13 @@ class GeneratorTrainer(Trainer):
         error = None
         if self.rank == 0 and not self.hr_only:
             report = validate_pairs(
-                self.data_dir, config=ValidationConfig(scale=self.config.scale), report_dir=self.workdir / "validation_report"
+                self.data_dir,
+                config=ValidationConfig(
+                    scale=self.config.scale,
+                    hr_pixel_size_um=self.config.hr_pixel_size_um,
+                    lr_pixel_size_um=self.config.lr_pixel_size_um,
+                ),
+                report_dir=self.workdir / "validation_report",
             )
             self.report = report
             if not report.success and not self.allow_invalid_data:
@@ -130,7 +136,10 @@ class GeneratorTrainer(Trainer):
     def setup(self) -> None:
         c = self.config
         self._validate()
-        pairs = load_pairs(self.data_dir, c.scale, hr_only=self.hr_only, degradation=c.lr_degradation(), seed=c.seed)
+        pairs = load_pairs(
+            self.data_dir, c.scale, hr_only=self.hr_only, degradation=c.lr_degradation(), seed=c.seed,
+            hr_pixel_size_um=c.hr_pixel_size_um,
+        )
         train_pairs, self.val_pairs = split_pairs(pairs, c.val_fraction, c.min_val_images, c.max_val_images, c.seed)
         self.sampler = PatchSampler(train_pairs, c.scale, c.patch_size, c.lr_degradation() if self.hr_only else None)
         self.manifest = PairData(train_pairs, self.val_pairs, c.scale, self.mode, self.data_dir).manifest()

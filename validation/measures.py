@@ -7,12 +7,17 @@ returns it (0 is code 0, 1 the top code of the stored bit depth).
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 
 import numpy as np
 import tifffile
 from PIL import Image
 from scipy import ndimage
+from scipy.optimize import lsq_linear
+from scipy.stats import poisson
+
+from semqa.particles.noise import fit_noise_model
 
 #: Percentiles bounding the dynamic range and the focus normalisation; 0.5 % at each end
 #: keeps isolated hot or dead pixels from setting the range.
@@ -32,17 +37,67 @@ def content_hash(image: np.ndarray) -> str:
 
 
 def exposure(image: np.ndarray, intensity: tuple[float, float] | None = None) -> dict[str, float]:
-    """Shares of saturated (top code) and black (code 0) pixels, and the dynamic range.
+    """Shares of saturated (top code) and black (code 0) pixels, the shares shot noise explains
+    (:func:`poisson_clipped_fractions`) and the excess over their binomial upper 3-sd bound,
+    and the dynamic range.
 
     The dynamic range is the spread between the 0.5th and 99.5th percentiles as a share of
     full scale; ``intensity`` passes those percentiles where already known.
     """
     lo, hi = intensity if intensity is not None else intensity_range(image)
+    black = float(np.count_nonzero(image <= 0.0)) / image.size
+    saturated = float(np.count_nonzero(image >= 1.0)) / image.size
+    black_expected, saturated_expected = poisson_clipped_fractions(image)
     return {
-        "saturated_fraction": float(np.count_nonzero(image >= 1.0)) / image.size,
-        "black_fraction": float(np.count_nonzero(image <= 0.0)) / image.size,
+        "saturated_fraction": saturated,
+        "saturated_expected": saturated_expected,
+        "saturated_excess": _excess(saturated, saturated_expected, image.size),
+        "black_fraction": black,
+        "black_expected": black_expected,
+        "black_excess": _excess(black, black_expected, image.size),
         "dynamic_range": hi - lo,
     }
+
+
+def _excess(observed: float, expected: float, n: int) -> float:
+    """``observed`` share beyond the upper 3-sd bound of a binomial share ``expected`` of ``n``:
+    shot-noise counts are independent pixel to pixel, so their clipped share is binomial."""
+    return max(0.0, observed - expected - 3.0 * math.sqrt(expected * (1.0 - expected) / n))
+
+
+#: Side of the block whose mean estimates a pixel's expected count for
+#: :func:`poisson_clipped_fractions` (25 counts: the estimate's relative sd is 1/5 of a pixel's).
+POISSON_BLOCK_PX = 5
+
+
+def poisson_clipped_fractions(image: np.ndarray) -> tuple[float, float]:
+    """Shares of pixels at code 0 and at the top code (1.0) that shot noise alone explains.
+
+    A detector counting electrons returns 0 with probability ``P(0) = e^{−λ}`` at ``λ``
+    electrons expected (Poisson), so a clean scan at 20 e⁻/px of a substrate of yield 0.15
+    (λ = 3) has 5 % of its substrate pixels at 0; likewise a bright pixel reaches the top
+    code, ``n_top = λ / mean`` electrons, with ``P(N ≥ n_top)``. ``λ_i`` is the mean of the
+    :data:`POISSON_BLOCK_PX`² block around pixel i in electrons, ``mean² / var(mean)`` with the
+    variance of the frame's own noise model (:func:`semqa.particles.noise.fit_noise_model`,
+    fitted on the unclipped pixels); the shares
+    are the means of those probabilities. A frame without a Poisson part (no measurable shot
+    noise: noise-free, or beam off) explains no clipped pixel; where a region is
+    under-exposed or clipped (signal cut at 0 or at the top), its clipped pixels outnumber
+    what its mean allows, and the excess is what the checks limit.
+    """
+    img = np.asarray(image, dtype=np.float32)
+    # Clipped pixels have a censored variance: the gain comes from the measured ones.
+    model = fit_noise_model(img, valid=(img > 0.0) & (img < 1.0))
+    gain, read = model.gain, model.read_variance
+    if gain <= 0 or min(img.shape) < POISSON_BLOCK_PX:
+        return 0.0, 0.0
+    mean = np.maximum(ndimage.uniform_filter(img, POISSON_BLOCK_PX, mode="reflect").astype(np.float64), 0.0)
+    # Electrons at each level as mean² / variance (Poisson: exactly λ): the fitted variance at
+    # the level, not the slope alone, so the fit's split between gain and offset variance,
+    # loose at a few electrons per pixel, does not move λ.
+    lam = mean * mean / (gain * mean + read + 1e-30)
+    top = lam * (1.0 / np.maximum(mean, 1e-12))  # electrons per image unit at each level
+    return float(np.exp(-lam).mean()), float(poisson.sf(np.ceil(top - 1e-9) - 1, lam).mean())
 
 
 def intensity_range(image: np.ndarray) -> tuple[float, float]:
@@ -66,6 +121,55 @@ def focus(image: np.ndarray, sigma_px: float, intensity: tuple[float, float] | N
         return 0.0
     norm = (np.asarray(image, dtype=np.float32) - np.float32(lo)) / np.float32(hi - lo)
     return float(ndimage.laplace(ndimage.gaussian_filter(norm, sigma_px)).var())
+
+
+#: Radial frequency bins of :func:`blur_sigma_px` between 0 and 0.5 cycles per pixel.
+_BLUR_BINS = 32
+
+#: Power-law exponent β of the scene spectrum ``S ∝ f^−β``: a field of particles with sharp
+#: outlines has the spectrum of its edges, ``|Ĵ₁(2πfR)/f|² ∝ f^−3`` at frequencies above 1/R.
+#: Fitting β too makes it trade against σ over the few bins a low-dose or blurred frame has
+#: above its noise (a blurred BSE frame at 40 e⁻/px then fits σ = 0).
+SCENE_BETA = 3.0
+
+
+def blur_sigma_px(image: np.ndarray) -> float:
+    """Gaussian sigma (px) of the blur the image carries (probe and any defocus), from its spectrum.
+
+    An SEM frame is the scene convolved with the probe, plus white shot noise: its power
+    spectrum is ``P(f) = S(f)·exp(−4π²σ²f²) + N`` (the Gaussian probe's MTF squared). Scenes of
+    particles have the power-law spectrum of their edges, ``S ∝ f^−3`` (:data:`SCENE_BETA`;
+    power laws of images: van der Schaaf & van Hateren, *Vision Res.* 36, 1996), so in the
+    radial bins where ``P − N`` exceeds ``N`` (signal above noise)
+    ``log(P − N) + 3·log f = c − 4π²σ²·f²`` is linear in ``c`` and ``σ² ≥ 0``, and least squares
+    gives σ, independent of contrast and dose. ``N`` is the per-pixel noise variance (:func:`noise_sd`; a Hann window's periodogram,
+    normalised by Σw², has white noise at its variance). Fewer than four bins above the noise:
+    no resolved detail at all, returned as ``inf``.
+    """
+    x = np.asarray(image, dtype=np.float64)
+    h, w = x.shape
+    if min(h, w) < 16:
+        return float("inf")
+    window = np.outer(np.hanning(h), np.hanning(w))
+    power = np.abs(np.fft.fft2((x - x.mean()) * window)) ** 2 / (window**2).sum()
+    f = np.hypot(np.fft.fftfreq(h)[:, None], np.fft.fftfreq(w)[None, :]).ravel()
+    edges = np.linspace(0.0, 0.5, _BLUR_BINS + 1)
+    idx = np.digitize(f, edges) - 1
+    inside = (idx >= 0) & (idx < _BLUR_BINS)
+    counts = np.bincount(idx[inside], minlength=_BLUR_BINS)
+    mean_power = np.bincount(idx[inside], power.ravel()[inside], _BLUR_BINS) / np.maximum(counts, 1)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    noise = noise_sd(x) ** 2
+    signal = mean_power - noise
+    # The lowest frequencies hold the field's gradient and window leakage, not the probe.
+    use = (signal > noise) & (centres >= 4.0 / min(h, w)) & (counts > 0)
+    if np.count_nonzero(use) < 4:
+        return float("inf")
+    fc = centres[use]
+    design = np.column_stack([np.ones(fc.size), -4.0 * math.pi**2 * fc * fc])
+    target = np.log(signal[use]) + SCENE_BETA * np.log(fc)
+    fit = lsq_linear(design, target, bounds=([-np.inf, 0.0], [np.inf, np.inf]))
+    return math.sqrt(float(fit.x[1]))
 
 
 #: Immerkær's mask: the difference of two discrete Laplacians, zero on any locally planar

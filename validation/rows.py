@@ -20,7 +20,7 @@ from semqa.io.digests import file_digest
 from semqa.io.images import Micrograph, read_image
 from validation.config import ValidationConfig
 from validation.dataset import lot_members, pair_members
-from validation.measures import colour_spread, content_hash, exposure, focus, intensity_range
+from validation.measures import blur_sigma_px, colour_spread, content_hash, exposure, focus, intensity_range
 from validation.register import registration_quality
 
 
@@ -32,7 +32,8 @@ def _file_digest(path: Path) -> str | None:
 
 
 def _image_fields(
-    path: Path, config: ValidationConfig, *, with_focus: bool, pixel_size_um: float | None = None
+    path: Path, config: ValidationConfig, *, with_focus: bool = False, with_blur: bool = False,
+    pixel_size_um: float | None = None,
 ) -> tuple[dict, Micrograph | None]:
     """Measures of one image file (``readable`` False and the reason where it cannot be read)."""
     try:
@@ -55,6 +56,8 @@ def _image_fields(
     }
     if with_focus:
         fields["focus"] = focus(mg.image, config.focus_sigma_px, intensity)
+    if with_blur:
+        fields["blur_sigma_px"] = blur_sigma_px(mg.image)
     return fields, mg
 
 
@@ -89,7 +92,7 @@ def pair_row(name: str, hr_path: Path | None, lr_path: Path | None, config: Vali
             images[prefix] = None
             continue
         declared = config.hr_pixel_size_um if prefix == "hr" else config.lr_pixel_size_um
-        fields, images[prefix] = _image_fields(path, config, with_focus=prefix == "hr", pixel_size_um=declared)
+        fields, images[prefix] = _image_fields(path, config, with_blur=prefix == "hr", pixel_size_um=declared)
         if fields["error"]:
             errors.append(f"{prefix}: {fields['error']}")
         row.update(_prefixed(prefix, {k: v for k, v in fields.items() if k not in ("readable", "error")}))
@@ -116,17 +119,18 @@ PAIR_COLUMNS: tuple[str, ...] = (
     "pair", "has_partner", "readable", "error",
     *(f"{p}_{k}" for p in ("hr", "lr") for k in (
         "digest", "content_hash", "height", "width", "bit_depth", "pixel_size_um", "has_pixel_size",
-        "colour_spread", "saturated_fraction", "black_fraction", "dynamic_range",
+        "colour_spread", "saturated_fraction", "saturated_expected", "saturated_excess", "black_fraction",
+        "black_expected", "black_excess", "dynamic_range",
     )),
-    "hr_focus", "size_error_lr_px", "fov_mismatch", "shift_dy_lr_px", "shift_dx_lr_px", "shift_lr_px", "correlation",
+    "hr_blur_sigma_px", "size_error_lr_px", "fov_mismatch", "shift_dy_lr_px", "shift_dx_lr_px", "shift_lr_px", "correlation",
     "correlation_max", "correlation_ratio",
 )  # fmt: skip
 
 #: Columns of the lot-image table.
 LOT_COLUMNS: tuple[str, ...] = (
     "image", "lot", "name", "readable", "error", "digest", "content_hash", "height", "width", "bit_depth",
-    "pixel_size_um", "has_pixel_size", "colour_spread", "saturated_fraction", "black_fraction", "dynamic_range",
-    "focus",
+    "pixel_size_um", "has_pixel_size", "colour_spread", "saturated_fraction", "saturated_expected",
+    "saturated_excess", "black_fraction", "black_expected", "black_excess", "dynamic_range", "focus",
 )  # fmt: skip
 
 

@@ -140,8 +140,17 @@ def _dog_skew_factor(s: float) -> float:
     return float((w**3).sum() / (w**2).sum() ** 1.5) / s
 
 
+#: Above this many electrons the skewness of the stabilised count is its asymptote
+#: ``−1/(2·sqrt(λ))`` (delta method: the Poisson skew ``1/sqrt(λ)`` less ``3/(2·sqrt(λ))`` from
+#: the square root's curvature); at 10⁴ the pmf sum gives −0.0050002, the asymptote −0.005.
+_SKEW_ASYMPTOTE_ELECTRONS = 1e4
+
+
 def _stabilized_poisson_skew(lam: float) -> float:
-    """Skewness of Anscombe's ``2·sqrt(n + 3/8)`` for ``n ~ Poisson(lam)``, summed over the pmf."""
+    """Skewness of Anscombe's ``2·sqrt(n + 3/8)`` for ``n ~ Poisson(lam)``, summed over the pmf
+    (its asymptote above :data:`_SKEW_ASYMPTOTE_ELECTRONS`, so the sum stays bounded)."""
+    if lam > _SKEW_ASYMPTOTE_ELECTRONS:
+        return -0.5 / math.sqrt(lam)
     n = np.arange(0, int(math.ceil(lam + 12 * math.sqrt(lam) + 20)))
     p = np.exp(special.xlogy(n, lam) - special.gammaln(n + 1) - lam)  # scipy.stats.poisson.pmf, as scipy computes it
     f = 2.0 * np.sqrt(n + 0.375)

@@ -69,21 +69,43 @@ def _block_mean(image: np.ndarray, m: int) -> np.ndarray:
     return image[: h * m, : w * m].reshape(h, m, w, m).mean(axis=(1, 3))
 
 
+def representation_variance(image: np.ndarray) -> float:
+    """Variance of the rounding of a ``float32`` value at the image's largest magnitude.
+
+    A stored value is known to its last bit: rounding to a grid of step ``q`` adds uniform
+    noise of variance ``q²/12`` (Widrow & Kollár, *Quantization Noise*, Cambridge 2008,
+    ch. 4), with ``q`` the spacing of float32 values at ``max|x|``. It is the least noise any
+    image has, so a noise-free frame gets this variance, not zero.
+    """
+    top = float(np.max(np.abs(image))) if np.size(image) else 0.0
+    # (at least at float32 eps: the variance of an all-zero frame must stay representable)
+    q = float(np.spacing(np.float32(max(top, float(np.finfo(np.float32).eps)))))
+    return q * q / 12.0
+
+
+def _poisson_part_negligible(gain: float, image: np.ndarray) -> bool:
+    """Whether the Poisson variance ``gain·x`` stays below the representation variance at every
+    pixel: such a gain is no measurable noise, and ``2/gain`` in the transform would overflow."""
+    top = float(np.max(np.abs(image))) if np.size(image) else 0.0
+    return gain * top <= representation_variance(image)
+
+
 def stabilize(image: np.ndarray, model: NoiseModel) -> np.ndarray:
     """Generalized Anscombe transform: unit noise variance for ``var = a·mean + b``.
 
     ``f(x) = (2/a)·sqrt(a·x + 3a²/8 + b)`` (Mäkitalo & Foi 2013, eq. 2 with the Gaussian mean
     0), which for pure Poisson counts (a = 1, b = 0) is Anscombe's ``2·sqrt(x + 3/8)``; without a
-    Poisson part, ``x / sqrt(b)``.
+    (measurable) Poisson part, ``x / sqrt(b)``, ``b`` at least the representation variance
+    (:func:`representation_variance`), so a noise-free frame gives finite, bounded values.
     """
     x = np.asarray(image, dtype=np.float32)
     a, b = model.gain, model.read_variance
-    if a <= 0:
-        return x / np.float32(math.sqrt(max(b, 1e-20)))
+    if a <= 0 or _poisson_part_negligible(a, x):
+        return x / np.float32(math.sqrt(max(b, representation_variance(x))))
     return np.float32(2.0 / a) * np.sqrt(np.maximum(a * x + np.float32(0.375 * a * a + b), 0.0))
 
 
-def fit_noise_model(image: np.ndarray, max_side: int = 1024) -> NoiseModel:
+def fit_noise_model(image: np.ndarray, max_side: int = 1024, valid: np.ndarray | None = None) -> NoiseModel:
     """Fit ``var = a·mean + b`` to the image's own noise.
 
     Every pixel gives a local mean (3 × 3) and an Immerkær residual; in 16 bins of equal
@@ -98,6 +120,11 @@ def fit_noise_model(image: np.ndarray, max_side: int = 1024) -> NoiseModel:
         2-D float image (any linear scale).
     max_side : int
         Side of the central crop the fit uses.
+    valid : numpy.ndarray, optional
+        Boolean mask of pixels whose values are measurements; a pixel enters the fit only
+        when its whole 3 × 3 window is valid (e.g. not clipped at 0 or the top code, where
+        the variance is censored and would bend the line). At a few electrons per pixel this
+        selects windows without zero counts, which biases the low-signal bins: a known limit.
 
     Returns
     -------
@@ -109,6 +136,11 @@ def fit_noise_model(image: np.ndarray, max_side: int = 1024) -> NoiseModel:
     crop = np.asarray(image[r0 : r0 + max_side, c0 : c0 + max_side], dtype=np.float32)
     resid = _residual(crop).ravel()
     mean = ndimage.uniform_filter(crop, 3, mode="reflect")[1:-1, 1:-1].ravel()
+    if valid is not None:
+        window_ok = ndimage.binary_erosion(np.asarray(valid[r0 : r0 + max_side, c0 : c0 + max_side], dtype=bool))
+        keep = window_ok[1:-1, 1:-1].ravel()
+        if np.count_nonzero(keep) >= 16 * _N_BINS:
+            resid, mean = resid[keep], mean[keep]
     order = np.argsort(mean, kind="stable")
     means, variances, weights = [], [], []
     for chunk in np.array_split(order, _N_BINS):
@@ -123,8 +155,12 @@ def fit_noise_model(image: np.ndarray, max_side: int = 1024) -> NoiseModel:
     scale = np.maximum(v, 1e-30)
     design = np.column_stack([m, np.ones_like(m)]) * (w / scale)[:, None]
     (a, b), _ = nnls(design, v * w / scale)
-    if a <= 0 and b <= 0:
-        b = float(max(v.max(), 1e-12))
+    # A noise-free frame (e.g. a rendered or perfectly super-resolved one) has residuals of
+    # zero in most bins: the least noise it can have is that of its stored values.
+    floor = representation_variance(crop)
+    if _poisson_part_negligible(float(a), crop):
+        a = 0.0
+    b = max(float(b), floor) if a <= 0 else float(b)
     model = NoiseModel(gain=float(a), read_variance=float(b), stabilized_sd=1.0, sum_inflation=1.0)
     z = stabilize(crop, model)
     sd1 = _robust_sd(_residual(z))

@@ -24,8 +24,9 @@ so one configuration serves high-resolution, low-resolution and super-resolved f
 4. **Detect** particles with Otsu's threshold (Otsu, IEEE SMC 1979) of the flattened image,
    then **locate each boundary** by a local half-maximum rule: a pixel belongs to a particle
    when it is above the level halfway between the particle's local substrate (median of a
-   ring around it) and the brightest particle pixel near it (its rim there): the 50 % edge
-   criterion of metrology. A global threshold sits closer to the substrate than to the
+   ring around it) and the brightest particle pixel within the edge's blur width of it (its
+   level, or rim, just inside the edge; a shaded particle is brighter farther in): the 50 %
+   edge criterion of metrology. A global threshold sits closer to the substrate than to the
    rims and puts every boundary outside the true edge by a fraction of the blur width (a
    bias of several per cent of the ECD of a 30-pixel particle). A component is kept on the
    evidence of all its pixels: it must hold a seed of step 0, and its summed contrast over
@@ -115,8 +116,17 @@ class SegmentationConfig(BaseModel):
         0.15,
         gt=0,
         le=MAX_WINDOW_REL,
-        description="half-width of the window around each pixel whose maximum is the particle's bright "
-        "(rim) level there, in particle diameters",
+        description="largest half-width of the window around each pixel whose maximum is the particle's level "
+        "at its edge, in particle diameters (the blur width, from probe_fwhm_px and the denoising, sets it "
+        "where that is smaller)",
+    )
+    probe_fwhm_px: float = Field(
+        1.0,
+        gt=0,
+        le=MAX_DENOISE_PX,
+        description="FWHM of the scan's probe in pixels: a scan is set up with a probe about as wide as its "
+        "pixel (a smaller one only aliases; semqa.sr.degradation). With the denoising it sets the edge blur, "
+        "hence how far inside a boundary the particle's own level is read (see _edge_reach_px)",
     )
     ring_px_rel: float = Field(
         0.25, gt=0, le=MAX_WINDOW_REL, description="width of the ring sampled for the local substrate level, in particle diameters"
@@ -287,8 +297,9 @@ def _local_threshold_mask(
     """Re-threshold every particle at the half level between its substrate and its nearby rim.
 
     The substrate level is the median of a ring around each connected component; the bright
-    level is the maximum within ``bright_px`` of each pixel, so each stretch of boundary is
-    placed by its own rim (shading, and touching particles of different brightness).
+    level is the particle's level just inside its nearest edge (:func:`_edge_level_map`), so
+    each stretch of boundary is placed by its own side (shading, and touching particles of
+    different brightness).
 
     Components without significant evidence (:class:`_Evidence`) are noise, not particles,
     and are dropped (an image of pure noise gives none).
@@ -312,9 +323,7 @@ def _local_threshold_mask(
     field = float(np.median(outside)) if outside.size else float(np.median(flat[~mask]))
     substrate = np.where(np.isfinite(substrate), substrate, field)
     real = _significant(lab, n, ring, evidence)
-    # Bright level: the highest particle pixel nearby (within bright_px); the work is done
-    # only on pixels of real particles' zones that have one.
-    bright_map = ndimage.maximum_filter(np.where(mask, flat, np.float32(-np.inf)), size=2 * bright_px + 1)
+    bright_map = _edge_level_map(flat, mask, bright_px)
     candidates = np.flatnonzero((np.concatenate([[False], real])[zone] & np.isfinite(bright_map)).ravel())
     sub = np.concatenate([[np.nan], substrate]).astype(np.float32)[zone.ravel()[candidates]]
     values = flat.ravel()[candidates]
@@ -325,6 +334,16 @@ def _local_threshold_mask(
     # from its first boundary) stays in, even where a dim interior is below its rims' half level.
     core = ~max_filter_square(~mask, 2 * bright_px + 1) & np.concatenate([[False], real])[lab]
     return refined.reshape(flat.shape) | core
+
+
+def _edge_level_map(flat: np.ndarray, mask: np.ndarray, reach_px: int) -> np.ndarray:
+    """Per pixel, the particle's level at the nearest edge: the highest mask pixel within
+    ``reach_px`` (the edge's blur width, :func:`_edge_reach_px`), −inf far from any particle.
+
+    The window reaches past the blurred transition to the level (or rim) at the edge, and
+    not farther in, where a shaded particle is brighter than at its edge.
+    """
+    return ndimage.maximum_filter(np.where(mask, flat, np.float32(-np.inf)), size=2 * reach_px + 1)
 
 
 def _notch_depth(regions: np.ndarray, boxes: list, a: int, b: int) -> float:
@@ -483,6 +502,21 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
     return ~outside[background]
 
 
+def _edge_reach_px(denoise_sigma: float, diameter: float, config: SegmentationConfig) -> int:
+    """Half-width (px) of the window whose maximum is a particle's level at its boundary.
+
+    The half-maximum rule needs the level just inside the edge, not the particle's brightest
+    part: on a shaded (tilted, dome-shaped) particle the far side is dimmer, and a level read
+    farther in puts that side's boundary inside the particle. A step blurred by a Gaussian of
+    sigma σ reaches 97.7 % of its height 2σ from the edge; σ combines the probe (FWHM / 2.355)
+    and the denoising, ``σ = hypot(probe_fwhm_px / 2.355, denoise_sigma)``.
+    """
+    edge_sigma = math.hypot(config.probe_fwhm_px / (2.0 * math.sqrt(2.0 * math.log(2.0))), denoise_sigma)
+    # On a small particle the window stays within bright_window_rel of its diameter: the
+    # maximum of a larger window of noisy pixels sits higher above the level.
+    return max(1, min(math.ceil(2.0 * edge_sigma), round(config.bright_window_rel * diameter)))
+
+
 def _denoise_sigma(diameter: float, noise_sigma: float, config: SegmentationConfig) -> float:
     """The larger of the scale rule (a fraction of the particle diameter, within the configured
     bounds) and the noise rule, the noise rule capped at a tenth of the diameter: a Gaussian of sigma σ pulls the half-level
@@ -620,7 +654,7 @@ def detect(image: np.ndarray, config: SegmentationConfig | None = None) -> Detec
     evidence = _Evidence(z=zp, seeds=seeds, seed_bits=sig.seed_bits, sum_sd=noise.stabilized_sd * noise.sum_inflation, k=sig.threshold)
     gap = max(1, math.ceil(2.0 * sigma))
     ring = max(2.0, config.ring_px_rel * diameter)
-    bright = max(1, round(config.bright_window_rel * diameter))
+    bright = _edge_reach_px(sigma, diameter, config)
     mask = _local_threshold_mask(flat, mask, gap, ring, bright, evidence, config)
     if config.fill_holes:
         mask = _fill_holes(mask)

@@ -34,8 +34,19 @@ def _hr_dir(data_dir: Path) -> Path:
     return data_dir / "hr" if (data_dir / "hr").is_dir() else data_dir
 
 
-def load_pairs(data_dir: str | Path, scale: int, *, hr_only: bool = False, degradation: DegradationConfig | None = None, seed: int = 0) -> list[Pair]:
+def load_pairs(
+    data_dir: str | Path,
+    scale: int,
+    *,
+    hr_only: bool = False,
+    degradation: DegradationConfig | None = None,
+    seed: int = 0,
+    hr_pixel_size_um: float | None = None,
+) -> list[Pair]:
     """Read every pair (or HR image) of ``data_dir``; LR of HR-only images is synthesised once.
+
+    ``hr_pixel_size_um`` (µm per HR pixel), where given, overrides the HR files' metadata
+    (as ``--pixel-size`` does for analysis).
 
     Raises
     ------
@@ -51,7 +62,7 @@ def load_pairs(data_dir: str | Path, scale: int, *, hr_only: bool = False, degra
         raise InputError(f"no HR images in {hr_dir}")
     pairs: list[Pair] = []
     for i, path in enumerate(hr_files):
-        hr_mg = read_image(path)
+        hr_mg = read_image(path, pixel_size_um=hr_pixel_size_um)
         hr = hr_mg.image
         if hr_only:
             deg = degradation or DegradationConfig(scale=scale)
