@@ -43,6 +43,7 @@ from skimage.feature import peak_local_max  # noqa: E402
 from skimage.filters import threshold_otsu  # noqa: E402
 from skimage.segmentation import watershed  # noqa: E402
 
+from semqa.particles.matching import pair_split  # noqa: E402
 from semqa.particles.measure import measure_particles  # noqa: E402
 from semqa.stats.psd import d_values  # noqa: E402
 from semqa.particles.segmentation import segment  # noqa: E402
@@ -59,23 +60,6 @@ def baseline_segment(image: np.ndarray, min_distance: int) -> np.ndarray:
     markers = np.zeros(image.shape, dtype=np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     return watershed(-dist, markers, mask=mask).astype(np.int32)
-
-
-def pair_split(labels: np.ndarray, true_labels: np.ndarray, ids: list[int]) -> bool:
-    """Both partners matched (IoU > 0.5) by two different objects."""
-    found = []
-    for pid in ids:
-        own = true_labels == pid
-        hits = labels[own]
-        hits = hits[hits > 0]
-        if hits.size == 0:
-            return False
-        obj = int(np.bincount(hits).argmax())
-        inter = int((hits == obj).sum())
-        if inter / (own.sum() + (labels == obj).sum() - inter) <= 0.5:
-            return False
-        found.append(obj)
-    return found[0] != found[1]
 
 
 def timed(

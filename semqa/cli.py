@@ -13,8 +13,12 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from semqa.errors import CheckFailed, InputError, SemqaError
+
+if TYPE_CHECKING:  # imported for the annotation only: the CLI starts without scipy
+    from semqa.stats.censoring import SizingLimit
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -255,9 +259,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     print(_psd_line("volume", result.psd_volume))
     print(f"excluded: {result.exclusions.border} cut by the border, {result.exclusions.too_small} below "
           f"{result.exclusions.min_pixels} px")
-    if result.sizing_limit is not None:
-        print(f"sizing limit: {result.sizing_limit.d_min_um:.3g} µm ({result.sizing_limit.source}); "
-              f"super-resolution {'on' if result.sr else 'off'} ({'default' if result.sr_by_default else 'flag'})")
+    _print_sizing_limit(result.sizing_limit, result.sr, result.sr_by_default)
     for w in result.psd.warnings:
         print(f"warning: {w}")
     for image in result.images:
@@ -271,6 +273,13 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     if args.overlays:
         print(f"wrote {len(micrographs)} overlay(s) to {args.overlays}")
     return EXIT_OK
+
+
+def _print_sizing_limit(limit: SizingLimit | None, sr: bool, sr_by_default: bool) -> None:
+    """The smallest size the analysis can measure and which way SR was chosen (issue #13's report line)."""
+    if limit is not None:
+        print(f"sizing limit: {limit.d_min_um:.3g} µm ({limit.source}); "
+              f"super-resolution {'on' if sr else 'off'} ({'default' if sr_by_default else 'flag'})")
 
 
 def _add_analyze(sub: argparse._SubParsersAction) -> None:
@@ -304,10 +313,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
           f"full frame for the rest of {len(summaries)} image(s) (per image in --csv FILE_images.csv)")
     for w in report.statistics.warnings:
         print(f"warning: {w}")
-    limit = report.statistics.sizing_limit
-    if limit is not None:
-        print(f"sizing limit: {limit.d_min_um:.3g} µm ({limit.source}); "
-              f"super-resolution {'on' if report.sr else 'off'} ({'default' if report.sr_by_default else 'flag'})")
+    _print_sizing_limit(report.statistics.sizing_limit, report.sr, report.sr_by_default)
     print(f"verdict: {report.verdict} — {report.reason}")
     _write_json(report, args.json)
     if args.csv:

@@ -14,6 +14,7 @@ import pytest
 from skimage.draw import ellipse
 
 from semqa.errors import InputError
+from semqa.particles.matching import pair_split
 from semqa.particles.measure import measure_particles
 from semqa.stats.psd import d_values
 from semqa.particles.segmentation import SegmentationConfig, segment
@@ -28,25 +29,6 @@ def _scene(seed: int, config: SynthConfig):
     scene = render_scene(config, rng)
     hr, lr = scan_scene(scene, config, rng)
     return scene, hr, lr
-
-
-def _pair_split(labels: np.ndarray, true_labels: np.ndarray, ids: list[int]) -> bool:
-    """A designed pair is split when each partner's best-overlapping object matches it (IoU > 0.5)
-    and the two objects differ."""
-    best = []
-    for pid in ids:
-        own = true_labels == pid
-        hits = labels[own]
-        hits = hits[hits > 0]
-        if hits.size == 0:
-            return False
-        obj = int(np.bincount(hits).argmax())
-        inter = int((hits == obj).sum())
-        iou = inter / (own.sum() + (labels == obj).sum() - inter)
-        if iou <= 0.5:
-            return False
-        best.append(obj)
-    return best[0] != best[1]
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +51,7 @@ def hr_results() -> pd.DataFrame:
             f"{k}_est": e for k, e in zip(("d10", "d50", "d90"), est)}, **{
             f"{k}_true": t for k, t in zip(("d10", "d50", "d90"), true)}})
         designed = truth[truth.touching_group >= 0].groupby("touching_group").particle_id.apply(list)
-        pairs += [_pair_split(labels, scene.labels, ids) for ids in designed if len(ids) == 2]
+        pairs += [pair_split(labels, scene.labels, ids) for ids in designed if len(ids) == 2]
     frame = pd.DataFrame(rows)
     frame.attrs["pairs"] = pairs
     return frame

@@ -112,3 +112,38 @@ def score_set(segment_fn: Callable[[np.ndarray], np.ndarray], items: Sequence[An
     if not items:
         raise ValueError("no annotated images to score")
     return mean_scores([score_image(segment_fn(a.image), a.labels, a.pixel_size_um or 1.0) for a in items])
+
+
+def pair_split(labels: np.ndarray, true_labels: np.ndarray, ids: Sequence[int]) -> bool:
+    """Whether a designed group of touching particles came out split: each true particle's
+    best-overlapping object matches it (IoU > 0.5, the matching rule of :func:`score_image`)
+    and no two of them share that object.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        Segmented label image, 0 = background.
+    true_labels : numpy.ndarray
+        The exact instance labels of the same frame.
+    ids : sequence of int
+        The true labels of the group (e.g. a designed touching pair).
+
+    Examples
+    --------
+    >>> truth = np.array([[1, 1, 2, 2]])
+    >>> pair_split(truth, truth, [1, 2]), pair_split(np.array([[1, 1, 1, 1]]), truth, [1, 2])
+    (True, False)
+    """
+    best = []
+    for pid in ids:
+        own = true_labels == pid
+        hits = labels[own]
+        hits = hits[hits > 0]
+        if hits.size == 0:
+            return False
+        obj = int(np.bincount(hits).argmax())
+        inter = int((hits == obj).sum())
+        if inter / (own.sum() + (labels == obj).sum() - inter) <= 0.5:
+            return False
+        best.append(obj)
+    return len(set(best)) == len(best)
