@@ -70,11 +70,11 @@ def _tiny_model(folder: Path) -> str:
     import torch
 
     from semqa.sr.archs import GeneratorConfig, build_generator
-    from semqa.sr.inference import save_generator_files
+    from semqa.components import save_network
 
     torch.manual_seed(0)
     config = GeneratorConfig(arch="srvgg", num_feat=16, num_conv=4, scale=2)
-    save_generator_files(build_generator(config), config, folder)
+    save_network(build_generator(config), config, folder)
     return str(folder)
 
 

@@ -61,6 +61,27 @@ class Registry:
         return factory(**{k: v for k, v in options.items() if k in accepted})
 
 
+#: The two files every network is stored as: safetensors weights (no pickle) and its typed options.
+WEIGHTS_FILE = "weights.safetensors"
+ARCH_FILE = "arch_config.json"
+
+
+def save_network(network: Any, options: Any, folder: Any) -> tuple[Any, Any]:
+    """Write ``network``'s float32 CPU weights (``WEIGHTS_FILE``) and its options model as JSON
+    (``ARCH_FILE``) into ``folder``, the pair :func:`load_network` reads; returns both paths."""
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").float().contiguous() for k, v in network.state_dict().items()}
+    weights, arch = folder / WEIGHTS_FILE, folder / ARCH_FILE
+    save_file(state, str(weights))
+    arch.write_text(options.model_dump_json(indent=2) + "\n")
+    return weights, arch
+
+
 def load_network(weights: Any, arch_file: Any, options_model: type, build: Callable[[Any], Any], kind: str) -> tuple[Any, Any, str]:
     """Rebuild a network from its architecture JSON and fill in safetensors weights; never unpickles.
 

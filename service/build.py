@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from semqa.errors import InputError, SemqaError
-from semqa.sr.inference import ARCH_FILE, TAG_WEIGHTS_ARTIFACT, WEIGHTS_FILE, Upscaler, load_upscaler
+from semqa.components import ARCH_FILE, WEIGHTS_FILE
+from semqa.sr.inference import TAG_WEIGHTS_ARTIFACT, Upscaler, load_upscaler
 from semqa.io.digests import file_digest
 from semqa.registry.store import MODEL_NAME, SEGMENTER_MODEL_NAME
 from semqa.results import ModelRef, SegmenterRef

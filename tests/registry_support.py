@@ -16,9 +16,10 @@ from pathlib import Path
 import mlflow
 import torch
 
+from semqa.components import save_network
 from semqa.sr.archs import GeneratorConfig, build_generator
 from semqa.registry.promotion import GateConfig
-from semqa.sr.inference import TAG_WEIGHTS_ARTIFACT, TAG_WEIGHTS_DIGEST, save_generator_files
+from semqa.sr.inference import TAG_WEIGHTS_ARTIFACT, TAG_WEIGHTS_DIGEST
 from semqa.io.digests import file_digest
 from semqa.registry.store import MODEL_NAME
 from semqa.synth.scenes import SynthConfig, make_pairs
@@ -126,7 +127,7 @@ def register_generator_run(generator: torch.nn.Module, *, validation_report=None
         mlflow.set_tag("semqa.code_version", code_version())
         if validation_report is not None:
             log_report_to_mlflow(validation_report)
-        weights, _ = save_generator_files(generator, TINY, tmp)
+        weights, _ = save_network(generator, TINY, tmp)
         digest = file_digest(weights)
         mlflow.log_artifacts(tmp, "generator/files")
     tags = {TAG_WEIGHTS_ARTIFACT: "generator/files", TAG_WEIGHTS_DIGEST: digest}

@@ -7,7 +7,8 @@ import torch
 from mlflow_store import fresh_store, migrated_db
 from semqa.sr.archs import GeneratorConfig, build_generator
 from semqa.errors import InputError
-from semqa.sr.inference import Upscaler, load_upscaler, save_generator_files
+from semqa.components import save_network
+from semqa.sr.inference import Upscaler, load_upscaler
 from semqa.io.digests import file_digest
 from semqa.results import ModelRef
 
@@ -61,7 +62,7 @@ def test_from_files_round_trip(tmp_path) -> None:
     torch.manual_seed(3)
     config = GeneratorConfig(num_feat=8, num_conv=2, scale=4)
     g = build_generator(config)
-    weights, arch = save_generator_files(g, config, tmp_path)
+    weights, arch = save_network(g, config, tmp_path)
     up = Upscaler.from_files(weights, arch, device="cpu")
     assert up.scale == 4
     assert up.ref.weights_digest == file_digest(weights)
@@ -73,7 +74,7 @@ def test_from_files_round_trip(tmp_path) -> None:
 
 def test_from_files_rejects_wrong_architecture(tmp_path) -> None:
     g = build_generator(GeneratorConfig(num_feat=8, num_conv=2))
-    weights, arch = save_generator_files(g, GeneratorConfig(num_feat=8, num_conv=2), tmp_path)
+    weights, arch = save_network(g, GeneratorConfig(num_feat=8, num_conv=2), tmp_path)
     arch.write_text(GeneratorConfig(num_feat=16, num_conv=2).model_dump_json())
     with pytest.raises(InputError, match="do not fit"):
         Upscaler.from_files(weights, arch)
@@ -109,7 +110,7 @@ def test_super_resolve_cli_keeps_bit_depth_and_pixel_size(tmp_path, capsys) -> N
     from semqa.io.images import read_image, write_image
 
     config = GeneratorConfig(num_feat=8, num_conv=2, scale=2)
-    save_generator_files(build_generator(config), config, tmp_path / "model")
+    save_network(build_generator(config), config, tmp_path / "model")
     src = tmp_path / "in"
     write_image(src / "a.tif", _image(30, 40), pixel_size_um=0.4, bit_depth=16)
     write_image(src / "b.png", _image(20, 20, 1), pixel_size_um=0.2)
@@ -155,7 +156,7 @@ def test_super_resolve_refuses_tile_sizes_that_would_show_seams(tmp_path, capsys
     from semqa.io.images import write_image
 
     config = GeneratorConfig(num_feat=8, num_conv=2, scale=2)
-    save_generator_files(build_generator(config), config, tmp_path / "model")
+    save_network(build_generator(config), config, tmp_path / "model")
     write_image(tmp_path / "in.tif", _image(20, 20), pixel_size_um=0.4, bit_depth=16)
     for tile in ("0", "1"):
         assert main(["super-resolve", str(tmp_path / "in.tif"), str(tmp_path / "out.tif"), "--model", str(tmp_path / "model"), "--tile-size", tile]) == 2

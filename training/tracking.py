@@ -18,8 +18,9 @@ from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 from torch import nn
 
+from semqa.components import save_network
 from semqa.sr.archs import GeneratorConfig
-from semqa.sr.inference import TAG_WEIGHTS_ARTIFACT, TAG_WEIGHTS_DIGEST, save_generator_files
+from semqa.sr.inference import TAG_WEIGHTS_ARTIFACT, TAG_WEIGHTS_DIGEST
 from semqa.io.digests import file_digest
 from semqa.registry.lineage import RUN_TAG_DATASET_DIGEST
 from semqa.registry.store import MODEL_NAME
@@ -110,7 +111,7 @@ def register_generator(
     artifact = f"generator/step-{step:07d}"
     module = ema_generator.to("cpu").eval()
     with tempfile.TemporaryDirectory(prefix="semqa-gen-") as tmp:
-        weights, arch = save_generator_files(module, gen_config, tmp)
+        weights, arch = save_network(module, gen_config, tmp)
         digest = file_digest(weights)
         mlflow.log_artifacts(tmp, artifact)
         example = np.random.default_rng(0).random((2, 1, 16, 16)).astype(np.float32)

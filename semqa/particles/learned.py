@@ -24,13 +24,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from scipy import ndimage
 from skimage.segmentation import watershed
 from skimage.transform import resize
 from torch import nn
 
-from semqa.components import load_network
+from semqa.components import ARCH_FILE, WEIGHTS_FILE, load_network
 from semqa.errors import InputError
 from semqa.particles.archs import (
     BOUNDARY,
@@ -43,7 +42,7 @@ from semqa.particles.segmentation import estimate_particle_diameter
 from semqa.registry.model_uri import registered_files
 from semqa.registry.store import SEGMENTER_MODEL_NAME
 from semqa.results import SegmenterRef
-from semqa.sr.inference import ARCH_FILE, WEIGHTS_FILE, default_device
+from semqa.sr.inference import default_device
 
 #: ``--segmenter learned`` means the registry's production segmenter.
 LEARNED_URI = f"models:/{SEGMENTER_MODEL_NAME}@production"
@@ -53,17 +52,6 @@ SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
 #: Resampling factors outside this range would blow an image up or shrink it to nothing;
 #: the estimate is clamped into it (particles 4–240 px across at a 24 px working size).
 MIN_FACTOR, MAX_FACTOR = 0.1, 6.0
-
-
-def save_segmenter_files(net: nn.Module, config: SegmenterConfig, folder: str | Path) -> tuple[Path, Path]:
-    """Write ``weights.safetensors`` and ``arch_config.json`` into ``folder``; returns both paths."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in net.state_dict().items()}
-    weights, arch = folder / WEIGHTS_FILE, folder / ARCH_FILE
-    save_file(state, str(weights))
-    arch.write_text(config.model_dump_json(indent=2) + "\n")
-    return weights, arch
 
 
 def normalise(image: np.ndarray) -> np.ndarray:

@@ -28,7 +28,8 @@ from pydantic import BaseModel, Field, ValidationError
 
 from semqa.errors import CheckFailed, InputError
 from semqa.io.digests import file_digest
-from semqa.sr.inference import TAG_WEIGHTS_ARTIFACT, TAG_WEIGHTS_DIGEST, WEIGHTS_FILE
+from semqa.components import WEIGHTS_FILE
+from semqa.sr.inference import TAG_WEIGHTS_ARTIFACT, TAG_WEIGHTS_DIGEST
 from semqa.registry.promotion import TAG_EVAL_PREFIX
 from semqa.registry.records import check_record
 from semqa.registry.store import MODEL_NAME, configure_tracking, mask_credentials

@@ -30,10 +30,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
-from semqa.components import load_network
+from semqa.components import ARCH_FILE, WEIGHTS_FILE, load_network
 from semqa.errors import InputError
 from semqa.registry.model_uri import (  # noqa: F401 (tags re-exported)
     TAG_WEIGHTS_ARTIFACT,
@@ -47,23 +46,10 @@ from semqa.sr.archs import GeneratorConfig, build_generator
 #: The generator used when no model is named: the registry's production alias.
 DEFAULT_MODEL_URI = f"models:/{MODEL_NAME}@production"
 #: File names of a generator's weights and architecture (run artifacts and model extra files).
-WEIGHTS_FILE = "weights.safetensors"
-ARCH_FILE = "arch_config.json"
 #: Largest difference between tiled and whole-image output (float32 on CPU, images in [0, 1]):
 #: convolution sums regrouped for another window shape; below one grey level of 8-bit (1/255)
 #: output and of the same order as one of 16-bit (1/65535).
 TILING_ATOL = 1e-4
-
-
-def save_generator_files(generator: nn.Module, config: GeneratorConfig, folder: str | Path) -> tuple[Path, Path]:
-    """Write ``weights.safetensors`` and ``arch_config.json`` into ``folder``; returns both paths."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in generator.state_dict().items()}
-    weights, arch = folder / WEIGHTS_FILE, folder / ARCH_FILE
-    save_file(state, str(weights))
-    arch.write_text(config.model_dump_json(indent=2) + "\n")
-    return weights, arch
 
 
 def _window_starts(n: int, window: int, pad: int) -> tuple[list[int], list[tuple[int, int]]]:

@@ -26,13 +26,13 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, Field
 
+from semqa.components import save_network
 from semqa.errors import InputError
 from semqa.particles.annotations import Annotated, load_annotated
 from semqa.particles.archs import BOUNDARY, DISTANCE, FOREGROUND, build_segmenter
 from semqa.particles.learned import (
     LearnedSegmenter,
     load_segmenter,
-    save_segmenter_files,
 )
 from semqa.particles.matching import SegmentationScore, score_set
 from semqa.particles.segmentation import segment
@@ -266,7 +266,7 @@ class SegmenterTrainer(Trainer):
     def finish(self, steps: int, completed: bool, resumed_from: int | None) -> SegmenterTrainResult:
         self.net.eval()
         with tempfile.TemporaryDirectory(prefix="semqa-seg-") as tmp:
-            weights, _ = save_segmenter_files(self.net, self.config.model, tmp)
+            weights, _ = save_network(self.net, self.config.model, tmp)
             digest = file_digest(weights)
             artifact = f"segmenter/step-{steps:07d}"
             mlflow.log_artifacts(tmp, artifact)
