@@ -68,6 +68,7 @@ from semqa.particles.limits import (
     MAX_SNR,
     MAX_WINDOW_REL,
 )
+from semqa.particles.contacts import contact_candidates, gradient_noise_sd, line_threshold
 from semqa.particles.detection import significance
 from semqa.particles.measure import outline_hull
 from semqa.particles.primitives import block_mean, label_median, max_filter_square, narrow_labels, upsample_linear
@@ -165,6 +166,14 @@ class SegmentationConfig(BaseModel):
         description="least depth of a neck below the smaller part's inscribed radius, px: a digitised outline "
         "places each boundary within half a pixel, so a saddle and a peak of the distance map differ by chance "
         "by up to about that much (the difference of two uniform quantisations has sd sqrt(2/12) = 0.41 px)",
+    )
+    contact_k: float | None = Field(
+        3.0,
+        gt=0,
+        le=MAX_SNR,
+        description="significance, in gradient-noise sds, of an intensity edge inside a part for it to be cut "
+        "there (semqa.particles.contacts: overlapping particles have no distance-map maximum of their own); "
+        "None splits by the distance map only",
     )
     merge_notch_ratio: float = Field(
         0.3,
@@ -400,7 +409,9 @@ def _saddles(regions: np.ndarray, dist: np.ndarray, n: int) -> tuple[np.ndarray,
     return ra, rb, saddle
 
 
-def _split_component(mask: np.ndarray, dist: np.ndarray, markers: np.ndarray, config: SegmentationConfig) -> np.ndarray:
+def _split_component(
+    mask: np.ndarray, dist: np.ndarray, markers: np.ndarray, config: SegmentationConfig, notches: bool = True
+) -> np.ndarray:
     """Watershed of one component (a crop) from its markers, keeping only cuts through necks.
 
     Regions are merged in order of decreasing saddle (a merge tree of the distance map, as the
@@ -412,6 +423,7 @@ def _split_component(mask: np.ndarray, dist: np.ndarray, markers: np.ndarray, co
     is concave (one maximum), so it has no such saddle and stays whole. Cuts that survive are
     then checked for the notches in which two touching outlines meet (:func:`_notch_depth`): a
     cut ending on the union's convex outline crosses a body (a bend or a lobe) and is merged.
+    ``notches=False`` skips that test (for seeds whose cuts are tested later).
     """
     n = int(markers.max())
     regions = watershed(-dist, markers, mask=mask)
@@ -437,7 +449,7 @@ def _split_component(mask: np.ndarray, dist: np.ndarray, markers: np.ndarray, co
     ids = np.array([0] + [groups[r] for r in range(1, n + 1)])
     merged = ids[regions]
     boxes = ndimage.find_objects(merged)
-    for k in kept:
+    for k in kept if notches else ():
         a, b = groups[int(ra[k])], groups[int(rb[k])]
         if a == b:
             continue
@@ -449,7 +461,7 @@ def _split_component(mask: np.ndarray, dist: np.ndarray, markers: np.ndarray, co
     return np.concatenate([[0], new_ids + 1])[regions]
 
 
-def _split(mask: np.ndarray, config: SegmentationConfig) -> np.ndarray:
+def _split(mask: np.ndarray, config: SegmentationConfig, notches: bool = True) -> np.ndarray:
     """Label ``mask``, splitting touching particles (watershed of the distance map).
 
     Each connected component is handled in its own bounding box: markers are the regional
@@ -477,7 +489,7 @@ def _split(mask: np.ndarray, config: SegmentationConfig) -> np.ndarray:
         markers, n_markers = ndimage.label(peaks, structure=np.ones((3, 3)))
         if n_markers < 2:
             continue
-        parts = _split_component(own, dist, markers, config)
+        parts = _split_component(own, dist, markers, config, notches)
         n_parts = int(parts.max())
         if n_parts > 1:
             # Part 1 keeps the component's label; the others get new ones.
@@ -485,6 +497,56 @@ def _split(mask: np.ndarray, config: SegmentationConfig) -> np.ndarray:
             inside = parts > 0
             labels[grown][inside] = relabel[parts[inside]]
             next_label += n_parts - 1
+    return labels
+
+
+def _merge_notchless(parts: np.ndarray, digitisation_px: float) -> np.ndarray:
+    """Merge back neighbouring parts whose cut ends on the union's convex outline.
+
+    Two particles that overlap still meet in notches where their outlines cross; an edge
+    across one convex particle (shading, a facet) has none. The notch must be deeper than
+    the scatter of a digitised outline: twice ``digitisation_px``, as the notch depth is the
+    difference of two distances each placed within it.
+    """
+    n = int(parts.max())
+    ra, rb, _ = _saddles(parts, np.ones(parts.shape, dtype=np.float32), n)
+    boxes = ndimage.find_objects(parts)
+    groups = DisjointSet(range(1, n + 1))
+    for a, b in zip(ra, rb):
+        if _notch_depth(parts, boxes, int(a), int(b)) < 2.0 * digitisation_px:
+            groups.merge(int(a), int(b))
+    _, new_ids = np.unique([groups[r] for r in range(1, n + 1)], return_inverse=True)
+    return np.concatenate([[0], new_ids + 1])[parts]
+
+
+def _split_contacts(labels: np.ndarray, grad: np.ndarray, noise_sd: float, sigma_px: float, config: SegmentationConfig) -> np.ndarray:
+    """Cut every part of ``labels`` along the significant intensity edges inside it
+    (:mod:`semqa.particles.contacts`), the lines judged together against the frame's
+    false-detection budget; parts touching the frame stay whole (as in :func:`_split`).
+    New parts get labels above the existing ones."""
+    rows, cols = labels.shape
+    found = []
+    for c, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None or box[0].start == 0 or box[1].start == 0 or box[0].stop == rows or box[1].stop == cols:
+            continue
+        grown = tuple(slice(s.start - 1, s.stop + 1) for s in box)
+        own = labels[grown] == c
+        candidates = contact_candidates(own, grad[grown], noise_sd, sigma_px, config.contact_k, lambda m: _split(m, config, notches=False))
+        if candidates is not None:
+            found.append((c, grown, candidates))
+    z_min = line_threshold(sum(int(np.isfinite(f[2].z).sum()) for f in found), config.false_detections)
+    next_label = int(labels.max()) + 1
+    for c, grown, candidates in found:
+        if not (candidates.z > z_min).any():
+            continue
+        parts = _merge_notchless(candidates.cut(z_min), config.neck_depth_min_px)
+        n_parts = int(parts.max())
+        if n_parts < 2:
+            continue
+        relabel = np.concatenate([[0, c], np.arange(next_label, next_label + n_parts - 1)]).astype(np.int32)
+        inside = parts > 0
+        labels[grown][inside] = relabel[parts[inside]]
+        next_label += n_parts - 1
     return labels
 
 
@@ -664,6 +726,14 @@ def detect(image: np.ndarray, config: SegmentationConfig | None = None) -> Detec
         return Detection(empty, noise, sig.polarity, sig.has_structure, diameter, sigma)
     if config.split_touching:
         labels = _split(mask, config).astype(np.int32, copy=False)
+        if config.contact_k is not None:
+            # The gradient is taken in the stabilised frame (unit-variance noise, particles
+            # positive) at the denoising scale, at least 1 px (below, single-pixel noise dominates).
+            grad_sigma = max(1.0, sigma)
+            grad = ndimage.gaussian_gradient_magnitude(zp, grad_sigma)
+            grad_sd = gradient_noise_sd(grad, ~max_filter_square(mask, 2 * gap + 1))
+            if grad_sd is not None and grad_sd > 0:
+                labels = _split_contacts(labels, grad, grad_sd, grad_sigma, config)
     else:
         labels = ndimage.label(mask)[0].astype(np.int32, copy=False)
     return Detection(labels, noise, sig.polarity, sig.has_structure, diameter, sigma)
