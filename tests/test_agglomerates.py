@@ -110,3 +110,35 @@ def test_agglomerate_scene_has_clusters_of_the_configured_sizes_and_exact_labels
     # Non-convex outlines occur: some particle is measurably less solid than its hull.
     solidity = [r.solidity for r in regionprops(scene.labels) if r.area >= 50]
     assert min(solidity) < 0.9
+
+
+def _overlapping_discs(edge_gain: float, yields: tuple[float, float], seed: int) -> np.ndarray:
+    """Disc B lying over disc A (radius 25 px, centres 0.4 of the sum of radii apart): the union's
+    neck is 0.92 of a radius wide, so its distance map has one maximum; B's outline is
+    brightened by ``edge_gain`` within 1.5 px of it (the SE edge effect)."""
+    size, radius = 140, 25.0
+    yy, xx = np.mgrid[0:size, 0:size].astype(float)
+    c, d = size / 2, 0.4 * 2 * radius
+    img = np.full((size, size), 0.2)
+    img[np.hypot(yy - c, xx - (c - d / 2)) <= radius] = yields[0]
+    rb = np.hypot(yy - c, xx - (c + d / 2))
+    on_b = rb <= radius
+    img[on_b] = yields[1] * (1.0 + edge_gain * np.exp(-(radius - rb[on_b]) / 1.5))
+    return _noisy(ndimage.gaussian_filter(img, 0.8), seed)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_overlapping_particles_are_split_at_their_contact_edge(seed: int) -> None:
+    # No neck (one distance-map maximum): only the intensity edge of B's outline separates them.
+    with_edge = segment(_overlapping_discs(0.4, (0.5, 0.6), seed))
+    assert with_edge.max() == 2
+    # The two pieces follow the discs: B's piece lies on the right.
+    cols = [np.nonzero(with_edge == k)[1].mean() for k in (1, 2)]
+    assert abs(cols[0] - cols[1]) > 15
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_same_union_without_a_contact_edge_stays_whole(seed: int) -> None:
+    # The same outline in one uniform yield: no edge inside, so no cut (noise alone passes the
+    # per-frame line test with probability about the false-detection budget).
+    assert segment(_overlapping_discs(0.0, (0.55, 0.55), seed)).max() == 1
