@@ -134,7 +134,10 @@ def contact_candidates(
     ContactCandidates or None
         None when the part has fewer than two seeds (it stays whole).
     """
+    min_area = math.pi * (2.0 * sigma_px) ** 2
     values = grad[own]
+    if values.size < 2.0 * min_area:
+        return None  # too small to hold two seeds
     calm = own & (grad < np.median(values) + k * _RAYLEIGH_SD * noise_sd)
     # Opened by a disc of radius 2σ: noise speckle (correlated over about that width) leaves
     # holes and threads in the calm pixels that would make false necks.
@@ -145,7 +148,6 @@ def contact_candidates(
     n = int(seeds.max())
     if n < 2:
         return None
-    min_area = math.pi * (2.0 * sigma_px) ** 2
     areas = np.bincount(seeds.ravel(), minlength=n + 1)
     keep = areas >= min_area
     keep[0] = False
@@ -159,11 +161,12 @@ def contact_candidates(
     # (an edge's gradient profile is about 2σ wide; smooth shading varies over much more, and is removed).
     width = 2 * math.ceil(2.0 * sigma_px) + 1
     ridge = grad - ndimage.grey_opening(grad, size=(width, width))
-    # Sides' levels: the median over each seed (its calm interior) of the ridge's 3 × 3 maximum.
-    # A watershed line runs through the highest of the pixels across it, so in noise alone its
-    # values are local maxima, not typical pixels: the maximum filter gives the null that bias.
+    # Sides' levels: the median over each seed (its calm interior) of the ridge's maximum over a
+    # pixel and its 4 neighbours. A watershed line runs through the highest of the pixels across
+    # it, so in noise alone its values are such local maxima, not typical pixels: the maximum
+    # filter gives the null that selection.
     inside = seeds > 0
-    local_max = ndimage.maximum_filter(ridge, size=3)
+    local_max = ndimage.maximum_filter(ridge, footprint=ndimage.generate_binary_structure(2, 1))
     level = ndimage.median(local_max[inside], seeds[inside], index=np.arange(1, n + 1))
     level = np.concatenate([[0.0], np.asarray(level, dtype=float)])
     # The outline's own edge reaches exp(-d²/2σ²) of its peak at a distance d inside: below 1 %
