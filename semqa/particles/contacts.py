@@ -12,17 +12,19 @@ Here a part is cut only on evidence, judged against the frame's own gradient noi
 
 1. **Seeds**: the part's calm pixels, whose gradient magnitude is below the part's median
    gradient plus ``k`` noise sds (smooth shading, as on a dome, is calm; an edge is not),
-   split at their necks (a contact line often stops short of the outline), in pieces at least as large as a disc of radius ``2 σ`` (σ the gradient scale:
-   noise holes and bumps are about that wide, being correlated over the Gaussian's width).
+   opened by a disc of radius σ (σ the gradient scale: the noise is correlated over about that
+   width, and its speckle would leave threads and false necks), split at their necks (a contact
+   line often stops short of the outline), in pieces at least as large as a disc of radius 2σ.
 2. **Watershed** of the gradient magnitude from the seeds (Beucher & Meyer 1993): the lines
    run along the gradient ridges.
 3. **Keep a line** only where it is an edge: the mean ridge (white top-hat of the gradient)
    over its L pixels deeper than 3σ inside the part exceeds the higher of its two sides' levels
    by ``z`` sds of such a mean, ``z`` set by a false-detection budget per frame over all the
-   lines tested (:func:`line_threshold`). The gradient noise is
-   correlated over about ``2 σ`` along a line, so a mean of L pixels has the sd of about
-   ``L / (2 σ)`` independent ones. Lines that fail are merged back (one pass, so a merge does
-   not depend on the order of the pairs).
+   lines tested (:func:`line_threshold`). The gradient noise is correlated over about ``2 σ``
+   along a line, so a mean of L pixels has the sd of about ``L / (2 σ)`` independent ones. The
+   sides' level is the ridge's local maximum (the watershed puts its lines through local
+   maxima). Lines that fail are merged back (one pass, so a merge does not depend on the order
+   of the pairs); :mod:`semqa.particles.segmentation` then asks for a notch at each end.
 
 The gradient noise sd is measured on the frame's substrate (:func:`gradient_noise_sd`), so
 the test counts the substrate texture and correlated noise as the null, whatever the dose.
@@ -32,13 +34,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
-from scipy.stats import norm
 from scipy.cluster.hierarchy import DisjointSet
+from scipy.stats import norm
 from skimage.segmentation import watershed
 
 # Median of a Rayleigh variable of unit per-component sd: sqrt(2 ln 2). The gradient magnitude
