@@ -139,6 +139,11 @@ def contact_candidates(
     values = grad[own]
     if values.size < 2.0 * min_area:
         return None  # too small to hold two seeds
+    # The outline's own edge reaches exp(-d²/2σ²) of its peak at a distance d inside: below 1 %
+    # beyond 3σ, so only line pixels that deep are evidence of a contact.
+    deep = ndimage.distance_transform_edt(own) > 3.0 * sigma_px
+    if not deep.any():
+        return None  # no line could carry evidence
     calm = own & (grad < np.median(values) + k * _RAYLEIGH_SD * noise_sd)
     # Opened by a disc of radius 2σ: noise speckle (correlated over about that width) leaves
     # holes and threads in the calm pixels that would make false necks.
@@ -170,9 +175,6 @@ def contact_candidates(
     local_max = ndimage.maximum_filter(ridge, footprint=ndimage.generate_binary_structure(2, 1))
     level = ndimage.median(local_max[inside], seeds[inside], index=np.arange(1, n + 1))
     level = np.concatenate([[0.0], np.asarray(level, dtype=float)])
-    # The outline's own edge reaches exp(-d²/2σ²) of its peak at a distance d inside: below 1 %
-    # beyond 3σ, so only line pixels that deep are evidence of a contact.
-    deep = ndimage.distance_transform_edt(own) > 3.0 * sigma_px
     lo_parts, hi_parts, g_parts, deep_parts = [], [], [], []
     for axis in (0, 1):
         head, tail = np.arange(own.shape[axis] - 1), np.arange(1, own.shape[axis])
