@@ -23,14 +23,18 @@ extra=""; [ "${1:-}" = "--test" ] && extra="[test]"
 # pip's own output runs to hundreds of lines: show it as one line counting the packages
 # resolved, the build and install steps, and any warning or error in full. A failing pip
 # still fails this script (pipefail; awk itself always succeeds).
+tty=0; [ -t 1 ] && tty=1
 echo "installing semqa and its dependencies into .venv (a few minutes on a fresh machine)"
 # --no-compile: byte-compiling every installed module (some 17,000 files: 35 s of CPU for the
 # first 8,242 here, so about 75 s in all) is work most of which no run uses; Python compiles,
 # and caches, the modules a run actually imports on first import instead.
-.venv/bin/pip install --disable-pip-version-check --progress-bar off --no-compile torch==2.13.0 -e ".${extra}" 2>&1 | awk '
-  function endline() { if (open) { printf "\n"; open = 0 } }
+.venv/bin/pip install --disable-pip-version-check --progress-bar off --no-compile torch==2.13.0 -e ".${extra}" 2>&1 | awk -v tty="$tty" '
+  # On a terminal the count is one line rewritten in place; in a log (CI) it is printed once,
+  # when pip moves on, so the log does not hold hundreds of carriage-return updates on one line.
+  function endline() { if (open) { if (!tty) counts_line(); printf "\n"; open = 0 } }
+  function counts_line() { printf "  resolved %d packages, downloaded %d (%.0f MB)", n, d, mb }
   /is ignored/ { next }
-  function counts() { printf "\r  resolved %d packages, downloaded %d (%.0f MB)", n, d, mb; open = 1; fflush() }
+  function counts() { if (tty) { printf "\r"; counts_line(); fflush() } open = 1 }
   /^(Collecting|Requirement already satisfied)/ { n++; counts(); next }
   # "Downloading x.whl (12.3 MB)": the download, which is most of a fresh install, counted in MB.
   /^ *Downloading / { d++; if (match($0, /\(([0-9.]+) (kB|MB|GB)\)/)) { split(substr($0, RSTART + 1, RLENGTH - 2), v, " ");
