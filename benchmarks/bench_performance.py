@@ -215,10 +215,10 @@ else:
     from semqa.registry import records
     document = records.result_document(result)
     digest = records.content_digest(document)
-    text = records.canonical_json(records._without_pointer(document)).decode()
+    text = records.canonical_json(records._vouched(document)).decode()
     import mlflow
     mark("import mlflow")
-    records.record_with_mlflow("analysis-" + digest[7:19], records._tags(document, digest, "analysis"), "result/result.json", text)
+    records.record_with_mlflow("analysis-" + digest[7:19], records._tags(document, digest, "analysis"), f"{records.RESULT_ARTIFACT_DIR}/{records.RESULT_ARTIFACT_FILE}", text)
     mark("record (MLflow client)")
     recorded = result
 print(json.dumps({"stages": marks, "json": len(recorded.model_dump_json(indent=2))}))
