@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from semqa.particles.detection import _into_blocks, _subsample_blocks
 from semqa.particles.measure import measure_particles
 from semqa.particles.segmentation import detect
 
@@ -82,6 +83,28 @@ def test_frozen_frames_hold_particles() -> None:
     assert len(FROZEN) == 8
     assert all(f["labels"].max() >= 5 for f in FROZEN.values())
     assert {int(f["polarity"]) for f in FROZEN.values()} == {1, -1}
+
+
+def _expanded(small: np.ndarray, f: int, shape: tuple[int, int]) -> np.ndarray:
+    """The full-size nearest-neighbour expansion the detection used before issue 15 (reference)."""
+    big = np.repeat(np.repeat(small, f, axis=0), f, axis=1)
+    return np.pad(big, ((0, shape[0] - big.shape[0]), (0, shape[1] - big.shape[1])), mode="edge")
+
+
+@pytest.mark.parametrize("shape, f", [((64, 64), 4), ((67, 45), 2), ((70, 83), 8), ((33, 16), 16)])
+def test_blockwise_combination_equals_expansion(shape: tuple[int, int], f: int) -> None:
+    rng = np.random.default_rng(f)
+    small = rng.normal(size=(shape[0] // f, shape[1] // f)).astype(np.float32)
+    full = rng.normal(size=shape).astype(np.float32)
+    expected = np.maximum(full, _expanded(small, f, shape))
+    _into_blocks(np.maximum, full, small, f)
+    np.testing.assert_array_equal(full, expected)
+    bits = rng.integers(0, 8, size=shape).astype(np.uint16)
+    small_bits = rng.integers(0, 64, size=small.shape).astype(np.uint16)
+    expected_bits = bits | _expanded(small_bits, f, shape)
+    _into_blocks(np.bitwise_or, bits, small_bits, f)
+    np.testing.assert_array_equal(bits, expected_bits)
+    np.testing.assert_array_equal(_subsample_blocks(small, f, shape, 4), _expanded(small, f, shape)[::4, ::4])
 
 
 if __name__ == "__main__":
