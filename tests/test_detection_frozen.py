@@ -16,6 +16,7 @@ import pytest
 
 from semqa.particles.detection import _into_blocks, _subsample_blocks
 from semqa.particles.measure import measure_particles
+from semqa.particles.noise import _equal_count_bins
 from semqa.particles.segmentation import detect
 
 DATA = Path(__file__).parent / "data" / "detection_frozen.npz"
@@ -105,6 +106,19 @@ def test_blockwise_combination_equals_expansion(shape: tuple[int, int], f: int) 
     _into_blocks(np.bitwise_or, bits, small_bits, f)
     np.testing.assert_array_equal(bits, expected_bits)
     np.testing.assert_array_equal(_subsample_blocks(small, f, shape, 4), _expanded(small, f, shape)[::4, ::4])
+
+
+@pytest.mark.parametrize("n, levels", [(300, 7), (4097, 7), (20000, 3), (5000, 100000), (17, 2)])
+def test_equal_count_bins_equal_a_stable_sort(n: int, levels: int) -> None:
+    """The noise fit's bins (many ties, as in 8-bit frames) are those of a stable argsort."""
+    rng = np.random.default_rng(n)
+    key = (rng.integers(0, levels, n) / levels).astype(np.float32)
+    values = rng.normal(size=n).astype(np.float32)
+    medians, groups = _equal_count_bins(key, values)
+    for chunk, median, group in zip(np.array_split(np.argsort(key, kind="stable"), 16), medians, groups):
+        np.testing.assert_array_equal(np.sort(values[chunk]), np.sort(group))
+        if chunk.size:
+            assert median == float(np.median(key[chunk]))
 
 
 if __name__ == "__main__":
