@@ -25,7 +25,11 @@ NOISE_FIELDS = ("gain", "read_variance", "stabilized_sd", "sum_inflation")
 
 def _frames() -> dict[str, np.ndarray]:
     """The frames, from fixed seeds, as 16-bit codes (images are ``codes / 65535``)."""
-    from semqa.synth.agglomerates import AgglomerateConfig, render_agglomerates, scan_agglomerates
+    from semqa.synth.agglomerates import (
+        AgglomerateConfig,
+        render_agglomerates,
+        scan_agglomerates,
+    )
     from semqa.synth.families import FamilyConfig, render_family, scan_family
     from semqa.synth.scenes import SynthConfig, render_pair
 
