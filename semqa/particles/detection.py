@@ -100,11 +100,36 @@ def _block_mean(image: np.ndarray, f: int) -> np.ndarray:
     return image[: h * f, : w * f].reshape(h, f, w, f).mean(axis=(1, 3))
 
 
-def _to_shape(small: np.ndarray, f: int, shape: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour expansion of a block grid back to ``shape`` (edge rows repeated)."""
-    big = np.repeat(np.repeat(small, f, axis=0), f, axis=1)
-    pad = ((0, shape[0] - big.shape[0]), (0, shape[1] - big.shape[1]))
-    return np.pad(big, pad, mode="edge") if any(p[1] for p in pad) else big
+def _into_blocks(ufunc: np.ufunc, full: np.ndarray, small: np.ndarray, f: int) -> None:
+    """``full = ufunc(full, expanded small)`` in place, ``small`` expanded as nearest-neighbour
+    blocks of ``f × f`` (the rows and columns past the last whole block take its edge values).
+
+    The same values as expanding ``small`` to a full-size array first, without it: each block
+    of ``full`` is a strided view against which ``small`` broadcasts.
+    """
+    h, w = small.shape
+    hf, wf = h * f, w * f
+    body = full[:hf, :wf].view()
+    body.shape = (h, f, w, f)  # a view (raises rather than copies)
+    ufunc(body, small[:, None, :, None], out=body)
+    if full.shape[0] > hf:
+        rows = full[hf:, :wf].view()
+        rows.shape = (full.shape[0] - hf, w, f)
+        ufunc(rows, small[-1][None, :, None], out=rows)
+    if full.shape[1] > wf:
+        cols = full[:hf, wf:].view()
+        cols.shape = (h, f, full.shape[1] - wf)
+        ufunc(cols, small[:, -1][:, None, None], out=cols)
+        if full.shape[0] > hf:
+            ufunc(full[hf:, wf:], small[-1, -1], out=full[hf:, wf:])
+
+
+def _subsample_blocks(small: np.ndarray, f: int, shape: tuple[int, int], step: int) -> np.ndarray:
+    """``expanded[::step, ::step]`` of ``small`` expanded to ``shape`` as in :func:`_into_blocks`,
+    gathered from ``small`` directly."""
+    rows = np.minimum(np.arange(0, shape[0], step) // f, small.shape[0] - 1)
+    cols = np.minimum(np.arange(0, shape[1], step) // f, small.shape[1] - 1)
+    return small[rows][:, cols]
 
 
 @lru_cache(maxsize=64)
@@ -117,6 +142,7 @@ def _dog_norm_1d(n: int, s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return (ga * ga).sum(0), (gb * gb).sum(0), (ga * gb).sum(0)
 
 
+@lru_cache(maxsize=32)
 def _dog_null_sd(shape: tuple[int, int], s: float) -> np.ndarray:
     """sd of the DoG response (centre ``s``, surround ``SURROUND·s``, reflecting borders) to unit
     white noise, per pixel: ``‖row i of the filter matrix‖₂``.
@@ -125,10 +151,15 @@ def _dog_null_sd(shape: tuple[int, int], s: float) -> np.ndarray:
     twice in a corner): a threshold for the interior would be crossed there by noise alone.
     Each Gaussian is separable, so the squared norm is a sum of outer products of 1-D terms
     ``⟨g_a, g_b⟩`` per position, from the 1-D filter matrices.
+
+    The map depends on the frame's shape and the scale only, so it is cached (read-only): a lot of
+    same-sized frames, and the second test of one frame, reuse it.
     """
     (raa, rbb, rab), (caa, cbb, cab) = (_dog_norm_1d(n, s) for n in shape)
     var = np.outer(raa, caa) + np.outer(rbb, cbb) - 2.0 * np.outer(rab, cab)
-    return np.sqrt(np.maximum(var, 1e-30)).astype(np.float32)
+    sd = np.sqrt(np.maximum(var, 1e-30)).astype(np.float32)
+    sd.flags.writeable = False
+    return sd
 
 
 def _dog_skew_factor(s: float) -> float:
@@ -218,20 +249,26 @@ def significance(z: np.ndarray, model: NoiseModel, false_detections: float = 0.0
         dog = ndimage.gaussian_filter(grid, sg, mode="reflect") - ndimage.gaussian_filter(grid, SURROUND * sg, mode="reflect")
         # Block means of f² pixels have null sd sd_sum / f (sums keep sd_sum · sqrt(N)).
         response = dog / (_dog_null_sd(grid.shape, sg) * np.float32(sd_sum / f))
-        if f > 1:
-            response = _to_shape(response, f, z.shape)
         # Responses in units of this scale's threshold, times k: one threshold k for all.
+        # A coarse scale's maps are combined block-wise into the full-size ones (no expansion).
         cf = _dog_skew_factor(s) * (k * k - 1) / 6
+        bit = np.uint16(1 << j)
         for best, bits, r in (
             (bright, bright_bits, response * np.float32(k / (k + bright_skew * cf))),
             (dark, dark_bits, -response * np.float32(k / (k + dark_skew * cf))),
         ):
-            np.maximum(best, r, out=best)
-            bits |= (r >= k).astype(np.uint16) << np.uint16(j)
+            hit = np.where(r >= k, bit, np.uint16(0))
+            if f > 1:
+                _into_blocks(np.maximum, best, r, f)
+                _into_blocks(np.bitwise_or, bits, hit, f)
+            else:
+                np.maximum(best, r, out=best)
+                bits |= hit
         # Polarity evidence of this scale: the extremes of the response on a 4 × 4 subsample.
         # Blobs of the minority phase give a long tail on their side; a step edge responds
         # symmetrically and a blob's surround lobe is weaker than its centre.
-        lo, hi = np.quantile(response[::4, ::4], [0.005, 0.995])
+        sample = _subsample_blocks(response, f, z.shape, 4) if f > 1 else response[::4, ::4]
+        lo, hi = np.quantile(sample, [0.005, 0.995])
         tilt += float(hi + lo)
     top_bright, top_dark = float(bright.max()), float(dark.max())
     polarity = (1 if tilt >= 0 else -1) if max(top_bright, top_dark) >= k else 0

@@ -105,6 +105,39 @@ def stabilize(image: np.ndarray, model: NoiseModel) -> np.ndarray:
     return np.float32(2.0 / a) * np.sqrt(np.maximum(a * x + np.float32(0.375 * a * a + b), 0.0))
 
 
+def _equal_count_bins(key: np.ndarray, values: np.ndarray) -> tuple[list[float], list[np.ndarray]]:
+    """Median of ``key`` and the ``values`` in each of :data:`_N_BINS` bins of equal count by the
+    rank of ``key``, ties ranked by position: the bins of
+    ``numpy.array_split(numpy.argsort(key, kind="stable"), _N_BINS)``, each median as
+    ``numpy.median`` of the bin's keys.
+
+    A bin is a rank range; a full sort also orders the pixels within each bin, which no
+    statistic of a bin needs. One partition of ``key`` gives the values at the bin boundaries and
+    at each bin's middle ranks; a pixel lies past a boundary when its key is larger, or equal and
+    later than the equal keys that still fit before it. The pixels are then grouped by bin with a
+    radix sort of the 8-bit bin number (within a bin by position: the order no statistic of a bin
+    depends on).
+    """
+    q, r = divmod(key.size, _N_BINS)
+    edges = np.concatenate([[0], np.cumsum([q + 1] * r + [q] * (_N_BINS - r))])
+    inner = edges[1:-1][(edges[1:-1] > 0) & (edges[1:-1] < key.size)]
+    lo, hi = (edges[:-1] + edges[1:] - 1) // 2, (edges[:-1] + edges[1:]) // 2
+    ranks = np.unique(np.concatenate([inner - 1, lo, hi]))
+    ranks = ranks[(ranks >= 0) & (ranks < key.size)]
+    at = dict(zip(ranks.tolist(), np.partition(key, ranks)[ranks].tolist())) if ranks.size else {}
+    # (the mean of the middle two in the key's dtype, as numpy.median takes it)
+    medians = [float(np.mean([at[a], at[b]], dtype=key.dtype)) if b in at else float("nan") for a, b in zip(lo.tolist(), hi.tolist())]
+    cut = np.array([at[i - 1] for i in inner.tolist()], dtype=key.dtype)
+    bins = np.searchsorted(cut, key, side="left").astype(np.uint8)  # boundaries strictly below the key
+    for value in np.unique(cut).tolist():
+        ties = np.flatnonzero(key == value)
+        before = int(np.count_nonzero(key < value))
+        for rank in inner[cut == value].tolist():
+            bins[ties[rank - before :]] += 1
+    groups = np.split(values[np.argsort(bins, kind="stable")], edges[1:-1])
+    return medians, groups
+
+
 def fit_noise_model(image: np.ndarray, max_side: int = 1024, valid: np.ndarray | None = None) -> NoiseModel:
     """Fit ``var = a·mean + b`` to the image's own noise.
 
@@ -141,13 +174,12 @@ def fit_noise_model(image: np.ndarray, max_side: int = 1024, valid: np.ndarray |
         keep = window_ok[1:-1, 1:-1].ravel()
         if np.count_nonzero(keep) >= 16 * _N_BINS:
             resid, mean = resid[keep], mean[keep]
-    order = np.argsort(mean, kind="stable")
     means, variances, weights = [], [], []
-    for chunk in np.array_split(order, _N_BINS):
+    for values, chunk in zip(*_equal_count_bins(mean, resid)):
         if chunk.size < 16:
             continue
-        means.append(float(np.median(mean[chunk])))
-        variances.append(_robust_sd(resid[chunk]) ** 2)
+        means.append(values)
+        variances.append(_robust_sd(chunk) ** 2)
         weights.append(math.sqrt(chunk.size))
     m, v, w = np.array(means), np.array(variances), np.array(weights)
     # Relative residuals: variance estimates of n samples have relative sd sqrt(2/n), the same
