@@ -122,6 +122,13 @@ def server(postgres, tmp_path_factory, request):
         "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret-key-0123456789",
         "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
         "MLFLOW": str(Path(sys.executable).with_name("mlflow")),
+        # MLflow's job runner (huey consumer processes, each importing mlflow) runs GenAI jobs
+        # semqa never submits: not started here.
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        # Each request's scrypt password check costs ~0.14 s of CPU; the test's ~200 requests
+        # check the same few credentials. Only successful checks are cached: the 401/403
+        # refusals below go through the same checks as without the cache.
+        "SEMQA_MLFLOW_AUTH_CACHE_TTL_S": "600",
     }
     for var in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
         env.pop(var, None)
