@@ -15,6 +15,7 @@
 #   SEMQA_MLFLOW_ADMIN (admin)     SEMQA_MLFLOW_DEFAULT_PERMISSION (READ)
 #   SEMQA_MLFLOW_AUTH_CONFIG       where the auth config file is written (default ./mlflow-auth.ini)
 #   SEMQA_MLFLOW_ALLOWED_HOSTS     --allowed-hosts for a server reached by name (e.g. mlflow.example.com)
+#   SEMQA_MLFLOW_AUTH_CACHE_TTL_S  seconds a worker trusts a checked password (0, MLflow's default: check every request)
 set -euo pipefail
 
 : "${SEMQA_MLFLOW_DB:?set SEMQA_MLFLOW_DB to the backend store URI (postgresql+psycopg2://…)}"
@@ -30,6 +31,7 @@ default_permission = ${SEMQA_MLFLOW_DEFAULT_PERMISSION:-READ}
 database_uri = ${SEMQA_MLFLOW_AUTH_DB}
 admin_username = ${SEMQA_MLFLOW_ADMIN:-admin}
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+auth_cache_ttl_seconds = ${SEMQA_MLFLOW_AUTH_CACHE_TTL_S:-0}
 INI
 export MLFLOW_AUTH_CONFIG_PATH="$config"
 

@@ -141,13 +141,21 @@ def running_service(
     """Serve the semqa service on 127.0.0.1:``port`` in the background; yields its URL.
 
     Waits at most ``ready_timeout_s`` for ``/readyz`` (failing early if the server exits) and
-    stops the server with :func:`stop_tree` on leaving, also when the wait fails.
+    stops the server with :func:`stop_tree` on leaving, also when the wait fails. The server's
+    temporary files go to a folder of its own (``TMPDIR``), removed once it is stopped.
     """
+    import shutil
+    import tempfile
+
     from service.client import SemqaClient
 
     env = dict(os.environ if env is None else env)
     # The checkout first on the path, as `python -m semqa.cli` from its root would have it.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+    # BentoML's proxy to the generator service makes a /tmp/bentoml-client-* folder in every
+    # worker and removes it only on an orderly exit, which a worker stopped by a signal skips.
+    tmp = tempfile.mkdtemp(prefix="semqa-service-tmp-")
+    env["TMPDIR"] = tmp
     proc = start_group(service_command(port, bento=bento), log_path=log_path, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -160,6 +168,7 @@ def running_service(
         yield url
     finally:
         stop_tree(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _prctl(option: int, value: int) -> None:

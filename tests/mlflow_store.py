@@ -20,6 +20,26 @@ def migrated_db(folder: Path) -> Path:
     return db
 
 
+def migrated_template(tmp_path_factory) -> Path:
+    """The session's migrated database (made on first use, ~5 s of CPU); copy it, never write to it.
+
+    Every module that wants an empty store copies this one file instead of migrating its own.
+    """
+    folder = tmp_path_factory.getbasetemp() / "mlflow-migrated"
+    marker = folder / "done"
+    if not marker.is_file():
+        folder.mkdir(exist_ok=True)
+        migrated_db(folder)
+        marker.write_text("migrated")
+    return folder / "mlflow.db"
+
+
+def empty_store(tmp_path_factory, folder: Path) -> Path:
+    """A copy of :func:`migrated_template` as ``folder/mlflow.db`` (what :func:`migrated_db` makes); returns its path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copy(migrated_template(tmp_path_factory), folder / "mlflow.db"))
+
+
 def fresh_store(template: Path, workdir: Path, monkeypatch) -> str:
     """Copy ``template`` to ``workdir/mlruns/mlflow.db``, chdir there, point MLflow (and ``SEMQA_HOME``) at it."""
     import mlflow

@@ -24,7 +24,7 @@ from semqa.io.digests import file_digest
 from semqa.registry.store import MODEL_NAME
 from semqa.synth.scenes import SynthConfig, make_pairs
 from semqa.version import code_version
-from mlflow_store import fresh_store
+from mlflow_store import empty_store, fresh_store
 
 TINY = GeneratorConfig(arch="srvgg", num_feat=8, num_conv=2, scale=4)
 SIZE_PX = 192
@@ -32,8 +32,8 @@ SIZE_PX = 192
 LOOSE_GATES = GateConfig(min_psnr_gain_db=-100.0, max_d50_rel_error=10.0, max_wasserstein_um=100.0, max_hallucination_rate=1.0)
 
 
-def _train_template(folder: Path) -> str:
-    """Train and register version 1 in ``folder/mlruns``; returns the training run id."""
+def _train_template(folder: Path, tmp_path_factory) -> str:
+    """Train and register version 1 in ``folder/mlruns`` (a copy of the session's migrated store); returns the training run id."""
     from training.config import demo_config
     from training.train import train
 
@@ -41,7 +41,7 @@ def _train_template(folder: Path) -> str:
     pairs = make_pairs(folder / "pairs", 3, SynthConfig(size_px=SIZE_PX), seed=1)
     make_pairs(folder / "eval", 2, SynthConfig(size_px=SIZE_PX), seed=99)
     uri = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
-    (folder / "mlruns").mkdir(exist_ok=True)
+    empty_store(tmp_path_factory, folder / "mlruns")
     # training.train points MLflow at semqa.registry.store.tracking_uri(): name this store there.
     os.environ["MLFLOW_TRACKING_URI"] = uri
     mlflow.set_tracking_uri(uri)
@@ -67,7 +67,7 @@ def trained_template(tmp_path_factory) -> dict:
         old_cwd, old_uri = Path.cwd(), os.environ.pop("MLFLOW_TRACKING_URI", None)
         os.chdir(tmp_path_factory.getbasetemp())
         try:
-            run_id = _train_template(folder)
+            run_id = _train_template(folder, tmp_path_factory)
         finally:
             os.chdir(old_cwd)
             os.environ.pop("MLFLOW_TRACKING_URI", None)

@@ -410,17 +410,19 @@ def _page_digests(at: AppTest) -> dict[tuple[str, str, str], str]:
 
 
 @pytest.mark.slow
-def test_learned_segmenter_choice_runs_the_same_analysis(lots_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_learned_segmenter_choice_runs_the_same_analysis(
+    lots_root: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The sidebar offers the production learned segmenter; the page's comparison is the same `compare` with it."""
     import mlflow
-    from mlflow_store import migrated_db
+    from mlflow_store import empty_store
 
     from semqa.particles.learned import load_segmenter
     from semqa.registry.store import SEGMENTER_MODEL_NAME
     from training.segmenter.config import build_config
     from training.segmenter.train import train_segmenter
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{migrated_db(tmp_path / 'store')}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{empty_store(tmp_path_factory, tmp_path / 'store')}")
     monkeypatch.setenv("SEMQA_HOME", str(tmp_path))
     at = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
     assert at.radio(key="segmenter").options == ["classic"]  # nothing registered yet

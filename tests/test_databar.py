@@ -207,22 +207,52 @@ def _read(folder, pixel_size=None):
     return {lot: [read_image(p, pixel_size_um=pixel_size) for p in ps] for lot, ps in load_lots(folder).items()}
 
 
+def _unit_ecds(result) -> list[np.ndarray]:
+    """Per-unit ECD arrays of one analysis, a unit being an image, in image order (as ``compare`` forms them)."""
+    return [np.array([p.ecd_um for p in result.particles if p.image == s.name], dtype=float) for s in result.images]
+
+
+def _analyze_lots(lots, config):
+    """Every lot's images analysed in one pool of two processes; ``(lot → per-unit ECDs, summaries)``.
+
+    Names get their lot as prefix: lots reuse file names, and one analysis needs unique ones.
+    """
+    import dataclasses
+
+    flat = [dataclasses.replace(mg, name=f"{lot}/{mg.name}") for lot, mgs in lots.items() for mg in mgs]
+    result = analyze(flat, config, workers=2)  # the same result for any number of processes
+    per_unit = dict(zip([s.name for s in result.images], _unit_ecds(result)))
+    return {lot: [per_unit[f"{lot}/{mg.name}"] for mg in mgs] for lot, mgs in lots.items()}, result.images
+
+
 @pytest.mark.slow
 def test_verdict_unchanged_by_a_bar(lots_pair):
-    """The same lots compared with themselves written with a data bar (appended, overlaid, at the side): equivalent."""
+    """The same lots compared with themselves written with a data bar (appended, overlaid, at the side): equivalent.
+
+    The reference is analysed once, in ``compare`` with the appended bar; the overlaid and side
+    lots are analysed once each and tested against the reference's per-unit ECDs with
+    :func:`semqa.stats.equivalence.compare_products`, the statistics ``compare`` runs on the
+    same units (one unit per image, the sizing limit of the coarsest analysed pixel).
+    """
+    from semqa.stats.censoring import sizing_limit
+    from semqa.stats.equivalence import compare_products
+
     plain, barred, overlaid, side = lots_pair
     config = AnalysisConfig(n_bootstrap=0)
-    reference = _read(plain)
     # Two processes: the same result for any number (tests/test_analysis_parallel.py), sooner.
-    appended = compare(reference, _read(barred, 0.1), config, workers=2)
-    drawn = compare(reference, _read(overlaid, 0.1), config, workers=2)
-    beside = compare(reference, _read(side, 0.1), config, workers=2)
-    assert appended.verdict == drawn.verdict == beside.verdict == "equivalent", (appended.reason, drawn.reason, beside.reason)
-    assert {s.roi.source for r in beside.test.values() for s in r.images} == {"auto-databar"}
+    appended = compare(_read(plain), _read(barred, 0.1), config, workers=2)
+    assert appended.verdict == "equivalent", appended.reason
     # An appended bar hides nothing: the test lots' particles are the reference's, one for one.
     for lot, result in appended.test.items():
         assert [p.ecd_um for p in result.particles] == [p.ecd_um for p in appended.reference[lot].particles]
-    assert {s.roi.source for r in drawn.test.values() for s in r.images} == {"auto-databar"}
+    reference = {lot: _unit_ecds(result) for lot, result in appended.reference.items()}
+    reference_images = [s for r in appended.reference.values() for s in r.images]
+    for name, folder in (("drawn", overlaid), ("beside", side)):
+        units, images = _analyze_lots(_read(folder, 0.1), config)
+        assert {s.roi.source for s in images} == {"auto-databar"}, name
+        limit = sizing_limit(max(s.analysed_pixel_size_um for s in [*reference_images, *images]), config.min_pixels)
+        stats = compare_products(reference, units, None, limit)
+        assert stats.verdict == "equivalent", (name, stats.reason)
 
 
 @pytest.mark.slow

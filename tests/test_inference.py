@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mlflow_store import fresh_store, migrated_db
+from mlflow_store import fresh_store, migrated_template
 from semqa.sr.archs import GeneratorConfig, build_generator
 from semqa.errors import InputError
 from semqa.components import save_network
@@ -91,7 +91,7 @@ def test_bad_images_raise_input_error(bad) -> None:
 
 @pytest.fixture(scope="session")
 def mlflow_template(tmp_path_factory):
-    return migrated_db(tmp_path_factory.mktemp("mlflow-template"))
+    return migrated_template(tmp_path_factory)
 
 
 def test_missing_production_model_is_a_clear_input_error(tmp_path, monkeypatch, mlflow_template) -> None:

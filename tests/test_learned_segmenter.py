@@ -13,7 +13,7 @@ import mlflow
 import numpy as np
 import pytest
 import tifffile
-from mlflow_store import migrated_db
+from mlflow_store import empty_store
 from skimage.measure import find_contours
 
 from semqa.errors import CheckFailed, InputError
@@ -78,8 +78,7 @@ def trained(tmp_path_factory):
     from training.segmenter.train import train_segmenter
 
     root = tmp_path_factory.mktemp("segmenter")
-    (root / "mlruns").mkdir()
-    uri = f"sqlite:///{migrated_db(root / 'mlruns')}"
+    uri = f"sqlite:///{empty_store(tmp_path_factory, root / 'mlruns')}"
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         mp.setenv("MLFLOW_TRACKING_URI", uri)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import semqa
-from mlflow_store import fresh_store, migrated_db
+from mlflow_store import fresh_store, migrated_template
 from semqa.cli import main
 from semqa.io.images import write_image
 from semqa.registry.records import canonical_json, content_digest, differences
@@ -29,7 +29,7 @@ SECRET = "s3cr3t-Pa55"
 
 @pytest.fixture(scope="module")
 def template_db(tmp_path_factory) -> Path:
-    return migrated_db(tmp_path_factory.mktemp("records-template"))
+    return migrated_template(tmp_path_factory)
 
 
 @pytest.fixture

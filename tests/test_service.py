@@ -23,7 +23,7 @@ import pytest
 import tifffile
 import torch
 
-from mlflow_store import migrated_db
+from mlflow_store import empty_store
 from semqa.sr.archs import GeneratorConfig, build_generator
 from semqa.cli import main as cli
 from semqa.io.digests import bytes_digest, file_digest
@@ -97,9 +97,7 @@ def env(tmp_path_factory):
     """A registry with a production generator, the service's settings, LR test images."""
     root = tmp_path_factory.mktemp("service")
     mp = pytest.MonkeyPatch()
-    store = root / "mlruns"
-    store.mkdir()
-    db = migrated_db(store)
+    db = empty_store(tmp_path_factory, root / "mlruns")
     uri = f"sqlite:///{db}"
     mp.chdir(root)
     mp.setenv("MLFLOW_TRACKING_URI", uri)
@@ -546,7 +544,7 @@ def test_upload_limits_and_the_service_keeps_serving(env, server):
 # --- packaging --------------------------------------------------------------------------------
 
 
-def test_bento_build_serves_the_packaged_model_without_mlflow(env, tmp_path, monkeypatch):
+def test_bento_build_serves_the_packaged_model_without_mlflow(env, tmp_path, tmp_path_factory, monkeypatch):
     """``semqa service build`` packages the production model; the Bento serves it with no registry."""
     import bentoml
 
@@ -561,9 +559,7 @@ def test_bento_build_serves_the_packaged_model_without_mlflow(env, tmp_path, mon
     assert bentoml.models.get(models[1]).info.labels["run_id"] == seg_mv.run_id
 
     # A store without any registered model: the Bento serves its packaged one, and records its results there.
-    records = tmp_path / "records"
-    records.mkdir()
-    records_uri = f"sqlite:///{migrated_db(records)}"
+    records_uri = f"sqlite:///{empty_store(tmp_path_factory, tmp_path / 'records')}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", records_uri)
     # Served through the CLI in its own process group: serving a Bento in this process would
     # leave its bento arguments in BentoML's process-wide state for later serves.

@@ -17,7 +17,7 @@ import yaml
 from skimage.measure import block_reduce
 from skimage.metrics import structural_similarity
 
-from mlflow_store import fresh_store, migrated_db
+from mlflow_store import fresh_store, migrated_template
 from semqa.errors import CheckFailed, InputError
 from semqa.sr.inference import load_upscaler
 from semqa.registry.store import MODEL_NAME
@@ -137,7 +137,7 @@ def test_config_yaml_errors_are_one_line(tmp_path) -> None:
 
 @pytest.fixture(scope="session")
 def mlflow_template(tmp_path_factory):
-    return migrated_db(tmp_path_factory.mktemp("mlflow-template"))
+    return migrated_template(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

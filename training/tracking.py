@@ -122,7 +122,10 @@ def register_generator(
                 input_example=example,
                 signature=GENERATOR_SIGNATURE,
                 extra_files=[str(weights), str(arch)],
-                step=step,
+                # No ``step``: with one, MLflow links the run's metrics at that step to the
+                # logged model by fetching the whole history of every metric key, one request
+                # per key (38 here, each longer as training runs longer). The version's tags
+                # carry the held-out metrics (below) and the run keeps every metric.
                 # Explicit: the pt2 program needs only torch and numpy, and MLflow's
                 # requirement inference would load the model in a subprocess (slow).
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"],
