@@ -5,7 +5,7 @@ For each scene family, and for a user's annotated folder if given (``DIR/images`
 mean per-image particle-count error, D10/D50/D90 relative errors, matched precision and
 recall (IoU > 0.5) and mean IoU (:func:`semqa.particles.matching.score_image`), and CPU and
 wall seconds per megapixel (median over images); then the learned segmenter's wall time on
-a 1024 × 768 frame.
+a 1024 × 768 HR frame and a 1024 × 768 LR frame.
 
 Methods: ``classic`` (:func:`semqa.particles.segmentation.segment`), ``learned`` (the model
 named by ``--model``) and ``baseline`` (the plain scikit-image pipeline of
@@ -13,7 +13,11 @@ named by ``--model``) and ``baseline`` (the plain scikit-image pipeline of
 
 Families: ``hr`` — :mod:`semqa.synth.scenes` defaults (0.1 µm/px, D50 3 µm, bright rims);
 ``lr`` — the 4× coarser fast scans of the same scenes; ``randomized`` — scenes of
-:mod:`semqa.synth.randomized` from a seed stream training never uses.
+:mod:`semqa.synth.randomized` from a seed stream training never uses; ``agglo-se``,
+``agglo-flat``, ``dome-clumps`` — the agglomerate families of ``bench_agglomerates.py``
+(clusters of irregular particles; flat contrast; overlapping domes), also from their own seed
+stream. Training draws its scenes from ``SeedSequence(seed, spawn_key=(i,))`` with the
+training seed (0 for the shipped model); the benchmark's seed (default 4242) is another.
 
 Run: ``.venv/bin/python benchmarks/bench_learned_segmentation.py --model models:/semqa-segmenter/1 [--n 4] [--user DIR]``
 """
@@ -35,6 +39,8 @@ import pandas as pd
 from skimage.transform import resize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_agglomerates import FAMILIES as AGGLOMERATE_FAMILIES
+from bench_agglomerates import scene as agglomerate_scene
 from bench_segmentation import baseline_segment
 
 from semqa.particles.annotations import Annotated, load_annotated
@@ -58,6 +64,11 @@ def families(n: int, size: int, seed: int) -> dict[str, list[Annotated]]:
         out["lr"].append(Annotated(f"lr{i}", lr, lr_labels, config.lr_pixel_size_um))
         image, labels = synthetic_scene(np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(7_000_001, i))), size)
         out["randomized"].append(Annotated(f"rnd{i}", image, labels, PIXEL_SIZE_UM))
+    for k, family in enumerate(AGGLOMERATE_FAMILIES):
+        out[family] = [
+            agglomerate_scene(family, size, np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(8_000_001, k, i))))
+            for i in range(n)
+        ]
     return out
 
 
@@ -126,18 +137,20 @@ def main() -> None:
         print(f"{family}: learned / classic count error {sub.loc['learned', 'count_err_%'] / max(sub.loc['classic', 'count_err_%'], 1e-9):.2f}x, "
               f"D50 error {sub.loc['learned', 'd50_err_%'] / max(sub.loc['classic', 'd50_err_%'], 1e-9):.2f}x, "
               f"CPU time {sub.loc['learned', 'cpu_s_per_MP'] / sub.loc['classic', 'cpu_s_per_MP']:.2f}x")
-    config = SynthConfig(size_px=1024)
-    frame = scan_scene(render_scene(config, np.random.default_rng(1)), config, np.random.default_rng(2))[0][:768]
-    walls, cpus = [], []
-    for _ in range(3):
-        w0, c0 = time.perf_counter(), time.process_time()
-        learned.segment(frame)
-        walls.append(time.perf_counter() - w0)
-        cpus.append(time.process_time() - c0)
-    # CPU seconds over all threads: on 2 idle cores the wall time is about half of it; on a
-    # shared host the wall time also counts waiting for a core (load average above).
-    print(f"learned segmenter on a 1024 × 768 frame: CPU {statistics.median(cpus):.2f} s, wall {statistics.median(walls):.2f} s "
-          f"(medians of 3; torch threads {__import__('torch').get_num_threads()}; load average {os.getloadavg()[0]:.2f})")
+    # A 1024 × 768 HR frame, and a 1024 × 768 LR frame (the fast scan of a 4096-px field).
+    config = SynthConfig(size_px=4096)
+    hr, lr = scan_scene(render_scene(config, np.random.default_rng(1)), config, np.random.default_rng(2))
+    for name, frame in (("HR", hr[:768, :1024]), ("LR", lr[:768, :1024])):
+        walls, cpus = [], []
+        for _ in range(3):
+            w0, c0 = time.perf_counter(), time.process_time()
+            learned.segment(frame)
+            walls.append(time.perf_counter() - w0)
+            cpus.append(time.process_time() - c0)
+        # CPU seconds over all threads: on 2 idle cores the wall time is about half of it; on a
+        # shared host the wall time also counts waiting for a core (load average above).
+        print(f"learned segmenter on a 1024 × 768 {name} frame: CPU {statistics.median(cpus):.2f} s, wall {statistics.median(walls):.2f} s "
+              f"(medians of 3; torch threads {__import__('torch').get_num_threads()}; load average {os.getloadavg()[0]:.2f})")
 
 
 if __name__ == "__main__":

@@ -209,3 +209,73 @@ def test_analyze_with_a_registered_segmenter_records_it(trained, tmp_path, monke
             trace_result(out)
     assert main(["analyze", str(image), "--segmenter", f"models:/{SEGMENTER_MODEL_NAME}/99"]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_working_factor_keeps_images_inside_the_range_unscaled():
+    from semqa.particles.archs import SegmenterConfig
+    from semqa.particles.learned import working_factor
+
+    ranged = SegmenterConfig(working_diameter_px=8, working_diameter_max_px=96)
+    assert working_factor(10.0, ranged) == 1.0
+    assert working_factor(96.0, ranged) == 1.0
+    assert working_factor(4.0, ranged) == pytest.approx(2.0)
+    assert working_factor(192.0, ranged) == pytest.approx(0.5)
+    fixed = SegmenterConfig()  # one working size, as the first models
+    assert working_factor(12.0, fixed) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="working_diameter_max_px"):
+        SegmenterConfig(working_diameter_px=24, working_diameter_max_px=12)
+
+
+def test_inference_network_folds_batch_norm_and_matches_the_trained_network():
+    import torch
+
+    from semqa.particles.archs import SegmenterConfig, build_segmenter
+    from semqa.particles.learned import inference_network
+
+    torch.manual_seed(0)
+    net = build_segmenter(SegmenterConfig(num_feat=4, depth=2))
+    net.train()
+    net(torch.randn(4, 1, 32, 32))  # moves the batch-norm running statistics off their defaults
+    net.eval()
+    fused = inference_network(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # the original is left as it was
+    x = torch.randn(1, 1, 48, 64)
+    with torch.inference_mode():
+        expected = net(x)
+        got = fused(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("source", ["randomized", "agglomerates", "families"])
+def test_scene_mix_sources_render_with_exact_labels(source):
+    from training.segmenter.scenes import SceneMix, mixed_scene
+
+    mix = SceneMix(**{"randomized": 0.0, source: 1.0, "lr_fraction": 1.0, "databar_fraction": 1.0})
+    image, labels, what = mixed_scene(mix, 3, (0,), 128, (8.0, 20.0))
+    assert what == {"source": source, "lr": source != "agglomerates", "databar": True}
+    assert image.shape == labels.shape and image.dtype == np.float32
+    assert labels.max() > 0 and np.isfinite(image).all()
+    # The data bar's pixels belong to no particle: some whole rows or columns at an edge are background.
+    edges = [labels[:8].max(), labels[-8:].max(), labels[:, :8].max(), labels[:, -8:].max()]
+    assert min(edges) == 0
+
+
+def test_default_scene_mix_renders_the_randomized_scenes_it_always_did():
+    from semqa.synth.randomized import MEDIAN_ECD_RANGE_PX, synthetic_scene
+    from training.segmenter.scenes import SceneMix, mixed_scene
+
+    image, labels, what = mixed_scene(SceneMix(), 0, (5,), 96, MEDIAN_ECD_RANGE_PX)
+    old_image, old_labels = synthetic_scene(np.random.default_rng(np.random.SeedSequence(0, spawn_key=(5,))), 96)
+    assert what["source"] == "randomized" and not what["lr"] and not what["databar"]
+    np.testing.assert_array_equal(labels, old_labels)
+    np.testing.assert_array_equal(image, old_image.astype(np.float32))
+
+
+def test_scene_mix_without_sources_is_refused():
+    from training.segmenter.config import build_config
+
+    with pytest.raises(InputError, match="every source weight is 0"):
+        build_config({"scene_mix": {"randomized": 0}})
+    with pytest.raises(InputError, match="scene_mix"):
+        build_config({"scene_mix": {"bogus": 1}})

@@ -13,7 +13,7 @@ The config is stored as JSON beside the safetensors weights, as for the generato
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 #: Output channels: foreground logit, boundary logit, normalised distance.
@@ -33,8 +33,25 @@ class SegmenterConfig(BaseModel):
     depth: int = Field(3, ge=1, le=5, description="down-sampling steps (the receptive field grows as 2^depth)")
     working_diameter_px: float = Field(
         24.0, ge=8, le=60,
-        description="images are resampled so the typical particle ECD is this many pixels before the network sees them",
+        description="images whose typical particle ECD is smaller are upsampled so it is this many pixels before the network sees them",
     )
+    working_diameter_max_px: float | None = Field(
+        None, ge=8, le=512,
+        description=(
+            "images whose typical ECD is larger are downsampled to this; between the two the image is used as it is "
+            "(a model trained across that range). None: one working size, working_diameter_px"
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _range(self) -> SegmenterConfig:
+        if self.working_diameter_max_px is not None and self.working_diameter_max_px < self.working_diameter_px:
+            raise ValueError(f"working_diameter_max_px {self.working_diameter_max_px} < working_diameter_px {self.working_diameter_px}")
+        return self
+
+    def working_range(self) -> tuple[float, float]:
+        """Smallest and largest typical particle ECD the network is run at, px."""
+        return self.working_diameter_px, self.working_diameter_max_px or self.working_diameter_px
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from semqa.particles.archs import SegmenterConfig
 from semqa.synth.randomized import MEDIAN_ECD_RANGE_PX
 from training.options import Options
+from training.segmenter.scenes import SceneMix
 
 
 class LossWeights(BaseModel):
@@ -31,11 +32,12 @@ class SegmenterTrainConfig(Options):
     model: SegmenterConfig = Field(default_factory=SegmenterConfig)
     init_from: str | None = Field(None, description="fine-tune: start from this segmenter (models:/ URI or folder)")
     # data
-    synthetic_scenes: int = Field(32, ge=0, description="randomized synthetic scenes rendered for training (0: annotated only)")
+    synthetic_scenes: int = Field(32, ge=0, description="synthetic scenes rendered for training (0: annotated only)")
     scene_size_px: int = Field(256, ge=64, le=2048, description="side of each synthetic scene, px")
     scene_median_ecd_px: tuple[float, float] = Field(
         MEDIAN_ECD_RANGE_PX, description="range of the synthetic scenes' median ECD, px (log-uniform; held-out scenes keep the default)"
     )
+    scene_mix: SceneMix = Field(default_factory=SceneMix, description="sources and variations of the synthetic scenes (training and held-out)")
     annotated_repeat: int = Field(4, ge=1, description="how often each annotated image is listed among the training samples")
     patch_size: int = Field(64, ge=16, description="training patch side at working scale, px (a multiple of 2^depth)")
     batch_size: int = Field(8, ge=1)

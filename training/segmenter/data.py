@@ -21,9 +21,11 @@ from scipy import ndimage
 from skimage.transform import resize
 
 from semqa.particles.annotations import Annotated
-from semqa.particles.learned import MAX_FACTOR, MIN_FACTOR, normalise
+from semqa.particles.archs import SegmenterConfig
+from semqa.particles.learned import normalise, working_factor, working_shape
 from semqa.particles.segmentation import estimate_particle_diameter
-from semqa.synth.randomized import MEDIAN_ECD_RANGE_PX, synthetic_scene
+from semqa.synth.randomized import MEDIAN_ECD_RANGE_PX
+from training.segmenter.scenes import SceneMix, mixed_scene
 
 
 @dataclass(frozen=True)
@@ -54,13 +56,13 @@ def targets(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return fg.astype(np.float32), contact.astype(np.float32), dist.astype(np.float32)
 
 
-def working_sample(name: str, image: np.ndarray, labels: np.ndarray, working_diameter_px: float) -> Sample | None:
+def working_sample(name: str, image: np.ndarray, labels: np.ndarray, model: SegmenterConfig) -> Sample | None:
     """Resample an image and its labels to working scale (as inference does) and make targets."""
     diameter = estimate_particle_diameter(image)
     if diameter is None:
         return None
-    factor = float(np.clip(working_diameter_px / diameter, MIN_FACTOR, MAX_FACTOR))
-    shape = (max(8, round(image.shape[0] * factor)), max(8, round(image.shape[1] * factor)))
+    factor = working_factor(diameter, model)
+    shape = working_shape(image.shape, factor)
     work = resize(image, shape, order=1, anti_aliasing=factor < 1, preserve_range=True).astype(np.float32)
     lab = resize(labels, shape, order=0, anti_aliasing=False, preserve_range=True).astype(np.int32)
     fg, contact, dist = targets(lab)
@@ -68,28 +70,39 @@ def working_sample(name: str, image: np.ndarray, labels: np.ndarray, working_dia
 
 
 def synthetic_samples(
-    n: int, size_px: int, working_diameter_px: float, seed: int, median_ecd_px: tuple[float, float] = MEDIAN_ECD_RANGE_PX
+    n: int,
+    size_px: int,
+    model: SegmenterConfig,
+    seed: int,
+    median_ecd_px: tuple[float, float] = MEDIAN_ECD_RANGE_PX,
+    mix: SceneMix | None = None,
 ) -> tuple[list[Sample], pd.DataFrame]:
-    """``n`` randomized synthetic samples and their manifest (seed, scene index and size range per sample)."""
+    """``n`` synthetic samples of ``mix`` (default: randomized scenes only) and their manifest.
+
+    The manifest names each sample's seed, scene index and size (and, for a non-default mix
+    or size range, its source, LR scan and data bar), so the data digest names the data.
+    """
+    mix = mix or SceneMix()
     samples, rows = [], []
     for i in range(n):
-        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i,)))
-        image, labels = synthetic_scene(rng, size_px, median_ecd_px)
-        s = working_sample(f"synth-{seed}-{i:04d}", image, labels, working_diameter_px)
+        image, labels, what = mixed_scene(mix, seed, (i,), size_px, median_ecd_px)
+        s = working_sample(f"synth-{seed}-{i:04d}", image, labels, model)
         if s is not None:
             samples.append(s)
             row = {"name": s.name, "source": "synthetic", "seed": seed, "index": i, "size_px": size_px}
             if tuple(median_ecd_px) != MEDIAN_ECD_RANGE_PX:  # the default keeps the manifest (and data digest) it had
                 row["median_ecd_px"] = f"{median_ecd_px[0]:g}-{median_ecd_px[1]:g}"
+            if not mix.is_default():
+                row.update({"scene": what["source"], "lr": what["lr"], "databar": what["databar"]})
             rows.append(row)
     return samples, pd.DataFrame(rows)
 
 
-def annotated_samples(items: list[Annotated], working_diameter_px: float) -> tuple[list[Sample], pd.DataFrame]:
+def annotated_samples(items: list[Annotated], model: SegmenterConfig) -> tuple[list[Sample], pd.DataFrame]:
     """Annotated images as samples, and their manifest (name and label digest per image)."""
     samples, rows = [], []
     for a in items:
-        s = working_sample(a.name, a.image, a.labels, working_diameter_px)
+        s = working_sample(a.name, a.image, a.labels, model)
         if s is not None:
             samples.append(s)
             digest = hashlib.sha256(a.image.tobytes() + a.labels.astype(np.int32).tobytes()).hexdigest()

@@ -42,10 +42,11 @@ from semqa.registry.store import SEGMENTER_MODEL_NAME, store_dir
 from semqa.results import SegmenterRef
 from semqa.sr.inference import TAG_WEIGHTS_ARTIFACT, TAG_WEIGHTS_DIGEST
 from semqa.io.digests import file_digest
-from semqa.synth.randomized import synthetic_scene
+from semqa.synth.randomized import MEDIAN_ECD_RANGE_PX
 from semqa.version import code_version
 from training.segmenter.config import SegmenterTrainConfig
 from training.segmenter.data import PatchSampler, annotated_samples, synthetic_samples
+from training.segmenter.scenes import SceneMix, mixed_scene
 from training.tracking import environment_text
 from training.trainer import CHECKPOINT_FILE, Trainer
 
@@ -70,12 +71,11 @@ def split_annotated(items: list[Annotated], val_fraction: float, seed: int) -> t
     return [items[i] for i in order[n_val:]], [items[i] for i in order[:n_val]]
 
 
-def synthetic_heldout(n: int, size_px: int, seed: int) -> list[Annotated]:
-    """Seeded synthetic held-out scenes (a seed stream the training scenes never use)."""
+def synthetic_heldout(n: int, size_px: int, seed: int, mix: SceneMix | None = None) -> list[Annotated]:
+    """Seeded synthetic held-out scenes of ``mix`` (a seed stream the training scenes never use)."""
     out = []
     for i in range(n):
-        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1_000_003, i)))
-        image, labels = synthetic_scene(rng, size_px)
+        image, labels, _ = mixed_scene(mix or SceneMix(), seed, (1_000_003, i), size_px, MEDIAN_ECD_RANGE_PX)
         out.append(Annotated(name=f"heldout-{i:03d}", image=image, labels=labels, pixel_size_um=0.1))
     return out
 
@@ -180,19 +180,18 @@ class SegmenterTrainer(Trainer):
     def setup(self) -> None:
         c = self.config
         torch.manual_seed(c.seed)
-        work_d = c.model.working_diameter_px
-        samples, manifest = synthetic_samples(c.synthetic_scenes, c.scene_size_px, work_d, c.seed, c.scene_median_ecd_px)
+        samples, manifest = synthetic_samples(c.synthetic_scenes, c.scene_size_px, c.model, c.seed, c.scene_median_ecd_px, c.scene_mix)
         heldout: list[Annotated] = []
         if self.annotated_dir is not None:
             items = load_annotated(self.annotated_dir, pixel_size_um=self.pixel_size_um)
             train_items, heldout = split_annotated(items, c.val_fraction, c.seed)
-            ann, ann_manifest = annotated_samples(train_items, work_d)
+            ann, ann_manifest = annotated_samples(train_items, c.model)
             samples += ann * c.annotated_repeat
             manifest = pd.concat([manifest, ann_manifest], ignore_index=True)
         if self.heldout_dir is not None:
             heldout = load_annotated(self.heldout_dir, pixel_size_um=self.pixel_size_um)
         if not heldout and c.heldout_scenes:
-            heldout = synthetic_heldout(c.heldout_scenes, c.heldout_size_px, c.seed)
+            heldout = synthetic_heldout(c.heldout_scenes, c.heldout_size_px, c.seed, c.scene_mix)
         if not samples:
             raise InputError("no training images: set synthetic_scenes > 0 or give annotated images")
         if c.patch_size % (2**c.model.depth):
