@@ -13,8 +13,8 @@ import pytest
 from scipy import ndimage
 from skimage.measure import regionprops
 
-from semqa.particles.matching import score_image
-from semqa.particles.segmentation import segment
+from semqa.particles.matching import pair_split, score_image
+from semqa.particles.segmentation import SegmentationConfig, segment
 from semqa.synth.agglomerates import (
     AgglomerateConfig,
     render_agglomerates,
@@ -142,3 +142,48 @@ def test_same_union_without_a_contact_edge_stays_whole(seed: int) -> None:
     # The same outline in one uniform yield: no edge inside, so no cut (noise alone passes the
     # per-frame line test with probability about the false-detection budget).
     assert segment(_overlapping_discs(0.0, (0.55, 0.55), seed)).max() == 1
+
+
+def _ring_cluster(seed: int, dose: float = 100.0) -> tuple[np.ndarray, np.ndarray]:
+    """Six overlapping discs (radius 12 px, centres 20 px from the frame's centre) around a
+    patch of substrate, Poisson noise; the image and its exact labels."""
+    size, radius, spread = 160, 12.0, 20.0
+    yy, xx = np.mgrid[0:size, 0:size]
+    truth = np.zeros((size, size), dtype=np.int32)
+    for k in range(6):
+        a = 2 * np.pi * k / 6
+        truth[(yy - size / 2 - spread * np.sin(a)) ** 2 + (xx - size / 2 - spread * np.cos(a)) ** 2 <= radius**2] = k + 1
+    return _noisy(np.where(truth > 0, 0.6, 0.2), seed, dose), truth
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_substrate_enclosed_by_a_cluster_is_opened_and_the_cluster_split(seed: int) -> None:
+    img, truth = _ring_cluster(seed)
+    labels = segment(img)
+    assert labels[80, 80] == 0  # the enclosed substrate is background again
+    assert segment(img, SegmentationConfig(open_holes=False))[80, 80] > 0  # the mask alone fills it
+    assert pair_split(labels, truth, list(range(1, 7)))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_no_hole_is_opened_in_a_uniform_particle_at_low_dose(seed: int) -> None:
+    # Dose 30 e⁻/px: a pixel's noise is about half the particle's contrast, so many single
+    # interior pixels lie below the half level; only a significant patch may be opened.
+    size, radius = 160, 40
+    yy, xx = np.mgrid[0:size, 0:size]
+    inside = (yy - 80) ** 2 + (xx - 80) ** 2 <= radius**2
+    labels = segment(_noisy(np.where(inside, 0.6, 0.2), seed, dose=30.0))
+    deep = ndimage.distance_transform_edt(inside) > 3
+    assert (labels[deep] > 0).all()
+
+
+def test_dim_particle_interior_is_not_opened() -> None:
+    # A rimmed particle whose interior is a third of the way from the substrate to the rim:
+    # particle material (its cluster's median level), not substrate.
+    size = 160
+    yy, xx = np.mgrid[0:size, 0:size]
+    r2 = (yy - 80) ** 2 + (xx - 80) ** 2
+    img = np.where(r2 <= 40**2, 0.6, 0.2)
+    img = np.where(r2 <= 34**2, 0.33, img)
+    labels = segment(_noisy(img, 0))
+    assert (labels[r2 <= 30**2] > 0).all()
