@@ -52,7 +52,7 @@ so one configuration serves high-resolution, low-resolution and super-resolved f
    edge-brightened outline, or a step between two yields). Each part is cut along the ridges of
    the gradient magnitude (stabilised frame, at the denoising scale) between seeds of calm pixels,
    where a line's mean ridge is significant against the gradient noise measured on the substrate,
-   the lines of the whole frame sharing the ``false_detections`` budget; a cut must end in notches
+   the lines of the whole frame judged together (Benjamini–Hochberg at ``false_detections``); a cut must end in notches
    deeper than the digitisation scatter (``2 · neck_depth_min_px``), so an edge across one convex
    particle (shading, a facet) is no contact.
 """
@@ -80,7 +80,7 @@ from semqa.particles.limits import (
     MAX_SNR,
     MAX_WINDOW_REL,
 )
-from semqa.particles.contacts import contact_candidates, gradient_noise_sd, line_threshold
+from semqa.particles.contacts import contact_candidates, gradient_noise_sd, line_threshold_fdr
 from semqa.particles.detection import significance
 from semqa.particles.holes import open_substrate_holes
 from semqa.particles.measure import outline_hull
@@ -552,8 +552,8 @@ def _merge_notchless(parts: np.ndarray, digitisation_px: float) -> np.ndarray:
 
 def _split_contacts(labels: np.ndarray, grad: np.ndarray, noise_sd: float, sigma_px: float, config: SegmentationConfig) -> np.ndarray:
     """Cut every part of ``labels`` along the significant intensity edges inside it
-    (:mod:`semqa.particles.contacts`), the lines judged together against the frame's
-    false-detection budget; parts touching the frame stay whole (as in :func:`_split`).
+    (:mod:`semqa.particles.contacts`), the lines judged together by the false-discovery rule
+    at the frame's false-detection level; parts touching the frame stay whole (as in :func:`_split`).
     New parts get labels above the existing ones."""
     rows, cols = labels.shape
     found = []
@@ -565,7 +565,7 @@ def _split_contacts(labels: np.ndarray, grad: np.ndarray, noise_sd: float, sigma
         candidates = contact_candidates(own, grad[grown], noise_sd, sigma_px, config.contact_k, lambda m: _split(m, config, notches=False))
         if candidates is not None:
             found.append((c, grown, candidates))
-    z_min = line_threshold(sum(int(np.isfinite(f[2].z).sum()) for f in found), config.false_detections)
+    z_min = line_threshold_fdr(np.concatenate([f[2].z for f in found]) if found else np.empty(0), config.false_detections)
     next_label = int(labels.max()) + 1
     for c, grown, candidates in found:
         if not (candidates.z > z_min).any():
