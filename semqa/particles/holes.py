@@ -20,11 +20,15 @@ frame's noise model in the stabilised frame (unit noise sd, particles positive):
    model's stabilised sd and its correlation inflation of sums, :mod:`semqa.particles.noise`),
    ``z`` set by the frame's false-detection budget over all the patches tested
    (:func:`semqa.particles.contacts.line_threshold`, a Bonferroni budget as the detection's).
-   A rim particle's dim interior is particle material well above the substrate and above the
-   half level of the cluster's median; a patch of substrate sits near the substrate level.
+   The patch's core (pixels beyond twice the edge blur's sigma from its outline) must also not be
+   significantly above the substrate level (same ``z``): a rim particle's dim interior is
+   particle material, above the substrate, even where it is below the half level of a cluster
+   whose median is its rim.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from scipy import ndimage
@@ -37,7 +41,7 @@ _CANDIDATE_SIGMA_PX = 1.0
 
 
 def open_substrate_holes(
-    mask: np.ndarray, z: np.ndarray, sum_sd: float, false_detections: float, gap_px: int
+    mask: np.ndarray, z: np.ndarray, sum_sd: float, false_detections: float, gap_px: int, probe_fwhm_px: float
 ) -> np.ndarray:
     """``mask`` with the enclosed patches significantly below its clusters' half level removed.
 
@@ -54,6 +58,9 @@ def open_substrate_holes(
         Expected number of patches opened in a frame without enclosed substrate.
     gap_px : int
         Distance from the mask at which the substrate ring starts (the blur's reach), px.
+    probe_fwhm_px : float
+        FWHM of the scan's probe, px: with the candidate smoothing it sets how far inside a
+        patch its level is free of the surrounding particles' blurred edges.
 
     Returns
     -------
@@ -88,10 +95,21 @@ def open_substrate_holes(
     means = np.bincount(ids, weights=z[below], minlength=n_patches + 1) / np.maximum(counts, 1.0)
     level = np.zeros(n_patches + 1)
     np.maximum.at(level, ids, half[clusters[below]])  # one cluster per patch (patches lie in the mask)
-    tested = enclosed & (counts > 0)
+    # Core: patch pixels beyond the reach of the edge blur (2 sigma of the probe and the candidate
+    # smoothing combined), where a patch of substrate reads the substrate level itself.
+    edge_sigma = math.hypot(probe_fwhm_px / (2.0 * math.sqrt(2.0 * math.log(2.0))), _CANDIDATE_SIGMA_PX)
+    core = ndimage.distance_transform_edt(below) > 2.0 * edge_sigma
+    core_ids = patches[core]
+    core_counts = np.bincount(core_ids, minlength=n_patches + 1).astype(float)
+    core_means = np.bincount(core_ids, weights=z[core], minlength=n_patches + 1) / np.maximum(core_counts, 1.0)
+    ground = np.zeros(n_patches + 1)
+    np.maximum.at(ground, ids, np.concatenate([[0.0], substrate])[clusters[below]])
+    tested = enclosed & (core_counts > 0)
     z_min = line_threshold(int(tested.sum()), false_detections)
-    excess = (level - means) * np.sqrt(np.maximum(counts, 1.0)) / sum_sd
-    opened = tested & (excess > z_min)
+    below_half = (level - means) * np.sqrt(np.maximum(counts, 1.0)) / sum_sd > z_min
+    # Not significantly above the substrate: a dim particle interior (material) is.
+    above_ground = (core_means - ground) * np.sqrt(np.maximum(core_counts, 1.0)) / sum_sd > z_min
+    opened = tested & below_half & ~above_ground
     if not opened.any():
         return mask
     return mask & ~opened[patches]

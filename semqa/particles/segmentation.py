@@ -757,7 +757,7 @@ def detect(image: np.ndarray, config: SegmentationConfig | None = None) -> Detec
         return Detection(empty, noise, sig.polarity, sig.has_structure, diameter, sigma)
     if config.split_touching:
         if config.open_holes:
-            mask = open_substrate_holes(mask, zp, evidence.sum_sd, config.false_detections, gap)
+            mask = open_substrate_holes(mask, zp, evidence.sum_sd, config.false_detections, gap, config.probe_fwhm_px)
         labels = _split(mask, config).astype(np.int32, copy=False)
         if config.contact_k is not None:
             # The gradient is taken in the stabilised frame (unit-variance noise, particles
