@@ -19,8 +19,11 @@ Here a part is cut only on evidence, judged against the frame's own gradient noi
    run along the gradient ridges.
 3. **Keep a line** only where it is an edge: the mean ridge (white top-hat of the gradient)
    over its L pixels deeper than 3σ inside the part exceeds the higher of its two sides' levels
-   by ``z`` sds of such a mean, ``z`` set by a false-detection budget per frame over all the
-   lines tested (:func:`line_threshold`). The gradient noise is correlated over about ``2 σ``
+   by ``z`` sds of such a mean, ``z`` set over all the lines tested in the frame by the
+   Benjamini–Hochberg rule at the false-detection level (:func:`line_threshold_fdr`): in a frame
+   without contacts any line is kept with that probability at most (the per-frame budget), and
+   in an agglomerate, where most lines are contacts, the expected share of false cuts among the
+   cuts kept is at most that level. The gradient noise is correlated over about ``2 σ``
    along a line, so a mean of L pixels has the sd of about ``L / (2 σ)`` independent ones. The
    sides' level is the ridge's local maximum (the watershed puts its lines through local
    maxima). Lines that fail are merged back (one pass, so a merge does not depend on the order
@@ -101,6 +104,28 @@ def line_threshold(n_lines: int, false_detections: float) -> float:
     average ``false_detections`` of them: the Gaussian upper quantile at ``false_detections / n_lines``
     (a Bonferroni budget per frame, as the detection's; a mean of many pixels is near Gaussian)."""
     return float(-special.ndtri(false_detections / max(n_lines, 1)))  # scipy.stats.norm.isf, without its import cost
+
+
+def line_threshold_fdr(z: np.ndarray, false_detections: float) -> float:
+    """z a line must exceed to be kept by the Benjamini–Hochberg step-up rule at level
+    ``false_detections`` over the lines ``z`` (finite values; Benjamini & Hochberg, *J. R. Stat.
+    Soc. B* 57, 1995): the expected share of false cuts among the cuts kept is at most that level.
+
+    In a frame without contacts every line is null, and the rule then keeps any line with
+    probability at most ``false_detections``: the guarantee of the Bonferroni budget
+    (:func:`line_threshold`). In an agglomerate most lines are real contacts, and the rule admits
+    the weaker ones that a per-frame budget spent on hundreds of lines would reject.
+    """
+    z = np.sort(np.asarray(z, dtype=float)[np.isfinite(z)])[::-1]
+    if z.size == 0:
+        return math.inf
+    p = special.ndtr(-z)  # one-sided Gaussian upper tail, ascending as z descends
+    passed = np.flatnonzero(p <= false_detections * np.arange(1, z.size + 1) / z.size)
+    if passed.size == 0:
+        return float(z[0])  # nothing exceeds its own value: no line kept
+    k = int(passed[-1])
+    # Lines are kept when z > z_min: the next lower z (or below all) is the threshold.
+    return float(z[k + 1]) if k + 1 < z.size else -math.inf
 
 
 def contact_candidates(

@@ -34,6 +34,10 @@ so one configuration serves high-resolution, low-resolution and super-resolved f
    which counts correlated noise), so a frame of pure noise has no particles while a faint
    particle of many pixels is kept.
 5. **Fill holes**: bright rims around a darker interior make particles look like rings.
+   Then **open the substrate inside clusters** (:mod:`semqa.particles.holes`): an enclosed patch
+   whose mean, at the probe's scale, lies significantly below the half level between its
+   cluster's substrate and its particles (the frame's noise model and false-detection budget)
+   is substrate between particles, which the blur or the filling closed, and is background again.
 6. **Split touching particles** with a marker-controlled watershed of the distance
    transform (Beucher & Meyer 1993), per connected component: markers are the regional
    maxima of the distance map, merged in a merge tree (the dynamics of h-maxima) unless the
@@ -48,7 +52,7 @@ so one configuration serves high-resolution, low-resolution and super-resolved f
    edge-brightened outline, or a step between two yields). Each part is cut along the ridges of
    the gradient magnitude (stabilised frame, at the denoising scale) between seeds of calm pixels,
    where a line's mean ridge is significant against the gradient noise measured on the substrate,
-   the lines of the whole frame sharing the ``false_detections`` budget; a cut must end in notches
+   the lines of the whole frame judged together (Benjamini–Hochberg at ``false_detections``); a cut must end in notches
    deeper than the digitisation scatter (``2 · neck_depth_min_px``), so an edge across one convex
    particle (shading, a facet) is no contact.
 """
@@ -76,8 +80,9 @@ from semqa.particles.limits import (
     MAX_SNR,
     MAX_WINDOW_REL,
 )
-from semqa.particles.contacts import contact_candidates, gradient_noise_sd, line_threshold
+from semqa.particles.contacts import contact_candidates, gradient_noise_sd, line_threshold_fdr
 from semqa.particles.detection import significance
+from semqa.particles.holes import open_substrate_holes
 from semqa.particles.measure import outline_hull
 from semqa.particles.primitives import block_mean, label_median, max_filter_square, narrow_labels, upsample_linear
 from semqa.particles.noise import NoiseModel, fit_noise_model, stabilize, sum_inflation
@@ -183,6 +188,12 @@ class SegmentationConfig(BaseModel):
         "particles have no distance-map maximum of their own): a pixel is a seed (calm) when its gradient is "
         "less than this many gradient-noise sds above its part's median (3: a 0.1 % one-sided tail per pixel); "
         "lines are then kept against the false_detections budget. None splits by the distance map only",
+    )
+    open_holes: bool = Field(
+        True,
+        description="before splitting, open the enclosed patches of a cluster's mask that lie significantly "
+        "below the half level between its substrate and its particles (semqa.particles.holes): substrate "
+        "between particles, closed by the blur or the hole filling",
     )
     merge_notch_ratio: float = Field(
         0.3,
@@ -541,8 +552,8 @@ def _merge_notchless(parts: np.ndarray, digitisation_px: float) -> np.ndarray:
 
 def _split_contacts(labels: np.ndarray, grad: np.ndarray, noise_sd: float, sigma_px: float, config: SegmentationConfig) -> np.ndarray:
     """Cut every part of ``labels`` along the significant intensity edges inside it
-    (:mod:`semqa.particles.contacts`), the lines judged together against the frame's
-    false-detection budget; parts touching the frame stay whole (as in :func:`_split`).
+    (:mod:`semqa.particles.contacts`), the lines judged together by the false-discovery rule
+    at the frame's false-detection level; parts touching the frame stay whole (as in :func:`_split`).
     New parts get labels above the existing ones."""
     rows, cols = labels.shape
     found = []
@@ -554,7 +565,7 @@ def _split_contacts(labels: np.ndarray, grad: np.ndarray, noise_sd: float, sigma
         candidates = contact_candidates(own, grad[grown], noise_sd, sigma_px, config.contact_k, lambda m: _split(m, config, notches=False))
         if candidates is not None:
             found.append((c, grown, candidates))
-    z_min = line_threshold(sum(int(np.isfinite(f[2].z).sum()) for f in found), config.false_detections)
+    z_min = line_threshold_fdr(np.concatenate([f[2].z for f in found]) if found else np.empty(0), config.false_detections)
     next_label = int(labels.max()) + 1
     for c, grown, candidates in found:
         if not (candidates.z > z_min).any():
@@ -745,6 +756,8 @@ def detect(image: np.ndarray, config: SegmentationConfig | None = None) -> Detec
     if not mask.any():
         return Detection(empty, noise, sig.polarity, sig.has_structure, diameter, sigma)
     if config.split_touching:
+        if config.open_holes:
+            mask = open_substrate_holes(mask, zp, evidence.sum_sd, config.false_detections, gap, config.probe_fwhm_px)
         labels = _split(mask, config).astype(np.int32, copy=False)
         if config.contact_k is not None:
             # The gradient is taken in the stabilised frame (unit-variance noise, particles
