@@ -43,15 +43,18 @@ class ValidationConfig(BaseModel):
         0.005,
         ge=0,
         le=1,
-        description="largest share of pixels at the top code beyond those shot noise explains at the frame's own dose "
-        "(validation.measures.poisson_clipped_fractions): detector gain set too high, not Poisson tails",
+        description="largest share of pixels at the top code beyond the upper bound of those shot noise explains at "
+        "the frame's own gain (validation.exposure: photon-transfer gain fit, its upper confidence bound and a "
+        "Poisson-binomial count bound, each one-sided at 0.1 %): detector gain set too high, not Poisson tails. The "
+        "0.5 % is the material share: the statistical bounds alone set the false-rejection rate",
     )
     max_black_fraction: float = Field(
         0.005,
         ge=0,
         le=1,
-        description="largest share of pixels at code 0 beyond those shot noise explains at the frame's own dose "
-        "(validation.measures.poisson_clipped_fractions: mean of e^-λ): under-exposure or clipping, not Poisson zeros",
+        description="largest share of pixels at code 0 beyond the upper bound of those shot noise explains at the "
+        "frame's own gain (validation.exposure: mean of e^-max(λ, ln 2)): a black level below code 0 or a level too "
+        "dark to measure, not Poisson zeros",
     )
     min_dynamic_range: float = Field(
         0.2,
