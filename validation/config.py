@@ -1,9 +1,11 @@
 """Every threshold of data validation, in one configuration with documented defaults.
 
-Exposure is judged against the shot noise of each image's own dose and the HR focus against
-the blur a sharp scan allows (both derived, see the fields); the lot focus and the dynamic
-range defaults were set on :mod:`semqa.synth.scenes` pairs (HR 0.1 µm/px, LR ×4, 8-bit),
-with the measured values beside them. Registration
+Exposure is judged against the shot noise of each image's own gain (:mod:`validation.exposure`,
+with stated false-rejection rates) and the HR focus against the blur a sharp scan allows (both
+derived, see the fields); the lot focus and the dynamic range defaults were set on
+:mod:`semqa.synth.scenes` pairs (HR 0.1 µm/px, LR ×4, 8-bit), with the measured values beside
+them, and the lot focus check does not see a blur of 2–4 LR px
+(``benchmarks/bench_validation_physics.py``). Registration
 is judged against what each pair's own noise allows (``min_correlation_ratio``) and by a
 shift tolerance in LR pixels, neither of which depends on the scenes.
 """
