@@ -31,8 +31,8 @@ from pathlib import Path
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
-import numpy as np  # noqa: E402
-from scipy import ndimage  # noqa: E402
+import numpy as np
+from scipy import ndimage
 
 FAMILIES = ("synth", "dome", "bse", "dark", "agglo")
 DOSES = (10.0, 30.0, 100.0, 300.0, 1000.0)
@@ -51,7 +51,11 @@ def scene_pair(family: str, hr_size: int, lr_dose: float, rng: np.random.Generat
         hr, lr = scan_scene(render_scene(config, rng), config, rng)
         return hr, lr, config.pixel_size_um, config.lr_pixel_size_um, config.hr_dose
     if family == "agglo":
-        from semqa.synth.agglomerates import AgglomerateConfig, render_agglomerates, scan_agglomerates
+        from semqa.synth.agglomerates import (
+            AgglomerateConfig,
+            render_agglomerates,
+            scan_agglomerates,
+        )
 
         config = AgglomerateConfig(size_px=hr_size)
         scene = render_agglomerates(config, rng)
