@@ -45,6 +45,9 @@ _MASK = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float64)
 #: Bins of equal pixel count over the 3 × 3 local mean in which the variance is measured.
 _N_BINS = 16
 
+#: Side of the central crop the gain is fitted on, px.
+FIT_SIDE_PX = 512
+
 #: Largest expected share of 3 × 3 windows touching the top code in a bin the gain fit keeps.
 _MAX_CENSORED_WINDOWS = 0.01
 
@@ -74,7 +77,18 @@ class GainFit(BaseModel):
         return self.gain + Z_BOUND * self.gain_se
 
 
-def _bin_variances(image: np.ndarray, *, without_zeros: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _window_stats(image: np.ndarray) -> dict[str, np.ndarray]:
+    """Per interior pixel: the squared Immerkær residual, the 3 × 3 mean, minimum and maximum."""
+    resid = ndimage.convolve(image, _MASK, mode="reflect")[1:-1, 1:-1] / 6.0
+    return {
+        "r2": (resid * resid).ravel(),
+        "mean": ndimage.uniform_filter(image, 3, mode="reflect")[1:-1, 1:-1].ravel(),
+        "min": ndimage.minimum_filter(image, 3, mode="reflect")[1:-1, 1:-1].ravel(),
+        "max": ndimage.maximum_filter(image, 3, mode="reflect")[1:-1, 1:-1].ravel(),
+    }
+
+
+def _bin_variances(stats: dict[str, np.ndarray], *, without_zeros: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per bin of 3 × 3 local mean: the mean, the variance and its standard error.
 
     Given the sum ``S`` of a window's Poisson counts at one expected level, the counts are
@@ -82,18 +96,14 @@ def _bin_variances(image: np.ndarray, *, without_zeros: bool = False) -> tuple[n
     ``r²`` in a bin of local mean is the Poisson variance at that mean, for any count, where a
     robust (median-based) scale would assume Gaussian noise and bias low at a few electrons.
     Windows touching the top code are left out (their variance is censored), with
-    ``without_zeros`` also windows touching code 0, and always windows of zeros only: a signal cut to code 0 has variance 0 whatever lies below, while
-    shot noise leaves a window of nine zeros at ≥ 1.5 electrons a pixel with probability
-    ``e^{−13.5}`` (none at the doses semqa scans).
+    ``without_zeros`` also windows touching code 0, and always windows of zeros only: a signal
+    cut to code 0 has variance 0 whatever lies below, while shot noise leaves a window of nine
+    zeros at ≥ 1.5 electrons a pixel with probability ``e^{−13.5}``.
     """
-    resid = ndimage.convolve(image, _MASK, mode="reflect")[1:-1, 1:-1] / 6.0
-    mean = ndimage.uniform_filter(image, 3, mode="reflect")[1:-1, 1:-1]
-    window_max = ndimage.maximum_filter(image, 3, mode="reflect")[1:-1, 1:-1]
-    window_min = ndimage.minimum_filter(image, 3, mode="reflect")[1:-1, 1:-1]
-    measured = (window_max > 0.0) & (window_min < 1.0)
+    measured = (stats["max"] > 0.0) & (stats["min"] < 1.0)
     if without_zeros:
-        measured &= window_min > 0.0
-    r2, m = (resid * resid)[measured], mean[measured]
+        measured &= stats["min"] > 0.0
+    r2, m = stats["r2"][measured], stats["mean"][measured]
     if m.size < 16 * _N_BINS:
         return np.zeros(0), np.zeros(0), np.zeros(0)
     order = np.argsort(m, kind="stable")
@@ -143,14 +153,18 @@ def fit_gain(image: np.ndarray) -> GainFit:
     img = np.asarray(image, dtype=np.float64)
     if min(img.shape) < 3:
         return GainFit(gain=0.0, gain_se=0.0, read_variance=0.0, bins=0)
-    means, variances, se = _bin_variances(img)
+    # A central crop of at most FIT_SIDE_PX²: 16 bins of 16 000 windows each measure the variance
+    # to ±1 %, and the noise of a frame is the same everywhere at a given level.
+    r0, c0 = max(0, (img.shape[0] - FIT_SIDE_PX) // 2), max(0, (img.shape[1] - FIT_SIDE_PX) // 2)
+    stats = _window_stats(img[r0 : r0 + FIT_SIDE_PX, c0 : c0 + FIT_SIDE_PX])
+    means, variances, se = _bin_variances(stats)
     if means.size < 3:
         return GainFit(gain=0.0, gain_se=0.0, read_variance=0.0, bins=int(means.size))
     a, b, a_se = _wls(means, variances, se)
     # Levels where shot noise leaves a zero in at most 1 % of windows: there a window touching
     # code 0 is either that rare event or a cut signal, and leaving such windows out moves the
     # variance by at most that share, while keeping a cut's mixed windows out of the fit.
-    nonzero = _bin_variances(img, without_zeros=True)
+    nonzero = _bin_variances(stats, without_zeros=True)
     kept: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     for _ in range(4):  # a few passes: the kept bins depend on the gain they fit
         if a <= 0 or nonzero[0].size < 3:
@@ -176,7 +190,8 @@ def fit_gain(image: np.ndarray) -> GainFit:
 def clipped_fractions(image: np.ndarray, fit: GainFit | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per pixel, the probability shot noise puts it at code 0 and at the top code, at the upper gain bound.
 
-    ``λ_i`` is the mean of the :data:`POISSON_BLOCK_PX`² block around pixel i in electrons,
+    ``λ_i`` is the mean of the :data:`POISSON_BLOCK_PX`² block around pixel i in electrons (for
+    the top code the larger of it and the 3 × 3 window's),
     ``mean² / (a·mean + b)`` with ``a`` the upper confidence bound of the gain (for pure Poisson
     counts exactly ``mean / a``), undone for the cut at the top code (:func:`_uncensored_mean`);
     ``P(0) = e^{−max(λ, ln 2)}`` (:data:`MIN_MEASURABLE_ELECTRONS`) and ``P(N ≥ ⌈λ/mean⌉)``, the top code being
@@ -189,11 +204,25 @@ def clipped_fractions(image: np.ndarray, fit: GainFit | None = None) -> tuple[np
         zeros = np.zeros(img.shape)
         return zeros, zeros
     gain = fit.gain_upper
-    mean = np.maximum(ndimage.uniform_filter(img, POISSON_BLOCK_PX, mode="reflect"), 0.0)
-    lam = mean * mean / (gain * mean + fit.read_variance + 1e-30)
+    # A bright feature narrower than the block (an SE edge a pixel wide) pulls the block's mean
+    # below its own level: the top-code test takes the larger of the 3 × 3 and the block estimate.
+    small, block = (np.maximum(ndimage.uniform_filter(img, k, mode="reflect"), 0.0) for k in (3, POISSON_BLOCK_PX))
+    lam_black = _electrons(block, gain, fit.read_variance)
+    mean = np.maximum(small, block)
+    lam = _electrons(mean, gain, fit.read_variance)
     top = lam / np.maximum(mean, 1e-12)
     lam = _uncensored_mean(lam, math.ceil(1.0 / gain - 1e-9))
-    return np.exp(-np.maximum(lam, MIN_MEASURABLE_ELECTRONS)), poisson.sf(np.ceil(top - 1e-9) - 1, lam)
+    n_top = np.ceil(top - 1e-9)
+    p_top = np.zeros_like(lam)
+    # Beyond 10 sd (and 10 counts) above the level the tail is below 1e-20: not worth evaluating.
+    near = n_top <= lam + 10.0 * np.sqrt(lam) + 10.0
+    p_top[near] = poisson.sf(n_top[near] - 1, lam[near])
+    return np.exp(-np.maximum(lam_black, MIN_MEASURABLE_ELECTRONS)), p_top
+
+
+def _electrons(mean: np.ndarray, gain: float, read_variance: float) -> np.ndarray:
+    """Expected electrons at a level: ``mean² / (gain·mean + read_variance)`` (Poisson: ``mean / gain``)."""
+    return mean * mean / (gain * mean + read_variance + 1e-30)
 
 
 def _uncensored_mean(censored: np.ndarray, n_top: int) -> np.ndarray:
