@@ -1,9 +1,11 @@
 """Every threshold of data validation, in one configuration with documented defaults.
 
-Exposure is judged against the shot noise of each image's own dose and the HR focus against
-the blur a sharp scan allows (both derived, see the fields); the lot focus and the dynamic
-range defaults were set on :mod:`semqa.synth.scenes` pairs (HR 0.1 µm/px, LR ×4, 8-bit),
-with the measured values beside them. Registration
+Exposure is judged against the shot noise of each image's own gain (:mod:`validation.exposure`,
+with stated false-rejection rates) and the HR focus against the blur a sharp scan allows (both
+derived, see the fields); the lot focus and the dynamic range defaults were set on
+:mod:`semqa.synth.scenes` pairs (HR 0.1 µm/px, LR ×4, 8-bit), with the measured values beside
+them, and the lot focus check does not see a blur of 2–4 LR px
+(``benchmarks/bench_validation_physics.py``). Registration
 is judged against what each pair's own noise allows (``min_correlation_ratio``) and by a
 shift tolerance in LR pixels, neither of which depends on the scenes.
 """
@@ -43,15 +45,18 @@ class ValidationConfig(BaseModel):
         0.005,
         ge=0,
         le=1,
-        description="largest share of pixels at the top code beyond those shot noise explains at the frame's own dose "
-        "(validation.measures.poisson_clipped_fractions): detector gain set too high, not Poisson tails",
+        description="largest share of pixels at the top code beyond the upper bound of those shot noise explains at "
+        "the frame's own gain (validation.exposure: photon-transfer gain fit, its upper confidence bound and a "
+        "Poisson-binomial count bound, each one-sided at 0.1 %): detector gain set too high, not Poisson tails. The "
+        "0.5 % is the material share: the statistical bounds alone set the false-rejection rate",
     )
     max_black_fraction: float = Field(
         0.005,
         ge=0,
         le=1,
-        description="largest share of pixels at code 0 beyond those shot noise explains at the frame's own dose "
-        "(validation.measures.poisson_clipped_fractions: mean of e^-λ): under-exposure or clipping, not Poisson zeros",
+        description="largest share of pixels at code 0 beyond the upper bound of those shot noise explains at the "
+        "frame's own gain (validation.exposure: mean of e^-max(λ, ln 2)): a black level below code 0 or a level too "
+        "dark to measure, not Poisson zeros",
     )
     min_dynamic_range: float = Field(
         0.2,

@@ -15,9 +15,6 @@ import tifffile
 from PIL import Image
 from scipy import ndimage
 from scipy.optimize import lsq_linear
-from scipy.stats import poisson
-
-from semqa.particles.noise import fit_noise_model
 
 #: Percentiles bounding the dynamic range and the focus normalisation; 0.5 % at each end
 #: keeps isolated hot or dead pixels from setting the range.
@@ -34,70 +31,6 @@ def content_hash(image: np.ndarray) -> str:
     h = hashlib.sha256(repr(arr.shape).encode())
     h.update(arr.tobytes())
     return "sha256:" + h.hexdigest()
-
-
-def exposure(image: np.ndarray, intensity: tuple[float, float] | None = None) -> dict[str, float]:
-    """Shares of saturated (top code) and black (code 0) pixels, the shares shot noise explains
-    (:func:`poisson_clipped_fractions`) and the excess over their binomial upper 3-sd bound,
-    and the dynamic range.
-
-    The dynamic range is the spread between the 0.5th and 99.5th percentiles as a share of
-    full scale; ``intensity`` passes those percentiles where already known.
-    """
-    lo, hi = intensity if intensity is not None else intensity_range(image)
-    black = float(np.count_nonzero(image <= 0.0)) / image.size
-    saturated = float(np.count_nonzero(image >= 1.0)) / image.size
-    black_expected, saturated_expected = poisson_clipped_fractions(image)
-    return {
-        "saturated_fraction": saturated,
-        "saturated_expected": saturated_expected,
-        "saturated_excess": _excess(saturated, saturated_expected, image.size),
-        "black_fraction": black,
-        "black_expected": black_expected,
-        "black_excess": _excess(black, black_expected, image.size),
-        "dynamic_range": hi - lo,
-    }
-
-
-def _excess(observed: float, expected: float, n: int) -> float:
-    """``observed`` share beyond the upper 3-sd bound of a binomial share ``expected`` of ``n``:
-    shot-noise counts are independent pixel to pixel, so their clipped share is binomial."""
-    return max(0.0, observed - expected - 3.0 * math.sqrt(expected * (1.0 - expected) / n))
-
-
-#: Side of the block whose mean estimates a pixel's expected count for
-#: :func:`poisson_clipped_fractions` (25 counts: the estimate's relative sd is 1/5 of a pixel's).
-POISSON_BLOCK_PX = 5
-
-
-def poisson_clipped_fractions(image: np.ndarray) -> tuple[float, float]:
-    """Shares of pixels at code 0 and at the top code (1.0) that shot noise alone explains.
-
-    A detector counting electrons returns 0 with probability ``P(0) = e^{−λ}`` at ``λ``
-    electrons expected (Poisson), so a clean scan at 20 e⁻/px of a substrate of yield 0.15
-    (λ = 3) has 5 % of its substrate pixels at 0; likewise a bright pixel reaches the top
-    code, ``n_top = λ / mean`` electrons, with ``P(N ≥ n_top)``. ``λ_i`` is the mean of the
-    :data:`POISSON_BLOCK_PX`² block around pixel i in electrons, ``mean² / var(mean)`` with the
-    variance of the frame's own noise model (:func:`semqa.particles.noise.fit_noise_model`,
-    fitted on the unclipped pixels); the shares
-    are the means of those probabilities. A frame without a Poisson part (no measurable shot
-    noise: noise-free, or beam off) explains no clipped pixel; where a region is
-    under-exposed or clipped (signal cut at 0 or at the top), its clipped pixels outnumber
-    what its mean allows, and the excess is what the checks limit.
-    """
-    img = np.asarray(image, dtype=np.float32)
-    # Clipped pixels have a censored variance: the gain comes from the measured ones.
-    model = fit_noise_model(img, valid=(img > 0.0) & (img < 1.0))
-    gain, read = model.gain, model.read_variance
-    if gain <= 0 or min(img.shape) < POISSON_BLOCK_PX:
-        return 0.0, 0.0
-    mean = np.maximum(ndimage.uniform_filter(img, POISSON_BLOCK_PX, mode="reflect").astype(np.float64), 0.0)
-    # Electrons at each level as mean² / variance (Poisson: exactly λ): the fitted variance at
-    # the level, not the slope alone, so the fit's split between gain and offset variance,
-    # loose at a few electrons per pixel, does not move λ.
-    lam = mean * mean / (gain * mean + read + 1e-30)
-    top = lam * (1.0 / np.maximum(mean, 1e-12))  # electrons per image unit at each level
-    return float(np.exp(-lam).mean()), float(poisson.sf(np.ceil(top - 1e-9) - 1, lam).mean())
 
 
 def intensity_range(image: np.ndarray) -> tuple[float, float]:

@@ -20,7 +20,8 @@ from semqa.io.digests import file_digest
 from semqa.io.images import Micrograph, read_image
 from validation.config import ValidationConfig
 from validation.dataset import lot_members, pair_members
-from validation.measures import blur_sigma_px, colour_spread, content_hash, exposure, focus, intensity_range
+from validation.exposure import exposure
+from validation.measures import blur_sigma_px, colour_spread, content_hash, focus, intensity_range
 from validation.register import registration_quality
 
 
@@ -120,7 +121,8 @@ PAIR_COLUMNS: tuple[str, ...] = (
     *(f"{p}_{k}" for p in ("hr", "lr") for k in (
         "digest", "content_hash", "height", "width", "bit_depth", "pixel_size_um", "has_pixel_size",
         "colour_spread", "saturated_fraction", "saturated_expected", "saturated_excess", "black_fraction",
-        "black_expected", "black_excess", "dynamic_range",
+        "black_expected", "black_excess", "dynamic_range", "saturated_flat_fraction", "saturated_flat_expected",
+        "black_flat_fraction", "black_flat_expected", "electrons_per_unit",
     )),
     "hr_blur_sigma_px", "size_error_lr_px", "fov_mismatch", "shift_dy_lr_px", "shift_dx_lr_px", "shift_lr_px", "correlation",
     "correlation_max", "correlation_ratio",
@@ -131,6 +133,8 @@ LOT_COLUMNS: tuple[str, ...] = (
     "image", "lot", "name", "readable", "error", "digest", "content_hash", "height", "width", "bit_depth",
     "pixel_size_um", "has_pixel_size", "colour_spread", "saturated_fraction", "saturated_expected",
     "saturated_excess", "black_fraction", "black_expected", "black_excess", "dynamic_range", "focus",
+    "saturated_flat_fraction", "saturated_flat_expected", "black_flat_fraction", "black_flat_expected",
+    "electrons_per_unit",
 )  # fmt: skip
 
 
