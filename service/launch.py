@@ -110,16 +110,27 @@ def stop_tree(proc: subprocess.Popen, grace_s: float = GRACE_S, kill_wait_s: flo
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGTERM)
     _signal(tree[1:], signal.SIGTERM)
-    _, alive = psutil.wait_procs(tree, timeout=grace_s)
+    alive = _wait(proc, tree[1:], grace_s)
     # Workers a manager (re)started during the grace period are in the tree now.
-    alive = list({p.pid: p for p in [*alive, *_tree(proc.pid)]}.values())
+    alive = list({p.pid: p for p in [*alive, *_tree(proc.pid)[1:]]}.values())
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
     _signal(alive, signal.SIGKILL)
-    psutil.wait_procs(alive, timeout=kill_wait_s)
+    _wait(proc, alive, kill_wait_s)
+
+
+def _wait(proc: subprocess.Popen, descendants: Sequence[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    """Wait up to ``timeout_s`` in all for ``descendants``, then for ``proc``; returns the descendants left.
+
+    ``proc`` is waited for by its :class:`subprocess.Popen`, not by psutil: psutil reaps a child
+    itself, and the Popen would then report exit status 0 instead of the guard's.
+    """
+    deadline = time.monotonic() + timeout_s
+    _, alive = psutil.wait_procs(descendants, timeout=timeout_s)
     with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=kill_wait_s)
+        proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    return alive
 
 
 def service_command(port: int, *, host: str = "127.0.0.1", bento: str | None = None) -> list[str]:
