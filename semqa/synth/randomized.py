@@ -20,6 +20,15 @@ from semqa.synth.scenes import SynthConfig, render_scene
 PIXEL_SIZE_UM = 0.1
 #: Range of the scenes' median ECD, px (drawn log-uniformly).
 MEDIAN_ECD_RANGE_PX = (10.0, 48.0)
+#: HR dose range, electrons per pixel at unit yield (drawn log-uniformly; SNR from ≈ 2 to ≈ 15).
+DOSE_RANGE = (15.0, 800.0)
+#: Probe (PSF) sigma range, px.
+PSF_RANGE_PX = (0.4, 2.0)
+
+
+def log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
+    """One draw uniform in log between ``lo`` and ``hi`` (sizes and doses span decades)."""
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
 
 def random_scene_config(
@@ -34,7 +43,7 @@ def random_scene_config(
     """
     pixel = PIXEL_SIZE_UM
     substrate = rng.uniform(0.05, 0.4)
-    d50_px = float(np.exp(rng.uniform(np.log(median_ecd_px[0]), np.log(median_ecd_px[1]))))
+    d50_px = log_uniform(rng, *median_ecd_px)
     config = SynthConfig(
         size_px=size_px,
         pixel_size_um=pixel,
@@ -53,9 +62,9 @@ def random_scene_config(
         rim_width_um=rng.uniform(0.1, 0.6),
         texture=rng.uniform(0.0, 0.1),
         illumination=rng.uniform(0.0, 0.4),
-        hr_psf_sigma_px=rng.uniform(0.4, 2.0),
+        hr_psf_sigma_px=rng.uniform(*PSF_RANGE_PX),
     )
-    return config, float(np.exp(rng.uniform(np.log(15), np.log(800))))
+    return config, log_uniform(rng, *DOSE_RANGE)
 
 
 def synthetic_scene(

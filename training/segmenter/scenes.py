@@ -39,13 +39,15 @@ from semqa.synth.agglomerates import (
 )
 from semqa.synth.databar import LAYOUTS, add_databar
 from semqa.synth.families import FamilyConfig, render_family, scan_family
-from semqa.synth.randomized import random_scene_config, synthetic_scene
+from semqa.synth.randomized import (
+    DOSE_RANGE,
+    PSF_RANGE_PX,
+    log_uniform,
+    random_scene_config,
+    synthetic_scene,
+)
 from semqa.synth.scenes import render_scene
 
-#: The dose range of :func:`semqa.synth.randomized.random_scene_config`, electrons per pixel at unit yield.
-DOSE_RANGE = (15.0, 800.0)
-#: Probe sigma range, px (as :mod:`semqa.synth.randomized`).
-PSF_RANGE_PX = (0.4, 2.0)
 #: Pixel sizes the data bars name, µm (log-uniform; sizes are drawn in pixels, so this names them only).
 PIXEL_SIZE_RANGE_UM = (0.01, 0.5)
 #: The fast scan's coarser pitch (the SR pipeline's 4×).
@@ -74,10 +76,6 @@ class SceneMix(BaseModel):
         return self == SceneMix()
 
 
-def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
-    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
-
-
 def _randomized(rng: np.random.Generator, size_px: int, median_ecd_px: tuple[float, float], lr: bool) -> tuple[np.ndarray, np.ndarray]:
     if not lr:
         return synthetic_scene(rng, size_px, median_ecd_px)
@@ -91,7 +89,7 @@ def _randomized(rng: np.random.Generator, size_px: int, median_ecd_px: tuple[flo
 
 
 def _agglomerates(rng: np.random.Generator, size_px: int, median_ecd_px: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
-    d50 = min(_log_uniform(rng, *median_ecd_px), size_px / 4)
+    d50 = min(log_uniform(rng, *median_ecd_px), size_px / 4)
     substrate = rng.uniform(0.05, 0.6)
     contrast = rng.uniform(0.1, 0.45) * rng.choice([-1.0, 1.0])  # bright or dark particles
     config = AgglomerateConfig(
@@ -112,7 +110,7 @@ def _agglomerates(rng: np.random.Generator, size_px: int, median_ecd_px: tuple[f
         texture=rng.uniform(0.0, 0.12),
         gradient=rng.uniform(0.0, 0.4),
         psf_sigma_px=rng.uniform(*PSF_RANGE_PX),
-        dose=_log_uniform(rng, *DOSE_RANGE),
+        dose=log_uniform(rng, *DOSE_RANGE),
     )
     truth = render_agglomerates(config, rng)
     return scan_agglomerates(truth, config, rng), truth.labels
@@ -124,7 +122,7 @@ def _families(rng: np.random.Generator, size_px: int, median_ecd_px: tuple[float
     config = FamilyConfig(
         family=str(rng.choice(["dome", "bse", "dark"])),
         size_px=render_px,
-        d50_px=min(_log_uniform(rng, *median_ecd_px) * scale, render_px / 4),
+        d50_px=min(log_uniform(rng, *median_ecd_px) * scale, render_px / 4),
         gsd=rng.uniform(1.15, 1.8),
         aspect_max=rng.uniform(1.1, 3.0),
         fill_fraction=rng.uniform(0.08, 0.35),
@@ -133,9 +131,9 @@ def _families(rng: np.random.Generator, size_px: int, median_ecd_px: tuple[float
         gradient=rng.uniform(0.0, 0.4),
         streaks=rng.uniform(0.0, 0.2) if rng.random() < 0.3 else 0.0,
         psf_sigma_px=rng.uniform(*PSF_RANGE_PX) * scale,
-        dose=_log_uniform(rng, *DOSE_RANGE),
+        dose=log_uniform(rng, *DOSE_RANGE),
         lr_scale=scale,
-        lr_dose=_log_uniform(rng, *DOSE_RANGE),
+        lr_dose=log_uniform(rng, *DOSE_RANGE),
         supersample=2,
     )
     truth = render_family(config, rng)
@@ -146,7 +144,7 @@ def _families(rng: np.random.Generator, size_px: int, median_ecd_px: tuple[float
 def _with_databar(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     layout = str(rng.choice(LAYOUTS))
     frame, (x, y, w, h) = add_databar(
-        np.clip(image, 0.0, 1.0), layout, rng, pixel_size_um=_log_uniform(rng, *PIXEL_SIZE_RANGE_UM), dark=bool(rng.random() < 0.8)
+        np.clip(image, 0.0, 1.0), layout, rng, pixel_size_um=log_uniform(rng, *PIXEL_SIZE_RANGE_UM), dark=bool(rng.random() < 0.8)
     )
     out = np.zeros(frame.shape, dtype=np.int32)
     out[y : y + h, x : x + w] = labels[y : y + h, x : x + w]  # the bar's pixels are no particle's
