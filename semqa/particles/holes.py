@@ -34,7 +34,12 @@ import numpy as np
 from scipy import ndimage
 
 from semqa.particles.contacts import line_threshold
-from semqa.particles.primitives import label_median, max_filter_square, narrow_labels
+from semqa.particles.primitives import (
+    label_counts_means,
+    label_median,
+    max_filter_square,
+    narrow_labels,
+)
 
 # Smoothing of the candidate map, px: the probe's scale (a scan's probe is about a pixel wide).
 _CANDIDATE_SIGMA_PX = 1.0
@@ -91,8 +96,7 @@ def open_substrate_holes(
     enclosed[np.unique(patches[outline])] = False
     enclosed[0] = False
     ids = patches[below]
-    counts = np.bincount(ids, minlength=n_patches + 1).astype(float)
-    means = np.bincount(ids, weights=z[below], minlength=n_patches + 1) / np.maximum(counts, 1.0)
+    counts, means = label_counts_means(z[below], ids, n_patches)
     level = np.zeros(n_patches + 1)
     np.maximum.at(level, ids, half[clusters[below]])  # one cluster per patch (patches lie in the mask)
     # Core: patch pixels beyond the reach of the edge blur (2 sigma of the probe and the candidate
@@ -100,8 +104,7 @@ def open_substrate_holes(
     edge_sigma = math.hypot(probe_fwhm_px / (2.0 * math.sqrt(2.0 * math.log(2.0))), _CANDIDATE_SIGMA_PX)
     core = ndimage.distance_transform_edt(below) > 2.0 * edge_sigma
     core_ids = patches[core]
-    core_counts = np.bincount(core_ids, minlength=n_patches + 1).astype(float)
-    core_means = np.bincount(core_ids, weights=z[core], minlength=n_patches + 1) / np.maximum(core_counts, 1.0)
+    core_counts, core_means = label_counts_means(z[core], core_ids, n_patches)
     ground = np.zeros(n_patches + 1)
     np.maximum.at(ground, ids, np.concatenate([[0.0], substrate])[clusters[below]])
     tested = enclosed & (core_counts > 0)

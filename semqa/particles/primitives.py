@@ -109,3 +109,13 @@ def narrow_labels(labels: np.ndarray, n: int) -> np.ndarray:
         if n <= np.iinfo(dtype).max:
             return labels.astype(dtype)
     return labels
+
+
+def label_counts_means(values: np.ndarray, ids: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel count and mean of ``values`` per label of ``ids`` (labels 0..n; 0 where a label has no pixel).
+
+    ``values`` and ``ids`` are matching 1-D selections (e.g. ``z[mask]``, ``labels[mask]``).
+    """
+    counts = np.bincount(ids, minlength=n + 1).astype(float)
+    means = np.bincount(ids, weights=values, minlength=n + 1) / np.maximum(counts, 1.0)
+    return counts, means
