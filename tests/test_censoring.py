@@ -71,14 +71,14 @@ def test_truncated_fit_is_the_likelihood_optimum_nelder_mead_found(family: str) 
     from semqa.stats.censoring import _fit_truncated_lognormal
 
     rng = np.random.default_rng(len(family))
+    draw = {
+        "lognormal": lambda n: _population(rng.uniform(0.5, 10), n, rng, gsd=rng.uniform(1.1, 2.5)),
+        "gamma": lambda n: rng.gamma(rng.uniform(1.5, 8), rng.uniform(0.2, 2), n),
+        "weibull": lambda n: rng.uniform(0.5, 5) * rng.weibull(rng.uniform(1.2, 4), n),
+        "bimodal": lambda n: np.concatenate([_population(1.0, n, rng, 1.35), _population(4.5, n // 2, rng, 1.35)]),
+    }[family]
     for _ in range(8):
-        n = int(rng.integers(40, 3000))
-        x = {
-            "lognormal": lambda: _population(rng.uniform(0.5, 10), n, rng, gsd=rng.uniform(1.1, 2.5)),
-            "gamma": lambda: rng.gamma(rng.uniform(1.5, 8), rng.uniform(0.2, 2), n),
-            "weibull": lambda: rng.uniform(0.5, 5) * rng.weibull(rng.uniform(1.2, 4), n),
-            "bimodal": lambda: np.concatenate([_population(1.0, n, rng, 1.35), _population(4.5, n // 2, rng, 1.35)]),
-        }[family]()
+        x = draw(int(rng.integers(40, 3000)))
         ln_b = math.log(float(np.quantile(x, rng.uniform(0.0, 0.6))))
         ln_x = np.log(x[np.log(x) > ln_b])
         mu, sigma = _fit_truncated_lognormal(ln_x, ln_b)

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mlflow_store import fresh_store, migrated_template
 
 import semqa
-from mlflow_store import fresh_store, migrated_template
 from semqa.cli import main
 from semqa.io.images import write_image
 from semqa.synth.scenes import SynthConfig, render_pair
