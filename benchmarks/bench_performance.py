@@ -24,7 +24,7 @@ In one run, on synthetic HR scenes (:mod:`semqa.synth.scenes`, 0.1 µm/px, D50 =
 The host is shared, so figures move with its load (printed); ratios within one run are the
 figures to compare.
 
-Run: ``.venv/bin/python benchmarks/bench_performance.py [--images 30] [--repeats 3] [--demo]``
+Run: ``.venv/bin/python benchmarks/bench_performance.py [--images 30] [--repeats 3] [--demo] [--parts ...]``
 """
 
 from __future__ import annotations
@@ -257,6 +257,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=30, help="HR 768² images in the lot (default 30)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--demo", action="store_true", help="also time `semqa demo` (several minutes)")
+    parts = ("analysis", "sr", "startup", "breakdown")
+    parser.add_argument("--parts", nargs="+", choices=parts, default=list(parts),
+                        help="which parts to run (default all); e.g. `--parts startup breakdown --images 1`")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # figures appear as each part finishes
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; ImageJ {'found' if imagej_available() else 'absent'}")
@@ -269,10 +272,14 @@ def main() -> None:
 
         data = Path(tmp) / "data"
         make_pairs(data, args.images, SynthConfig(size_px=768), seed=15, workers=os.cpu_count() or 1)
-        bench_analysis(data, args.images, args.repeats)
-        bench_sr(args.repeats)
-        bench_startup(data, args.repeats)
-        bench_breakdown(data, args.repeats)
+        if "analysis" in args.parts:
+            bench_analysis(data, args.images, args.repeats)
+        if "sr" in args.parts:
+            bench_sr(args.repeats)
+        if "startup" in args.parts:
+            bench_startup(data, args.repeats)
+        if "breakdown" in args.parts:
+            bench_breakdown(data, args.repeats)
         if args.demo:
             bench_demo(Path(tmp))
     print(f"load average at the end {os.getloadavg()[0]:.1f}")

@@ -53,6 +53,52 @@ def test_d_values_near_the_limit_are_flagged_and_far_ones_are_not() -> None:
         assert fine.fitted_share_below < 1e-3
 
 
+def _nelder_mead_fit(ln_x: np.ndarray, ln_b: float) -> tuple[float, float, float]:
+    """The fit as semqa made it before issue 15: Nelder–Mead on the truncated-normal likelihood; and its nll."""
+    from scipy import optimize, stats
+
+    def nll(theta: np.ndarray) -> float:
+        return -float(np.sum(stats.norm.logpdf(ln_x, theta[0], math.exp(theta[1]))) - ln_x.size * stats.norm.logsf(ln_b, theta[0], math.exp(theta[1])))
+
+    start = np.array([float(ln_x.mean()), math.log(max(float(ln_x.std()), 1e-3))])
+    fit = optimize.minimize(nll, start, method="Nelder-Mead", options={"xatol": 1e-6, "fatol": 1e-8, "maxiter": 2000})
+    return float(fit.x[0]), math.exp(fit.x[1]), nll
+
+
+@pytest.mark.parametrize("family", ["lognormal", "gamma", "weibull", "bimodal"])
+def test_truncated_fit_is_the_likelihood_optimum_nelder_mead_found(family: str) -> None:
+    """Cohen's moment equation gives the MLE Nelder–Mead approached (its xatol 1e-6), never a worse one."""
+    from semqa.stats.censoring import _fit_truncated_lognormal
+
+    rng = np.random.default_rng(len(family))
+    draw = {
+        "lognormal": lambda n: _population(rng.uniform(0.5, 10), n, rng, gsd=rng.uniform(1.1, 2.5)),
+        "gamma": lambda n: rng.gamma(rng.uniform(1.5, 8), rng.uniform(0.2, 2), n),
+        "weibull": lambda n: rng.uniform(0.5, 5) * rng.weibull(rng.uniform(1.2, 4), n),
+        "bimodal": lambda n: np.concatenate([_population(1.0, n, rng, 1.35), _population(4.5, n // 2, rng, 1.35)]),
+    }[family]
+    for _ in range(8):
+        x = draw(int(rng.integers(40, 3000)))
+        ln_b = math.log(float(np.quantile(x, rng.uniform(0.0, 0.6))))
+        ln_x = np.log(x[np.log(x) > ln_b])
+        mu, sigma = _fit_truncated_lognormal(ln_x, ln_b)
+        mu_nm, sigma_nm, nll = _nelder_mead_fit(ln_x, ln_b)
+        assert mu == pytest.approx(mu_nm, abs=1e-5 * (abs(mu_nm) + sigma_nm))
+        assert sigma == pytest.approx(sigma_nm, rel=1e-5)
+        assert nll([mu, math.log(sigma)]) <= nll([mu_nm, math.log(sigma_nm)]) + 1e-9
+
+
+def test_a_sample_wider_than_any_truncated_lognormal_is_censored() -> None:
+    """No interior optimum (spread of an exponential or wider above the band): all D-values censored, finite."""
+    limit = sizing_limit(LR_PX, MIN_PIXELS)
+    rng = np.random.default_rng(9)
+    wide = limit.band_upper_um * np.exp(rng.pareto(3.0, 400) * 0.5)
+    out = assess_censoring(wide, limit)
+    assert out.censored == ["D10", "D50", "D90"]
+    assert out.fitted_share_below > 0.999
+    assert all(math.isfinite(v) for v in [*out.bias_um.values(), *out.half_width_um.values()])
+
+
 def test_censored_comparison_is_inconclusive_never_equivalent() -> None:
     limit = sizing_limit(LR_PX, MIN_PIXELS)
     ref = _product(3.0, LR_PX, seed=2)

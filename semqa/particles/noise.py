@@ -25,7 +25,6 @@ import math
 import numpy as np
 from pydantic import BaseModel, Field
 from scipy import ndimage
-from scipy.optimize import nnls
 
 #: Immerkær's operator: the difference of two Laplacians cancels structure up to second order;
 #: its response to white noise of sd s has sd 6·s (the kernel's L2 norm).
@@ -138,6 +137,31 @@ def _equal_count_bins(key: np.ndarray, values: np.ndarray) -> tuple[list[float],
     return medians, groups
 
 
+def nonnegative_fit_2(design: np.ndarray, target: np.ndarray) -> tuple[float, float]:
+    """Least squares ``min ‖design·x − target‖`` over ``x ≥ 0`` for a two-column design, exactly.
+
+    The problem is convex, so its optimum is the unconstrained one when that is feasible, else
+    the best of the boundary's optima (one coefficient zero, the other the clamped one-variable
+    fit, or both zero): the Karush–Kuhn–Tucker conditions of Lawson & Hanson, *Solving Least
+    Squares Problems* (1974), ch. 23, enumerated for two unknowns. The same optimum as
+    ``scipy.optimize.nnls`` (``tests/test_detection.py`` compares them), without importing
+    ``scipy.optimize``, which costs every analysis ~0.2 s CPU of start-up (issue 15).
+    """
+    coef, _, rank, _ = np.linalg.lstsq(design, target, rcond=None)
+    if rank == 2 and bool(np.all(coef >= 0)):
+        return float(coef[0]), float(coef[1])
+    candidates = [np.zeros(2)]
+    for j in range(2):
+        column = design[:, j]
+        norm2 = float(column @ column)
+        if norm2 > 0:
+            x = np.zeros(2)
+            x[j] = max(0.0, float(column @ target) / norm2)
+            candidates.append(x)
+    best = min(candidates, key=lambda x: float(np.sum((design @ x - target) ** 2)))
+    return float(best[0]), float(best[1])
+
+
 def fit_noise_model(image: np.ndarray, max_side: int = 1024, valid: np.ndarray | None = None) -> NoiseModel:
     """Fit ``var = a·mean + b`` to the image's own noise.
 
@@ -186,7 +210,7 @@ def fit_noise_model(image: np.ndarray, max_side: int = 1024, valid: np.ndarray |
     # in every bin, so each row is divided by its own variance scale.
     scale = np.maximum(v, 1e-30)
     design = np.column_stack([m, np.ones_like(m)]) * (w / scale)[:, None]
-    (a, b), _ = nnls(design, v * w / scale)
+    a, b = nonnegative_fit_2(design, v * w / scale)
     # A noise-free frame (e.g. a rendered or perfectly super-resolved one) has residuals of
     # zero in most bins: the least noise it can have is that of its stored values.
     floor = representation_variance(crop)
