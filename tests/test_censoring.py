@@ -88,6 +88,15 @@ def test_truncated_fit_is_the_likelihood_optimum_nelder_mead_found(family: str) 
         assert nll([mu, math.log(sigma)]) <= nll([mu_nm, math.log(sigma_nm)]) + 1e-9
 
 
+def test_a_sample_far_above_the_band_fits_its_own_mean_and_spread() -> None:
+    """A nearly constant sample (θ(ξ) → 0 as ξ → −∞) gives the untruncated fit, no overflow."""
+    from semqa.stats.censoring import _fit_truncated_lognormal
+
+    ln_x = np.log(np.array([3.0] * 49 + [3.0000001]))
+    mu, sigma = _fit_truncated_lognormal(ln_x, math.log(1.0))
+    assert mu == pytest.approx(float(ln_x.mean())) and sigma == pytest.approx(float(ln_x.std()))
+
+
 def test_a_sample_wider_than_any_truncated_lognormal_is_censored() -> None:
     """No interior optimum (spread of an exponential or wider above the band): all D-values censored, finite."""
     limit = sizing_limit(LR_PX, MIN_PIXELS)

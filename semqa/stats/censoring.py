@@ -157,6 +157,8 @@ def _fit_truncated_lognormal(ln_x: np.ndarray, ln_b: float) -> tuple[float, floa
     else:
         lo, hi = -1.0, _MAX_XI
         while _truncated_moment_ratio(lo) > ratio:  # θ(ξ) ≈ 1/ξ² far below the band
+            if lo < -1e6:  # the band is > 10⁶ σ below the sample: the truncation does not matter
+                return float(ln_x.mean()), float(ln_x.std())
             lo *= 2.0
         for _ in range(256):  # halvings from a bracket of < 2^60: far past the last bit
             mid = 0.5 * (lo + hi)
