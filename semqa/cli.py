@@ -700,6 +700,9 @@ def _cmd_service(args: argparse.Namespace) -> int:
         print(f"built Bento {bento.tag} (model {', '.join(str(m.tag) for m in bento.info.all_models)})")
         print(f"serve it with: semqa service serve --bento {bento.tag}")
         return EXIT_OK
+    import shutil
+    import tempfile
+
     import bentoml
 
     from service.build import PROJECT_ROOT
@@ -708,7 +711,16 @@ def _cmd_service(args: argparse.Namespace) -> int:
     load_settings().token()  # refuse to start without a token, before starting anything
     target = args.bento or "service.service:Semqa"
     print(f"serving {target} on http://{args.host}:{args.port} (Ctrl+C stops)")
-    bentoml.serve(target, host=args.host, port=args.port, working_dir=str(PROJECT_ROOT), blocking=True)
+    # BentoML's proxy to the generator service makes a bentoml-client-* folder under TMPDIR in
+    # every worker and removes it only on an orderly exit, which a worker stopped by a signal
+    # skips: the server's temporary files go to a folder of its own, removed when it stops.
+    tmp = tempfile.mkdtemp(prefix="semqa-service-tmp-")
+    os.environ["TMPDIR"] = tmp  # the workers inherit it
+    tempfile.tempdir = tmp  # and this process (BentoML's arbiter) uses it too
+    try:
+        bentoml.serve(target, host=args.host, port=args.port, working_dir=str(PROJECT_ROOT), blocking=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return EXIT_OK
 
 

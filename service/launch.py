@@ -153,7 +153,7 @@ def running_service(
 
     Waits at most ``ready_timeout_s`` for ``/readyz`` (failing early if the server exits) and
     stops the server with :func:`stop_tree` on leaving, also when the wait fails. The server's
-    temporary files go to a folder of its own (``TMPDIR``), removed once it is stopped.
+    temporary files go to a folder of its own (``TMPDIR``), removed once it is stopped, killed or not.
     """
     import shutil
     import tempfile
@@ -163,8 +163,8 @@ def running_service(
     env = dict(os.environ if env is None else env)
     # The checkout first on the path, as `python -m semqa.cli` from its root would have it.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
-    # BentoML's proxy to the generator service makes a /tmp/bentoml-client-* folder in every
-    # worker and removes it only on an orderly exit, which a worker stopped by a signal skips.
+    # `semqa service serve` keeps its workers' temporary files in a folder it removes when it
+    # stops in order; this one also catches a server that had to be killed after the grace period.
     tmp = tempfile.mkdtemp(prefix="semqa-service-tmp-")
     env["TMPDIR"] = tmp
     proc = start_group(service_command(port, bento=bento), log_path=log_path, env=env)

@@ -233,7 +233,9 @@ def test_resume_after_kill(tmp_path, monkeypatch, mlflow_template, pair_dir) -> 
         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL, stderr=log,
     )
     ckpt_root = tmp_path / "mlruns" / "checkpoints"
-    deadline = time.monotonic() + 120
+    # Start-up (imports, pair validation, the MLflow run) and three steps: ~40 s on an idle 2-core
+    # machine, over 120 s when the cores are shared with other jobs (seen with two test workers).
+    deadline = time.monotonic() + 420
     try:
         while not any(ckpt_root.glob(f"*/{CHECKPOINT_FILE}")):
             assert proc.poll() is None, (tmp_path / "train.log").read_text(errors="replace")[-3000:]
