@@ -215,3 +215,29 @@ def test_block_mean_equals_block_reduce_mean() -> None:
         h, w = shape[0] // factor * factor, shape[1] // factor * factor
         expected = block_reduce(image[:h, :w], (factor, factor), np.mean)
         np.testing.assert_allclose(block_mean(image, factor), expected, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("levels", [3, 50, None])
+def test_flood_equals_skimage_watershed(levels: int | None) -> None:
+    """Same labels as the library's watershed on crops with a zero-border mask, ties included
+    (few grey levels: many equal values, so the order of the queue decides)."""
+    from scipy import ndimage
+    from skimage.segmentation import watershed
+
+    from semqa.particles.primitives import flood
+
+    rng = np.random.default_rng(0 if levels is None else levels)
+    for shape in [(40, 40), (23, 61), (5, 5)]:
+        image = rng.random(shape)
+        if levels is not None:
+            image = np.floor(image * levels) / levels
+        image = ndimage.gaussian_filter(image, 1.0).astype(np.float32) if levels is None else image
+        mask = np.zeros(shape, dtype=bool)
+        mask[1:-1, 1:-1] = rng.random((shape[0] - 2, shape[1] - 2)) < 0.85
+        markers, n = ndimage.label(mask & (rng.random(shape) < 0.05))
+        expected = watershed(image, markers, mask=mask)
+        out = flood(image, markers, mask)
+        assert out.dtype == expected.dtype
+        np.testing.assert_array_equal(out, expected)
+    with pytest.raises(ValueError, match="border"):
+        flood(np.zeros((4, 4)), np.ones((4, 4), dtype=np.int32), np.ones((4, 4), dtype=bool))

@@ -43,7 +43,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.cluster.hierarchy import DisjointSet
 from scipy import special
-from skimage.segmentation import watershed
+
+from semqa.particles.primitives import flood
 
 # Median of a Rayleigh variable of unit per-component sd: sqrt(2 ln 2). The gradient magnitude
 # of isotropic Gaussian noise is Rayleigh distributed (two independent derivative components).
@@ -187,7 +188,7 @@ def contact_candidates(
     renumber = np.cumsum(keep) * keep
     seeds = renumber[seeds]
     n = int(renumber.max())
-    regions = watershed(grad, seeds, mask=own)
+    regions = flood(grad, seeds, own)  # own has a zero border
     # The line test reads the gradient's ridges only: its white top-hat over a window of 4σ
     # (an edge's gradient profile is about 2σ wide; smooth shading varies over much more, and is removed).
     width = 2 * math.ceil(2.0 * sigma_px) + 1

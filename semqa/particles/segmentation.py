@@ -67,7 +67,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 from scipy.cluster.hierarchy import DisjointSet
 from skimage.filters import threshold_otsu
-from skimage.segmentation import watershed
 
 from semqa.errors import InputError
 from semqa.particles.limits import (
@@ -84,7 +83,7 @@ from semqa.particles.contacts import contact_candidates, gradient_noise_sd, line
 from semqa.particles.detection import significance
 from semqa.particles.holes import open_substrate_holes
 from semqa.particles.measure import outline_hull
-from semqa.particles.primitives import block_mean, label_median, max_filter_square, narrow_labels, upsample_linear
+from semqa.particles.primitives import block_mean, flood, label_median, max_filter_square, narrow_labels, upsample_linear
 from semqa.particles.noise import NoiseModel, fit_noise_model, stabilize, sum_inflation
 
 
@@ -455,7 +454,7 @@ def _split_component(
     ``notches=False`` skips that test (for seeds whose cuts are tested later).
     """
     n = int(markers.max())
-    regions = watershed(-dist, markers, mask=mask)
+    regions = flood(-dist, markers, mask)  # the crop's mask has a zero border (see _split)
     ra, rb, saddle = _saddles(regions, dist, n)
     if ra.size == 0:
         return regions
