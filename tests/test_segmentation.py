@@ -241,3 +241,30 @@ def test_flood_equals_skimage_watershed(levels: int | None) -> None:
         np.testing.assert_array_equal(out, expected)
     with pytest.raises(ValueError, match="border"):
         flood(np.zeros((4, 4)), np.ones((4, 4), dtype=np.int32), np.ones((4, 4), dtype=bool))
+
+
+def test_saddles_equal_the_highest_crossing_per_pair() -> None:
+    """The merge tree's saddles: for each 8-neighbouring pair of regions, the highest over the
+    pixel pairs across their boundary of the lower distance, as a per-pair loop computes it."""
+    from semqa.particles.segmentation import _saddles
+
+    rng = np.random.default_rng(7)
+    regions = rng.integers(0, 6, size=(30, 25))
+    dist = np.round(rng.random((30, 25)) * 8).astype(np.float32)  # ties, as distances have
+    ra, rb, saddle = _saddles(regions, dist, 5)
+    expected = {}
+    for r in range(30):
+        for c in range(25):
+            for dr, dc in ((0, 1), (1, 0), (1, 1), (1, -1)):
+                r2, c2 = r + dr, c + dc
+                if not (0 <= r2 < 30 and 0 <= c2 < 25):
+                    continue
+                a, b = int(regions[r, c]), int(regions[r2, c2])
+                if a != b and a > 0 and b > 0:
+                    key = (min(a, b), max(a, b))
+                    expected[key] = max(expected.get(key, -np.inf), float(min(dist[r, c], dist[r2, c2])))
+    assert list(zip(ra.tolist(), rb.tolist())) == sorted(expected)
+    assert saddle.dtype == np.float64
+    np.testing.assert_array_equal(saddle, [expected[k] for k in sorted(expected)])
+    empty = _saddles(np.zeros((4, 4), dtype=np.int32), np.zeros((4, 4), dtype=np.float32), 0)
+    assert all(x.size == 0 for x in empty)

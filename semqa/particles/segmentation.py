@@ -425,15 +425,21 @@ def _saddles(regions: np.ndarray, dist: np.ndarray, n: int) -> tuple[np.ndarray,
         ((slice(None, -1), slice(None, -1)), (slice(1, None), slice(1, None))), ((slice(None, -1), slice(1, None)), (slice(1, None), slice(None, -1)))
     for sa, sb in shifts:
         a, b = regions[sa], regions[sb]
-        diff = (a != b) & (a > 0) & (b > 0)
-        lo_parts.append(np.minimum(a[diff], b[diff]).astype(np.int64))
-        hi_parts.append(np.maximum(a[diff], b[diff]).astype(np.int64))
+        diff = (a != b) & (np.minimum(a, b) > 0)
+        a, b = a[diff].astype(np.int64), b[diff].astype(np.int64)
+        lo_parts.append(np.minimum(a, b))
+        hi_parts.append(np.maximum(a, b))
         val_parts.append(np.minimum(dist[sa][diff], dist[sb][diff]))
     lo, hi, val = np.concatenate(lo_parts), np.concatenate(hi_parts), np.concatenate(val_parts)
-    codes, inverse = np.unique(lo * (n + 1) + hi, return_inverse=True)
-    saddle = np.full(codes.size, -np.inf)
-    np.maximum.at(saddle, inverse, val)
-    ra, rb = np.divmod(codes, n + 1)
+    if lo.size == 0:
+        return lo, hi, np.empty(0)
+    # Grouped by pair code (one sort), the saddle the maximum of each group (as float64).
+    code = lo * (n + 1) + hi
+    order = np.argsort(code)
+    code = code[order]
+    starts = np.flatnonzero(np.concatenate([[True], code[1:] != code[:-1]]))
+    saddle = np.maximum.reduceat(val[order], starts).astype(np.float64)
+    ra, rb = np.divmod(code[starts], n + 1)
     return ra, rb, saddle
 
 
