@@ -243,6 +243,18 @@ def test_flood_equals_skimage_watershed(levels: int | None) -> None:
         flood(np.zeros((4, 4)), np.ones((4, 4), dtype=np.int32), np.ones((4, 4), dtype=bool))
 
 
+def test_dilate_cross_equals_binary_dilation() -> None:
+    from scipy import ndimage
+
+    from semqa.particles.primitives import dilate_cross
+
+    rng = np.random.default_rng(11)
+    for shape in [(40, 40), (1, 9), (9, 1), (2, 2), (17, 31)]:
+        for density in (0.02, 0.3, 0.9):
+            mask = rng.random(shape) < density
+            np.testing.assert_array_equal(dilate_cross(mask), ndimage.binary_dilation(mask))
+
+
 def test_saddles_equal_the_highest_crossing_per_pair() -> None:
     """The merge tree's saddles: for each 8-neighbouring pair of regions, the highest over the
     pixel pairs across their boundary of the lower distance, as a per-pair loop computes it."""

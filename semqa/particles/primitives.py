@@ -8,6 +8,8 @@ They exist because the library versions dominate the segmentation's time on larg
 * :func:`block_mean` — :func:`skimage.measure.block_reduce` with ``np.mean``;
 * :func:`upsample_linear` — bilinear interpolation between cell centres (edges clamped);
 * :func:`narrow_labels` — labels in the narrowest unsigned type;
+* :func:`dilate_cross` — :func:`scipy.ndimage.binary_dilation` with its default cross (one
+  iteration), by four shifted ORs;
 * :func:`flood` — :func:`skimage.segmentation.watershed` (4-connected, from markers, within a
   mask) on a crop whose mask has a False border, without the padding and setup that cost most
   of a call on a small crop.
@@ -123,6 +125,18 @@ def label_counts_means(values: np.ndarray, ids: np.ndarray, n: int) -> tuple[np.
     counts = np.bincount(ids, minlength=n + 1).astype(float)
     means = np.bincount(ids, weights=values, minlength=n + 1) / np.maximum(counts, 1.0)
     return counts, means
+
+
+def dilate_cross(mask: np.ndarray) -> np.ndarray:
+    """``scipy.ndimage.binary_dilation(mask)`` (the 4-connected cross, one iteration, pixels
+    outside the array False) by four shifted ORs: the library's general loop costs ten times
+    more on the small crops the notch test dilates."""
+    out = mask.copy()
+    out[1:] |= mask[:-1]
+    out[:-1] |= mask[1:]
+    out[:, 1:] |= mask[:, :-1]
+    out[:, :-1] |= mask[:, 1:]
+    return out
 
 
 def flood(image: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarray:

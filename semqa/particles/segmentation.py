@@ -83,7 +83,7 @@ from semqa.particles.contacts import contact_candidates, gradient_noise_sd, line
 from semqa.particles.detection import significance
 from semqa.particles.holes import open_substrate_holes
 from semqa.particles.measure import outline_hull
-from semqa.particles.primitives import block_mean, flood, label_median, max_filter_square, narrow_labels, upsample_linear
+from semqa.particles.primitives import block_mean, dilate_cross, flood, label_median, max_filter_square, narrow_labels, upsample_linear
 from semqa.particles.noise import NoiseModel, fit_noise_model, stabilize, sum_inflation
 
 
@@ -397,7 +397,7 @@ def _notch_depth(regions: np.ndarray, boxes: list, a: int, b: int, dist: np.ndar
     crop = regions[box]
     is_a, is_b = crop == a, crop == b
     union = is_a | is_b
-    cut = is_a & ndimage.binary_dilation(is_b)
+    cut = is_a & dilate_cross(is_b)
     if not cut.any():
         return 0.0
     # The crop's outermost rows and columns lie outside both regions, which gives the distance
@@ -464,8 +464,8 @@ def _split_component(
     ra, rb, saddle = _saddles(regions, dist, n)
     if ra.size == 0:
         return regions
-    peak = np.zeros(n + 1)
-    np.maximum.at(peak, regions[mask], dist[mask])
+    # Every region holds its marker, so each of 1…n has a maximum (the library's per-label pass).
+    peak = np.concatenate([[0.0], ndimage.maximum(dist, regions, np.arange(1, n + 1))])
     groups = DisjointSet(range(1, n + 1))
     group_peak = {r: float(peak[r]) for r in range(1, n + 1)}
     kept = []
@@ -480,9 +480,10 @@ def _split_component(
         else:
             kept.append(k)
     # Notch test on the cuts kept, between the merged groups.
-    ids = np.array([0] + [groups[r] for r in range(1, n + 1)])
-    merged = ids[regions]
-    boxes = ndimage.find_objects(merged)
+    if notches and kept:
+        ids = np.array([0] + [groups[r] for r in range(1, n + 1)])
+        merged = ids[regions]
+        boxes = ndimage.find_objects(merged)
     for k in kept if notches else ():
         a, b = groups[int(ra[k])], groups[int(rb[k])]
         if a == b:
