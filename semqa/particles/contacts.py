@@ -35,6 +35,7 @@ the test counts the substrate texture and correlated noise as the null, whatever
 
 from __future__ import annotations
 
+from functools import lru_cache
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -129,6 +130,16 @@ def line_threshold_fdr(z: np.ndarray, false_detections: float) -> float:
     return float(z[k + 1]) if k + 1 < z.size else -math.inf
 
 
+@lru_cache(maxsize=8)
+def _disc(radius: int) -> np.ndarray:
+    """Disc of integer ``radius`` (offsets with ``dy² + dx² ≤ radius²``), read-only: built once
+    per radius, not once per part."""
+    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    disc = yy**2 + xx**2 <= radius**2
+    disc.flags.writeable = False
+    return disc
+
+
 def contact_candidates(
     own: np.ndarray,
     grad: np.ndarray,
@@ -173,9 +184,7 @@ def contact_candidates(
     calm = own & (grad < np.median(values) + k * _RAYLEIGH_SD * noise_sd)
     # Opened by a disc of radius 2σ: noise speckle (correlated over about that width) leaves
     # holes and threads in the calm pixels that would make false necks.
-    radius = math.ceil(sigma_px)
-    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
-    calm = ndimage.binary_opening(calm, structure=yy**2 + xx**2 <= radius**2)
+    calm = ndimage.binary_opening(calm, structure=_disc(math.ceil(sigma_px)))
     seeds = split_necks(calm)
     n = int(seeds.max())
     if n < 2:
