@@ -147,8 +147,9 @@ def flood(image: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarra
     ``mask`` must be False on its outermost rows and columns (a crop with a zero border, as the
     segmentation's crops are): the flood then never reaches the array's edge, which is what the
     library's padding by one pixel guarantees, so the padding, and the library's input checks, are
-    skipped. The flood is the library's own (``watershed_raveled``, run on the same values in the
-    same order), with its neighbour offsets (4-connected, sorted by distance as
+    skipped. The flood is the library's own (``watershed_raveled``, private to scikit-image, so the
+    test comparing the two is what notices a release that changes it), run on the same values in
+    the same order, with its neighbour offsets (4-connected, sorted by distance as
     ``skimage.morphology._util._offsets_to_raveled_neighbors`` sorts them), so ties are broken as
     there: the labels are the same pixel for pixel (tested in ``tests/test_segmentation.py``).
 
