@@ -194,6 +194,24 @@ def test_dim_particle_interior_is_not_opened() -> None:
     assert (labels[r2 <= 30**2] > 0).all()
 
 
+def test_patch_cores_equal_the_whole_frame_distance_map() -> None:
+    """The hole test's patch cores, measured per patch box, are those of the frame's distance
+    map: patches touching each other diagonally and the frame's edge included."""
+    from semqa.particles.holes import _patch_cores
+
+    rng = np.random.default_rng(4)
+    for shape in [(60, 70), (25, 25)]:
+        field = ndimage.gaussian_filter(rng.random(shape), 3.0)
+        below = (field > np.median(field)) | (rng.random(shape) < 0.1)
+        patches, n = ndimage.label(below)
+        selected = rng.random(n + 1) < 0.7
+        selected[0] = False
+        for depth in (0.5, 1.0, 1.5, 2.2):
+            expected = (ndimage.distance_transform_edt(below) > depth) & selected[patches]
+            assert expected.any()
+            np.testing.assert_array_equal(_patch_cores(patches, selected, depth), expected)
+
+
 def test_fdr_line_rule_keeps_null_frames_within_the_budget() -> None:
     # Frames of 200 lines without contacts (z standard normal): the share of frames in which any
     # line is kept stays within the false-detection budget (0.05; 3 binomial sds over 2000 frames).

@@ -215,3 +215,68 @@ def test_block_mean_equals_block_reduce_mean() -> None:
         h, w = shape[0] // factor * factor, shape[1] // factor * factor
         expected = block_reduce(image[:h, :w], (factor, factor), np.mean)
         np.testing.assert_allclose(block_mean(image, factor), expected, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("levels", [3, 50, None])
+def test_flood_equals_skimage_watershed(levels: int | None) -> None:
+    """Same labels as the library's watershed on crops with a zero-border mask, ties included
+    (few grey levels: many equal values, so the order of the queue decides)."""
+    from scipy import ndimage
+    from skimage.segmentation import watershed
+
+    from semqa.particles.primitives import flood
+
+    rng = np.random.default_rng(0 if levels is None else levels)
+    for shape in [(40, 40), (23, 61), (5, 5)]:
+        image = rng.random(shape)
+        if levels is not None:
+            image = np.floor(image * levels) / levels
+        image = ndimage.gaussian_filter(image, 1.0).astype(np.float32) if levels is None else image
+        mask = np.zeros(shape, dtype=bool)
+        mask[1:-1, 1:-1] = rng.random((shape[0] - 2, shape[1] - 2)) < 0.85
+        markers, n = ndimage.label(mask & (rng.random(shape) < 0.05))
+        expected = watershed(image, markers, mask=mask)
+        out = flood(image, markers, mask)
+        assert out.dtype == expected.dtype
+        np.testing.assert_array_equal(out, expected)
+    with pytest.raises(ValueError, match="border"):
+        flood(np.zeros((4, 4)), np.ones((4, 4), dtype=np.int32), np.ones((4, 4), dtype=bool))
+
+
+def test_dilate_cross_equals_binary_dilation() -> None:
+    from scipy import ndimage
+
+    from semqa.particles.primitives import dilate_cross
+
+    rng = np.random.default_rng(11)
+    for shape in [(40, 40), (1, 9), (9, 1), (2, 2), (17, 31)]:
+        for density in (0.02, 0.3, 0.9):
+            mask = rng.random(shape) < density
+            np.testing.assert_array_equal(dilate_cross(mask), ndimage.binary_dilation(mask))
+
+
+def test_saddles_equal_the_highest_crossing_per_pair() -> None:
+    """The merge tree's saddles: for each 8-neighbouring pair of regions, the highest over the
+    pixel pairs across their boundary of the lower distance, as a per-pair loop computes it."""
+    from semqa.particles.segmentation import _saddles
+
+    rng = np.random.default_rng(7)
+    regions = rng.integers(0, 6, size=(30, 25))
+    dist = np.round(rng.random((30, 25)) * 8).astype(np.float32)  # ties, as distances have
+    ra, rb, saddle = _saddles(regions, dist, 5)
+    expected = {}
+    for r in range(30):
+        for c in range(25):
+            for dr, dc in ((0, 1), (1, 0), (1, 1), (1, -1)):
+                r2, c2 = r + dr, c + dc
+                if not (0 <= r2 < 30 and 0 <= c2 < 25):
+                    continue
+                a, b = int(regions[r, c]), int(regions[r2, c2])
+                if a != b and a > 0 and b > 0:
+                    key = (min(a, b), max(a, b))
+                    expected[key] = max(expected.get(key, -np.inf), float(min(dist[r, c], dist[r2, c2])))
+    assert list(zip(ra.tolist(), rb.tolist())) == sorted(expected)
+    assert saddle.dtype == np.float64
+    np.testing.assert_array_equal(saddle, [expected[k] for k in sorted(expected)])
+    empty = _saddles(np.zeros((4, 4), dtype=np.int32), np.zeros((4, 4), dtype=np.float32), 0)
+    assert all(x.size == 0 for x in empty)

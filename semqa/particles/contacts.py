@@ -35,6 +35,7 @@ the test counts the substrate texture and correlated noise as the null, whatever
 
 from __future__ import annotations
 
+from functools import lru_cache
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,7 +44,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.cluster.hierarchy import DisjointSet
 from scipy import special
-from skimage.segmentation import watershed
+
+from semqa.particles.primitives import flood
 
 # Median of a Rayleigh variable of unit per-component sd: sqrt(2 ln 2). The gradient magnitude
 # of isotropic Gaussian noise is Rayleigh distributed (two independent derivative components).
@@ -128,6 +130,16 @@ def line_threshold_fdr(z: np.ndarray, false_detections: float) -> float:
     return float(z[k + 1]) if k + 1 < z.size else -math.inf
 
 
+@lru_cache(maxsize=8)
+def _disc(radius: int) -> np.ndarray:
+    """Disc of integer ``radius`` (offsets with ``dy² + dx² ≤ radius²``), read-only: built once
+    per radius, not once per part."""
+    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    disc = yy**2 + xx**2 <= radius**2
+    disc.flags.writeable = False
+    return disc
+
+
 def contact_candidates(
     own: np.ndarray,
     grad: np.ndarray,
@@ -172,9 +184,7 @@ def contact_candidates(
     calm = own & (grad < np.median(values) + k * _RAYLEIGH_SD * noise_sd)
     # Opened by a disc of radius 2σ: noise speckle (correlated over about that width) leaves
     # holes and threads in the calm pixels that would make false necks.
-    radius = math.ceil(sigma_px)
-    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
-    calm = ndimage.binary_opening(calm, structure=yy**2 + xx**2 <= radius**2)
+    calm = ndimage.binary_opening(calm, structure=_disc(math.ceil(sigma_px)))
     seeds = split_necks(calm)
     n = int(seeds.max())
     if n < 2:
@@ -187,7 +197,7 @@ def contact_candidates(
     renumber = np.cumsum(keep) * keep
     seeds = renumber[seeds]
     n = int(renumber.max())
-    regions = watershed(grad, seeds, mask=own)
+    regions = flood(grad, seeds, own)  # own has a zero border
     # The line test reads the gradient's ridges only: its white top-hat over a window of 4σ
     # (an edge's gradient profile is about 2σ wide; smooth shading varies over much more, and is removed).
     width = 2 * math.ceil(2.0 * sigma_px) + 1

@@ -45,6 +45,26 @@ from semqa.particles.primitives import (
 _CANDIDATE_SIGMA_PX = 1.0
 
 
+def _patch_cores(patches: np.ndarray, selected: np.ndarray, depth_px: float) -> np.ndarray:
+    """Pixels of the ``selected`` patches (a boolean per label of ``patches``, 4-connected labels)
+    farther than ``depth_px`` from every pixel outside the patches: ``(distance_transform_edt(patches > 0)
+    > depth_px) & selected[patches]``.
+
+    Each selected patch is measured in its box grown by a pixel (clipped to the frame), not the
+    whole frame: a patch pixel's nearest pixel outside its patch lies outside every patch (were
+    it in another patch, its 4-neighbour one step nearer would be in this one, joining the two),
+    so the crop's distance map equals the frame's there.
+    """
+    core = np.zeros(patches.shape, dtype=bool)
+    for i, box in enumerate(ndimage.find_objects(patches), start=1):
+        if box is None or not selected[i]:
+            continue
+        grown = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in box)
+        own = patches[grown] == i
+        core[grown] |= own & (ndimage.distance_transform_edt(own) > depth_px)
+    return core
+
+
 def open_substrate_holes(
     mask: np.ndarray, z: np.ndarray, sum_sd: float, false_detections: float, gap_px: int, probe_fwhm_px: float
 ) -> np.ndarray:
@@ -102,7 +122,7 @@ def open_substrate_holes(
     # Core: patch pixels beyond the reach of the edge blur (2 sigma of the probe and the candidate
     # smoothing combined), where a patch of substrate reads the substrate level itself.
     edge_sigma = math.hypot(probe_fwhm_px / (2.0 * math.sqrt(2.0 * math.log(2.0))), _CANDIDATE_SIGMA_PX)
-    core = ndimage.distance_transform_edt(below) > 2.0 * edge_sigma
+    core = _patch_cores(patches, enclosed, 2.0 * edge_sigma)  # only enclosed patches are tested
     core_ids = patches[core]
     core_counts, core_means = label_counts_means(z[core], core_ids, n_patches)
     ground = np.zeros(n_patches + 1)

@@ -7,13 +7,19 @@ They exist because the library versions dominate the segmentation's time on larg
 * :func:`label_median` — per-label medians (:func:`scipy.ndimage.median`, lower median);
 * :func:`block_mean` — :func:`skimage.measure.block_reduce` with ``np.mean``;
 * :func:`upsample_linear` — bilinear interpolation between cell centres (edges clamped);
-* :func:`narrow_labels` — labels in the narrowest unsigned type.
+* :func:`narrow_labels` — labels in the narrowest unsigned type;
+* :func:`dilate_cross` — :func:`scipy.ndimage.binary_dilation` with its default cross (one
+  iteration), by four shifted ORs;
+* :func:`flood` — :func:`skimage.segmentation.watershed` (4-connected, from markers, within a
+  mask) on a crop whose mask has a False border, without the padding and setup that cost most
+  of a call on a small crop.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
+from skimage.segmentation import _watershed_cy
 
 
 def label_median(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -119,3 +125,53 @@ def label_counts_means(values: np.ndarray, ids: np.ndarray, n: int) -> tuple[np.
     counts = np.bincount(ids, minlength=n + 1).astype(float)
     means = np.bincount(ids, weights=values, minlength=n + 1) / np.maximum(counts, 1.0)
     return counts, means
+
+
+def dilate_cross(mask: np.ndarray) -> np.ndarray:
+    """``scipy.ndimage.binary_dilation(mask)`` (the 4-connected cross, one iteration, pixels
+    outside the array False) by four shifted ORs: the library's general loop costs ten times
+    more on the small crops the notch test dilates."""
+    out = mask.copy()
+    out[1:] |= mask[:-1]
+    out[:-1] |= mask[1:]
+    out[:, 1:] |= mask[:, :-1]
+    out[:, :-1] |= mask[:, 1:]
+    return out
+
+
+def flood(image: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Watershed of ``image`` from ``markers`` within ``mask``: the labels of
+    ``skimage.segmentation.watershed(image, markers, mask=mask)`` (connectivity 1, no compactness,
+    no watershed line), in the markers' dtype.
+
+    ``mask`` must be False on its outermost rows and columns (a crop with a zero border, as the
+    segmentation's crops are): the flood then never reaches the array's edge, which is what the
+    library's padding by one pixel guarantees, so the padding, and the library's input checks, are
+    skipped. The flood is the library's own (``watershed_raveled``, private to scikit-image, so the
+    test comparing the two is what notices a release that changes it), run on the same values in
+    the same order, with its neighbour offsets (4-connected, sorted by distance as
+    ``skimage.morphology._util._offsets_to_raveled_neighbors`` sorts them), so ties are broken as
+    there: the labels are the same pixel for pixel (tested in ``tests/test_segmentation.py``).
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ, the array is not 2-D, or ``mask`` is True on its border.
+    """
+    if image.ndim != 2 or markers.shape != image.shape or mask.shape != image.shape:
+        raise ValueError(f"flood needs 2-D arrays of one shape, got {image.shape}, {markers.shape}, {mask.shape}")
+    if mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any():
+        raise ValueError("flood needs a mask that is False on its border")
+    cols = image.shape[1]
+    output = np.ascontiguousarray(markers * mask)
+    _watershed_cy.watershed_raveled(
+        np.ascontiguousarray(image, dtype=np.float64).ravel(),
+        np.flatnonzero(output),
+        np.array([-cols, -1, 1, cols], dtype=np.intp),
+        mask.astype(np.int8).ravel(),
+        np.array([cols, 1], dtype=np.intp),
+        0.0,
+        output.ravel(),
+        False,
+    )
+    return output

@@ -67,7 +67,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 from scipy.cluster.hierarchy import DisjointSet
 from skimage.filters import threshold_otsu
-from skimage.segmentation import watershed
 
 from semqa.errors import InputError
 from semqa.particles.limits import (
@@ -84,7 +83,7 @@ from semqa.particles.contacts import contact_candidates, gradient_noise_sd, line
 from semqa.particles.detection import significance
 from semqa.particles.holes import open_substrate_holes
 from semqa.particles.measure import outline_hull
-from semqa.particles.primitives import block_mean, label_median, max_filter_square, narrow_labels, upsample_linear
+from semqa.particles.primitives import block_mean, dilate_cross, flood, label_median, max_filter_square, narrow_labels, upsample_linear
 from semqa.particles.noise import NoiseModel, fit_noise_model, stabilize, sum_inflation
 
 
@@ -398,7 +397,7 @@ def _notch_depth(regions: np.ndarray, boxes: list, a: int, b: int, dist: np.ndar
     crop = regions[box]
     is_a, is_b = crop == a, crop == b
     union = is_a | is_b
-    cut = is_a & ndimage.binary_dilation(is_b)
+    cut = is_a & dilate_cross(is_b)
     if not cut.any():
         return 0.0
     # The crop's outermost rows and columns lie outside both regions, which gives the distance
@@ -426,15 +425,21 @@ def _saddles(regions: np.ndarray, dist: np.ndarray, n: int) -> tuple[np.ndarray,
         ((slice(None, -1), slice(None, -1)), (slice(1, None), slice(1, None))), ((slice(None, -1), slice(1, None)), (slice(1, None), slice(None, -1)))
     for sa, sb in shifts:
         a, b = regions[sa], regions[sb]
-        diff = (a != b) & (a > 0) & (b > 0)
-        lo_parts.append(np.minimum(a[diff], b[diff]).astype(np.int64))
-        hi_parts.append(np.maximum(a[diff], b[diff]).astype(np.int64))
+        diff = (a != b) & (np.minimum(a, b) > 0)
+        a, b = a[diff].astype(np.int64), b[diff].astype(np.int64)
+        lo_parts.append(np.minimum(a, b))
+        hi_parts.append(np.maximum(a, b))
         val_parts.append(np.minimum(dist[sa][diff], dist[sb][diff]))
     lo, hi, val = np.concatenate(lo_parts), np.concatenate(hi_parts), np.concatenate(val_parts)
-    codes, inverse = np.unique(lo * (n + 1) + hi, return_inverse=True)
-    saddle = np.full(codes.size, -np.inf)
-    np.maximum.at(saddle, inverse, val)
-    ra, rb = np.divmod(codes, n + 1)
+    if lo.size == 0:
+        return lo, hi, np.empty(0)
+    # Grouped by pair code (one sort), the saddle the maximum of each group (as float64).
+    code = lo * (n + 1) + hi
+    order = np.argsort(code)
+    code = code[order]
+    starts = np.flatnonzero(np.concatenate([[True], code[1:] != code[:-1]]))
+    saddle = np.maximum.reduceat(val[order], starts).astype(np.float64)
+    ra, rb = np.divmod(code[starts], n + 1)
     return ra, rb, saddle
 
 
@@ -455,12 +460,12 @@ def _split_component(
     ``notches=False`` skips that test (for seeds whose cuts are tested later).
     """
     n = int(markers.max())
-    regions = watershed(-dist, markers, mask=mask)
+    regions = flood(-dist, markers, mask)  # the crop's mask has a zero border (see _split)
     ra, rb, saddle = _saddles(regions, dist, n)
     if ra.size == 0:
         return regions
-    peak = np.zeros(n + 1)
-    np.maximum.at(peak, regions[mask], dist[mask])
+    # Every region holds its marker, so each of 1…n has a maximum (the library's per-label pass).
+    peak = np.concatenate([[0.0], ndimage.maximum(dist, regions, np.arange(1, n + 1))])
     groups = DisjointSet(range(1, n + 1))
     group_peak = {r: float(peak[r]) for r in range(1, n + 1)}
     kept = []
@@ -475,9 +480,10 @@ def _split_component(
         else:
             kept.append(k)
     # Notch test on the cuts kept, between the merged groups.
-    ids = np.array([0] + [groups[r] for r in range(1, n + 1)])
-    merged = ids[regions]
-    boxes = ndimage.find_objects(merged)
+    if notches and kept:
+        ids = np.array([0] + [groups[r] for r in range(1, n + 1)])
+        merged = ids[regions]
+        boxes = ndimage.find_objects(merged)
     for k in kept if notches else ():
         a, b = groups[int(ra[k])], groups[int(rb[k])]
         if a == b:
