@@ -17,8 +17,9 @@ A test process that is itself killed (SIGKILL, an out-of-memory kill) runs none 
 :func:`start_group` does not start the server directly but under a guard, this module run as a
 script: the guard asks Linux to signal it when its parent dies (``PR_SET_PDEATHSIG``) and to
 adopt every orphaned descendant (``PR_SET_CHILD_SUBREAPER``, so workers in sessions of their
-own stay in its tree when their manager dies), and when its parent dies it stops the tree
-the same way, SIGTERM then SIGKILL. See prctl(2).
+own stay in its tree when their manager dies), and when its parent dies or it is told to stop
+it stops the tree: SIGTERM, SIGINT to what still runs after :data:`FORCE_QUIT_AFTER_S` (a
+uvicorn worker's forced quit), SIGKILL after its grace period. See prctl(2).
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ PR_SET_CHILD_SUBREAPER = 36
 #: Seconds the guard gives the tree after SIGTERM when its parent died: shorter than
 #: :data:`GRACE_S`, so that an orderly :func:`stop_tree` never has to kill the guard first.
 GUARD_GRACE_S = 10.0
+#: Seconds after SIGTERM before the guard sends SIGINT to what still runs. uvicorn (BentoML's
+#: workers) waits after a first signal for open connections, background tasks and the app's
+#: shutdown hooks with no time limit, and a SIGINT after it is its forced quit ("CTRL+C to force
+#: quit", uvicorn.Server.handle_exit); an API worker was seen idle in that wait until killed
+#: (2 of 7 stops, then 1 of 10, under load). Circus, Streamlit and MLflow's server stop on either.
+FORCE_QUIT_AFTER_S = 2.0
 #: Seconds between the guard's checks that its child runs and its parent lives (this also
 #: bounds how long a SIGTERM, its parent's death included, waits to be acted on).
 GUARD_POLL_S = 0.5
@@ -204,15 +211,20 @@ def _reap() -> None:
 
 
 def _stop_descendants(grace_s: float) -> None:
-    """SIGTERM every descendant of this process, SIGKILL what is left after ``grace_s`` seconds."""
+    """SIGTERM every descendant of this process, SIGINT what still runs after
+    :data:`FORCE_QUIT_AFTER_S`, SIGKILL what is left after ``grace_s`` seconds."""
     tree = psutil.Process().children(recursive=True)
     _signal(tree, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and any(_running(p) for p in tree):
+    start = time.monotonic()
+    forced = False
+    while time.monotonic() < start + grace_s and any(_running(p) for p in tree):
         time.sleep(GUARD_POLL_S)
         _reap()
         # Orphans adopted meanwhile (their manager ended first) are this process's children now.
         tree = list({p.pid: p for p in [*tree, *psutil.Process().children(recursive=True)]}.values())
+        if not forced and time.monotonic() >= start + FORCE_QUIT_AFTER_S:
+            _signal([p for p in tree if _running(p)], signal.SIGINT)
+            forced = True
     _signal([*tree, *psutil.Process().children(recursive=True)], signal.SIGKILL)
     psutil.wait_procs(tree, timeout=KILL_WAIT_S)
     _reap()
