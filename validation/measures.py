@@ -16,7 +16,7 @@ from PIL import Image
 from scipy import ndimage
 from scipy.optimize import lsq_linear
 
-#: Percentiles bounding the dynamic range and the focus normalisation; 0.5 % at each end
+#: Percentiles bounding the dynamic range; 0.5 % at each end
 #: keeps isolated hot or dead pixels from setting the range.
 RANGE_PERCENTILES: tuple[float, float] = (0.5, 99.5)
 
@@ -37,23 +37,6 @@ def intensity_range(image: np.ndarray) -> tuple[float, float]:
     """The 0.5th and 99.5th percentiles (:data:`RANGE_PERCENTILES`)."""
     lo, hi = np.percentile(image, RANGE_PERCENTILES)
     return float(lo), float(hi)
-
-
-def focus(image: np.ndarray, sigma_px: float, intensity: tuple[float, float] | None = None) -> float:
-    """Variance of the Laplacian of the smoothed, contrast-normalised image.
-
-    The variance of the Laplacian is the classic focus measure (Pech-Pacheco et al.,
-    "Diatom autofocusing in brightfield microscopy: a comparative study", ICPR 2000).
-    The image is first stretched so its 0.5–99.5 percentile range (``intensity``, computed
-    if not given) maps to [0, 1], making the measure independent of brightness and
-    contrast, then smoothed by a Gaussian of ``sigma_px``: shot noise dominates the bare
-    Laplacian of an SEM image and would make a blurred but noisy image look sharp.
-    """
-    lo, hi = intensity if intensity is not None else intensity_range(image)
-    if hi <= lo:
-        return 0.0
-    norm = (np.asarray(image, dtype=np.float32) - np.float32(lo)) / np.float32(hi - lo)
-    return float(ndimage.laplace(ndimage.gaussian_filter(norm, sigma_px)).var())
 
 
 #: Radial frequency bins of :func:`blur_sigma_px` between 0 and 0.5 cycles per pixel.
