@@ -496,7 +496,7 @@ def test_blur_limit_holds_on_two_families(renderer: str, tmp_path: Path) -> None
     # HR of either renderer passes at a fast and a slow dose, the same HR blurred by σ = 2 px fails.
     from semqa.synth.families import FamilyConfig, render_family, scan_family
     from semqa.synth.scenes import render_scene, scan_scene
-    from validation.measures import blur_sigma_px
+    from validation.blur import blur_estimate
 
     limit = ValidationConfig().max_blur_sigma_hr_px
     for dose in (40.0, 1000.0):
@@ -507,10 +507,10 @@ def test_blur_limit_holds_on_two_families(renderer: str, tmp_path: Path) -> None
         else:
             config = FamilyConfig(family="bse", size_px=256, dose=dose)
             hr, _ = scan_family(render_family(config, rng), config, rng)
-        clean_blur = blur_sigma_px(hr)
+        clean_blur = blur_estimate(hr).sigma_px
         assert clean_blur < limit, clean_blur
         blurred = shot_noise(ndimage.gaussian_filter(np.clip(hr, 0, 1), 2.0), dose, rng)
-        assert blur_sigma_px(blurred) > limit
+        assert blur_estimate(blurred).sigma_px > limit
 
 
 def _write_lot(folder: Path, scenes: list[np.ndarray], lr_px: float) -> None:

@@ -66,11 +66,11 @@ class ValidationConfig(BaseModel):
     max_blur_sigma_hr_px: float = Field(
         1.366,
         gt=0,
-        description="largest Gaussian blur sigma of an HR image, px (validation.measures.blur_sigma_px, fitted to "
-        "its power spectrum). A sharp scan resolves detail of a 4-pixel period (half its Nyquist frequency) with "
+        description="largest Gaussian blur sigma of an HR image, px (validation.blur.blur_estimate's maximum-"
+        "likelihood sigma, fitted to its power spectrum). A sharp scan resolves detail of a 4-pixel period (half its Nyquist frequency) with "
         "an MTF of at least 10 %: exp(−2π²σ²/16) ≥ 0.1, σ ≤ sqrt(8 ln 10)/π = 1.366 px. Checked, not tuned: 256² HR "
-        "at 40 and 1000 e⁻/px give 0–0.52 (semqa.synth.scenes, probe 0.6) and 0.77–1.07 (families dome, bse, dark, "
-        "probe 0.7); the same blurred by σ = 2 px and rescanned: 1.65–2.29",
+        "at 40 and 1000 e⁻/px give 0.54–0.58 (semqa.synth.scenes, probe 0.6) and 0.74–0.94 (families dome, bse, "
+        "probe 0.7); the same blurred by σ = 2 px and rescanned: 1.76–2.28",
     )
     max_blur_sigma_lot_px: float = Field(
         1.366,

@@ -22,7 +22,7 @@ from validation.config import ValidationConfig
 from validation.dataset import lot_members, pair_members
 from validation.exposure import exposure
 from validation.blur import blur_estimate
-from validation.measures import blur_sigma_px, colour_spread, content_hash, intensity_range
+from validation.measures import colour_spread, content_hash, intensity_range
 from validation.register import registration_quality
 
 
@@ -67,7 +67,7 @@ def _image_fields(
             focus_undetermined=blur.lower_px <= limit < blur.upper_px,
         )
     if with_blur:
-        fields["blur_sigma_px"] = blur_sigma_px(mg.image)
+        fields["blur_sigma_px"] = blur_estimate(mg.image).sigma_px
     return fields, mg
 
 

@@ -29,7 +29,7 @@ CHECKS: dict[str, str] = {
     "saturated": "share of saturated pixels beyond what shot noise explains (Poisson tail above the top code) below the limit",
     "black": "share of black (code 0) pixels beyond what shot noise explains (Poisson P(0) = e^-λ) below the limit",
     "dynamic_range": "0.5–99.5 percentile spread above the minimum",
-    "focus": "in focus: an HR's blur (Gaussian sigma fitted to its power spectrum above the noise) within what a "
+    "focus": "in focus: an HR's blur (Gaussian sigma fitted to its power spectrum and noise floor) within what a "
     "sharp scan allows; a lot image refused only when the lower confidence bound of that blur exceeds it (where the noise "
     "leaves it undetermined the row says focus_undetermined)",
     "registration_shift": "residual HR↔LR shift below the limit (LR px)",
