@@ -18,9 +18,10 @@ per family over doses, then the lot focus decisions: per cell the share of clean
 images refused by the focus check and the share whose focus the noise leaves undetermined
 (not refused). The exposure, registration and focus limits were tuned on none of these
 families (each comes from the physics or statistics named in :class:`validation.ValidationConfig`);
-the lot focus check's statistics (bin width, window inflation, scene exponent) were checked on
-white noise and ``synth`` only, so the other families report on data they never saw. The
-dynamic-range limit is still the one set on ``synth``.
+the lot focus check's constants (bin width, the Hann window's variance inflation, the f^−3 scene
+exponent) are derived in :mod:`validation.blur` and were checked on white noise (dispersion
+≈ 1) and developed on ``synth`` frames; none was fitted to a family. The dynamic-range limit is
+still the one set on ``synth``.
 
     .venv/bin/python benchmarks/bench_validation_physics.py [--clean 4] [--hr-size 256] [--lot-hr-size 256] [--seed 0]
 """
