@@ -9,8 +9,9 @@ one lot folder are made with ``--clean`` clean scenes plus one scene per fault, 
 
 * pairs: clean; LR shifted by 3 LR px; two LR partners swapped; HR blurred (σ = 3 HR px, then
   rescanned at the HR dose); both scans saturated (signal × 2, clipped at the top code);
-* lots (the LR frames of scenes rendered at ``--lot-hr-size``): clean; blurred (σ = 2, 3, 4 LR
-  px applied to the yield before the shot noise: a defocused scan); saturated (× 2); black level
+* lots (the LR frames of scenes rendered at ``--lot-hr-size``): clean; defocused (the LR probe
+  widened by σ = 2, 3, 4 LR px in quadrature, before the area integration and the shot noise:
+  the scene scanned out of focus, not a noisy frame blurred); saturated (× 2); black level
   below code 0 (the darkest third of the signal cut to 0).
 
 It prints the pass rate of clean items and the rejection rate of each fault per cell, and
@@ -29,6 +30,7 @@ still the one set on ``synth``.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -44,14 +46,23 @@ PAIR_FAULTS = ("shift", "swap", "blur", "saturated")
 LOT_FAULTS = ("blur2", "blur3", "blur4", "saturated", "black_level")
 
 
-def scene_pair(family: str, hr_size: int, lr_dose: float, rng: np.random.Generator):
-    """``(hr, lr, hr_px, lr_px, hr_dose)`` of one scene; HR at its renderer's default dose."""
+def scene_pair(family: str, hr_size: int, lr_dose: float, rng: np.random.Generator, lr_defocus_px: float = 0.0):
+    """``(hr, lr, hr_px, lr_px, hr_dose)`` of one scene; HR at its renderer's default dose.
+
+    ``lr_defocus_px``: the LR scanned out of focus, its probe widened in quadrature by a Gaussian
+    of that sigma in LR pixels (×4 HR pixels) before the area integration and the shot noise.
+    """
     from semqa.sr.degradation import DegradationConfig, degrade
+
+    def lr_probe(sharp_hr_px: float) -> float:
+        return math.hypot(sharp_hr_px, 4.0 * lr_defocus_px)
 
     if family == "synth":
         from semqa.synth.scenes import SynthConfig, render_scene, scan_scene
 
-        config = SynthConfig(size_px=hr_size, degradation=DegradationConfig(dose=lr_dose))
+        lr_scan = DegradationConfig(dose=lr_dose)
+        lr_scan = lr_scan.model_copy(update={"psf_sigma_hr_px": lr_probe(lr_scan.psf_sigma)})
+        config = SynthConfig(size_px=hr_size, degradation=lr_scan)
         hr, lr = scan_scene(render_scene(config, rng), config, rng)
         return hr, lr, config.pixel_size_um, config.lr_pixel_size_um, config.hr_dose
     if family == "agglo":
@@ -64,12 +75,16 @@ def scene_pair(family: str, hr_size: int, lr_dose: float, rng: np.random.Generat
         config = AgglomerateConfig(size_px=hr_size)
         scene = render_agglomerates(config, rng)
         hr = scan_agglomerates(scene, config, rng)
-        lr = degrade(scene.clean, DegradationConfig(dose=lr_dose, read_noise=0.0), rng)
+        lr_scan = DegradationConfig(dose=lr_dose, read_noise=0.0)
+        lr = degrade(scene.clean, lr_scan.model_copy(update={"psf_sigma_hr_px": lr_probe(lr_scan.psf_sigma)}), rng)
         return hr, lr, config.pixel_size_um, 4 * config.pixel_size_um, config.dose
     from semqa.synth.families import FamilyConfig, render_family, scan_family
 
     config = FamilyConfig(family=family, size_px=hr_size, lr_dose=lr_dose)
-    hr, lr = scan_family(render_family(config, rng), config, rng)
+    scene = render_family(config, rng)
+    hr, lr = scan_family(scene, config, rng)
+    if lr_defocus_px > 0:  # the LR of the same scene rescanned with the wider probe
+        _, lr = scan_family(scene, config.model_copy(update={"psf_sigma_px": lr_probe(config.psf_sigma_px)}), rng)
     return hr, lr, config.pixel_size_um, config.lr_pixel_size_um, config.dose
 
 
@@ -91,7 +106,9 @@ def make_cell(
     names += [f"lot_{f}" for f in LOT_FAULTS]
     for k, name in enumerate(names):
         size = lot_hr_size if name.startswith("lot_") else hr_size
-        scenes[name] = scene_pair(family, size, lr_dose, np.random.default_rng([seed, int(lr_dose), k]))
+        # A blurred lot image is a defocused scan: the scene scanned with a wider probe.
+        defocus = float(name[-1]) if name.startswith("lot_blur") else 0.0
+        scenes[name] = scene_pair(family, size, lr_dose, np.random.default_rng([seed, int(lr_dose), k]), defocus)
     # The clean lot images: the clean pairs' LR frames, or scenes of their own at another size.
     lot_clean = {
         f"clean{i}": scenes[f"clean{i}"] if lot_hr_size == hr_size
@@ -117,9 +134,7 @@ def make_cell(
     for name in [f"clean{i}" for i in range(n_clean)] + [f"lot_{f}" for f in LOT_FAULTS]:
         _, lr, _, lr_px, _ = lot_clean[name] if name.startswith("clean") else scenes[name]
         kind = "clean" if name.startswith("clean") else name[4:]
-        if kind.startswith("blur"):
-            lr = _rescan(lr, float(kind[-1]), lr_dose, rng)
-        elif kind == "saturated":
+        if kind == "saturated":
             lr = lr * 2.0
         elif kind == "black_level":
             lr = lr - np.quantile(lr, 0.33)

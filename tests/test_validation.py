@@ -531,12 +531,19 @@ def test_clean_lots_pass_focus_across_families_and_doses(family: str, lr_dose: f
 
 
 def test_lot_blurred_by_three_pixels_fails_focus(tmp_path: Path) -> None:
-    # A defocused scan: the yield blurred by σ = 3 LR px before the shot noise of 100 e⁻/px.
-    # Its blur's lower bound lies above the sharp-probe limit, so focus refuses it, and only it.
-    scenes = [_family_pair("synth", 512, 100.0, np.random.default_rng([22, i])) for i in range(2)]
-    frames = [s[1] for s in scenes]
-    frames[1] = shot_noise(ndimage.gaussian_filter(np.clip(frames[1], 0, 1), 3.0), 100.0, np.random.default_rng(5))
-    _write_lot(tmp_path / "lots", frames, scenes[0][3])
+    # A defocused scan at 100 e⁻/px: the LR probe (σ 0.425 LR px) widened by σ = 3 LR px in
+    # quadrature, before the area integration and the shot noise. Its blur's lower bound lies
+    # above the sharp-probe limit, so focus refuses it, and only it.
+    from semqa.synth.scenes import render_scene, scan_scene
+
+    frames = []
+    for i, defocus_lr_px in enumerate((0.0, 3.0)):
+        sharp = DegradationConfig(dose=100.0)
+        lr_scan = sharp.model_copy(update={"psf_sigma_hr_px": float(np.hypot(sharp.psf_sigma, SCALE * defocus_lr_px))})
+        config = SynthConfig(size_px=512, degradation=lr_scan)
+        rng = np.random.default_rng([22, i])
+        frames.append(scan_scene(render_scene(config, rng), config, rng)[1])
+    _write_lot(tmp_path / "lots", frames, config.lr_pixel_size_um)
     report = validate_lots(tmp_path / "lots", report_dir=tmp_path / "report")
     assert report.failures == {"focus": [f"lot1/{_name(1)}"]}, report.failures
     table = pd.read_csv(report.rows_csv).set_index("name")
