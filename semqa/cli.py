@@ -405,6 +405,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         report = validate_lots(args.dir, config=config, report_dir=args.report, pixel_size_um=args.pixel_size)
         rows, n, n_failed = "image(s)", report.n_images, report.n_failed_images
         print(f"{n} image(s) in {len(report.lots)} lot(s); dataset digest {report.dataset_digest}")
+        if report.focus_undetermined:
+            print(f"warning: focus undetermined (the noise allows a sharp and a blurred scan) for "
+                  f"{len(report.focus_undetermined)} image(s): {', '.join(report.focus_undetermined[:5])}")
     else:
         if args.pixel_size is not None:
             raise InputError("--pixel-size applies to --lots only: give a pair set's as --hr-pixel-size and --lr-pixel-size")

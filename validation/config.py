@@ -1,11 +1,10 @@
 """Every threshold of data validation, in one configuration with documented defaults.
 
 Exposure is judged against the shot noise of each image's own gain (:mod:`validation.exposure`,
-with stated false-rejection rates) and the HR focus against the blur a sharp scan allows (both
-derived, see the fields); the lot focus and the dynamic range defaults were set on
-:mod:`semqa.synth.scenes` pairs (HR 0.1 µm/px, LR ×4, 8-bit), with the measured values beside
-them, and the lot focus check does not see a blur of 2–4 LR px
-(``benchmarks/bench_validation_physics.py``). Registration
+with stated false-rejection rates) and the HR and lot focus against the blur a sharp scan allows
+(the lot check at a confidence bound of the fitted blur; all derived, see the fields); the
+dynamic range default was set on :mod:`semqa.synth.scenes` pairs (HR 0.1 µm/px, LR ×4, 8-bit),
+with the measured value beside it (``benchmarks/bench_validation_physics.py``). Registration
 is judged against what each pair's own noise allows (``min_correlation_ratio``) and by a
 shift tolerance in LR pixels, neither of which depends on the scenes.
 """
@@ -64,24 +63,24 @@ class ValidationConfig(BaseModel):
         le=1,
         description="smallest 0.5–99.5 percentile spread as a share of full scale (clean synthetic: ≈ 0.6)",
     )
-    focus_sigma_px: float = Field(
-        1.5,
-        gt=0,
-        description="Gaussian sigma (px) applied before the Laplacian of the focus measure; smoothing keeps shot "
-        "noise, which the bare Laplacian mostly measures, out of it",
-    )
     max_blur_sigma_hr_px: float = Field(
         1.366,
         gt=0,
-        description="largest Gaussian blur sigma of an HR image, px (validation.measures.blur_sigma_px, fitted to "
-        "its power spectrum). A sharp scan resolves detail of a 4-pixel period (half its Nyquist frequency) with "
+        description="largest Gaussian blur sigma of an HR image, px (validation.blur.blur_estimate's maximum-"
+        "likelihood sigma, fitted to its power spectrum). A sharp scan resolves detail of a 4-pixel period (half its Nyquist frequency) with "
         "an MTF of at least 10 %: exp(−2π²σ²/16) ≥ 0.1, σ ≤ sqrt(8 ln 10)/π = 1.366 px. Checked, not tuned: 256² HR "
-        "at 40 and 1000 e⁻/px give 0–0.52 (semqa.synth.scenes, probe 0.6) and 0.77–1.07 (families dome, bse, dark, "
-        "probe 0.7); the same blurred by σ = 2 px and rescanned: 1.65–2.29",
+        "at 40 and 1000 e⁻/px give 0.54–0.58 (semqa.synth.scenes, probe 0.6) and 0.74–0.94 (families dome, bse, "
+        "probe 0.7); the same blurred by σ = 2 px and rescanned: 1.76–2.28",
     )
-    min_focus_lot: float = Field(
-        1.5e-4, ge=0, description="smallest focus measure of a lot image (same measure at the image's own pixel size; "
-        "clean synthetic LR: ≈ 8.4e-4)"
+    max_blur_sigma_lot_px: float = Field(
+        1.366,
+        gt=0,
+        description="largest Gaussian blur sigma of a lot image in its own pixels, by the same MTF criterion as "
+        "max_blur_sigma_hr_px (detail of a 4-pixel period kept at ≥ 10 %). An image is refused only when the lower "
+        "one-sided bound of its blur (validation.blur.blur_estimate, profile likelihood at validation.exposure's "
+        "false-rejection rate) exceeds it; where the upper bound does too, the noise leaves the focus undetermined "
+        "(column focus_undetermined) and the image is not refused. A sharp fast scan's probe (FWHM one pixel) and "
+        "pixel integration give σ ≈ 0.5 px, a defocus of 2 px σ ≈ 2.1",
     )
     max_shift_lr_px: float = Field(
         0.25,

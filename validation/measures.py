@@ -7,16 +7,14 @@ returns it (0 is code 0, 1 the top code of the stored bit depth).
 from __future__ import annotations
 
 import hashlib
-import math
 from pathlib import Path
 
 import numpy as np
 import tifffile
 from PIL import Image
 from scipy import ndimage
-from scipy.optimize import lsq_linear
 
-#: Percentiles bounding the dynamic range and the focus normalisation; 0.5 % at each end
+#: Percentiles bounding the dynamic range; 0.5 % at each end
 #: keeps isolated hot or dead pixels from setting the range.
 RANGE_PERCENTILES: tuple[float, float] = (0.5, 99.5)
 
@@ -37,72 +35,6 @@ def intensity_range(image: np.ndarray) -> tuple[float, float]:
     """The 0.5th and 99.5th percentiles (:data:`RANGE_PERCENTILES`)."""
     lo, hi = np.percentile(image, RANGE_PERCENTILES)
     return float(lo), float(hi)
-
-
-def focus(image: np.ndarray, sigma_px: float, intensity: tuple[float, float] | None = None) -> float:
-    """Variance of the Laplacian of the smoothed, contrast-normalised image.
-
-    The variance of the Laplacian is the classic focus measure (Pech-Pacheco et al.,
-    "Diatom autofocusing in brightfield microscopy: a comparative study", ICPR 2000).
-    The image is first stretched so its 0.5–99.5 percentile range (``intensity``, computed
-    if not given) maps to [0, 1], making the measure independent of brightness and
-    contrast, then smoothed by a Gaussian of ``sigma_px``: shot noise dominates the bare
-    Laplacian of an SEM image and would make a blurred but noisy image look sharp.
-    """
-    lo, hi = intensity if intensity is not None else intensity_range(image)
-    if hi <= lo:
-        return 0.0
-    norm = (np.asarray(image, dtype=np.float32) - np.float32(lo)) / np.float32(hi - lo)
-    return float(ndimage.laplace(ndimage.gaussian_filter(norm, sigma_px)).var())
-
-
-#: Radial frequency bins of :func:`blur_sigma_px` between 0 and 0.5 cycles per pixel.
-_BLUR_BINS = 32
-
-#: Power-law exponent β of the scene spectrum ``S ∝ f^−β``: a field of particles with sharp
-#: outlines has the spectrum of its edges, ``|Ĵ₁(2πfR)/f|² ∝ f^−3`` at frequencies above 1/R.
-#: Fitting β too makes it trade against σ over the few bins a low-dose or blurred frame has
-#: above its noise (a blurred BSE frame at 40 e⁻/px then fits σ = 0).
-SCENE_BETA = 3.0
-
-
-def blur_sigma_px(image: np.ndarray) -> float:
-    """Gaussian sigma (px) of the blur the image carries (probe and any defocus), from its spectrum.
-
-    An SEM frame is the scene convolved with the probe, plus white shot noise: its power
-    spectrum is ``P(f) = S(f)·exp(−4π²σ²f²) + N`` (the Gaussian probe's MTF squared). Scenes of
-    particles have the power-law spectrum of their edges, ``S ∝ f^−3`` (:data:`SCENE_BETA`;
-    power laws of images: van der Schaaf & van Hateren, *Vision Res.* 36, 1996), so in the
-    radial bins where ``P − N`` exceeds ``N`` (signal above noise)
-    ``log(P − N) + 3·log f = c − 4π²σ²·f²`` is linear in ``c`` and ``σ² ≥ 0``, and least squares
-    gives σ, independent of contrast and dose. ``N`` is the per-pixel noise variance (:func:`noise_sd`; a Hann window's periodogram,
-    normalised by Σw², has white noise at its variance). Fewer than four bins above the noise:
-    no resolved detail at all, returned as ``inf``.
-    """
-    x = np.asarray(image, dtype=np.float64)
-    h, w = x.shape
-    if min(h, w) < 16:
-        return float("inf")
-    window = np.outer(np.hanning(h), np.hanning(w))
-    power = np.abs(np.fft.fft2((x - x.mean()) * window)) ** 2 / (window**2).sum()
-    f = np.hypot(np.fft.fftfreq(h)[:, None], np.fft.fftfreq(w)[None, :]).ravel()
-    edges = np.linspace(0.0, 0.5, _BLUR_BINS + 1)
-    idx = np.digitize(f, edges) - 1
-    inside = (idx >= 0) & (idx < _BLUR_BINS)
-    counts = np.bincount(idx[inside], minlength=_BLUR_BINS)
-    mean_power = np.bincount(idx[inside], power.ravel()[inside], _BLUR_BINS) / np.maximum(counts, 1)
-    centres = 0.5 * (edges[1:] + edges[:-1])
-    noise = noise_sd(x) ** 2
-    signal = mean_power - noise
-    # The lowest frequencies hold the field's gradient and window leakage, not the probe.
-    use = (signal > noise) & (centres >= 4.0 / min(h, w)) & (counts > 0)
-    if np.count_nonzero(use) < 4:
-        return float("inf")
-    fc = centres[use]
-    design = np.column_stack([np.ones(fc.size), -4.0 * math.pi**2 * fc * fc])
-    target = np.log(signal[use]) + SCENE_BETA * np.log(fc)
-    fit = lsq_linear(design, target, bounds=([-np.inf, 0.0], [np.inf, np.inf]))
-    return math.sqrt(float(fit.x[1]))
 
 
 #: Immerkær's mask: the difference of two discrete Laplacians, zero on any locally planar

@@ -57,6 +57,11 @@ class LotValidationReport(ValidationReport):
     n_failed_images: int
     lots: dict[str, int] = Field(description="lot → number of images")
     pixel_size_um: float | None = Field(None, description="pixel size given by the caller, overriding metadata")
+    focus_undetermined: list[str] = Field(
+        default_factory=list,
+        description="images whose noise leaves the focus undecided (blur bounds on both sides of the limit): not "
+        "refused, but their focus is not confirmed",
+    )
 
 
 def log_report_to_mlflow(report: ValidationReport, artifact_path: str = "validation") -> None:

@@ -21,7 +21,8 @@ from semqa.io.images import Micrograph, read_image
 from validation.config import ValidationConfig
 from validation.dataset import lot_members, pair_members
 from validation.exposure import exposure
-from validation.measures import blur_sigma_px, colour_spread, content_hash, focus, intensity_range
+from validation.blur import blur_estimate
+from validation.measures import colour_spread, content_hash, intensity_range
 from validation.register import registration_quality
 
 
@@ -56,9 +57,17 @@ def _image_fields(
         **exposure(mg.image, intensity),
     }
     if with_focus:
-        fields["focus"] = focus(mg.image, config.focus_sigma_px, intensity)
+        blur = blur_estimate(mg.image)
+        limit = config.max_blur_sigma_lot_px
+        fields.update(
+            blur_sigma_px=blur.sigma_px,
+            blur_sigma_lower_px=blur.lower_px,
+            blur_sigma_upper_px=blur.upper_px,
+            # The noise allows both a sharp and a blurred scan: reported, not refused.
+            focus_undetermined=blur.lower_px <= limit < blur.upper_px,
+        )
     if with_blur:
-        fields["blur_sigma_px"] = blur_sigma_px(mg.image)
+        fields["blur_sigma_px"] = blur_estimate(mg.image).sigma_px
     return fields, mg
 
 
@@ -132,8 +141,8 @@ PAIR_COLUMNS: tuple[str, ...] = (
 LOT_COLUMNS: tuple[str, ...] = (
     "image", "lot", "name", "readable", "error", "digest", "content_hash", "height", "width", "bit_depth",
     "pixel_size_um", "has_pixel_size", "colour_spread", "saturated_fraction", "saturated_expected",
-    "saturated_excess", "black_fraction", "black_expected", "black_excess", "dynamic_range", "focus",
-    "saturated_flat_fraction", "saturated_flat_expected", "black_flat_fraction", "black_flat_expected",
+    "saturated_excess", "black_fraction", "black_expected", "black_excess", "dynamic_range", "blur_sigma_px",
+    "blur_sigma_lower_px", "blur_sigma_upper_px", "focus_undetermined", "saturated_flat_fraction", "saturated_flat_expected", "black_flat_fraction", "black_flat_expected",
     "electrons_per_unit",
 )  # fmt: skip
 

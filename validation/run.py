@@ -214,6 +214,7 @@ def validate_lots(
         n_failed_images=len(failed_rows),
         lots={str(k): int(v) for k, v in table.groupby("lot").size().items()},
         pixel_size_um=pixel_size_um,
+        focus_undetermined=sorted(table.loc[table["focus_undetermined"].eq(True), "image"].astype(str)),
     )
     _save(report)
     return report
