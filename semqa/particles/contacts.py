@@ -44,6 +44,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.cluster.hierarchy import DisjointSet
 from scipy import special
+from skimage import morphology
 
 from semqa.particles.primitives import flood
 
@@ -132,10 +133,8 @@ def line_threshold_fdr(z: np.ndarray, false_detections: float) -> float:
 
 @lru_cache(maxsize=8)
 def _disc(radius: int) -> np.ndarray:
-    """Disc of integer ``radius`` (offsets with ``dy² + dx² ≤ radius²``), read-only: built once
-    per radius, not once per part."""
-    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
-    disc = yy**2 + xx**2 <= radius**2
+    """``skimage.morphology.disk(radius)`` as a read-only boolean array, built once per radius, not once per part."""
+    disc = morphology.disk(radius).astype(bool)
     disc.flags.writeable = False
     return disc
 

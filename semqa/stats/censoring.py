@@ -126,6 +126,11 @@ class Censoring(BaseModel):
 _MAX_XI = 8.0
 
 
+def _hazard(xi: float) -> float:
+    """The standard normal's hazard ``φ(ξ)/(1 − Φ(ξ))`` (inverse Mills ratio), from logs so a large ξ does not overflow."""
+    return math.exp(float(norm_logpdf(xi, 0.0, 1.0)) - float(special.log_ndtr(-xi)))
+
+
 def _truncated_moment_ratio(xi: float) -> float:
     """Cohen's θ(ξ): variance over squared mean excess of a unit normal truncated below at ``ξ``.
 
@@ -133,7 +138,7 @@ def _truncated_moment_ratio(xi: float) -> float:
     variance ``1 + ξλ − λ²``, so θ = (1 + ξλ − λ²)/(λ − ξ)²; it rises from 0 (ξ → −∞) to
     1 (ξ → ∞, the exponential limit). Cohen, *Truncated and Censored Samples* (1991), ch. 2.
     """
-    hazard = math.exp(float(norm_logpdf(xi, 0.0, 1.0)) - float(special.log_ndtr(-xi)))
+    hazard = _hazard(xi)
     return (1.0 + xi * hazard - hazard**2) / (hazard - xi) ** 2
 
 
@@ -166,7 +171,7 @@ def _fit_truncated_lognormal(ln_x: np.ndarray, ln_b: float) -> tuple[float, floa
                 break
             lo, hi = (mid, hi) if _truncated_moment_ratio(mid) < ratio else (lo, mid)
         xi = lo
-    hazard = math.exp(float(norm_logpdf(xi, 0.0, 1.0)) - float(special.log_ndtr(-xi)))
+    hazard = _hazard(xi)
     sigma = excess / (hazard - xi)
     return ln_b - sigma * xi, sigma
 
