@@ -140,6 +140,7 @@ def measure_image(
     name: str = "",
     origin_px: tuple[int, int] = (0, 0),
     segmenter: LearnedSegmenter | None = None,
+    upscaled: bool = False,
 ) -> MeasuredImage:
     """Segment and measure one image array: the segment → measure step every analysis runs.
 
@@ -148,13 +149,18 @@ def measure_image(
     why the result may not be trustworthy (:func:`detection_warnings`); ``origin_px`` (row,
     column) places centroids in the input frame. The product's analyses (:func:`analyze_unit`)
     and the generator's evaluation (:func:`semqa.evaluation.evaluate_generator`) both call this,
-    so they cannot drift apart.
+    so they cannot drift apart. ``upscaled`` marks a super-resolved or interpolated image, whose
+    noise is not a scan's: the classic contact cuts then follow
+    :attr:`~semqa.particles.segmentation.SegmentationConfig.contact_cuts_upscaled`.
     """
     detection = None
     if segmenter is not None:
         labels = segmenter.segment(image, config.segmentation.particle_diameter_px)
     else:
-        detection = detect(image, config.segmentation)
+        seg = config.segmentation
+        if upscaled and not seg.contact_cuts_upscaled:
+            seg = seg.model_copy(update={"contact_k": None})
+        detection = detect(image, seg)
         labels = detection.labels
     particles, excluded, excl = measure_regions(
         labels, pixel_size_um, image_name=name, min_pixels=config.min_pixels, exclude_border=config.exclude_border,
@@ -188,7 +194,8 @@ def analyze_unit(
         scale = upscaler.scale
         pixel_size = pixel_size / scale
     measured = measure_image(
-        image, pixel_size, config, mg.name, origin_px=(roi.y * scale, roi.x * scale), segmenter=segmenter
+        image, pixel_size, config, mg.name, origin_px=(roi.y * scale, roi.x * scale), segmenter=segmenter,
+        upscaled=upscaler is not None,
     )
     summary = ImageSummary(
         name=mg.name,

@@ -146,7 +146,7 @@ def evaluate_generator(
         px = p.hr_pixel_size_um if known else 1.0
         labels = {}
         for key, img, size in (("hr", hr, px), ("sr", sr, px), ("bicubic", bic, px), ("lr", p.lr, px * s)):
-            measured = measure_image(img, size, config, name=p.name)
+            measured = measure_image(img, size, config, name=p.name, upscaled=key in ("sr", "bicubic"))
             labels[key] = measured.labels
             ecd[key].extend(q.ecd_um for q in measured.particles)
         match = match_particles(labels["sr"], labels["hr"])

@@ -149,6 +149,19 @@ def test_same_union_without_a_contact_edge_stays_whole(seed: int) -> None:
     assert segment(_overlapping_discs(0.0, (0.55, 0.55), seed)).max() == 1
 
 
+def test_an_upscaled_image_is_split_by_the_distance_map_only() -> None:
+    # A generator's output has no scan noise for the contact test's null distribution: the cut
+    # that splits the scan is not made in an image marked upscaled, unless the config asks for it.
+    from semqa.analysis import AnalysisConfig, measure_image
+
+    image = _overlapping_discs(0.4, (0.5, 0.6), 1)
+    config = AnalysisConfig(exclude_border=False)
+    assert len(measure_image(image, 0.1, config).particles) == 2
+    assert len(measure_image(image, 0.1, config, upscaled=True).particles) == 1
+    asked = config.model_copy(update={"segmentation": SegmentationConfig(contact_cuts_upscaled=True)})
+    assert len(measure_image(image, 0.1, asked, upscaled=True).particles) == 2
+
+
 def _ring_cluster(seed: int, dose: float = 100.0) -> tuple[np.ndarray, np.ndarray]:
     """Six overlapping discs (radius 12 px, centres 20 px from the frame's centre) around a
     patch of substrate, Poisson noise; the image and its exact labels."""

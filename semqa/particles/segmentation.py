@@ -188,6 +188,15 @@ class SegmentationConfig(BaseModel):
         "less than this many gradient-noise sds above its part's median (3: a 0.1 % one-sided tail per pixel); "
         "lines are then kept against the false_detections budget. None splits by the distance map only",
     )
+    contact_cuts_upscaled: bool = Field(
+        False,
+        description="run the contact cuts on upscaled (super-resolved or interpolated) images too. Off: the cuts' "
+        "null distribution is the substrate's gradient noise standing for the noise inside particles, which holds "
+        "for a scan's white shot noise but not for a generator's output (substrate denoised, texture inside "
+        "particles synthesized), so their false-cut rate is not controlled there; an upscaled image is split by "
+        "the distance map only. Measured on the demo's gate set: SR particles matched by HR 69 % with the cuts, "
+        "100 % without",
+    )
     open_holes: bool = Field(
         True,
         description="before splitting, open the enclosed patches of a cluster's mask that lie significantly "
