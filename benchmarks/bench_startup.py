@@ -52,8 +52,8 @@ LADDER: tuple[tuple[str, str], ...] = (
     ("scipy.spatial (+ linalg, sparse)", "import scipy.spatial"),
     ("scipy.cluster.hierarchy", "import scipy.cluster.hierarchy"),
     ("scikit-image (measure, filters, morphology, segmentation)",
-     "from skimage.measure import regionprops, grid_points_in_poly; from skimage.filters import threshold_otsu; "
-     "from skimage import morphology; from skimage.segmentation import _watershed_cy"),
+     ("from skimage.measure import regionprops, grid_points_in_poly; from skimage.filters import threshold_otsu; "
+      "from skimage import morphology; from skimage.segmentation import _watershed_cy")),
     ("tifffile", "import tifffile"),
     ("pydantic", "import pydantic"),
     ("semqa.analysis (its modules and models)", "import semqa.analysis, semqa.io.images"),

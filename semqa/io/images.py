@@ -134,7 +134,8 @@ def with_scale_bar_pixel_size(mg: Micrograph, length_um: float, force: bool = Fa
     """
     if mg.pixel_size_um is not None:
         return mg
-    from semqa.io.scalebar import pixel_size_from_scale_bar  # imported where used: the fallback is opt-in
+    # Imported where used: the scale-bar fallback is opt-in (--scale-bar).
+    from semqa.io.scalebar import pixel_size_from_scale_bar
 
     um, source, warning = pixel_size_from_scale_bar(mg.image, length_um, mg.name)
     um = check_pixel_size(um, f"{mg.name}: {source}", force=force)
