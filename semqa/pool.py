@@ -9,13 +9,15 @@ paths that workers read themselves.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:  # for annotations: the pool's modules are imported only when a pool starts
+    import multiprocessing.context
+    from concurrent.futures import Future
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -41,6 +43,8 @@ def _context() -> multiprocessing.context.BaseContext:
     # milliseconds instead of re-importing scipy and scikit-image (about a second each). The
     # workers never call torch, whose thread pools are the one thing fork does not carry over
     # safely. Elsewhere (macOS, Windows) fork is unsafe or absent: spawn.
+    import multiprocessing
+
     return multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
 
 
@@ -54,6 +58,10 @@ def map_ordered(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Itera
     if workers <= 1:
         yield from map(fn, items)
         return
+    # Imported here: one image, or --workers 1, runs without a pool and need not load
+    # multiprocessing (~10 ms of start-up).
+    from concurrent.futures import ProcessPoolExecutor
+
     with ProcessPoolExecutor(max_workers=workers, mp_context=_context()) as pool:
         pending: deque[Future[R]] = deque()
         try:

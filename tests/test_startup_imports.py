@@ -6,7 +6,10 @@ time: a fresh interpreter runs the command and reports which heavy modules it lo
 embedded store loads numpy, scipy.ndimage, scikit-image and pydantic, but neither
 ``scipy.optimize`` (the noise and censoring fits are solved without it), ``scipy.stats``,
 pandas (tables and CSV only), torch (SR or the learned segmenter only), MLflow (not on the
-embedded store) nor any app.
+embedded store), any app, Pillow (formats other than TIFF), the XML and INI parsers (only
+the vendors whose metadata is XML or INI need them; semqa's own TIFF here has neither), the
+scale-bar reader (``--scale-bar`` only) nor multiprocessing (a pool of workers only: one image
+runs in this process).
 """
 
 from __future__ import annotations
@@ -31,9 +34,10 @@ NOT_FOR_ANALYSIS = (
     "scipy.optimize", "scipy.stats", "scipy.fft", "scipy.interpolate", "scipy.signal", "scipy.integrate",
     "pandas", "torch", "mlflow", "sqlalchemy", "great_expectations", "bentoml", "streamlit", "matplotlib",
     "skimage.color", "skimage.metrics", "training", "validation", "service", "dashboard",
+    "PIL", "xml.etree.ElementTree", "configparser", "semqa.io.scalebar", "multiprocessing",
 )
 #: What ``--help`` must not load on top of those: every numerical and imaging library.
-NOT_FOR_HELP = (*NOT_FOR_ANALYSIS, "numpy", "scipy", "pydantic", "skimage", "PIL", "tifffile")
+NOT_FOR_HELP = (*NOT_FOR_ANALYSIS, "numpy", "scipy", "pydantic", "skimage", "tifffile")
 
 
 def _loaded(args: list[str], watch: tuple[str, ...], env: dict[str, str] | None = None) -> tuple[int, list[str], str]:

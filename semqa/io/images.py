@@ -31,13 +31,11 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from PIL import Image, UnidentifiedImageError
 
 from semqa.errors import InputError, TooLargeError, UnsupportedMediaError
 from semqa.io.digests import bytes_digest
 from semqa.io.metadata import PixelSize, check_pixel_size, resolve, sidecar_pixel_sizes, tiff_pixel_sizes
 from semqa.io.limits import DEFAULT_MAX_PIXELS
-from semqa.io.scalebar import pixel_size_from_scale_bar
 
 #: File suffixes listed as images when a folder is given.
 IMAGE_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
@@ -136,6 +134,9 @@ def with_scale_bar_pixel_size(mg: Micrograph, length_um: float, force: bool = Fa
     """
     if mg.pixel_size_um is not None:
         return mg
+    # Imported where used: the scale-bar fallback is opt-in (--scale-bar).
+    from semqa.io.scalebar import pixel_size_from_scale_bar
+
     um, source, warning = pixel_size_from_scale_bar(mg.image, length_um, mg.name)
     um = check_pixel_size(um, f"{mg.name}: {source}", force=force)
     return dataclasses.replace(mg, pixel_size_um=um, pixel_size_source=source, pixel_size_warning=warning)
@@ -234,6 +235,10 @@ def _decode(data: bytes, name: str, max_pixels: int) -> tuple[np.ndarray, int, l
             raise InputError(f"{name}: corrupt or unreadable TIFF ({exc})") from None
         image, depth = _to_unit_float(np.asarray(arr), name)
         return image, depth, found
+    # Imported here: TIFF, what SEMs write, is read by tifffile; Pillow (~25 ms of start-up) only
+    # decodes the other formats.
+    from PIL import Image, UnidentifiedImageError
+
     try:
         with Image.open(io.BytesIO(data)) as img:
             _check_size((img.height, img.width), name, max_pixels)
@@ -398,6 +403,8 @@ def encode_image(image: np.ndarray, fmt: str = "png", *, bit_depth: int = 8, pix
             }
         tifffile.imwrite(buf, arr, photometric="minisblack", metadata=None, **kwargs)
     elif fmt.lower() == "png":
+        from PIL import Image  # imported where used (start-up; see _decode)
+
         Image.fromarray(arr).save(buf, format="PNG")
     else:
         raise InputError(f"unsupported output format {fmt!r} (png or tiff)")

@@ -56,18 +56,20 @@ Rules (each refuses with a one-line :class:`~semqa.errors.InputError` rather tha
 
 from __future__ import annotations
 
-import configparser
 import dataclasses
 import json
 import math
 import re
-import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tifffile
 
 from semqa.errors import InputError
+
+if TYPE_CHECKING:  # for annotations: the parsers are imported where a vendor's metadata needs them
+    import configparser
+    import xml.etree.ElementTree as ET
 
 #: Smallest and largest pixel size accepted without forcing, µm per pixel.
 PLAUSIBLE_RANGE_UM: tuple[float, float] = (1e-4, 100.0)
@@ -264,6 +266,8 @@ def _fei_xml(page: tifffile.TiffPage) -> PixelSize | None:
     text = text.strip().strip("\x00").strip()
     if not text.startswith("<"):
         return None
+    import xml.etree.ElementTree as ET  # imported where used: only some vendors write XML
+
     try:
         root = ET.fromstring(text)
     except ET.ParseError as exc:
@@ -316,6 +320,8 @@ def _ome(tif: tifffile.TiffFile) -> PixelSize | None:
     xml = tif.ome_metadata
     if not xml:
         return None
+    import xml.etree.ElementTree as ET  # imported where used (see _fei_xml)
+
     try:
         root = ET.fromstring(xml)
     except ET.ParseError as exc:
@@ -411,6 +417,8 @@ def _semqa_sidecar(path: Path) -> PixelSize | None:
 
 
 def _ini(text: str, where: str) -> configparser.ConfigParser:
+    import configparser  # imported where used: only INI metadata (FEI/Thermo Fisher, sidecars) needs it
+
     parser = configparser.ConfigParser(interpolation=None, strict=False, allow_no_value=True)
     parser.optionxform = str  # type: ignore[assignment,method-assign]  # keys are case-sensitive
     try:
