@@ -5,6 +5,7 @@ They exist because the library versions dominate the segmentation's time on larg
 
 * :func:`max_filter_square` — :func:`scipy.ndimage.maximum_filter` on masks and narrow labels;
 * :func:`label_median` — per-label medians (:func:`scipy.ndimage.median`, lower median);
+* :func:`median` — :func:`numpy.median` of an array, from one sort instead of a partition;
 * :func:`block_mean` — :func:`skimage.measure.block_reduce` with ``np.mean``;
 * :func:`upsample_linear` — bilinear interpolation between cell centres (edges clamped);
 * :func:`narrow_labels` — labels in the narrowest unsigned type;
@@ -43,6 +44,23 @@ def label_median(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
             median[i] = np.partition(grouped[start:end], k)[k]
         start = end
     return median
+
+
+def median(values: np.ndarray) -> np.floating:
+    """``numpy.median(values)`` (all elements), from one sort rather than numpy's partition.
+
+    numpy's sort of floats is vectorised (several times faster than its introselect on a few
+    hundred thousand values, as the noise fit's residuals are), and the middle values of the
+    sorted array are the partition's: the mean of the middle two (one for an odd count) is then
+    taken as ``numpy.median`` takes it, so the result is the same to the bit. NaN (sorted last)
+    and empty input go to ``numpy.median`` itself.
+    """
+    ordered = np.sort(values, axis=None)
+    n = ordered.size
+    if n == 0 or np.isnan(ordered[-1]):
+        return np.median(values)
+    half = n // 2
+    return np.mean(ordered[half - 1 : half + 1] if n % 2 == 0 else ordered[half : half + 1])
 
 
 def block_mean(image: np.ndarray, factor: int) -> np.ndarray:

@@ -464,8 +464,12 @@ def _split_component(
     ra, rb, saddle = _saddles(regions, dist, n)
     if ra.size == 0:
         return regions
-    # Every region holds its marker, so each of 1…n has a maximum (the library's per-label pass).
-    peak = np.concatenate([[0.0], ndimage.maximum(dist, regions, np.arange(1, n + 1))])
+    # Every region holds its marker, so each of 1…n has a maximum: ``ndimage.maximum(dist, regions,
+    # 1…n)`` (a maximum is exact in any order), from one unbuffered ufunc pass rather than the
+    # library's per-label selection, which sorts the crop's labels.
+    inside = regions > 0
+    peak = np.zeros(n + 1)
+    np.maximum.at(peak, regions[inside], dist[inside])
     groups = DisjointSet(range(1, n + 1))
     group_peak = {r: float(peak[r]) for r in range(1, n + 1)}
     kept = []
@@ -522,6 +526,8 @@ def _split(mask: np.ndarray, config: SegmentationConfig, notches: bool = True) -
         own = labels[grown] == c
         dist = ndimage.distance_transform_edt(own).astype(np.float32)
         peaks = (dist >= ndimage.maximum_filter(dist, size=3)) & (dist >= 1.0)
+        if np.count_nonzero(peaks) < 2:
+            continue  # one marker at most: nothing to split, and no labelling needed to know it
         markers, n_markers = ndimage.label(peaks, structure=np.ones((3, 3)))
         if n_markers < 2:
             continue

@@ -1,0 +1,35 @@
+"""Fast paths of library routines added for issue 15 (analysis throughput), each equal to the library's.
+
+The detection's frozen outputs (``tests/test_detection_frozen.py``) pin what they compute inside
+the pipeline; these tests pin each routine alone, on inputs the pipeline rarely meets (ties,
+odd and even counts, both float widths), so a numpy or scikit-image release that changes the
+library's behaviour is noticed here.
+"""
+
+import numpy as np
+import pytest
+
+from semqa.particles.primitives import median
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_median_equals_numpy_to_the_bit(dtype: type) -> None:
+    rng = np.random.default_rng(15)
+    for i in range(600):
+        n = int(rng.integers(1, 12)) if i % 4 == 0 else int(rng.integers(1, 5000))
+        x = rng.normal(size=n).astype(dtype)
+        if i % 3 == 0:
+            x = np.round(x * 4).astype(dtype)  # many ties, as 16-bit frames have
+        if i % 5 == 0:
+            x = np.abs(x)
+        expected, got = np.median(x), median(x)
+        assert type(got) is type(expected)
+        assert got == expected and np.signbit(got) == np.signbit(expected)
+
+
+def test_median_of_a_2d_array_nan_and_empty_as_numpy() -> None:
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    assert median(x) == np.median(x)
+    assert np.isnan(median(np.array([1.0, np.nan, 0.0])))
+    with pytest.warns(RuntimeWarning):
+        assert np.isnan(median(np.empty(0)))
