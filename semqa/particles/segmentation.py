@@ -80,7 +80,7 @@ from semqa.particles.limits import (
     MAX_WINDOW_REL,
 )
 from semqa.particles.contacts import contact_candidates, gradient_noise_sd, line_threshold_fdr
-from semqa.particles.detection import significance
+from semqa.particles.detection import dog_responses, significance_from
 from semqa.particles.holes import open_substrate_holes
 from semqa.particles.measure import outline_hull
 from semqa.particles.primitives import block_mean, dilate_cross, flood, label_median, max_filter_square, narrow_labels, upsample_linear
@@ -715,12 +715,14 @@ def detect(image: np.ndarray, config: SegmentationConfig | None = None) -> Detec
     # Correlated noise is measured on the substrate, away from all structure: a first test
     # assumes white noise (the lowest null sd, so the most pixels flagged), and the pixels far
     # from every significant one give the inflation the final test uses.
-    sig = significance(z, noise.model_copy(update={"sum_inflation": 1.0}), config.false_detections)
+    # (The DoG responses depend on the frame only: both tests share them.)
+    responses = dog_responses(z)
+    sig = significance_from(responses, noise.model_copy(update={"sum_inflation": 1.0}), config.false_detections)
     structure = (sig.bright >= sig.threshold) | (sig.dark >= sig.threshold)
     inflation = sum_inflation(z, noise.stabilized_sd, ~max_filter_square(structure, 9))
     noise = noise.model_copy(update={"sum_inflation": inflation})
     if inflation > 1.0:
-        sig = significance(z, noise, config.false_detections)
+        sig = significance_from(responses, noise, config.false_detections)
     if sig.polarity == 0:
         return Detection(empty, noise, 0, sig.has_structure, None, None)
     seeds = sig.seeds
