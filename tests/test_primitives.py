@@ -33,3 +33,20 @@ def test_median_of_a_2d_array_nan_and_empty_as_numpy() -> None:
     assert np.isnan(median(np.array([1.0, np.nan, 0.0])))
     with pytest.warns(RuntimeWarning):
         assert np.isnan(median(np.empty(0)))
+
+
+def test_crofton_perimeter_equals_scikit_image_to_the_bit() -> None:
+    from scipy import ndimage
+    from skimage.measure import perimeter_crofton as library
+
+    from semqa.particles.primitives import perimeter_crofton
+
+    rng = np.random.default_rng(15)
+    masks = [np.ones((1, 1), bool), np.zeros((3, 4), bool), np.eye(7, dtype=bool)]
+    for _ in range(400):
+        shape = (int(rng.integers(1, 50)), int(rng.integers(1, 50)))
+        masks.append(ndimage.gaussian_filter(rng.random(shape), rng.uniform(0.5, 4)) > rng.uniform(0.4, 0.6))
+    for mask in masks:
+        assert perimeter_crofton(mask) == library(mask, directions=4)
+    labels = rng.integers(0, 3, size=(20, 30))  # a label image counts its non-zero pixels, as the library's
+    assert perimeter_crofton(labels) == library(labels, directions=4)

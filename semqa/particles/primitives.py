@@ -6,6 +6,8 @@ They exist because the library versions dominate the segmentation's time on larg
 * :func:`max_filter_square` — :func:`scipy.ndimage.maximum_filter` on masks and narrow labels;
 * :func:`label_median` — per-label medians (:func:`scipy.ndimage.median`, lower median);
 * :func:`median` — :func:`numpy.median` of an array, from one sort instead of a partition;
+* :func:`perimeter_crofton` — :func:`skimage.measure.perimeter_crofton` (4 directions) by shifted
+  sums instead of a generic convolution;
 * :func:`block_mean` — :func:`skimage.measure.block_reduce` with ``np.mean``;
 * :func:`upsample_linear` — bilinear interpolation between cell centres (edges clamped);
 * :func:`narrow_labels` — labels in the narrowest unsigned type;
@@ -61,6 +63,34 @@ def median(values: np.ndarray) -> np.floating:
         return np.median(values)
     half = n // 2
     return np.mean(ordered[half - 1 : half + 1] if n % 2 == 0 else ordered[half : half + 1])
+
+
+#: scikit-image's Crofton weights for 4 directions, per code of a 2 × 2 configuration (the table
+#: of ``skimage.measure.perimeter_crofton``, the same expressions, so the same float64 values).
+_CROFTON_4 = np.array([
+    0, np.pi / 4 * (1 + 1 / (np.sqrt(2))), np.pi / (4 * np.sqrt(2)), np.pi / (2 * np.sqrt(2)),
+    0, np.pi / 4 * (1 + 1 / (np.sqrt(2))), 0, np.pi / (4 * np.sqrt(2)),
+    np.pi / 4, np.pi / 2, np.pi / (4 * np.sqrt(2)), np.pi / (4 * np.sqrt(2)),
+    np.pi / 4, np.pi / 2, 0, 0,
+])
+
+
+def perimeter_crofton(image: np.ndarray) -> np.floating:
+    """``skimage.measure.perimeter_crofton(image, directions=4)``: the Crofton perimeter, px.
+
+    The library codes every 2 × 2 configuration of the zero-padded mask (weights 1, 2, 4, 8) with a
+    generic ``scipy.ndimage.convolve`` and weighs the histogram of codes with its table; here the
+    codes are three shifted integer sums of a mask padded once, and the histogram is weighed by the
+    same table in the same product, so the perimeter is the same to the bit at a quarter of the cost
+    on a particle's small box (``tests/test_primitives.py``).
+    """
+    h, w = image.shape
+    # Two zero rows and columns before the mask and one after: the library's one-pixel pad, plus the
+    # row and column its convolution reads (as zeros) beyond the padded array's first edge.
+    padded = np.zeros((h + 3, w + 3), dtype=np.uint8)
+    padded[2 : h + 2, 2 : w + 2] = image > 0
+    code = padded[1:, 1:] + 4 * padded[1:, :-1] + 2 * padded[:-1, 1:] + 8 * padded[:-1, :-1]
+    return _CROFTON_4 @ np.bincount(code.ravel(), minlength=16)
 
 
 def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
