@@ -50,3 +50,21 @@ def test_crofton_perimeter_equals_scikit_image_to_the_bit() -> None:
         assert perimeter_crofton(mask) == library(mask, directions=4)
     labels = rng.integers(0, 3, size=(20, 30))  # a label image counts its non-zero pixels, as the library's
     assert perimeter_crofton(labels) == library(labels, directions=4)
+
+
+@pytest.mark.parametrize("radius", [1, 2, 3])
+def test_opening_by_a_disc_equals_scipy(radius: int) -> None:
+    from scipy import ndimage
+    from skimage.morphology import disk
+
+    from semqa.particles.primitives import open_disc
+
+    rng = np.random.default_rng(radius)
+    disc = disk(radius).astype(bool)
+    for i in range(300):
+        shape = (int(rng.integers(1, 40)), int(rng.integers(1, 40)))
+        mask = ndimage.gaussian_filter(rng.random(shape), rng.uniform(0.3, 2)) > rng.uniform(0.3, 0.6)
+        if i % 2:  # the contact test's crops: a part with a zero border
+            mask[[0, -1]] = False
+            mask[:, [0, -1]] = False
+        np.testing.assert_array_equal(open_disc(mask, radius, disc), ndimage.binary_opening(mask, structure=disc))

@@ -84,6 +84,7 @@ from semqa.particles.detection import dog_responses, significance_from
 from semqa.particles.holes import open_substrate_holes
 from semqa.particles.measure import outline_hull
 from semqa.particles.primitives import block_mean, dilate_cross, flood, label_median, max_filter_square, narrow_labels, upsample_linear
+from semqa.particles.primitives import median
 from semqa.particles.noise import NoiseModel, fit_noise_model, stabilize, sum_inflation
 
 
@@ -727,7 +728,7 @@ def detect(image: np.ndarray, config: SegmentationConfig | None = None) -> Detec
         return Detection(empty, noise, 0, sig.has_structure, None, None)
     seeds = sig.seeds
     zp = z if sig.polarity > 0 else np.negative(z)
-    work = image if sig.polarity > 0 else np.float32(2.0 * float(np.median(image))) - image
+    work = image if sig.polarity > 0 else np.float32(2.0 * float(median(image))) - image
     noise_sigma = _noise_sigma(zp, seeds, noise, config)
     failed = Detection(empty, noise, sig.polarity, sig.has_structure, None, None)
     # First look on a 2 × 2 block mean (halves the noise, quarters the work), smoothed as the
