@@ -124,6 +124,21 @@ def _into_blocks(ufunc: np.ufunc, full: np.ndarray, small: np.ndarray, f: int) -
             ufunc(full[hf:, wf:], small[-1, -1], out=full[hf:, wf:])
 
 
+def _combine_coarse(coarse: list[tuple[int, list[np.ndarray]]]) -> tuple[int, list[np.ndarray]] | None:
+    """The block-mean scales' maps (response and hit bits per polarity, factors 2, 4, 8, …)
+    combined into those of the finest factor: each coarser grid's maps taken into the next finer
+    one's by :func:`_into_blocks` (maximum, bitwise or) at factor 2, in place. None without any."""
+    acc = None
+    for f, maps in sorted(coarse, key=lambda item: -item[0]):
+        if acc is not None:
+            if acc[0] != 2 * f:
+                raise ValueError(f"block-mean factors must double from scale to scale, got {f} then {acc[0]}")
+            for ufunc, target, source in zip((np.maximum, np.bitwise_or) * 2, maps, acc[1]):
+                _into_blocks(ufunc, target, source, 2)
+        acc = (f, maps)
+    return acc
+
+
 def _subsample_blocks(small: np.ndarray, f: int, shape: tuple[int, int], step: int) -> np.ndarray:
     """``expanded[::step, ::step]`` of ``small`` expanded to ``shape`` as in :func:`_into_blocks`,
     gathered from ``small`` directly."""
@@ -280,32 +295,49 @@ def significance_from(responses: DogResponses, model: NoiseModel, false_detectio
     dark = np.full(shape, -np.inf, dtype=np.float32)
     bright_bits = np.zeros(shape, dtype=np.uint16)
     dark_bits = np.zeros(shape, dtype=np.uint16)
-    tilt = 0.0
+    tilts = []
+    coarse: list[tuple[int, list[np.ndarray]]] = []  # per block-mean scale: its factor and four maps
     for j, (s, f, dog) in enumerate(zip(scales, responses.factors, responses.dogs)):
         sg = s / f
         # Block means of f² pixels have null sd sd_sum / f (sums keep sd_sum · sqrt(N)).
         response = dog / (_dog_null_sd(dog.shape, sg) * np.float32(sd_sum / f))
         # Responses in units of this scale's threshold, times k: one threshold k for all.
-        # A coarse scale's maps are combined block-wise into the full-size ones (no expansion).
         cf = _dog_skew_factor(s) * (k * k - 1) / 6
         bit = np.uint16(1 << j)
+        maps = []
         for best, bits, r in (
             (bright, bright_bits, response * np.float32(k / (k + bright_skew * cf))),
             (dark, dark_bits, -response * np.float32(k / (k + dark_skew * cf))),
         ):
             hit = np.where(r >= k, bit, np.uint16(0))
             if f > 1:
-                _into_blocks(np.maximum, best, r, f)
-                _into_blocks(np.bitwise_or, bits, hit, f)
+                maps += [r, hit]
             else:
                 np.maximum(best, r, out=best)
                 bits |= hit
+        if f > 1:
+            coarse.append((f, maps))
         # Polarity evidence of this scale: the extremes of the response on a 4 × 4 subsample.
         # Blobs of the minority phase give a long tail on their side; a step edge responds
         # symmetrically and a blob's surround lobe is weaker than its centre.
         sample = _subsample_blocks(response, f, shape, 4) if f > 1 else response[::4, ::4]
         lo, hi = np.quantile(sample, [0.005, 0.995])
-        tilt += float(hi + lo)
+        tilts.append(float(hi + lo))
+    # The coarse scales' maps are combined block-wise into the full-size ones (no expansion),
+    # coarsest first: each into the next finer grid (factor 2), the finest into the frame, so
+    # the full-size arrays are passed twice rather than twice per scale. Maximum and bitwise or
+    # are exact in any order, and a pixel's block at factor 2f is that of its block at factor f
+    # (the edge rows and columns included), so the maps are those of combining each scale alone.
+    finest = _combine_coarse(coarse)
+    if finest is not None:
+        f, (r_bright, hit_bright, r_dark, hit_dark) = finest
+        _into_blocks(np.maximum, bright, r_bright, f)
+        _into_blocks(np.bitwise_or, bright_bits, hit_bright, f)
+        _into_blocks(np.maximum, dark, r_dark, f)
+        _into_blocks(np.bitwise_or, dark_bits, hit_dark, f)
+    tilt = 0.0
+    for term in tilts:  # summed in the order of the scales
+        tilt += term
     top_bright, top_dark = float(bright.max()), float(dark.max())
     polarity = (1 if tilt >= 0 else -1) if max(top_bright, top_dark) >= k else 0
     return Significance(
