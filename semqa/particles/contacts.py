@@ -181,7 +181,7 @@ def contact_candidates(
     if not deep.any():
         return None  # no line could carry evidence
     calm = own & (grad < median(values) + k * _RAYLEIGH_SD * noise_sd)
-    # Opened by a disc of radius 2σ: noise speckle (correlated over about that width) leaves
+    # Opened by a disc of radius σ (rounded up): noise speckle (correlated over about that width) leaves
     # holes and threads in the calm pixels that would make false necks.
     radius = math.ceil(sigma_px)
     calm = open_disc(calm, radius, _disc(radius))  # ndimage.binary_opening(calm, structure=_disc(radius))

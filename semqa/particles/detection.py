@@ -241,7 +241,9 @@ def dog_responses(z: np.ndarray) -> DogResponses:
         # Scales above 2 px run on a block-mean grid (2 px per block at the centre scale): the
         # response is smooth there, and the cost stays that of the finest scale.
         f = max(1, int(s // 2))
-        grid = grids[f] if f in grids else grids.setdefault(f, _block_mean(z, f))
+        if f not in grids:
+            grids[f] = _block_mean(z, f)
+        grid = grids[f]
         sg = s / f
         factors.append(f)
         dogs.append(ndimage.gaussian_filter(grid, sg, mode="reflect") - ndimage.gaussian_filter(grid, SURROUND * sg, mode="reflect"))
@@ -336,7 +338,7 @@ def significance_from(responses: DogResponses, model: NoiseModel, false_detectio
         _into_blocks(np.maximum, dark, r_dark, f)
         _into_blocks(np.bitwise_or, dark_bits, hit_dark, f)
     tilt = 0.0
-    for term in tilts:  # summed in the order of the scales
+    for term in tilts:  # in the order of the scales (not sum(): Python 3.12's compensates rounding)
         tilt += term
     top_bright, top_dark = float(bright.max()), float(dark.max())
     polarity = (1 if tilt >= 0 else -1) if max(top_bright, top_dark) >= k else 0
