@@ -178,3 +178,24 @@ def test_noise_free_frame_gives_a_bounded_detection() -> None:
     # A gain too small to be measurable noise is treated as none, never as 2/gain.
     tiny = NoiseModel(gain=1e-59, read_variance=0.0, stabilized_sd=1.0, sum_inflation=1.0)
     assert np.isfinite(stabilize(lr, tiny)).all()
+
+
+def test_one_frames_dog_responses_serve_both_tests() -> None:
+    """The detection's second test (with the measured sum inflation) reuses the first's DoG
+    responses: testing them against two noise models gives what two fresh tests give, so no
+    test alters the responses the other reads."""
+    from semqa.particles.detection import dog_responses, significance_from
+
+    config = FamilyConfig(family="dome", size_px=128, d50_px=12, dose=60.0)
+    rng = np.random.default_rng(15)
+    frame, _ = scan_family(render_family(config, rng), config, rng)
+    model = fit_noise_model(frame)
+    z = stabilize(frame, model)
+    responses = dog_responses(z)
+    for inflation in (1.0, 1.8, 1.0):
+        noisy = model.model_copy(update={"sum_inflation": inflation})
+        shared, fresh = significance_from(responses, noisy), significance(z, noisy)
+        for field in ("bright", "dark", "bright_bits", "dark_bits"):
+            np.testing.assert_array_equal(getattr(shared, field), getattr(fresh, field))
+        assert (shared.threshold, shared.polarity) == (fresh.threshold, fresh.polarity)
+    assert significance(z, model).has_structure

@@ -46,7 +46,7 @@ from scipy.cluster.hierarchy import DisjointSet
 from scipy import special
 from skimage import morphology
 
-from semqa.particles.primitives import flood
+from semqa.particles.primitives import flood, median, open_disc
 
 # Median of a Rayleigh variable of unit per-component sd: sqrt(2 ln 2). The gradient magnitude
 # of isotropic Gaussian noise is Rayleigh distributed (two independent derivative components).
@@ -73,7 +73,7 @@ def gradient_noise_sd(grad: np.ndarray, substrate: np.ndarray) -> float | None:
     values = grad[::2, ::2][substrate[::2, ::2]]
     if values.size == 0:
         return None
-    return float(np.median(values)) / _RAYLEIGH_MEDIAN
+    return float(median(values)) / _RAYLEIGH_MEDIAN
 
 
 @dataclass(frozen=True)
@@ -180,10 +180,11 @@ def contact_candidates(
     deep = ndimage.distance_transform_edt(own) > 3.0 * sigma_px
     if not deep.any():
         return None  # no line could carry evidence
-    calm = own & (grad < np.median(values) + k * _RAYLEIGH_SD * noise_sd)
-    # Opened by a disc of radius 2σ: noise speckle (correlated over about that width) leaves
+    calm = own & (grad < median(values) + k * _RAYLEIGH_SD * noise_sd)
+    # Opened by a disc of radius σ (rounded up): noise speckle (correlated over about that width) leaves
     # holes and threads in the calm pixels that would make false necks.
-    calm = ndimage.binary_opening(calm, structure=_disc(math.ceil(sigma_px)))
+    radius = math.ceil(sigma_px)
+    calm = open_disc(calm, radius, _disc(radius))  # ndimage.binary_opening(calm, structure=_disc(radius))
     seeds = split_necks(calm)
     n = int(seeds.max())
     if n < 2:

@@ -124,6 +124,21 @@ def _into_blocks(ufunc: np.ufunc, full: np.ndarray, small: np.ndarray, f: int) -
             ufunc(full[hf:, wf:], small[-1, -1], out=full[hf:, wf:])
 
 
+def _combine_coarse(coarse: list[tuple[int, list[np.ndarray]]]) -> tuple[int, list[np.ndarray]] | None:
+    """The block-mean scales' maps (response and hit bits per polarity, factors 2, 4, 8, …)
+    combined into those of the finest factor: each coarser grid's maps taken into the next finer
+    one's by :func:`_into_blocks` (maximum, bitwise or) at factor 2, in place. None without any."""
+    acc = None
+    for f, maps in sorted(coarse, key=lambda item: -item[0]):
+        if acc is not None:
+            if acc[0] != 2 * f:
+                raise ValueError(f"block-mean factors must double from scale to scale, got {f} then {acc[0]}")
+            for ufunc, target, source in zip((np.maximum, np.bitwise_or) * 2, maps, acc[1]):
+                _into_blocks(ufunc, target, source, 2)
+        acc = (f, maps)
+    return acc
+
+
 def _subsample_blocks(small: np.ndarray, f: int, shape: tuple[int, int], step: int) -> np.ndarray:
     """``expanded[::step, ::step]`` of ``small`` expanded to ``shape`` as in :func:`_into_blocks`,
     gathered from ``small`` directly."""
@@ -199,6 +214,45 @@ def _electrons(z_value: float, model: NoiseModel) -> float | None:
     return max(0.1, z_value * z_value / 4.0 - 0.375 - model.read_variance / (a * a))
 
 
+@dataclass(frozen=True)
+class DogResponses:
+    """A stabilised frame's DoG responses at every detection scale, before any noise model.
+
+    ``dogs[j]`` is the DoG of centre scale ``scales[j]`` on the block-mean grid of factor
+    ``factors[j]`` (1: the frame itself). They depend on the frame only, so a second test of the
+    same frame (with the noise's sum inflation measured from the first) reuses them.
+    ``levels``: the 10th, 50th and 90th percentiles of the frame's 4 × 4 block means.
+    """
+
+    shape: tuple[int, int]
+    scales: tuple[float, ...]
+    factors: tuple[int, ...]
+    dogs: tuple[np.ndarray, ...]
+    levels: np.ndarray
+
+
+def dog_responses(z: np.ndarray) -> DogResponses:
+    """The DoG responses of a stabilised frame at its detection scales (see :func:`significance`)."""
+    z = np.asarray(z, dtype=np.float32)
+    scales = detection_scales(z.shape)
+    grids: dict[int, np.ndarray] = {1: z}
+    factors, dogs = [], []
+    for s in scales:
+        # Scales above 2 px run on a block-mean grid (2 px per block at the centre scale): the
+        # response is smooth there, and the cost stays that of the finest scale.
+        f = max(1, int(s // 2))
+        if f not in grids:
+            grids[f] = _block_mean(z, f)
+        grid = grids[f]
+        sg = s / f
+        factors.append(f)
+        dogs.append(ndimage.gaussian_filter(grid, sg, mode="reflect") - ndimage.gaussian_filter(grid, SURROUND * sg, mode="reflect"))
+    # (Local signal levels from 4 × 4 block means, the grid of scale 8 where the frame has one.)
+    small = (grids[4] if 4 in grids else _block_mean(z, 4)) if min(z.shape) >= 8 else z
+    levels = np.quantile(small, [0.1, 0.5, 0.9])
+    return DogResponses(shape=z.shape, scales=scales, factors=tuple(factors), dogs=tuple(dogs), levels=levels)
+
+
 def significance(z: np.ndarray, model: NoiseModel, false_detections: float = 0.05) -> Significance:
     """Scale-space significance of bright and dark blobs in a stabilised frame.
 
@@ -216,11 +270,16 @@ def significance(z: np.ndarray, model: NoiseModel, false_detections: float = 0.0
     Significance
         Response maps, threshold and polarity.
     """
-    z = np.asarray(z, dtype=np.float32)
-    scales = detection_scales(z.shape)
+    return significance_from(dog_responses(z), model, false_detections)
+
+
+def significance_from(responses: DogResponses, model: NoiseModel, false_detections: float = 0.05) -> Significance:
+    """:func:`significance` of a frame from its :func:`dog_responses` (computed once per frame)."""
+    shape, scales = responses.shape, responses.scales
+    size = shape[0] * shape[1]
     sd_sum = model.stabilized_sd * model.sum_inflation
     # Both polarities are tested at every pixel and scale.
-    k = threshold_for(2 * z.size * len(scales), false_detections)
+    k = threshold_for(2 * size * len(scales), false_detections)
     # Few electrons per pixel leave Poisson skew in the sums (the transform removes most of
     # it, not all): the bright tail of the null is heavier than a normal one. The
     # Cornish–Fisher expansion (Cornish & Fisher, Rev. Inst. Int. Stat. 5, 1937) raises each
@@ -231,45 +290,56 @@ def significance(z: np.ndarray, model: NoiseModel, false_detections: float = 0.0
     # and slightly negative above: the dark threshold is raised by the most negative skew at
     # the frame's 10th, 50th and 90th percentile signals.
     # (Local signal levels from 4 × 4 block means: a single pixel's count is not its λ.)
-    levels = np.quantile(_block_mean(z, 4) if min(z.shape) >= 8 else z, [0.1, 0.5, 0.9])
-    electrons = [e for e in (_electrons(float(q), model) for q in levels) if e is not None]
+    electrons = [e for e in (_electrons(float(q), model) for q in responses.levels) if e is not None]
     skews = [_stabilized_poisson_skew(e) for e in electrons] or [0.0]
     bright_skew, dark_skew = max(0.0, skews[0]), max(0.0, -min(skews))
-    bright = np.full(z.shape, -np.inf, dtype=np.float32)
-    dark = np.full(z.shape, -np.inf, dtype=np.float32)
-    bright_bits = np.zeros(z.shape, dtype=np.uint16)
-    dark_bits = np.zeros(z.shape, dtype=np.uint16)
-    tilt = 0.0
-    for j, s in enumerate(scales):
-        # Scales above 2 px run on a block-mean grid (2 px per block at the centre scale): the
-        # response is smooth there, and the cost stays that of the finest scale.
-        f = max(1, int(s // 2))
-        grid = _block_mean(z, f) if f > 1 else z
+    bright = np.full(shape, -np.inf, dtype=np.float32)
+    dark = np.full(shape, -np.inf, dtype=np.float32)
+    bright_bits = np.zeros(shape, dtype=np.uint16)
+    dark_bits = np.zeros(shape, dtype=np.uint16)
+    tilts = []
+    coarse: list[tuple[int, list[np.ndarray]]] = []  # per block-mean scale: its factor and four maps
+    for j, (s, f, dog) in enumerate(zip(scales, responses.factors, responses.dogs)):
         sg = s / f
-        dog = ndimage.gaussian_filter(grid, sg, mode="reflect") - ndimage.gaussian_filter(grid, SURROUND * sg, mode="reflect")
         # Block means of f² pixels have null sd sd_sum / f (sums keep sd_sum · sqrt(N)).
-        response = dog / (_dog_null_sd(grid.shape, sg) * np.float32(sd_sum / f))
+        response = dog / (_dog_null_sd(dog.shape, sg) * np.float32(sd_sum / f))
         # Responses in units of this scale's threshold, times k: one threshold k for all.
-        # A coarse scale's maps are combined block-wise into the full-size ones (no expansion).
         cf = _dog_skew_factor(s) * (k * k - 1) / 6
         bit = np.uint16(1 << j)
+        maps = []
         for best, bits, r in (
             (bright, bright_bits, response * np.float32(k / (k + bright_skew * cf))),
             (dark, dark_bits, -response * np.float32(k / (k + dark_skew * cf))),
         ):
             hit = np.where(r >= k, bit, np.uint16(0))
             if f > 1:
-                _into_blocks(np.maximum, best, r, f)
-                _into_blocks(np.bitwise_or, bits, hit, f)
+                maps += [r, hit]
             else:
                 np.maximum(best, r, out=best)
                 bits |= hit
+        if f > 1:
+            coarse.append((f, maps))
         # Polarity evidence of this scale: the extremes of the response on a 4 × 4 subsample.
         # Blobs of the minority phase give a long tail on their side; a step edge responds
         # symmetrically and a blob's surround lobe is weaker than its centre.
-        sample = _subsample_blocks(response, f, z.shape, 4) if f > 1 else response[::4, ::4]
+        sample = _subsample_blocks(response, f, shape, 4) if f > 1 else response[::4, ::4]
         lo, hi = np.quantile(sample, [0.005, 0.995])
-        tilt += float(hi + lo)
+        tilts.append(float(hi + lo))
+    # The coarse scales' maps are combined block-wise into the full-size ones (no expansion),
+    # coarsest first: each into the next finer grid (factor 2), the finest into the frame, so
+    # the full-size arrays are passed twice rather than twice per scale. Maximum and bitwise or
+    # are exact in any order, and a pixel's block at factor 2f is that of its block at factor f
+    # (the edge rows and columns included), so the maps are those of combining each scale alone.
+    finest = _combine_coarse(coarse)
+    if finest is not None:
+        f, (r_bright, hit_bright, r_dark, hit_dark) = finest
+        _into_blocks(np.maximum, bright, r_bright, f)
+        _into_blocks(np.bitwise_or, bright_bits, hit_bright, f)
+        _into_blocks(np.maximum, dark, r_dark, f)
+        _into_blocks(np.bitwise_or, dark_bits, hit_dark, f)
+    tilt = 0.0
+    for term in tilts:  # in the order of the scales (not sum(): Python 3.12's compensates rounding)
+        tilt += term
     top_bright, top_dark = float(bright.max()), float(dark.max())
     polarity = (1 if tilt >= 0 else -1) if max(top_bright, top_dark) >= k else 0
     return Significance(

@@ -80,10 +80,11 @@ from semqa.particles.limits import (
     MAX_WINDOW_REL,
 )
 from semqa.particles.contacts import contact_candidates, gradient_noise_sd, line_threshold_fdr
-from semqa.particles.detection import significance
+from semqa.particles.detection import dog_responses, significance_from
 from semqa.particles.holes import open_substrate_holes
 from semqa.particles.measure import outline_hull
 from semqa.particles.primitives import block_mean, dilate_cross, flood, label_median, max_filter_square, narrow_labels, upsample_linear
+from semqa.particles.primitives import median
 from semqa.particles.noise import NoiseModel, fit_noise_model, stabilize, sum_inflation
 
 
@@ -473,8 +474,12 @@ def _split_component(
     ra, rb, saddle = _saddles(regions, dist, n)
     if ra.size == 0:
         return regions
-    # Every region holds its marker, so each of 1…n has a maximum (the library's per-label pass).
-    peak = np.concatenate([[0.0], ndimage.maximum(dist, regions, np.arange(1, n + 1))])
+    # Every region holds its marker, so each of 1…n has a maximum: ``ndimage.maximum(dist, regions,
+    # 1…n)`` (a maximum is exact in any order), from one unbuffered ufunc pass rather than the
+    # library's per-label selection, which sorts the crop's labels.
+    inside = regions > 0
+    peak = np.zeros(n + 1)
+    np.maximum.at(peak, regions[inside], dist[inside])
     groups = DisjointSet(range(1, n + 1))
     group_peak = {r: float(peak[r]) for r in range(1, n + 1)}
     kept = []
@@ -531,6 +536,8 @@ def _split(mask: np.ndarray, config: SegmentationConfig, notches: bool = True) -
         own = labels[grown] == c
         dist = ndimage.distance_transform_edt(own).astype(np.float32)
         peaks = (dist >= ndimage.maximum_filter(dist, size=3)) & (dist >= 1.0)
+        if np.count_nonzero(peaks) < 2:
+            continue  # one marker at most: nothing to split, and no labelling needed to know it
         markers, n_markers = ndimage.label(peaks, structure=np.ones((3, 3)))
         if n_markers < 2:
             continue
@@ -718,17 +725,19 @@ def detect(image: np.ndarray, config: SegmentationConfig | None = None) -> Detec
     # Correlated noise is measured on the substrate, away from all structure: a first test
     # assumes white noise (the lowest null sd, so the most pixels flagged), and the pixels far
     # from every significant one give the inflation the final test uses.
-    sig = significance(z, noise.model_copy(update={"sum_inflation": 1.0}), config.false_detections)
+    # (The DoG responses depend on the frame only: both tests share them.)
+    responses = dog_responses(z)
+    sig = significance_from(responses, noise.model_copy(update={"sum_inflation": 1.0}), config.false_detections)
     structure = (sig.bright >= sig.threshold) | (sig.dark >= sig.threshold)
     inflation = sum_inflation(z, noise.stabilized_sd, ~max_filter_square(structure, 9))
     noise = noise.model_copy(update={"sum_inflation": inflation})
     if inflation > 1.0:
-        sig = significance(z, noise, config.false_detections)
+        sig = significance_from(responses, noise, config.false_detections)
     if sig.polarity == 0:
         return Detection(empty, noise, 0, sig.has_structure, None, None)
     seeds = sig.seeds
     zp = z if sig.polarity > 0 else np.negative(z)
-    work = image if sig.polarity > 0 else np.float32(2.0 * float(np.median(image))) - image
+    work = image if sig.polarity > 0 else np.float32(2.0 * float(median(image))) - image
     noise_sigma = _noise_sigma(zp, seeds, noise, config)
     failed = Detection(empty, noise, sig.polarity, sig.has_structure, None, None)
     # First look on a 2 × 2 block mean (halves the noise, quarters the work), smoothed as the

@@ -1,0 +1,70 @@
+"""Fast paths of library routines added for issue 15 (analysis throughput), each equal to the library's.
+
+The detection's frozen outputs (``tests/test_detection_frozen.py``) pin what they compute inside
+the pipeline; these tests pin each routine alone, on inputs the pipeline rarely meets (ties,
+odd and even counts, both float widths), so a numpy or scikit-image release that changes the
+library's behaviour is noticed here.
+"""
+
+import numpy as np
+import pytest
+
+from semqa.particles.primitives import median
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_median_equals_numpy_to_the_bit(dtype: type) -> None:
+    rng = np.random.default_rng(15)
+    for i in range(600):
+        n = int(rng.integers(1, 12)) if i % 4 == 0 else int(rng.integers(1, 5000))
+        x = rng.normal(size=n).astype(dtype)
+        if i % 3 == 0:
+            x = np.round(x * 4).astype(dtype)  # many ties, as 16-bit frames have
+        if i % 5 == 0:
+            x = np.abs(x)
+        expected, got = np.median(x), median(x)
+        assert type(got) is type(expected)
+        assert got == expected and np.signbit(got) == np.signbit(expected)
+
+
+def test_median_of_a_2d_array_nan_and_empty_as_numpy() -> None:
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    assert median(x) == np.median(x)
+    assert np.isnan(median(np.array([1.0, np.nan, 0.0])))
+    with pytest.warns(RuntimeWarning):
+        assert np.isnan(median(np.empty(0)))
+
+
+def test_crofton_perimeter_equals_scikit_image_to_the_bit() -> None:
+    from scipy import ndimage
+    from skimage.measure import perimeter_crofton as library
+
+    from semqa.particles.primitives import perimeter_crofton
+
+    rng = np.random.default_rng(15)
+    masks = [np.ones((1, 1), bool), np.zeros((3, 4), bool), np.eye(7, dtype=bool)]
+    for _ in range(400):
+        shape = (int(rng.integers(1, 50)), int(rng.integers(1, 50)))
+        masks.append(ndimage.gaussian_filter(rng.random(shape), rng.uniform(0.5, 4)) > rng.uniform(0.4, 0.6))
+    for mask in masks:
+        assert perimeter_crofton(mask) == library(mask, directions=4)
+    labels = rng.integers(0, 3, size=(20, 30))  # a label image counts its non-zero pixels, as the library's
+    assert perimeter_crofton(labels) == library(labels, directions=4)
+
+
+@pytest.mark.parametrize("radius", [1, 2, 3])
+def test_opening_by_a_disc_equals_scipy(radius: int) -> None:
+    from scipy import ndimage
+    from skimage.morphology import disk
+
+    from semqa.particles.primitives import open_disc
+
+    rng = np.random.default_rng(radius)
+    disc = disk(radius).astype(bool)
+    for i in range(300):
+        shape = (int(rng.integers(1, 40)), int(rng.integers(1, 40)))
+        mask = ndimage.gaussian_filter(rng.random(shape), rng.uniform(0.3, 2)) > rng.uniform(0.3, 0.6)
+        if i % 2:  # the contact test's crops: a part with a zero border
+            mask[[0, -1]] = False
+            mask[:, [0, -1]] = False
+        np.testing.assert_array_equal(open_disc(mask, radius, disc), ndimage.binary_opening(mask, structure=disc))
