@@ -37,7 +37,8 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage, special
 
-from semqa.particles.noise import NoiseModel
+from semqa.particles.noise import NoiseModel, _residual, _robust_sd, sum_inflation
+from semqa.particles.primitives import max_filter_square
 
 #: Surround-to-centre ratio of the DoG.
 SURROUND = 3.0
@@ -45,6 +46,17 @@ SURROUND = 3.0
 #: Largest DoG centre scale, as a fraction of the frame's shorter side (the surround must fit).
 MAX_SCALE_FRACTION = 1.0 / 12.0
 
+#: Lag-1 autocorrelation, along either axis, of the Immerkær residual of white noise: the
+#: operator is ``k ⊗ k`` with ``k = (1, −2, 1)``, and ``Σ k_i k_(i+1) / Σ k_i² = −4/6``.
+WHITE_RESIDUAL_CORRELATION = -2.0 / 3.0
+
+#: One-sided level (sd of the estimate) above which a residual correlation shows noise
+#: correlated between neighbours; 3 sd: a white frame is taken for correlated in 0.27 % of
+#: frames (two axes), which only costs it the conservative substrate estimate.
+WHITENESS_Z = 3.0
+
+#: Strips of rows the residual is cut into for the sampling sd of its correlations (batch means).
+_WHITENESS_STRIPS = 16
 
 
 @dataclass(frozen=True)
@@ -275,3 +287,61 @@ def significance(z: np.ndarray, model: NoiseModel, false_detections: float = 0.0
     return Significance(
         bright=bright, dark=dark, bright_bits=bright_bits, dark_bits=dark_bits, threshold=k, polarity=polarity, scales=scales
     )
+
+
+def _robust_correlation(u: np.ndarray, v: np.ndarray) -> float:
+    """Correlation of two series of equal scale from robust sds of their sum and difference,
+    ``(s²(u+v) − s²(u−v)) / (s²(u+v) + s²(u−v))`` (Gnanadesikan & Kettenring, *Biometrics* 28,
+    1972): the residual's large values at particle edges barely move the medians."""
+    plus, minus = _robust_sd(u + v) ** 2, _robust_sd(u - v) ** 2
+    return (plus - minus) / (plus + minus) if plus + minus > 0 else 0.0
+
+
+def _residual_correlations(e: np.ndarray) -> np.ndarray:
+    """Lag-1 correlations of a residual field along x and y."""
+    return np.array([
+        _robust_correlation(e[:, 1:].ravel(), e[:, :-1].ravel()),
+        _robust_correlation(e[1:, :].ravel(), e[:-1, :].ravel()),
+    ])
+
+
+def noise_is_white(z: np.ndarray, max_side: int = 1024) -> bool:
+    """Whether the stabilised frame's noise is uncorrelated between neighbouring pixels.
+
+    The shot noise of a raw scan is white: each pixel's count is independent, and the probe
+    blurs the signal before the electrons are counted. Noise is correlated only where the frame
+    was filtered after detection (detector bandwidth, interpolation, super-resolution). The
+    Immerkær residual (:mod:`semqa.particles.noise`) cancels structure up to second order, so its
+    lag-1 correlation along each axis is that of the noise filtered by the operator:
+    :data:`WHITE_RESIDUAL_CORRELATION` for white noise, higher for noise smoothed between
+    neighbours. Unlike block-mean differences, it does not need substrate free of particles, so
+    a dense field of small, faint particles cannot pass for correlated noise. The test is
+    one-sided at :data:`WHITENESS_Z` sd, the sd of each correlation from the spread of its
+    values over :data:`_WHITENESS_STRIPS` strips of rows (batch means). A central crop of at most
+    ``max_side²`` pixels is used, as in the noise fit; a frame under 64 residual rows is too
+    small to tell (False: the conservative substrate estimate).
+    """
+    r0, c0 = max(0, (z.shape[0] - max_side) // 2), max(0, (z.shape[1] - max_side) // 2)
+    e = _residual(np.asarray(z[r0 : r0 + max_side, c0 : c0 + max_side], dtype=np.float32))
+    if e.shape[0] < 4 * _WHITENESS_STRIPS or e.shape[1] < 4:
+        return False
+    rho = _residual_correlations(e)
+    strips = np.array([_residual_correlations(part) for part in np.array_split(e, _WHITENESS_STRIPS, axis=0)])
+    sd = strips.std(axis=0, ddof=1) / math.sqrt(_WHITENESS_STRIPS)
+    return bool(np.all(rho - WHITE_RESIDUAL_CORRELATION <= WHITENESS_Z * sd))
+
+
+def null_sum_inflation(z: np.ndarray, model: NoiseModel, white_test: Significance) -> float:
+    """The inflation of the null sd of sums (``NoiseModel.sum_inflation``) the final test uses.
+
+    White noise (:func:`noise_is_white`) has none: 1. Correlated noise is measured on the
+    substrate, away from the structure a first test under white noise (``white_test``, the
+    lowest null sd, so the most pixels flagged) found, as block-mean differences
+    (:func:`semqa.particles.noise.sum_inflation`); where too little substrate remains, on the
+    whole frame (``model.sum_inflation``, from :func:`semqa.particles.noise.fit_noise_model`):
+    structure only adds to the differences, so that is an upper bound, never the white-noise 1.
+    """
+    if noise_is_white(z):
+        return 1.0
+    structure = (white_test.bright >= white_test.threshold) | (white_test.dark >= white_test.threshold)
+    return sum_inflation(z, model.stabilized_sd, ~max_filter_square(structure, 9), fallback=model.sum_inflation)

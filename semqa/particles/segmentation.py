@@ -80,11 +80,11 @@ from semqa.particles.limits import (
     MAX_WINDOW_REL,
 )
 from semqa.particles.contacts import contact_candidates, gradient_noise_sd, line_threshold_fdr
-from semqa.particles.detection import significance
+from semqa.particles.detection import null_sum_inflation, significance
 from semqa.particles.holes import open_substrate_holes
 from semqa.particles.measure import outline_hull
 from semqa.particles.primitives import block_mean, dilate_cross, flood, label_median, max_filter_square, narrow_labels, upsample_linear
-from semqa.particles.noise import NoiseModel, fit_noise_model, stabilize, sum_inflation
+from semqa.particles.noise import NoiseModel, fit_noise_model, stabilize
 
 
 class SegmentationConfig(BaseModel):
@@ -706,12 +706,10 @@ def detect(image: np.ndarray, config: SegmentationConfig | None = None) -> Detec
         return nothing
     noise = fit_noise_model(image)
     z = stabilize(image, noise)
-    # Correlated noise is measured on the substrate, away from all structure: a first test
-    # assumes white noise (the lowest null sd, so the most pixels flagged), and the pixels far
-    # from every significant one give the inflation the final test uses.
+    # A first test assumes white noise; the final one uses the correlation the noise shows
+    # (detection.null_sum_inflation: none for white noise, else measured on the substrate).
     sig = significance(z, noise.model_copy(update={"sum_inflation": 1.0}), config.false_detections)
-    structure = (sig.bright >= sig.threshold) | (sig.dark >= sig.threshold)
-    inflation = sum_inflation(z, noise.stabilized_sd, ~max_filter_square(structure, 9))
+    inflation = null_sum_inflation(z, noise, sig)
     noise = noise.model_copy(update={"sum_inflation": inflation})
     if inflation > 1.0:
         sig = significance(z, noise, config.false_detections)
