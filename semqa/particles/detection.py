@@ -297,51 +297,97 @@ def _robust_correlation(u: np.ndarray, v: np.ndarray) -> float:
     return (plus - minus) / (plus + minus) if plus + minus > 0 else 0.0
 
 
-def _residual_correlations(e: np.ndarray) -> np.ndarray:
-    """Lag-1 correlations of a residual field along x and y."""
-    return np.array([
-        _robust_correlation(e[:, 1:].ravel(), e[:, :-1].ravel()),
-        _robust_correlation(e[1:, :].ravel(), e[:-1, :].ravel()),
+def _residual_correlations(e: np.ndarray, calm: np.ndarray) -> np.ndarray:
+    """Lag-1 correlations of a residual field along x and y, over pairs of calm pixels."""
+    out = []
+    for a, b, ca, cb in ((e[:, 1:], e[:, :-1], calm[:, 1:], calm[:, :-1]), (e[1:], e[:-1], calm[1:], calm[:-1])):
+        both = ca & cb
+        out.append(_robust_correlation(a[both], b[both]) if np.count_nonzero(both) >= 64 else np.nan)
+    return np.array(out)
+
+
+@lru_cache(maxsize=1)
+def _gradient_null_sd() -> float:
+    """sd of each component of the Gaussian gradient (sigma 1 px) of unit white noise: the
+    derivative kernel's L2 norm."""
+    delta = np.zeros((41, 41))
+    delta[20, 20] = 1.0
+    return float(np.sqrt((ndimage.gaussian_filter(delta, 1.0, order=(0, 1)) ** 2).sum()))
+
+
+#: Share of white-noise pixels a calm pixel's gradient test rejects: the magnitude of a
+#: gradient of two independent normal components of sd s is Rayleigh, P(|∇| > s·sqrt(−2 ln p)) = p.
+_CALM_TAIL = 0.01
+
+
+def residual_correlation(z: np.ndarray, pixel_sd: float, max_side: int = 512) -> tuple[np.ndarray, np.ndarray] | None:
+    """Lag-1 correlations (x, y) of the Immerkær residual of a stabilised frame, and their sds.
+
+    The Immerkær residual (:mod:`semqa.particles.noise`) cancels structure up to second order, so
+    its lag-1 correlation along each axis is that of the noise seen through the operator:
+    :data:`WHITE_RESIDUAL_CORRELATION` for white noise, higher for noise smoothed between
+    neighbours. It needs no substrate free of particles: only pairs of calm pixels count (the
+    Gaussian gradient at 1 px within the 99 % Rayleigh range of the noise's, :data:`_CALM_TAIL`),
+    which keeps the edges of dense, bright small particles out; the robust correlation
+    (:func:`_robust_correlation`) ignores the rest. The estimates are batch means over
+    :data:`_WHITENESS_STRIPS` strips of rows, their sds from the strips' spread. A central crop
+    of at most ``max_side²`` pixels is used (at 512², an sd of about 0.0025 on white noise).
+    None where the frame is too small (under 64 residual rows) or too few calm pairs (64 per
+    strip) remain to tell.
+    """
+    r0, c0 = max(0, (z.shape[0] - max_side) // 2), max(0, (z.shape[1] - max_side) // 2)
+    crop = np.asarray(z[r0 : r0 + max_side, c0 : c0 + max_side], dtype=np.float32)
+    e = _residual(crop)
+    if e.shape[0] < 4 * _WHITENESS_STRIPS or e.shape[1] < 4:
+        return None
+    grad = ndimage.gaussian_gradient_magnitude(crop, 1.0)[1:-1, 1:-1]
+    calm = grad <= _gradient_null_sd() * pixel_sd * math.sqrt(-2.0 * math.log(_CALM_TAIL))
+    strips = np.array([
+        _residual_correlations(part, ok)
+        for part, ok in zip(np.array_split(e, _WHITENESS_STRIPS, axis=0), np.array_split(calm, _WHITENESS_STRIPS, axis=0))
     ])
+    if not np.all(np.isfinite(strips)):
+        return None
+    return strips.mean(axis=0), strips.std(axis=0, ddof=1) / math.sqrt(_WHITENESS_STRIPS)
 
 
-def noise_is_white(z: np.ndarray, max_side: int = 1024) -> bool:
-    """Whether the stabilised frame's noise is uncorrelated between neighbouring pixels.
+def noise_is_white(measured: tuple[np.ndarray, np.ndarray] | None) -> bool:
+    """Whether residual correlations (:func:`residual_correlation`) are those of white noise.
 
     The shot noise of a raw scan is white: each pixel's count is independent, and the probe
     blurs the signal before the electrons are counted. Noise is correlated only where the frame
-    was filtered after detection (detector bandwidth, interpolation, super-resolution). The
-    Immerkær residual (:mod:`semqa.particles.noise`) cancels structure up to second order, so its
-    lag-1 correlation along each axis is that of the noise filtered by the operator:
-    :data:`WHITE_RESIDUAL_CORRELATION` for white noise, higher for noise smoothed between
-    neighbours. Unlike block-mean differences, it does not need substrate free of particles, so
-    a dense field of small, faint particles cannot pass for correlated noise. The test is
-    one-sided at :data:`WHITENESS_Z` sd, the sd of each correlation from the spread of its
-    values over :data:`_WHITENESS_STRIPS` strips of rows (batch means). A central crop of at most
-    ``max_side²`` pixels is used, as in the noise fit; a frame under 64 residual rows is too
-    small to tell (False: the conservative substrate estimate).
+    was filtered after detection (detector bandwidth, interpolation, super-resolution), which
+    raises the residual's correlation. The test is one-sided at :data:`WHITENESS_Z` sds on
+    both axes; without a measurement, False (the conservative substrate estimate).
     """
-    r0, c0 = max(0, (z.shape[0] - max_side) // 2), max(0, (z.shape[1] - max_side) // 2)
-    e = _residual(np.asarray(z[r0 : r0 + max_side, c0 : c0 + max_side], dtype=np.float32))
-    if e.shape[0] < 4 * _WHITENESS_STRIPS or e.shape[1] < 4:
+    if measured is None:
         return False
-    rho = _residual_correlations(e)
-    strips = np.array([_residual_correlations(part) for part in np.array_split(e, _WHITENESS_STRIPS, axis=0)])
-    sd = strips.std(axis=0, ddof=1) / math.sqrt(_WHITENESS_STRIPS)
+    rho, sd = measured
     return bool(np.all(rho - WHITE_RESIDUAL_CORRELATION <= WHITENESS_Z * sd))
 
 
-def null_sum_inflation(z: np.ndarray, model: NoiseModel, white_test: Significance) -> float:
+def null_sum_inflation(z: np.ndarray, model: NoiseModel, white_test: Significance, rounds: int = 4) -> float:
     """The inflation of the null sd of sums (``NoiseModel.sum_inflation``) the final test uses.
 
-    White noise (:func:`noise_is_white`) has none: 1. Correlated noise is measured on the
-    substrate, away from the structure a first test under white noise (``white_test``, the
-    lowest null sd, so the most pixels flagged) found, as block-mean differences
-    (:func:`semqa.particles.noise.sum_inflation`); where too little substrate remains, on the
-    whole frame (``model.sum_inflation``, from :func:`semqa.particles.noise.fit_noise_model`):
-    structure only adds to the differences, so that is an upper bound, never the white-noise 1.
+    White noise (:func:`noise_is_white`) has none: 1. Correlated noise is measured as block-mean
+    differences (:func:`semqa.particles.noise.sum_inflation`) on the substrate, away from the
+    structure significant under the inflation so far, from the whole frame's estimate down
+    (``model.sum_inflation`` from :func:`semqa.particles.noise.fit_noise_model`: structure only
+    adds to block differences, so it is an upper bound). The structure is read off the first
+    test under white noise (``white_test``): its responses scale as one over the null sd. A
+    substrate taken as the pixels insignificant under white noise would drop the noise's own
+    highs and bias the estimate low; starting from the bound, each round drops only what is
+    significant under the last estimate. Where too little substrate remains, the last estimate
+    stands (never the white-noise 1).
     """
-    if noise_is_white(z):
+    if noise_is_white(residual_correlation(z, model.stabilized_sd)):
         return 1.0
-    structure = (white_test.bright >= white_test.threshold) | (white_test.dark >= white_test.threshold)
-    return sum_inflation(z, model.stabilized_sd, ~max_filter_square(structure, 9), fallback=model.sum_inflation)
+    response = np.maximum(white_test.bright, white_test.dark)
+    inflation = model.sum_inflation
+    for _ in range(rounds):
+        substrate = ~max_filter_square(response >= inflation * white_test.threshold, 9)
+        update = sum_inflation(z, model.stabilized_sd, substrate, fallback=inflation)
+        if update >= inflation:
+            break
+        inflation = update
+    return inflation
