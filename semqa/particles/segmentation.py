@@ -354,8 +354,18 @@ def _local_threshold_mask(
     refined[candidates[values > level]] = True
     # The rule places boundaries; the core of a detected particle (farther than reach_px
     # from its first boundary) stays in, even where a dim interior is below its rims' half level.
-    core = ~max_filter_square(~mask, 2 * reach_px + 1) & np.concatenate([[False], real])[lab]
-    return refined.reshape(flat.shape) | core
+    is_real = np.concatenate([[False], real])[lab]
+    core = ~max_filter_square(~mask, 2 * reach_px + 1) & is_real
+    out = refined.reshape(flat.shape) | core
+    # The evidence is judged on the pieces the rule leaves: ring pixels that noise lifts above
+    # the half level, apart from the particle, were never tested and are no particle.
+    pieces, n_pieces = ndimage.label(out)
+    if n_pieces == 0:
+        return out
+    pieces = narrow_labels(pieces, n_pieces)
+    zone = np.where(pieces > 0, pieces, max_filter_square(pieces, reach))
+    ring = np.where(max_filter_square(out, 2 * gap_px + 1), 0, zone)
+    return np.concatenate([[False], _significant(pieces, n_pieces, ring, evidence)])[pieces]
 
 
 def _edge_level_map(flat: np.ndarray, mask: np.ndarray, lab: np.ndarray, n: int, depth_px: float, reach_px: int) -> np.ndarray:
@@ -765,7 +775,10 @@ def detect(image: np.ndarray, config: SegmentationConfig | None = None) -> Detec
     gap = max(1, math.ceil(2.0 * sigma))
     ring = max(2.0, config.ring_px_rel * diameter)
     depth = _edge_depth_px(sigma, config)
-    mask = _local_threshold_mask(flat, mask, gap, ring, depth, evidence, config)
+    # Twice: the layers of the second pass follow the edges the first placed, not those of the
+    # global threshold (which at a low dose joins particles to noise above it).
+    for _ in range(2):
+        mask = _local_threshold_mask(flat, mask, gap, ring, depth, evidence, config)
     if config.fill_holes:
         mask = _fill_holes(mask)
     lab, _ = ndimage.label(mask)
