@@ -480,6 +480,7 @@ def _bomb_png() -> bytes:
           for config, says in (
               ('{"n_bootstrap": 1000000000}', "n_bootstrap: Input should be less than or equal to 10000"),
               ('{"segmentation": {"particle_diameter_px": 1e7}}', "segmentation.particle_diameter_px: Input should be less"),
+              ('{"segmentation": {"bright_window_rel": 1e6}}', "segmentation.bright_window_rel: Input should be less"),
               ('{"segmentation": {"denoise_sigma_rel": 1e6}}', "segmentation.denoise_sigma_rel: Input should be less"),
               ('{"segmentation": {"ring_px_rel": 1e6}}', "segmentation.ring_px_rel: Input should be less"),
               ('{"segmentation": {"denoise_sigma_max_px": 1e6}}', "segmentation.denoise_sigma_max_px"),

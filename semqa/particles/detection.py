@@ -55,7 +55,7 @@ WHITE_RESIDUAL_CORRELATION = -2.0 / 3.0
 #: frames (two axes), which only costs it the conservative substrate estimate.
 WHITENESS_Z = 3.0
 
-#: Strips of rows the residual is cut into for the sampling sd of its correlations (batch means).
+#: Strips of rows the residual is cut into for the sampling sd of its correlations (batch means), at most.
 _WHITENESS_STRIPS = 16
 
 
@@ -330,25 +330,26 @@ def residual_correlation(z: np.ndarray, pixel_sd: float, max_side: int = 512) ->
     Gaussian gradient at 1 px within the 99 % Rayleigh range of the noise's, :data:`_CALM_TAIL`),
     which keeps the edges of dense, bright small particles out; the robust correlation
     (:func:`_robust_correlation`) ignores the rest. The estimates are batch means over
-    :data:`_WHITENESS_STRIPS` strips of rows, their sds from the strips' spread. A central crop
-    of at most ``max_side²`` pixels is used (at 512², an sd of about 0.0025 on white noise).
-    None where the frame is too small (under 64 residual rows) or too few calm pairs (64 per
-    strip) remain to tell.
+    :data:`_WHITENESS_STRIPS` strips of rows (fewer, of 4 rows, in a small frame), their sds
+    from the strips' spread. A central crop of at most ``max_side²`` pixels is used (at 512², an
+    sd of about 0.0025 on white noise). None where the frame is too small (under 8 strips) or
+    too few calm pairs (64 per strip) remain to tell.
     """
     r0, c0 = max(0, (z.shape[0] - max_side) // 2), max(0, (z.shape[1] - max_side) // 2)
     crop = np.asarray(z[r0 : r0 + max_side, c0 : c0 + max_side], dtype=np.float32)
     e = _residual(crop)
-    if e.shape[0] < 4 * _WHITENESS_STRIPS or e.shape[1] < 4:
+    n_strips = min(_WHITENESS_STRIPS, e.shape[0] // 4)
+    if n_strips < 8 or e.shape[1] < 4:
         return None
     grad = ndimage.gaussian_gradient_magnitude(crop, 1.0)[1:-1, 1:-1]
     calm = grad <= _gradient_null_sd() * pixel_sd * math.sqrt(-2.0 * math.log(_CALM_TAIL))
     strips = np.array([
         _residual_correlations(part, ok)
-        for part, ok in zip(np.array_split(e, _WHITENESS_STRIPS, axis=0), np.array_split(calm, _WHITENESS_STRIPS, axis=0))
+        for part, ok in zip(np.array_split(e, n_strips, axis=0), np.array_split(calm, n_strips, axis=0))
     ])
     if not np.all(np.isfinite(strips)):
         return None
-    return strips.mean(axis=0), strips.std(axis=0, ddof=1) / math.sqrt(_WHITENESS_STRIPS)
+    return strips.mean(axis=0), strips.std(axis=0, ddof=1) / math.sqrt(n_strips)
 
 
 def noise_is_white(measured: tuple[np.ndarray, np.ndarray] | None) -> bool:

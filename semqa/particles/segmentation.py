@@ -24,10 +24,9 @@ so one configuration serves high-resolution, low-resolution and super-resolved f
 4. **Detect** particles with Otsu's threshold (Otsu, IEEE SMC 1979) of the flattened image,
    then **locate each boundary** by a local half-maximum rule: a pixel belongs to a particle
    when it is above the level halfway between the particle's local substrate (median of a
-   ring around it) and the particle's level just inside the edge (the mean of its pixels at
-   the depth where the blurred edge has reached its height; a shaded particle is brighter
-   farther in, and the maximum of noisy pixels would sit above the level): the 50 % edge
-   criterion of metrology. A global threshold sits closer to the substrate than to the
+   ring around it) and the brightest particle pixel within the edge's blur width of it (its
+   level, or rim, just inside the edge; a shaded particle is brighter farther in): the 50 %
+   edge criterion of metrology. A global threshold sits closer to the substrate than to the
    rims and puts every boundary outside the true edge by a fraction of the blur width (a
    bias of several per cent of the ECD of a 30-pixel particle). A component is kept on the
    evidence of all its pixels: it must hold a seed of step 0, and its summed contrast over
@@ -126,13 +125,21 @@ class SegmentationConfig(BaseModel):
         description="where each boundary is placed between the local substrate (0) and the particle's "
         "bright level (1); 0.5 is the half-maximum edge criterion",
     )
+    bright_window_rel: float = Field(
+        0.15,
+        gt=0,
+        le=MAX_WINDOW_REL,
+        description="largest half-width of the window around each pixel whose maximum is the particle's level "
+        "at its edge, in particle diameters (the blur width, from probe_fwhm_px and the denoising, sets it "
+        "where that is smaller)",
+    )
     probe_fwhm_px: float = Field(
         1.0,
         gt=0,
         le=MAX_DENOISE_PX,
         description="FWHM of the scan's probe in pixels: a scan is set up with a probe about as wide as its "
         "pixel (a smaller one only aliases; semqa.sr.degradation). With the denoising it sets the edge blur, "
-        "hence how far inside a boundary the particle's own level is read (see _edge_depth_px)",
+        "hence how far inside a boundary the particle's own level is read (see _edge_reach_px)",
     )
     ring_px_rel: float = Field(
         0.25, gt=0, le=MAX_WINDOW_REL, description="width of the ring sampled for the local substrate level, in particle diameters"
@@ -311,15 +318,15 @@ def _local_threshold_mask(
     mask: np.ndarray,
     gap_px: int,
     ring_px: float,
-    depth_px: float,
+    bright_px: int,
     evidence: _Evidence,
     config: SegmentationConfig,
 ) -> np.ndarray:
     """Re-threshold every particle at the half level between its substrate and its nearby rim.
 
     The substrate level is the median of a ring around each connected component; the bright
-    level is the particle's level within ``depth_px`` inside its nearest edge (:func:`_edge_level_map`),
-    so each stretch of boundary is placed by its own side (shading, and touching particles of
+    level is the particle's level just inside its nearest edge (:func:`_edge_level_map`), so
+    each stretch of boundary is placed by its own side (shading, and touching particles of
     different brightness).
 
     Components without significant evidence (:class:`_Evidence`) are noise, not particles,
@@ -344,18 +351,16 @@ def _local_threshold_mask(
     field = float(np.median(outside)) if outside.size else float(np.median(flat[~mask]))
     substrate = np.where(np.isfinite(substrate), substrate, field)
     real = _significant(lab, n, ring, evidence)
-    reach_px = math.ceil(depth_px) + 1
-    bright_map = _edge_level_map(flat, mask, lab, n, depth_px, reach_px)
+    bright_map = _edge_level_map(flat, mask, bright_px)
     candidates = np.flatnonzero((np.concatenate([[False], real])[zone] & np.isfinite(bright_map)).ravel())
     sub = np.concatenate([[np.nan], substrate]).astype(np.float32)[zone.ravel()[candidates]]
     values = flat.ravel()[candidates]
     level = sub + np.float32(config.edge_level) * (bright_map.ravel()[candidates] - sub)
     refined = np.zeros(flat.size, dtype=bool)
     refined[candidates[values > level]] = True
-    # The rule places boundaries; the core of a detected particle (farther than reach_px
+    # The rule places boundaries; the core of a detected particle (farther than bright_px
     # from its first boundary) stays in, even where a dim interior is below its rims' half level.
-    is_real = np.concatenate([[False], real])[lab]
-    core = ~max_filter_square(~mask, 2 * reach_px + 1) & is_real
+    core = ~max_filter_square(~mask, 2 * bright_px + 1) & np.concatenate([[False], real])[lab]
     out = refined.reshape(flat.shape) | core
     # The evidence is judged on the pieces the rule leaves: ring pixels that noise lifts above
     # the half level, apart from the particle, were never tested and are no particle.
@@ -368,34 +373,14 @@ def _local_threshold_mask(
     return np.concatenate([[False], _significant(pieces, n_pieces, ring, evidence)])[pieces]
 
 
-def _edge_level_map(flat: np.ndarray, mask: np.ndarray, lab: np.ndarray, n: int, depth_px: float, reach_px: int) -> np.ndarray:
-    """Per pixel, the particle's level at the nearest edge: over the layers of mask pixels from
-    the edge down to ``depth_px`` inside it, the highest of the layers' local means (the mean
-    of a layer's pixels within ``reach_px``), −inf where no layer is within reach.
+def _edge_level_map(flat: np.ndarray, mask: np.ndarray, reach_px: int) -> np.ndarray:
+    """Per pixel, the particle's level at the nearest edge: the highest mask pixel within
+    ``reach_px`` (the edge's blur width, :func:`_edge_reach_px`), −inf far from any particle.
 
-    By ``depth_px`` (:func:`_edge_depth_px`) the blurred step of the edge has reached its height;
-    a thin bright rim is the highest layer before that, and farther in a shaded particle is
-    brighter than at its edge, so deeper layers do not count. Means of a layer's pixels are
-    unbiased levels; the maximum of noisy pixels is not (it sits above the level by a few noise
-    sds, moving every boundary inwards by a share of the blur width that grows as the dose
-    falls). A component with no pixel that deep (smaller than the blur) stops at its deepest
-    pixels. Layers are 1 px steps of the Euclidean distance transform (a boundary pixel's
-    centre lies half a pixel inside the edge, at distance 1).
+    The window reaches past the blurred transition to the level (or rim) at the edge, and
+    not farther in, where a shaded particle is brighter than at its edge.
     """
-    dist = ndimage.distance_transform_edt(mask)
-    deepest = np.concatenate([[0.0], ndimage.maximum(dist, lab, np.arange(1, n + 1))])[lab]
-    side = 2 * reach_px + 1
-    level = np.full(flat.shape, -np.inf, dtype=np.float32)
-    for layer in range(1, math.ceil(depth_px + 0.5) + 1):
-        at = np.minimum(float(min(layer, depth_px + 0.5)), deepest)
-        band = mask & (np.abs(dist - at) <= 0.5)
-        # Normalized convolution of the layer's values with the reach window (Knutsson & Westin 1993).
-        total = ndimage.uniform_filter(np.where(band, flat, 0.0).astype(np.float64), side, mode="constant")
-        weight = ndimage.uniform_filter(band.astype(np.float64), side, mode="constant")
-        # (uniform_filter's running sums leave rounding-level residues where the window is empty)
-        seen = weight > 0.5 / side**2
-        np.maximum(level, np.where(seen, total / np.where(seen, weight, 1.0), -np.inf).astype(np.float32), out=level)
-    return level
+    return ndimage.maximum_filter(np.where(mask, flat, np.float32(-np.inf)), size=2 * reach_px + 1)
 
 
 def _notch_depth(regions: np.ndarray, boxes: list, a: int, b: int, dist: np.ndarray, enough: float) -> float:
@@ -625,18 +610,19 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
     return ~outside[background]
 
 
-def _edge_depth_px(denoise_sigma: float, config: SegmentationConfig) -> float:
-    """Depth (px) inside a boundary at which a particle's level at that boundary is read.
+def _edge_reach_px(denoise_sigma: float, diameter: float, config: SegmentationConfig) -> int:
+    """Half-width (px) of the window whose maximum is a particle's level at its boundary.
 
     The half-maximum rule needs the level just inside the edge, not the particle's brightest
     part: on a shaded (tilted, dome-shaped) particle the far side is dimmer, and a level read
     farther in puts that side's boundary inside the particle. A step blurred by a Gaussian of
-    sigma σ reaches 97.7 % of its height 2σ from the edge (a boundary placed at half of that
-    lies 0.03σ outside the true one); σ combines the probe (FWHM / 2.355) and the denoising,
-    ``σ = hypot(probe_fwhm_px / 2.355, denoise_sigma)``.
+    sigma σ reaches 97.7 % of its height 2σ from the edge; σ combines the probe (FWHM / 2.355)
+    and the denoising, ``σ = hypot(probe_fwhm_px / 2.355, denoise_sigma)``.
     """
     edge_sigma = math.hypot(config.probe_fwhm_px / (2.0 * math.sqrt(2.0 * math.log(2.0))), denoise_sigma)
-    return 2.0 * edge_sigma
+    # On a small particle the window stays within bright_window_rel of its diameter: the
+    # maximum of a larger window of noisy pixels sits higher above the level.
+    return max(1, min(math.ceil(2.0 * edge_sigma), round(config.bright_window_rel * diameter)))
 
 
 def _denoise_sigma(diameter: float, noise_sigma: float, config: SegmentationConfig) -> float:
@@ -774,11 +760,8 @@ def detect(image: np.ndarray, config: SegmentationConfig | None = None) -> Detec
     evidence = _Evidence(z=zp, seeds=seeds, seed_bits=sig.seed_bits, sum_sd=noise.stabilized_sd * noise.sum_inflation, k=sig.threshold)
     gap = max(1, math.ceil(2.0 * sigma))
     ring = max(2.0, config.ring_px_rel * diameter)
-    depth = _edge_depth_px(sigma, config)
-    # Twice: the layers of the second pass follow the edges the first placed, not those of the
-    # global threshold (which at a low dose joins particles to noise above it).
-    for _ in range(2):
-        mask = _local_threshold_mask(flat, mask, gap, ring, depth, evidence, config)
+    bright = _edge_reach_px(sigma, diameter, config)
+    mask = _local_threshold_mask(flat, mask, gap, ring, bright, evidence, config)
     if config.fill_holes:
         mask = _fill_holes(mask)
     lab, _ = ndimage.label(mask)
