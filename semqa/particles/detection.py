@@ -10,9 +10,10 @@ threshold discards every particle of a noisy scan that an area test keeps. The t
    scales ``s = 1, 2, 4, …`` px (Lindeberg, *Int. J. Comput. Vision* 30(2), 1998): each
    scale is a matched filter for blobs of diameter ≈ 3–4 s, and the surround removes the
    substrate level and any unevenness slower than the blob. Each response is divided by its
-   noise sd, ``‖DoG_s‖₂ × σ_sum`` (``σ_sum`` the per-√N sd of sums of the stabilised noise,
-   which includes correlated noise and substrate texture), so under the null (no particle) it
-   is a standard normal variable at every pixel and scale.
+   noise sd, ``‖DoG_s‖₂ × σ_sum`` (``σ_sum`` the per-√N sd of sums of the stabilised noise:
+   its pixel sd for white noise, the shot noise of a raw scan; larger where the frame's noise is
+   correlated, :func:`null_sum_inflation`), so under the null (no particle) it is a standard
+   normal variable at every pixel and scale.
 3. A pixel is significant when its largest response over the scales exceeds ``k``, with
    ``k`` from a false-detection budget per image by the Bonferroni bound over all
    ``2 × pixels × scales`` tests (both polarities): ``k = Φ⁻¹(1 − ε / (2 n_px n_scales))``
