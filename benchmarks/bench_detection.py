@@ -17,7 +17,8 @@ and sub-``DEFAULT_MIN_PIXELS`` objects excluded, as every analysis does) against
 particles whose ECD is at least that of ``DEFAULT_MIN_PIXELS`` pixels. The baseline is ``baseline_segment`` of ``bench_segmentation.py`` (Gaussian σ 1,
 Otsu, hole filling, distance-transform watershed, told the particle size), imported, not copied.
 
-Run: ``.venv/bin/python benchmarks/bench_detection.py [--quick] [--images 1]``
+Run: ``.venv/bin/python benchmarks/bench_detection.py [--quick] [--images 1] [--seed 13]
+[--families …] [--doses …] [--diameters …]``
 """
 
 from __future__ import annotations
@@ -177,10 +178,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 doses × 3 diameters × 4 families, one frame each")
     parser.add_argument("--images", type=int, default=1, help="frames per cell")
     parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
+    parser.add_argument("--doses", nargs="+", type=float, default=None, help="electrons per pixel (default: the full sweep's)")
+    parser.add_argument("--diameters", nargs="+", type=float, default=None, help="median diameters, px (default: the full sweep's)")
+    parser.add_argument("--seed", type=int, default=13, help="seed of the frames: tune on one, report on another")
     args = parser.parse_args()
     doses, diameters = ((10, 100, 1000), (4, 8, 30)) if args.quick else (DOSES, DIAMETERS)
+    doses = tuple(int(x) if float(x).is_integer() else x for x in (args.doses or doses))
+    diameters = tuple(int(x) if float(x).is_integer() else x for x in (args.diameters or diameters))
     print(HEADER, flush=True)
-    results = run(doses, diameters, args.families, args.images, progress=True)
+    results = run(doses, diameters, args.families, args.images, seed=args.seed, progress=True)
     print("summary, all cells:")
     print(report(results))
 

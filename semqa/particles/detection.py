@@ -10,9 +10,10 @@ threshold discards every particle of a noisy scan that an area test keeps. The t
    scales ``s = 1, 2, 4, …`` px (Lindeberg, *Int. J. Comput. Vision* 30(2), 1998): each
    scale is a matched filter for blobs of diameter ≈ 3–4 s, and the surround removes the
    substrate level and any unevenness slower than the blob. Each response is divided by its
-   noise sd, ``‖DoG_s‖₂ × σ_sum`` (``σ_sum`` the per-√N sd of sums of the stabilised noise,
-   which includes correlated noise and substrate texture), so under the null (no particle) it
-   is a standard normal variable at every pixel and scale.
+   noise sd, ``‖DoG_s‖₂ × σ_sum`` (``σ_sum`` the per-√N sd of sums of the stabilised noise:
+   its pixel sd for white noise, the shot noise of a raw scan; larger where the frame's noise is
+   correlated, :func:`null_sum_inflation`), so under the null (no particle) it is a standard
+   normal variable at every pixel and scale.
 3. A pixel is significant when its largest response over the scales exceeds ``k``, with
    ``k`` from a false-detection budget per image by the Bonferroni bound over all
    ``2 × pixels × scales`` tests (both polarities): ``k = Φ⁻¹(1 − ε / (2 n_px n_scales))``
@@ -37,7 +38,8 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage, special
 
-from semqa.particles.noise import NoiseModel
+from semqa.particles.noise import NoiseModel, _residual, _robust_sd, sum_inflation
+from semqa.particles.primitives import max_filter_square
 
 #: Surround-to-centre ratio of the DoG.
 SURROUND = 3.0
@@ -45,6 +47,17 @@ SURROUND = 3.0
 #: Largest DoG centre scale, as a fraction of the frame's shorter side (the surround must fit).
 MAX_SCALE_FRACTION = 1.0 / 12.0
 
+#: Lag-1 autocorrelation, along either axis, of the Immerkær residual of white noise: the
+#: operator is ``k ⊗ k`` with ``k = (1, −2, 1)``, and ``Σ k_i k_(i+1) / Σ k_i² = −4/6``.
+WHITE_RESIDUAL_CORRELATION = -2.0 / 3.0
+
+#: One-sided level (sd of the estimate) above which a residual correlation shows noise
+#: correlated between neighbours; 3 sd: a white frame is taken for correlated in 0.27 % of
+#: frames (two axes), which only costs it the conservative substrate estimate.
+WHITENESS_Z = 3.0
+
+#: Strips of rows the residual is cut into for the sampling sd of its correlations (batch means), at most.
+_WHITENESS_STRIPS = 16
 
 
 @dataclass(frozen=True)
@@ -345,3 +358,108 @@ def significance_from(responses: DogResponses, model: NoiseModel, false_detectio
     return Significance(
         bright=bright, dark=dark, bright_bits=bright_bits, dark_bits=dark_bits, threshold=k, polarity=polarity, scales=scales
     )
+
+
+def _robust_correlation(u: np.ndarray, v: np.ndarray) -> float:
+    """Correlation of two series of equal scale from robust sds of their sum and difference,
+    ``(s²(u+v) − s²(u−v)) / (s²(u+v) + s²(u−v))`` (Gnanadesikan & Kettenring, *Biometrics* 28,
+    1972): the residual's large values at particle edges barely move the medians."""
+    plus, minus = _robust_sd(u + v) ** 2, _robust_sd(u - v) ** 2
+    return (plus - minus) / (plus + minus) if plus + minus > 0 else 0.0
+
+
+def _residual_correlations(e: np.ndarray, calm: np.ndarray) -> np.ndarray:
+    """Lag-1 correlations of a residual field along x and y, over pairs of calm pixels."""
+    out = []
+    for a, b, ca, cb in ((e[:, 1:], e[:, :-1], calm[:, 1:], calm[:, :-1]), (e[1:], e[:-1], calm[1:], calm[:-1])):
+        both = ca & cb
+        out.append(_robust_correlation(a[both], b[both]) if np.count_nonzero(both) >= 64 else np.nan)
+    return np.array(out)
+
+
+@lru_cache(maxsize=1)
+def _gradient_null_sd() -> float:
+    """sd of each component of the Gaussian gradient (sigma 1 px) of unit white noise: the
+    derivative kernel's L2 norm."""
+    delta = np.zeros((41, 41))
+    delta[20, 20] = 1.0
+    return float(np.sqrt((ndimage.gaussian_filter(delta, 1.0, order=(0, 1)) ** 2).sum()))
+
+
+#: Share of white-noise pixels a calm pixel's gradient test rejects: the magnitude of a
+#: gradient of two independent normal components of sd s is Rayleigh, P(|∇| > s·sqrt(−2 ln p)) = p.
+_CALM_TAIL = 0.01
+
+
+def residual_correlation(z: np.ndarray, pixel_sd: float, max_side: int = 512) -> tuple[np.ndarray, np.ndarray] | None:
+    """Lag-1 correlations (x, y) of the Immerkær residual of a stabilised frame, and their sds.
+
+    The Immerkær residual (:mod:`semqa.particles.noise`) cancels structure up to second order, so
+    its lag-1 correlation along each axis is that of the noise seen through the operator:
+    :data:`WHITE_RESIDUAL_CORRELATION` for white noise, higher for noise smoothed between
+    neighbours. It needs no substrate free of particles: only pairs of calm pixels count (the
+    Gaussian gradient at 1 px within the 99 % Rayleigh range of the noise's, :data:`_CALM_TAIL`),
+    which keeps the edges of dense, bright small particles out; the robust correlation
+    (:func:`_robust_correlation`) ignores the rest. The estimates are batch means over
+    :data:`_WHITENESS_STRIPS` strips of rows (fewer, of 4 rows, in a small frame), their sds
+    from the strips' spread. A central crop of at most ``max_side²`` pixels is used (at 512², an
+    sd of about 0.0025 on white noise). None where the frame is too small (under 8 strips) or
+    too few calm pairs (64 per strip) remain to tell.
+    """
+    r0, c0 = max(0, (z.shape[0] - max_side) // 2), max(0, (z.shape[1] - max_side) // 2)
+    crop = np.asarray(z[r0 : r0 + max_side, c0 : c0 + max_side], dtype=np.float32)
+    e = _residual(crop)
+    n_strips = min(_WHITENESS_STRIPS, e.shape[0] // 4)
+    if n_strips < 8 or e.shape[1] < 4:
+        return None
+    grad = ndimage.gaussian_gradient_magnitude(crop, 1.0)[1:-1, 1:-1]
+    calm = grad <= _gradient_null_sd() * pixel_sd * math.sqrt(-2.0 * math.log(_CALM_TAIL))
+    strips = np.array([
+        _residual_correlations(part, ok)
+        for part, ok in zip(np.array_split(e, n_strips, axis=0), np.array_split(calm, n_strips, axis=0))
+    ])
+    if not np.all(np.isfinite(strips)):
+        return None
+    return strips.mean(axis=0), strips.std(axis=0, ddof=1) / math.sqrt(n_strips)
+
+
+def noise_is_white(measured: tuple[np.ndarray, np.ndarray] | None) -> bool:
+    """Whether residual correlations (:func:`residual_correlation`) are those of white noise.
+
+    The shot noise of a raw scan is white: each pixel's count is independent, and the probe
+    blurs the signal before the electrons are counted. Noise is correlated only where the frame
+    was filtered after detection (detector bandwidth, interpolation, super-resolution), which
+    raises the residual's correlation. The test is one-sided at :data:`WHITENESS_Z` sds on
+    both axes; without a measurement, False (the conservative substrate estimate).
+    """
+    if measured is None:
+        return False
+    rho, sd = measured
+    return bool(np.all(rho - WHITE_RESIDUAL_CORRELATION <= WHITENESS_Z * sd))
+
+
+def null_sum_inflation(z: np.ndarray, model: NoiseModel, white_test: Significance, rounds: int = 4) -> float:
+    """The inflation of the null sd of sums (``NoiseModel.sum_inflation``) the final test uses.
+
+    White noise (:func:`noise_is_white`) has none: 1. Correlated noise is measured as block-mean
+    differences (:func:`semqa.particles.noise.sum_inflation`) on the substrate, away from the
+    structure significant under the inflation so far, from the whole frame's estimate down
+    (``model.sum_inflation`` from :func:`semqa.particles.noise.fit_noise_model`: structure only
+    adds to block differences, so it is an upper bound). The structure is read off the first
+    test under white noise (``white_test``): its responses scale as one over the null sd. A
+    substrate taken as the pixels insignificant under white noise would drop the noise's own
+    highs and bias the estimate low; starting from the bound, each round drops only what is
+    significant under the last estimate. Where too little substrate remains, the last estimate
+    stands (never the white-noise 1).
+    """
+    if noise_is_white(residual_correlation(z, model.stabilized_sd)):
+        return 1.0
+    response = np.maximum(white_test.bright, white_test.dark)
+    inflation = model.sum_inflation
+    for _ in range(rounds):
+        substrate = ~max_filter_square(response >= inflation * white_test.threshold, 9)
+        update = sum_inflation(z, model.stabilized_sd, substrate, fallback=inflation)
+        if update >= inflation:
+            break
+        inflation = update
+    return inflation

@@ -239,7 +239,9 @@ def fit_noise_model(image: np.ndarray, max_side: int = 1024, valid: np.ndarray |
     return model.model_copy(update={"stabilized_sd": sd1, "sum_inflation": sum_inflation(z, sd1)})
 
 
-def sum_inflation(z: np.ndarray, pixel_sd: float, substrate: np.ndarray | None = None, block: int = 4) -> float:
+def sum_inflation(
+    z: np.ndarray, pixel_sd: float, substrate: np.ndarray | None = None, block: int = 4, fallback: float = 1.0
+) -> float:
     """sd per sqrt(N) of sums of N ≥ ``block²`` noise pixels of ``z``, over ``pixel_sd`` (≥ 1).
 
     The means of ``block × block`` blocks are differenced with their right and lower
@@ -248,10 +250,12 @@ def sum_inflation(z: np.ndarray, pixel_sd: float, substrate: np.ndarray | None =
     more see (``pixel_sd²`` for white noise). Differences cancel the substrate level and its
     slow unevenness; their robust sd (median absolute value) ignores the few pairs that cross
     a particle edge. With ``substrate`` (a mask), only blocks wholly inside it count.
+    ``fallback`` is returned where fewer than 50 differences remain (a caller that knows the
+    noise is correlated passes a bound, not the white-noise 1).
     """
     h, w = z.shape[0] // block, z.shape[1] // block
     if h < 2 or w < 2:
-        return 1.0
+        return fallback
     means = _block_mean(z, block)
     inside = np.ones((h, w), dtype=bool) if substrate is None else _block_mean(substrate.astype(np.float32), block) >= 1.0
     diffs = np.concatenate([
@@ -259,6 +263,6 @@ def sum_inflation(z: np.ndarray, pixel_sd: float, substrate: np.ndarray | None =
         (means[1:, :] - means[:-1, :])[inside[1:, :] & inside[:-1, :]],
     ])
     if diffs.size < 50:
-        return 1.0
+        return fallback
     v_b = _robust_sd(diffs) ** 2 / 2.0
     return max(1.0, block * math.sqrt(v_b) / pixel_sd)

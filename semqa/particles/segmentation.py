@@ -80,12 +80,12 @@ from semqa.particles.limits import (
     MAX_WINDOW_REL,
 )
 from semqa.particles.contacts import contact_candidates, gradient_noise_sd, line_threshold_fdr
-from semqa.particles.detection import dog_responses, significance_from
+from semqa.particles.detection import dog_responses, null_sum_inflation, significance_from
 from semqa.particles.holes import open_substrate_holes
 from semqa.particles.measure import outline_hull
 from semqa.particles.primitives import block_mean, dilate_cross, flood, label_median, max_filter_square, narrow_labels, upsample_linear
 from semqa.particles.primitives import median
-from semqa.particles.noise import NoiseModel, fit_noise_model, stabilize, sum_inflation
+from semqa.particles.noise import NoiseModel, fit_noise_model, stabilize
 
 
 class SegmentationConfig(BaseModel):
@@ -371,7 +371,16 @@ def _local_threshold_mask(
     # The rule places boundaries; the core of a detected particle (farther than bright_px
     # from its first boundary) stays in, even where a dim interior is below its rims' half level.
     core = ~max_filter_square(~mask, 2 * bright_px + 1) & np.concatenate([[False], real])[lab]
-    return refined.reshape(flat.shape) | core
+    out = refined.reshape(flat.shape) | core
+    # The evidence is judged on the pieces the rule leaves: ring pixels that noise lifts above
+    # the half level, apart from the particle, were never tested and are no particle.
+    pieces, n_pieces = ndimage.label(out)
+    if n_pieces == 0:
+        return out
+    pieces = narrow_labels(pieces, n_pieces)
+    zone = np.where(pieces > 0, pieces, max_filter_square(pieces, reach))
+    ring = np.where(max_filter_square(out, 2 * gap_px + 1), 0, zone)
+    return np.concatenate([[False], _significant(pieces, n_pieces, ring, evidence)])[pieces]
 
 
 def _edge_level_map(flat: np.ndarray, mask: np.ndarray, reach_px: int) -> np.ndarray:
@@ -722,14 +731,12 @@ def detect(image: np.ndarray, config: SegmentationConfig | None = None) -> Detec
         return nothing
     noise = fit_noise_model(image)
     z = stabilize(image, noise)
-    # Correlated noise is measured on the substrate, away from all structure: a first test
-    # assumes white noise (the lowest null sd, so the most pixels flagged), and the pixels far
-    # from every significant one give the inflation the final test uses.
-    # (The DoG responses depend on the frame only: both tests share them.)
+    # A first test assumes white noise; the final one uses the correlation the noise shows
+    # (detection.null_sum_inflation: none for white noise, else measured on the substrate).
+    # The DoG responses depend on the frame only: both tests share them.
     responses = dog_responses(z)
     sig = significance_from(responses, noise.model_copy(update={"sum_inflation": 1.0}), config.false_detections)
-    structure = (sig.bright >= sig.threshold) | (sig.dark >= sig.threshold)
-    inflation = sum_inflation(z, noise.stabilized_sd, ~max_filter_square(structure, 9))
+    inflation = null_sum_inflation(z, noise, sig)
     noise = noise.model_copy(update={"sum_inflation": inflation})
     if inflation > 1.0:
         sig = significance_from(responses, noise, config.false_detections)
