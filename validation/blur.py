@@ -1,21 +1,23 @@
 """The blur a frame carries (probe and any defocus), with its confidence bounds, from the power spectrum.
 
 An SEM frame is the scene convolved with the probe plus white shot noise, so its power
-spectrum is ``P(f) = A·f^−β·exp(−4π²σ²f²) + N`` (the Gaussian probe's MTF squared; scenes of
-particles have the spectrum of their edges, ``β = 3``, :data:`SCENE_BETA`). :func:`blur_estimate`
-fits ``A``, ``σ`` and ``N`` to the radially binned periodogram by maximum likelihood and gives a
-profile-likelihood interval for ``σ``:
+spectrum is ``P(f) = A·S_ξ(f)·exp(−4π²σ²f²) + N`` (the Gaussian probe's MTF squared). The scene
+spectrum ``S_ξ = (1 + (2πξf)²)^(−3/2)`` is that of a random two-phase medium of correlation
+length ξ (:data:`CORRELATION_LENGTH_MIN_PX`): flat below the knee ``1/(2πξ)``, above it the
+``f^−3`` of sharp edges (:data:`SCENE_BETA`). :func:`blur_estimate` fits ``A``, ``σ``, ``ξ`` and
+``N`` to the radially binned periodogram by maximum likelihood and gives a profile-likelihood
+interval for ``σ`` (ξ, A and N profiled out):
 
 * the periodogram of a Hann-windowed frame is, at each frequency, an exponential variable around
   ``P(f)`` (Whittle's approximation; Percival & Walden, *Spectral Analysis for Physical
   Applications*, CUP 1993, §6.6), so a bin averaging ``ν`` independent ordinates is Gamma with
   shape ``ν`` and the fit is a Gamma GLM with identity link (McCullagh & Nelder, *Generalized
-  Linear Models*, 2nd ed., 1989, ch. 8), solved for fixed ``σ`` by iteratively reweighted
-  non-negative least squares;
+  Linear Models*, 2nd ed., 1989, ch. 8), linear in ``A, N ≥ 0`` for fixed ``σ`` and ``ξ``: all grid
+  points are fitted at once by safeguarded Newton steps (:mod:`validation.gamma_fit`);
 * ``ν`` is the bin's DFT count over 2 (Hermitian symmetry) and over the window's variance
   inflation ``Σ|c_k|²`` (:data:`HANN_VARIANCE_INFLATION`), bins being two DFT spacings wide so the
   Hann main lobe leaves neighbouring bins nearly independent;
-* structure the model does not describe (a scene spectrum steeper or flatter than ``f^−3``)
+* structure the model does not describe (a texture, a narrow size distribution's form factor)
   shows as a Pearson dispersion above 1, which widens the interval (quasi-likelihood, deviance
   divided by the dispersion) instead of biasing the test;
 * the bounds are one-sided at :data:`validation.exposure.FALSE_REJECTION_RATE`: the set of ``σ``
