@@ -15,6 +15,7 @@ deviance, which converges quadratically near the optimum. The Gamma deviance is 
   1974, ch. 23);
 * the step is halved until the deviance does not increase (a backtracking line search; both
   end points are feasible, so every point between is);
+* on the face ``n = 0`` (no noise floor left), Newton's step is taken on ``a`` alone;
 * where a Newton step gains nothing, the Fisher step is tried before the row counts as converged.
 
 Being non-convex, the deviance can have a second minimum far from the data (``μ`` many times
@@ -66,7 +67,8 @@ def _weighted_nnls(g: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndar
 
 
 def _newton(g, y, nu, a, n, mu):
-    """Each row's Newton point on the exact Hessian, and where it may be taken (Hessian positive definite, point feasible)."""
+    """Each row's Newton point on the exact Hessian; where it may be taken as a 2-D step (Hessian positive
+    definite, point feasible) and where as a step on ``a`` alone (the row on the face ``n = 0``)."""
     d1 = 2.0 * nu * (mu - y) / mu**2  # ∂D/∂μ
     d2 = 2.0 * nu * (2.0 * y - mu) / mu**3  # ∂²D/∂μ²
     ga, gn = np.sum(d1 * g, -1), np.sum(d1, -1)
@@ -75,7 +77,11 @@ def _newton(g, y, nu, a, n, mu):
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         na = a - (hnn * ga - han * gn) / det
         nn = n - (haa * gn - han * ga) / det
-    return na, nn, (haa > 0) & (det > 0) & (na >= 0) & (nn >= 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a_alone = a - ga / haa  # Newton on a with n held at 0
+    interior = (haa > 0) & (det > 0) & (na >= 0) & (nn >= 0)
+    on_n0 = (n == 0) & (haa > 0) & (a_alone >= 0) & ~interior
+    return np.where(on_n0, a_alone, na), np.where(on_n0, 0.0, nn), interior, on_n0
 
 
 def _line_search(g, y, nu, a, n, dev, pa, pn):
@@ -125,8 +131,9 @@ def fit_rows(g: np.ndarray, y: np.ndarray, nu: np.ndarray) -> tuple[np.ndarray, 
     gr = g
     for _ in range(MAX_ITERATIONS):
         fa, fn = _weighted_nnls(gr, y, nu / mu**2)  # Fisher scoring's point: a descent direction
-        na, nn, safe = _newton(gr, y, nu, a, n, mu)
-        safe &= (fa > 0) & (fn > 0)  # Newton where the optimum is interior
+        na, nn, interior, on_n0 = _newton(gr, y, nu, a, n, mu)
+        # Newton where Fisher's point lies on the same face as the row: inside, or on n = 0 from n = 0
+        safe = (interior & (fa > 0) & (fn > 0)) | (on_n0 & (fn == 0) & (fa > 0))
         new_a, new_n, new_dev = _line_search(gr, y, nu, a, n, dev, np.where(safe, na, fa), np.where(safe, nn, fn))
         retry = safe & (dev - new_dev <= DEVIANCE_TOLERANCE)  # Newton gained nothing: Fisher's step decides
         if retry.any():
