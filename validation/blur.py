@@ -35,6 +35,7 @@ import math
 
 import numpy as np
 from pydantic import BaseModel, Field
+
 from validation.exposure import Z_BOUND
 from validation.gamma_fit import fit_rows
 
@@ -129,7 +130,7 @@ def _radial_spectrum(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
 def correlation_lengths_px(side: int) -> np.ndarray:
     """The scene correlation lengths ξ profiled for a frame of ``side`` px (:data:`CORRELATION_LENGTH_MIN_PX`), ∞ last."""
     octaves = math.log2(max(side / 8.0, CORRELATION_LENGTH_MIN_PX) / CORRELATION_LENGTH_MIN_PX)
-    steps = int(math.floor(octaves * CORRELATION_STEPS_PER_OCTAVE + 1e-9))
+    steps = math.floor(octaves * CORRELATION_STEPS_PER_OCTAVE + 1e-9)
     finite = CORRELATION_LENGTH_MIN_PX * 2.0 ** (np.arange(steps + 1) / CORRELATION_STEPS_PER_OCTAVE)
     return np.append(finite, math.inf)
 
