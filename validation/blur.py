@@ -78,6 +78,13 @@ HANN_VARIANCE_INFLATION = (35.0 / 18.0) ** 2
 #: Bin width in DFT spacings (``1/side``): twice the lag at which the Hann correlation falls to 1/6.
 BIN_WIDTH_DFT = 2
 
+#: Frames wider than this are binned in wider annuli (a multiple of :data:`BIN_WIDTH_DFT`, the
+#: side over this, rounded), keeping ~62 bins: a smooth spectrum needs no more, the fit's cost grows
+#: with the bins, and ``ν`` (the ordinates a bin averages) counts the wider bins' degrees of freedom.
+#: The window's inflation then errs less on the conservative side (fewer correlated neighbours fall
+#: in the next annulus).
+BINNED_SIDE_PX = 256
+
 #: Lowest frequency fitted, in cycles per frame side: below it lie the field's gradient and the
 #: window's leakage, not the probe.
 LOWEST_CYCLES = 4
@@ -121,7 +128,7 @@ def _radial_spectrum(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     power = np.abs(np.fft.fft2((x - x.mean()) * window)) ** 2 / (window**2).sum()
     f = np.hypot(np.fft.fftfreq(h)[:, None], np.fft.fftfreq(w)[None, :]).ravel()
     side = min(h, w)
-    width = BIN_WIDTH_DFT / side
+    width = BIN_WIDTH_DFT * max(1, round(side / BINNED_SIDE_PX)) / side
     edges = np.arange(LOWEST_CYCLES / side, 0.5 + 1e-12, width)
     idx = np.digitize(f, edges) - 1
     inside = (idx >= 0) & (idx < edges.size - 1)
