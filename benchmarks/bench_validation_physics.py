@@ -20,8 +20,9 @@ images refused by the focus check and the share whose focus the noise leaves und
 (not refused). The exposure, registration and focus limits were tuned on none of these
 families (each comes from the physics or statistics named in :class:`validation.ValidationConfig`);
 the lot focus check's constants (bin width, the Hann window's variance inflation, the f^−3 scene
-exponent) are derived in :mod:`validation.blur` and were checked on white noise (dispersion
-≈ 1) and developed on ``synth`` frames; none was fitted to a family. The dynamic-range limit is
+tail, the shortest scene correlation length ξ profiled, 1 px) are derived in :mod:`validation.blur`
+and were checked on white noise (dispersion ≈ 1) and developed on ``synth`` frames; none was
+fitted to a family (the ξ range comes from Porod's relation for the smallest particles sized). The dynamic-range limit is
 still the one set on ``synth``.
 
     .venv/bin/python benchmarks/bench_validation_physics.py [--clean 4] [--hr-size 256] [--lot-hr-size 256] [--seed 0]

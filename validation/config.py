@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from validation.blur import SHARP_SIGMA_LIMIT_PX
+
 
 class ValidationConfig(BaseModel):
     """Declared properties of a data set and the limits its images are checked against.
@@ -64,19 +66,19 @@ class ValidationConfig(BaseModel):
         description="smallest 0.5–99.5 percentile spread as a share of full scale (clean synthetic: ≈ 0.6)",
     )
     max_blur_sigma_hr_px: float = Field(
-        1.366,
+        SHARP_SIGMA_LIMIT_PX,
         gt=0,
         description="largest Gaussian blur sigma of an HR image, px (validation.blur.blur_estimate's maximum-"
-        "likelihood sigma, fitted to its power spectrum). A sharp scan resolves detail of a 4-pixel period (half its Nyquist frequency) with "
-        "an MTF of at least 10 %: exp(−2π²σ²/16) ≥ 0.1, σ ≤ sqrt(8 ln 10)/π = 1.366 px. Checked, not tuned: 256² HR "
-        "at 40 and 1000 e⁻/px give 0.54–0.58 (semqa.synth.scenes, probe 0.6) and 0.74–0.94 (families dome, bse, "
-        "probe 0.7); the same blurred by σ = 2 px and rescanned: 1.76–2.28",
+        "likelihood sigma, fitted to its power spectrum): validation.blur.SHARP_SIGMA_LIMIT_PX, the sigma at which "
+        "detail of a 4-pixel period keeps 10 % MTF (1.366 px). Checked, not tuned: 256² HR at 40 and 1000 e⁻/px, "
+        "semqa.synth.scenes and the bse family, pass; the same blurred by σ = 2 px and rescanned fail "
+        "(tests/test_validation.py)",
     )
     max_blur_sigma_lot_px: float = Field(
-        1.366,
+        SHARP_SIGMA_LIMIT_PX,
         gt=0,
-        description="largest Gaussian blur sigma of a lot image in its own pixels, by the same MTF criterion as "
-        "max_blur_sigma_hr_px (detail of a 4-pixel period kept at ≥ 10 %). An image is refused only when the lower "
+        description="largest Gaussian blur sigma of a lot image in its own pixels, by the same MTF criterion "
+        "(validation.blur.SHARP_SIGMA_LIMIT_PX). An image is refused only when the lower "
         "one-sided bound of its blur (validation.blur.blur_estimate, profile likelihood at validation.exposure's "
         "false-rejection rate) exceeds it; where the upper bound does too, the noise leaves the focus undetermined "
         "(column focus_undetermined) and the image is not refused. A sharp fast scan's probe (FWHM one pixel) and "
