@@ -17,7 +17,7 @@ os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 #: (2026-12-01); files not named follow in their usual order.
 LONGEST_FIRST = (
     "test_validation.py", "test_service.py", "test_training.py", "test_dashboard.py", "test_databar.py",
-    "test_cli_analyze.py", "test_segmentation.py", "test_agglomerates.py", "test_dashboard_browser.py",
+    "test_cli_analyze.py", "test_blur.py", "test_segmentation.py", "test_agglomerates.py", "test_dashboard_browser.py",
     "test_report_layout.py", "test_censoring.py", "test_server_mode.py", "test_registry.py",
     "test_learned_segmenter.py",
 )
