@@ -747,7 +747,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="the main job end to end on generated data (minutes: 3.5 on an idle 2-core machine last release, 12 with a smaller set on a loaded one)")
+    p = sub.add_parser("demo", help="the main job end to end on generated data (5 min 38 s on an idle 2-core machine, far longer on a loaded one; see the README)")
     p.add_argument("--out", default="demo_out", metavar="DIR", help="output folder (default demo_out; remade each run)")
     p.add_argument("--pairs", type=int, default=48, metavar="N", help="training pairs to generate")
     p.add_argument("--images-per-lot", type=int, default=10, metavar="N", help="units per lot (FDA PBE asks ≥ 10)")
