@@ -184,7 +184,7 @@ def contact_candidates(
     # Opened by a disc of radius σ (rounded up): noise speckle (correlated over about that width) leaves
     # holes and threads in the calm pixels that would make false necks.
     radius = math.ceil(sigma_px)
-    calm = open_disc(calm, radius, _disc(radius))  # ndimage.binary_opening(calm, structure=_disc(radius))
+    calm = open_disc(calm, radius, _disc(radius))
     seeds = split_necks(calm)
     n = int(seeds.max())
     if n < 2:

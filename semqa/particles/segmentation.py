@@ -83,8 +83,7 @@ from semqa.particles.contacts import contact_candidates, gradient_noise_sd, line
 from semqa.particles.detection import dog_responses, null_sum_inflation, significance_from
 from semqa.particles.holes import open_substrate_holes
 from semqa.particles.measure import outline_hull
-from semqa.particles.primitives import block_mean, dilate_cross, flood, label_median, max_filter_square, narrow_labels, upsample_linear
-from semqa.particles.primitives import median
+from semqa.particles.primitives import block_mean, dilate_cross, flood, label_median, max_filter_square, median, narrow_labels, upsample_linear
 from semqa.particles.noise import NoiseModel, fit_noise_model, stabilize
 
 
@@ -342,16 +341,10 @@ def _local_threshold_mask(
     Components without significant evidence (:class:`_Evidence`) are noise, not particles,
     and are dropped (an image of pure noise gives none).
     """
-    lab, n = ndimage.label(mask)
+    reach = 2 * int(math.ceil(gap_px + ring_px)) + 1
+    lab, n, zone, ring = _zones(mask, reach, gap_px)
     if n == 0:
         return mask
-    lab = narrow_labels(lab, n)
-    # Zone of each particle: the particle and the background within a square of half-width
-    # gap + ring around it (a separable maximum filter; between two particles closer than
-    # that, the higher label takes the shared background pixels).
-    reach = 2 * int(math.ceil(gap_px + ring_px)) + 1
-    zone = np.where(lab > 0, lab, max_filter_square(lab, reach))
-    ring = np.where(max_filter_square(mask, 2 * gap_px + 1), 0, zone)
     substrate = label_median(flat, ring)
     if substrate.size < n:
         substrate = np.concatenate([substrate, np.full(n - substrate.size, np.nan)])
@@ -374,13 +367,27 @@ def _local_threshold_mask(
     out = refined.reshape(flat.shape) | core
     # The evidence is judged on the pieces the rule leaves: ring pixels that noise lifts above
     # the half level, apart from the particle, were never tested and are no particle.
-    pieces, n_pieces = ndimage.label(out)
+    pieces, n_pieces, _, ring = _zones(out, reach, gap_px)
     if n_pieces == 0:
         return out
-    pieces = narrow_labels(pieces, n_pieces)
-    zone = np.where(pieces > 0, pieces, max_filter_square(pieces, reach))
-    ring = np.where(max_filter_square(out, 2 * gap_px + 1), 0, zone)
     return np.concatenate([[False], _significant(pieces, n_pieces, ring, evidence)])[pieces]
+
+
+def _zones(mask: np.ndarray, reach: int, gap_px: int) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
+    """``(labels, n, zone, ring)`` of the components of ``mask``.
+
+    Zone of each particle: the particle and the background within a square of side ``reach``
+    around it (a separable maximum filter; between two particles closer than that, the higher
+    label takes the shared background pixels). Ring: the zone's background farther than
+    ``gap_px`` from every particle.
+    """
+    lab, n = ndimage.label(mask)
+    if n == 0:
+        return lab, 0, lab, lab
+    lab = narrow_labels(lab, n)
+    zone = np.where(lab > 0, lab, max_filter_square(lab, reach))
+    ring = np.where(max_filter_square(mask, 2 * gap_px + 1), 0, zone)
+    return lab, n, zone, ring
 
 
 def _edge_level_map(flat: np.ndarray, mask: np.ndarray, reach_px: int) -> np.ndarray:
