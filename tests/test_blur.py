@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from scipy import optimize
 
-from semqa.particles.noise import nonnegative_fit_2
 from semqa.sr.degradation import DegradationConfig
 from validation import blur
 from validation.blur import SHARP_SIGMA_LIMIT_PX, blur_estimate
@@ -26,7 +25,7 @@ def _reference_fit_at(sigma, f, y, nu, start=None):
     mu = np.full_like(y, y.mean()) if start is None else start
     for _ in range(30):
         wts = np.sqrt(nu) / mu
-        coef = np.array(nonnegative_fit_2(design * wts[:, None], y * wts))
+        coef, _ = optimize.nnls(design * wts[:, None], y * wts)
         new = np.maximum(design @ coef, 1e-30)
         if bool(np.all(np.abs(new - mu) <= 1e-8 + 1e-6 * np.abs(mu))):
             mu = new

@@ -102,25 +102,6 @@ def test_noise_model_recovers_the_dose() -> None:
     assert 1.0 / fit_noise_model(hr).gain == pytest.approx(25.0, rel=0.15)
 
 
-def test_two_coefficient_nonnegative_fit_equals_scipy_nnls() -> None:
-    """The noise fit's nonnegative least squares gives scipy.optimize.nnls's optimum, on every face."""
-    from scipy.optimize import nnls
-
-    from semqa.particles.noise import nonnegative_fit_2
-
-    rng = np.random.default_rng(15)
-    faces = set()
-    for _ in range(400):
-        m = rng.uniform(0.0, 1.0, int(rng.integers(2, 17)))
-        design = np.column_stack([m, np.ones_like(m)]) * rng.uniform(0.5, 2.0, m.size)[:, None]
-        # True (gain, read variance) of either sign, so the optimum lies inside or on any face.
-        target = design @ rng.normal(0.0, 1e-3, 2) + rng.normal(0.0, 1e-5, m.size)
-        ours, (theirs, _) = np.array(nonnegative_fit_2(design, target)), nnls(design, target)
-        np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-12 * float(np.abs(theirs).max(initial=1e-3)))
-        faces.add(tuple(ours > 0))
-    assert faces == {(True, True), (True, False), (False, True), (False, False)}
-
-
 def _micrograph(image: np.ndarray) -> Micrograph:
     return Micrograph(name="frame.tif", image=image.astype(np.float32), pixel_size_um=0.5, bit_depth=16, digest="sha256:0")
 

@@ -9,7 +9,7 @@ library's behaviour is noticed here.
 import numpy as np
 import pytest
 
-from semqa.particles.primitives import median
+from semqa.particles.primitives import median, nonnegative_line_fit
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -68,3 +68,27 @@ def test_opening_by_a_disc_equals_scipy(radius: int) -> None:
             mask[[0, -1]] = False
             mask[:, [0, -1]] = False
         np.testing.assert_array_equal(open_disc(mask, radius, disc), ndimage.binary_opening(mask, structure=disc))
+
+
+def test_nonnegative_line_fit_equals_scipy_nnls_on_every_face() -> None:
+    """The noise model's and the focus fit's non-negative line gives scipy.optimize.nnls's optimum,
+    row by row and for many rows at once, inside and on each face of the constraint set."""
+    from scipy.optimize import nnls
+
+    rng = np.random.default_rng(15)
+    faces = set()
+    rows = []
+    for _ in range(400):
+        k = int(rng.integers(2, 17))
+        x, w = rng.uniform(0.0, 1.0, k), rng.uniform(0.25, 4.0, k)
+        # True (slope, intercept) of either sign, so the optimum lies inside or on any face.
+        y = np.column_stack([x, np.ones(k)]) @ rng.normal(0.0, 1e-3, 2) + rng.normal(0.0, 1e-5, k)
+        theirs, _ = nnls(np.column_stack([x, np.ones(k)]) * np.sqrt(w)[:, None], y * np.sqrt(w))
+        ours = np.array(nonnegative_line_fit(x, y, w))
+        np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-12 * float(np.abs(theirs).max(initial=1e-3)))
+        faces.add(tuple(ours > 0))
+        if k == 8:
+            rows.append((x, y, w, theirs))
+    assert faces == {(True, True), (True, False), (False, True), (False, False)}
+    x, y, w, expected = (np.array(v) for v in zip(*rows))
+    np.testing.assert_allclose(np.column_stack(nonnegative_line_fit(x, y, w)), expected, rtol=1e-9, atol=1e-12)

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from semqa.particles.primitives import nonnegative_line_fit
+
 #: Deviance gain below which a row's fit counts as converged (absolute; bounds are set by
 #: differences of order z² ≈ 10, so this is nine orders below what any decision resolves).
 DEVIANCE_TOLERANCE = 1e-9
@@ -46,24 +48,6 @@ _TINY = 1e-300
 def deviance(mu: np.ndarray, y: np.ndarray, nu: np.ndarray) -> np.ndarray:
     """Gamma deviance ``2 Σ ν[(y − μ)/μ − ln(y/μ)]`` of each row of ``mu`` (last axis summed)."""
     return 2.0 * np.sum(nu * ((y - mu) / mu - np.log(np.maximum(y, _TINY) / mu)), axis=-1)
-
-
-def _weighted_nnls(g: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, ``min Σ w(a·g + n − y)²`` over ``a, n ≥ 0`` from the 2×2 normal equations."""
-    sgg, sg1, s11 = np.sum(w * g * g, -1), np.sum(w * g, -1), np.sum(w, -1)
-    bg, b1 = np.sum(w * g * y, -1), np.sum(w * y, -1)
-    det = sgg * s11 - sg1**2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        a = (s11 * bg - sg1 * b1) / det
-        n = (sgg * b1 - sg1 * bg) / det
-        a_only = np.maximum(0.0, bg / sgg)
-    n_only = np.maximum(0.0, b1 / s11)
-    interior = (det > 1e-13 * sgg * s11) & (a >= 0) & (n >= 0)
-    # On the boundary: the better of the two one-coefficient fits (their weighted SSE less Σwy²).
-    a_better = (a_only * (a_only * sgg - 2.0 * bg)) <= (n_only * (n_only * s11 - 2.0 * b1))
-    a = np.where(interior, a, np.where(a_better, a_only, 0.0))
-    n = np.where(interior, n, np.where(a_better, 0.0, n_only))
-    return a, n
 
 
 def _newton(g, y, nu, a, n, mu):
@@ -123,14 +107,14 @@ def fit_rows(g: np.ndarray, y: np.ndarray, nu: np.ndarray) -> tuple[np.ndarray, 
     peak = g.max(axis=1, keepdims=True)
     g = g / np.where(peak > 0, peak, 1.0)  # a's scale is free: keep the normal equations in range
     y_floor = np.maximum(y, 1e-12 * y.max())
-    a, n = _weighted_nnls(g, y, nu / y_floor**2)  # start: least squares on the log scale
+    a, n = nonnegative_line_fit(g, y, nu / y_floor**2)  # start: least squares on the log scale
     mu = np.maximum(a[:, None] * g + n[:, None], _TINY)
     dev = deviance(mu, y, nu)
     rows = np.arange(dev.size)
     a_all, n_all, dev_all = a.copy(), n.copy(), dev.copy()
     gr = g
     for _ in range(MAX_ITERATIONS):
-        fa, fn = _weighted_nnls(gr, y, nu / mu**2)  # Fisher scoring's point: a descent direction
+        fa, fn = nonnegative_line_fit(gr, y, nu / mu**2)  # Fisher scoring's point: a descent direction
         na, nn, interior, on_n0 = _newton(gr, y, nu, a, n, mu)
         # Newton where Fisher's point lies on the same face as the row: inside, or on n = 0 from n = 0
         safe = (interior & (fa > 0) & (fn > 0)) | (on_n0 & (fn == 0) & (fa > 0))

@@ -38,7 +38,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage, special
 
-from semqa.particles.noise import NoiseModel, _residual, _robust_sd, sum_inflation
+from semqa.particles.noise import NoiseModel, immerkaer_residual, robust_sd, sum_inflation
 from semqa.particles.primitives import max_filter_square
 
 #: Surround-to-centre ratio of the DoG.
@@ -364,7 +364,7 @@ def _robust_correlation(u: np.ndarray, v: np.ndarray) -> float:
     """Correlation of two series of equal scale from robust sds of their sum and difference,
     ``(s²(u+v) − s²(u−v)) / (s²(u+v) + s²(u−v))`` (Gnanadesikan & Kettenring, *Biometrics* 28,
     1972): the residual's large values at particle edges barely move the medians."""
-    plus, minus = _robust_sd(u + v) ** 2, _robust_sd(u - v) ** 2
+    plus, minus = robust_sd(u + v) ** 2, robust_sd(u - v) ** 2
     return (plus - minus) / (plus + minus) if plus + minus > 0 else 0.0
 
 
@@ -408,7 +408,7 @@ def residual_correlation(z: np.ndarray, pixel_sd: float, max_side: int = 512) ->
     """
     r0, c0 = max(0, (z.shape[0] - max_side) // 2), max(0, (z.shape[1] - max_side) // 2)
     crop = np.asarray(z[r0 : r0 + max_side, c0 : c0 + max_side], dtype=np.float32)
-    e = _residual(crop)
+    e = immerkaer_residual(crop)
     n_strips = min(_WHITENESS_STRIPS, e.shape[0] // 4)
     if n_strips < 8 or e.shape[1] < 4:
         return None

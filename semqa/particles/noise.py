@@ -26,7 +26,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 from scipy import ndimage
 
-from semqa.particles.primitives import median
+from semqa.particles.primitives import median, nonnegative_line_fit
 
 #: Immerkær's operator: the difference of two Laplacians cancels structure up to second order;
 #: its response to white noise of sd s has sd 6·s (the kernel's L2 norm).
@@ -55,12 +55,12 @@ class NoiseModel(BaseModel):
         return 1.0 / self.gain if self.gain > 0 else None
 
 
-def _residual(image: np.ndarray) -> np.ndarray:
+def immerkaer_residual(image: np.ndarray) -> np.ndarray:
     """Immerkær residual per pixel, scaled to the noise sd (white noise: unit-variance scale)."""
     return ndimage.convolve(image, _IMMERKAER, mode="reflect")[1:-1, 1:-1] / 6.0
 
 
-def _robust_sd(values: np.ndarray) -> float:
+def robust_sd(values: np.ndarray) -> float:
     """sd of Gaussian values from the median absolute value (edges and outliers barely move it)."""
     return float(median(np.abs(values)) * 1.4826)
 
@@ -150,31 +150,6 @@ def _equal_count_bins(key: np.ndarray, values: np.ndarray) -> tuple[list[float],
     return medians, groups
 
 
-def nonnegative_fit_2(design: np.ndarray, target: np.ndarray) -> tuple[float, float]:
-    """Least squares ``min ‖design·x − target‖`` over ``x ≥ 0`` for a two-column design, exactly.
-
-    The problem is convex, so its optimum is the unconstrained one when that is feasible, else
-    the best of the boundary's optima (one coefficient zero, the other the clamped one-variable
-    fit, or both zero): the Karush–Kuhn–Tucker conditions of Lawson & Hanson, *Solving Least
-    Squares Problems* (1974), ch. 23, enumerated for two unknowns. The same optimum as
-    ``scipy.optimize.nnls`` (``tests/test_detection.py`` compares them), without importing
-    ``scipy.optimize``, which costs every analysis ~0.2 s CPU of start-up (issue 15).
-    """
-    coef, _, rank, _ = np.linalg.lstsq(design, target, rcond=None)
-    if rank == 2 and bool(np.all(coef >= 0)):
-        return float(coef[0]), float(coef[1])
-    candidates = [np.zeros(2)]
-    for j in range(2):
-        column = design[:, j]
-        norm2 = float(column @ column)
-        if norm2 > 0:
-            x = np.zeros(2)
-            x[j] = max(0.0, float(column @ target) / norm2)
-            candidates.append(x)
-    best = min(candidates, key=lambda x: float(np.sum((design @ x - target) ** 2)))
-    return float(best[0]), float(best[1])
-
-
 def fit_noise_model(image: np.ndarray, max_side: int = 1024, valid: np.ndarray | None = None) -> NoiseModel:
     """Fit ``var = a·mean + b`` to the image's own noise.
 
@@ -204,7 +179,7 @@ def fit_noise_model(image: np.ndarray, max_side: int = 1024, valid: np.ndarray |
     """
     r0, c0 = max(0, (image.shape[0] - max_side) // 2), max(0, (image.shape[1] - max_side) // 2)
     crop = np.asarray(image[r0 : r0 + max_side, c0 : c0 + max_side], dtype=np.float32)
-    resid = _residual(crop).ravel()
+    resid = immerkaer_residual(crop).ravel()
     mean = ndimage.uniform_filter(crop, 3, mode="reflect")[1:-1, 1:-1].ravel()
     if valid is not None:
         window_ok = ndimage.binary_erosion(np.asarray(valid[r0 : r0 + max_side, c0 : c0 + max_side], dtype=bool))
@@ -216,14 +191,13 @@ def fit_noise_model(image: np.ndarray, max_side: int = 1024, valid: np.ndarray |
         if chunk.size < 16:
             continue
         means.append(values)
-        variances.append(_robust_sd(chunk) ** 2)
+        variances.append(robust_sd(chunk) ** 2)
         weights.append(math.sqrt(chunk.size))
     m, v, w = np.array(means), np.array(variances), np.array(weights)
     # Relative residuals: variance estimates of n samples have relative sd sqrt(2/n), the same
     # in every bin, so each row is divided by its own variance scale.
     scale = np.maximum(v, 1e-30)
-    design = np.column_stack([m, np.ones_like(m)]) * (w / scale)[:, None]
-    a, b = nonnegative_fit_2(design, v * w / scale)
+    a, b = nonnegative_line_fit(m, v, (w / scale) ** 2)
     # A noise-free frame (e.g. a rendered or perfectly super-resolved one) has residuals of
     # zero in most bins: the least noise it can have is that of its stored values.
     floor = representation_variance(crop)
@@ -232,7 +206,7 @@ def fit_noise_model(image: np.ndarray, max_side: int = 1024, valid: np.ndarray |
     b = max(float(b), floor) if a <= 0 else float(b)
     model = NoiseModel(gain=float(a), read_variance=float(b), stabilized_sd=1.0, sum_inflation=1.0)
     z = stabilize(crop, model)
-    sd1 = _robust_sd(_residual(z))
+    sd1 = robust_sd(immerkaer_residual(z))
     if not sd1 > 0:
         # A flat (noise-free) image: unit scale, nothing will be significant against it.
         return model.model_copy(update={"stabilized_sd": 1.0})
@@ -264,5 +238,5 @@ def sum_inflation(
     ])
     if diffs.size < 50:
         return fallback
-    v_b = _robust_sd(diffs) ** 2 / 2.0
+    v_b = robust_sd(diffs) ** 2 / 2.0
     return max(1.0, block * math.sqrt(v_b) / pixel_sd)
