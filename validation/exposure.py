@@ -8,7 +8,12 @@ A scan is refused only when its clipped pixels outnumber what the noise explains
 frame's own gain, at a stated false-rejection rate, by more than a material share:
 
 1. :func:`fit_gain` fits ``var = a·mean + b`` to the frame (photon-transfer method; Janesick,
-   *Photon Transfer*, SPIE 2007, ch. 3) with the standard error of ``a``.
+   *Photon Transfer*, SPIE 2007, ch. 3) with the standard error of ``a``. It is not the
+   detection's noise model (:func:`semqa.particles.noise.fit_noise_model`, the same line and
+   residual): that one takes a robust (median) scale per bin, so edges do not inflate it, which
+   assumes near-Gaussian noise and reads low at a few electrons per pixel; judging clipped counts
+   needs the Poisson variance itself (the mean of the squared residual, exact for any count),
+   with its standard error and the censored bins left out.
 2. :func:`clipped_fractions` gives the shares of pixels at 0 and at the top code that shot
    noise explains, at the upper confidence bound of ``a`` (a larger gain means fewer electrons
    per level: more zeros and an earlier top code, so the bound is the lenient end).
@@ -30,6 +35,7 @@ from scipy import ndimage
 from scipy.special import ndtri
 from scipy.stats import poisson
 
+from semqa.particles.noise import immerkaer_residual
 from validation.measures import intensity_range
 
 #: One-sided false-rejection rate of each statistical bound (gain and count), per frame and check.
@@ -37,10 +43,6 @@ FALSE_REJECTION_RATE: float = 1e-3
 
 #: Standard-normal quantile of :data:`FALSE_REJECTION_RATE` (3.09).
 Z_BOUND: float = float(-ndtri(FALSE_REJECTION_RATE))
-
-#: Immerkær's mask (J. Immerkær, *CVIU* 64(2), 1996): the difference of two discrete Laplacians,
-#: zero on planar signal; its squared weights sum to 36.
-_MASK = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float64)
 
 #: Bins of equal pixel count over the 3 × 3 local mean in which the variance is measured.
 _N_BINS = 16
@@ -79,7 +81,7 @@ class GainFit(BaseModel):
 
 def _window_stats(image: np.ndarray) -> dict[str, np.ndarray]:
     """Per interior pixel: the squared Immerkær residual, the 3 × 3 mean, minimum and maximum."""
-    resid = ndimage.convolve(image, _MASK, mode="reflect")[1:-1, 1:-1] / 6.0
+    resid = immerkaer_residual(image)
     return {
         "r2": (resid * resid).ravel(),
         "mean": ndimage.uniform_filter(image, 3, mode="reflect")[1:-1, 1:-1].ravel(),
