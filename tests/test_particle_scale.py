@@ -112,6 +112,22 @@ def test_small_components_keep_their_ecd_below_the_resolved_thickness() -> None:
     assert particle_scale(mask) == pytest.approx(_ecd(mask[5:15, 5:20]), rel=1e-9)
 
 
+def test_a_ring_of_touching_particles_is_not_read_as_the_area_it_encloses() -> None:
+    """Holes are filled for the thickness only: a closed ring of discs around substrate keeps
+    the ECD of its own pixels (not of the filled disc), a rimmed particle (a ring) its disc's."""
+    mask = np.zeros((200, 200), bool)
+    for angle in np.linspace(0, 2 * np.pi, 16, endpoint=False):
+        rr, cc = disk((100 + 60 * np.sin(angle), 100 + 60 * np.cos(angle)), 13, shape=mask.shape)
+        mask[rr, cc] = True
+    assert particle_scale(mask) <= _ecd(mask) + 1e-9 < _ecd(ndimage.binary_fill_holes(mask))
+    rim = np.zeros((100, 100), bool)
+    rr, cc = disk((50, 50), 30, shape=rim.shape)
+    rim[rr, cc] = True
+    rr, cc = disk((50, 50), 24, shape=rim.shape)
+    rim[rr, cc] = False
+    assert particle_scale(rim) == pytest.approx(_ecd(rim), rel=1e-9)
+
+
 def test_empty_and_speck_masks_have_no_scale() -> None:
     assert particle_scale(np.zeros((32, 32), bool)) is None
     specks = np.zeros((32, 32), bool)

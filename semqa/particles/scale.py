@@ -129,14 +129,21 @@ def _moment_minor_axis(lab: np.ndarray, n: int, areas: np.ndarray) -> np.ndarray
     return 4.0 * np.sqrt(np.maximum(small, 0.0))
 
 
-def particle_scale(mask: np.ndarray) -> float | None:
+def particle_scale(mask: np.ndarray, significant: np.ndarray | None = None) -> float | None:
     """Area-weighted median particle diameter (px) of a foreground ``mask``; None without components.
 
     Parameters
     ----------
     mask : numpy.ndarray
-        2-D boolean foreground: particles and clusters of particles. Its holes are filled
-        first (a rimmed particle's darker interior, noise dips inside a particle).
+        2-D boolean foreground: particles and clusters of particles. Thickness and moments
+        are read with its holes filled (a rimmed particle's darker interior, noise dips inside
+        a particle); the ECD and the weights count its own pixels.
+    significant : numpy.ndarray, optional
+        Boolean map of the pixels the detection found significant (its seeds), same shape.
+        Where given, a component of which fewer than half the pixels are significant is not
+        resolved into particles and keeps its ECD: its outline is not particles' outlines
+        (a threshold network of noise holding one false detection has a share near 0.01, the
+        clusters of the agglomerate benchmarks 1.0), and its thickness is the noise's grain.
 
     Returns
     -------
@@ -145,18 +152,21 @@ def particle_scale(mask: np.ndarray) -> float | None:
         pixels of ``E · min(1, T / m)`` (module docstring): the typical ECD of isolated
         particles, and of the particles inside clusters rather than the clusters'.
     """
+    # Thickness and moments are the outline's (holes filled); the ECD and the weights are the
+    # mask's own pixels, as the estimate has always read them: a network of touching particles
+    # that encloses substrate is not one large particle's area.
     filled = ndimage.binary_fill_holes(mask)
     lab, n = ndimage.label(filled)
     if n == 0:
         return None
-    areas = np.bincount(lab.ravel(), minlength=n + 1).astype(np.float64)
-    keep = areas >= MIN_COMPONENT_PX
+    pixels = np.bincount(lab.ravel(), weights=mask.ravel(), minlength=n + 1)
+    keep = pixels >= MIN_COMPONENT_PX
     keep[0] = False
     if not keep.any():
         return None
     lab = np.where(keep[lab], lab, 0)
-    areas = np.where(keep, areas, 0.0)
-    ecd = np.sqrt(4.0 * areas / math.pi)
+    areas = np.where(keep, np.bincount(lab.ravel(), minlength=n + 1), 0).astype(np.float64)
+    ecd = np.sqrt(4.0 * np.where(keep, pixels, 0.0) / math.pi)
     minor = np.where(keep, np.maximum(_moment_minor_axis(lab, n, areas), 1.0), 1.0)
     # The thickness is read after a 3 × 3 majority vote: single noise pixels of a threshold
     # mask on the outline would notch the inscribed discs (the area and moments barely notice
@@ -168,6 +178,9 @@ def particle_scale(mask: np.ndarray) -> float | None:
     # one pixel; the moments barely notice it). Below MIN_THICKNESS_PX the test cannot tell.
     test = SINGLE_RATIO * minor - 2.0
     resolved = keep & (test > MIN_THICKNESS_PX)
+    if significant is not None:
+        seeded = np.bincount(lab.ravel(), weights=(significant & mask).ravel(), minlength=n + 1)
+        resolved &= seeded >= 0.5 * pixels
     ratio = np.ones(n + 1)
     if resolved.any():
         cluster = resolved & (_covered_share(dist, lab_thick, areas, np.where(resolved, test, 0.0)) < 0.5)
@@ -191,7 +204,7 @@ def particle_scale(mask: np.ndarray) -> float | None:
             thickness = np.exp(lo + w * (hi - lo))
             ratio = np.where(cluster, np.minimum(1.0, thickness / minor), 1.0)
     diameters = (ecd * ratio)[keep]
-    weights = areas[keep]
+    weights = pixels[keep]
     order = np.argsort(diameters, kind="stable")
     cum = np.cumsum(weights[order])
     return float(diameters[order][np.searchsorted(cum, 0.5 * cum[-1])])

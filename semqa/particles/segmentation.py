@@ -756,9 +756,10 @@ def detect(image: np.ndarray, config: SegmentationConfig | None = None) -> Detec
     if diameter is None:
         # Only components holding a seed size the field (noise specks of a noisy frame do not).
         lab_c, n_c = ndimage.label(coarse)
-        seeded = np.bincount(lab_c.ravel(), weights=block_mean(seeds.astype(np.float32), factor).ravel() > 0, minlength=n_c + 1) > 0
+        seed_grid = block_mean(seeds.astype(np.float32), factor) > 0
+        seeded = np.bincount(lab_c.ravel(), weights=seed_grid.ravel(), minlength=n_c + 1) > 0
         seeded[0] = False
-        scale = particle_scale(seeded[lab_c])
+        scale = particle_scale(seeded[lab_c], significant=seed_grid)
         if scale is None:
             return failed
         diameter = factor * scale
