@@ -107,7 +107,8 @@ class SegmentationConfig(BaseModel):
         gt=0,
         le=MAX_PARTICLE_DIAMETER_PX,
         description="typical particle ECD in pixels; None estimates it from the image "
-        "(area-weighted median ECD of a first Otsu segmentation)",
+        "(area-weighted median ECD of the particles of a first Otsu segmentation, read from the local "
+        "thickness inside clusters: semqa.particles.scale)",
     )
     denoise_sigma_rel: float = Field(
         0.02, ge=0, le=MAX_DENOISE_REL, description="Gaussian denoising sigma as a fraction of the particle diameter"
