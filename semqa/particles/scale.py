@@ -48,10 +48,10 @@ The frame's diameter is the area-weighted median of the components' particle dia
 component weighted by its area), the meaning of the earlier estimate (the area-weighted median
 component ECD), which it equals on a frame of isolated particles.
 
-Cost: the thickness test at ``t = m`` for every component at once is one Euclidean distance
-transform of the centres' complement; the clusters' ``T`` is found by bisection in ``log t``
-(``BISECTIONS`` more transforms, their bracket then interpolated in the covered share), so
-the estimate costs a fixed number of distance transforms of the (2 × 2 block-mean) mask.
+Cost: a fixed number of Euclidean distance transforms of the (2 × 2 block-mean) mask: the
+distance map, the single-particle test of every component at once, and :data:`BISECTIONS`
+steps in ``log t`` for the clusters' ``T`` (the bracket then interpolated in the covered
+share); 73–92 ms CPU on a 768² frame (``benchmarks/bench_size_estimate.py``).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ BISECTIONS = 3
 MIN_THICKNESS_PX = 3.0
 # The least T / m of a convex particle among the disc (1), ellipses of aspect ≤ 3.5 (≥ 0.976),
 # the regular hexagon (0.946), any rectangle (0.866: width s, moment width 4s/√12) and the
-# equilateral triangle (0.705), measured on drawn shapes (tests/test_particle_scale.py); a
+# equilateral triangle (0.705), measured on drawn shapes (the triangle, square and three discs in tests/test_particle_scale.py); a
 # compact cluster of three touching equal discs has 0.544, of four 0.472. A component at least
 # this thick for its moments is one particle.
 SINGLE_RATIO = 0.7
