@@ -9,7 +9,13 @@ import pytest
 from scipy import ndimage
 from skimage.draw import disk, ellipse, polygon
 
-from semqa.particles.scale import SINGLE_RATIO, _covered_share, _majority3, _moment_minor_axis, particle_scale
+from semqa.particles.scale import (
+    SINGLE_RATIO,
+    _covered_share,
+    _majority3,
+    _moment_minor_axis,
+    particle_scale,
+)
 
 
 def _ecd(mask: np.ndarray) -> float:
