@@ -12,8 +12,9 @@ so one configuration serves high-resolution, low-resolution and super-resolved f
    and the particles' polarity. A dark-particle frame is mirrored about its median (the
    substrate level) so that every later step sees bright particles.
 1. **Look** at a 2 × 2 block mean (smoothed as the noise demands): Otsu's threshold gives a
-   first mask whose seeded components' area-weighted median ECD is the particle diameter
-   every later length is scaled by (unless given).
+   first mask whose seeded components give the particle diameter every later length is
+   scaled by (unless given): :func:`semqa.particles.scale.particle_scale`, the area-weighted
+   median ECD of isolated particles, read from the local thickness inside clusters.
 2. **Denoise** with a Gaussian whose sigma is a small fraction of the particle diameter, or,
    in a noisy frame, large enough that the particles' contrast is ``contrast_to_noise`` noise
    sds (at most a tenth of the diameter; a symmetric blur leaves the 50 % point of an edge in place).
@@ -85,6 +86,7 @@ from semqa.particles.holes import open_substrate_holes
 from semqa.particles.measure import outline_hull
 from semqa.particles.primitives import block_mean, dilate_cross, flood, label_median, max_filter_square, median, narrow_labels, upsample_linear
 from semqa.particles.noise import NoiseModel, fit_noise_model, stabilize
+from semqa.particles.scale import particle_scale
 
 
 class SegmentationConfig(BaseModel):
@@ -105,7 +107,8 @@ class SegmentationConfig(BaseModel):
         gt=0,
         le=MAX_PARTICLE_DIAMETER_PX,
         description="typical particle ECD in pixels; None estimates it from the image "
-        "(area-weighted median ECD of a first Otsu segmentation)",
+        "(area-weighted median ECD of the particles of a first Otsu segmentation, read from the local "
+        "thickness inside clusters: semqa.particles.scale)",
     )
     denoise_sigma_rel: float = Field(
         0.02, ge=0, le=MAX_DENOISE_REL, description="Gaussian denoising sigma as a fraction of the particle diameter"
@@ -224,20 +227,6 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     if not np.isfinite(image).all():
         raise InputError("image holds NaN or infinite values")
     return image
-
-
-def _ecd_scale(mask: np.ndarray) -> float | None:
-    """Area-weighted median ECD (px) of the connected components of ``mask``, None if none."""
-    lab, n = ndimage.label(mask)
-    if n == 0:
-        return None
-    areas = np.sort(np.bincount(lab.ravel())[1:].astype(float))
-    areas = areas[areas >= 4]
-    if areas.size == 0:
-        return None
-    cum = np.cumsum(areas)
-    median_area = areas[np.searchsorted(cum, 0.5 * cum[-1])]
-    return math.sqrt(4.0 * median_area / math.pi)
 
 
 def _background(image: np.ndarray, substrate: np.ndarray, sigma_px: float, shape: tuple[int, int]) -> np.ndarray:
@@ -768,9 +757,10 @@ def detect(image: np.ndarray, config: SegmentationConfig | None = None) -> Detec
     if diameter is None:
         # Only components holding a seed size the field (noise specks of a noisy frame do not).
         lab_c, n_c = ndimage.label(coarse)
-        seeded = np.bincount(lab_c.ravel(), weights=block_mean(seeds.astype(np.float32), factor).ravel() > 0, minlength=n_c + 1) > 0
+        seed_grid = block_mean(seeds.astype(np.float32), factor) > 0
+        seeded = np.bincount(lab_c.ravel(), weights=seed_grid.ravel(), minlength=n_c + 1) > 0
         seeded[0] = False
-        scale = _ecd_scale(seeded[lab_c])
+        scale = particle_scale(seeded[lab_c], significant=seed_grid)
         if scale is None:
             return failed
         diameter = factor * scale
@@ -813,12 +803,13 @@ def detect(image: np.ndarray, config: SegmentationConfig | None = None) -> Detec
 def estimate_particle_diameter(image: np.ndarray) -> float | None:
     """Typical particle ECD in pixels: step 0 of :func:`segment` on its own.
 
-    The area-weighted median ECD of the Otsu foreground of a 2 × 2 block mean; None for a
-    flat image or one without foreground components. The learned segmenter
+    :func:`semqa.particles.scale.particle_scale` of the Otsu foreground of a 2 × 2 block mean
+    (a particle's diameter, also inside clusters); None for a flat image or one without
+    foreground components. The learned segmenter
     (:mod:`semqa.particles.learned`) resamples images by it to its working scale.
     """
     image = _check_image(image)
     factor = 2 if min(image.shape) >= 64 else 1
     coarse = _otsu_mask(block_mean(image, factor))
-    scale = _ecd_scale(coarse) if coarse is not None else None
+    scale = particle_scale(coarse) if coarse is not None else None
     return factor * scale if scale is not None else None
