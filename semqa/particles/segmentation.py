@@ -53,6 +53,8 @@ so one configuration serves high-resolution, low-resolution and super-resolved f
    edge-brightened outline, or a step between two yields). Each part is cut along the ridges of
    the gradient magnitude (stabilised frame, at the denoising scale) between seeds of calm pixels,
    where a line's mean ridge is significant against the gradient noise measured on the substrate,
+   or, in a part whose interior is rougher than the substrate (its own texture), against the
+   lines of phase-randomised surrogates of that interior (the watershed's max-path selection included),
    the lines of the whole frame judged together (Benjamini–Hochberg at ``false_detections``); a cut must end in notches
    deeper than the digitisation scatter (``2 · neck_depth_min_px``), so an edge across one convex
    particle (shading, a facet) is no contact.
@@ -80,7 +82,7 @@ from semqa.particles.limits import (
     MAX_SNR,
     MAX_WINDOW_REL,
 )
-from semqa.particles.contacts import contact_candidates, gradient_noise_sd, line_threshold_fdr
+from semqa.particles.contacts import contact_candidates, gradient_noise_sd, line_threshold_fdr, ridge_long_run_variance
 from semqa.particles.detection import dog_responses, null_sum_inflation, significance_from
 from semqa.particles.holes import open_substrate_holes
 from semqa.particles.measure import outline_hull
@@ -583,13 +585,17 @@ def _split_contacts(labels: np.ndarray, grad: np.ndarray, noise_sd: float, sigma
     at the frame's false-detection level; parts touching the frame stay whole (as in :func:`_split`).
     New parts get labels above the existing ones."""
     rows, cols = labels.shape
+    # Substrate for the ridge's null: beyond the outlines' edge reach (3σ) plus the top-hat's half window (2σ).
+    margin = math.ceil(3.0 * sigma_px) + math.ceil(2.0 * sigma_px)
+    ridge_lrv = ridge_long_run_variance(grad, ~max_filter_square(labels > 0, 2 * margin + 1), sigma_px)
+    texture_alpha = config.false_detections / max(int(labels.max()), 1)  # Bonferroni budget over the frame's parts
     found = []
     for c, box in enumerate(ndimage.find_objects(labels), start=1):
         if box is None or box[0].start == 0 or box[1].start == 0 or box[0].stop == rows or box[1].stop == cols:
             continue
         grown = tuple(slice(s.start - 1, s.stop + 1) for s in box)
         own = labels[grown] == c
-        candidates = contact_candidates(own, grad[grown], noise_sd, sigma_px, config.contact_k, lambda m: _split(m, config, notches=False))
+        candidates = contact_candidates(own, grad[grown], noise_sd, ridge_lrv, texture_alpha, sigma_px, config.contact_k, lambda m: _split(m, config, notches=False))
         if candidates is not None:
             found.append((c, grown, candidates))
     z_min = line_threshold_fdr(np.concatenate([f[2].z for f in found]) if found else np.empty(0), config.false_detections)
