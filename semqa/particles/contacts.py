@@ -370,19 +370,19 @@ def ridge_local_max(ridge: np.ndarray) -> np.ndarray:
     return ndimage.maximum_filter(ridge, footprint=ndimage.generate_binary_structure(2, 1))
 
 
-def robust_sd(values: np.ndarray) -> float:
+def mad_sd(values: np.ndarray) -> float:
     """sd from the median absolute deviation, 1.4826 · MAD (consistent for a Gaussian; Rousseeuw &
     Croux, *JASA* 88, 1993): robust to the few contact edges or outliers among the values."""
     return 1.4826 * float(median(np.abs(values - median(values))))
 
 
 def winsorized(values: np.ndarray, where: np.ndarray) -> np.ndarray:
-    """``values`` clipped at 3 robust sds (:func:`robust_sd` over ``where``) above their median
+    """``values`` clipped at 3 robust sds (:func:`mad_sd` over ``where``) above their median
     there. A gradient magnitude of Gaussian texture is about Rayleigh distributed and exceeds that
     with probability below 1 %; a contact rim or step the seeds did not separate lies far beyond
     it, and clipped it no longer dominates the texture's correlation or spectrum."""
     inside = values[where]
-    return np.minimum(values, float(median(inside)) + 3.0 * robust_sd(inside))
+    return np.minimum(values, float(median(inside)) + 3.0 * mad_sd(inside))
 
 
 def ridge_long_run_variance(grad: np.ndarray, substrate: np.ndarray, sigma_px: float) -> float | None:
@@ -396,10 +396,10 @@ def ridge_long_run_variance(grad: np.ndarray, substrate: np.ndarray, sigma_px: f
 
 def long_run_variance(values: np.ndarray, where: np.ndarray, sigma_px: float) -> tuple[float, float]:
     """Variance of a mean of L pixels of ``values`` along a line, times L, and the correlation
-    length it uses: the robust variance (:func:`robust_sd`) times :func:`correlation_length` of
+    length it uses: the robust variance (:func:`mad_sd`) times :func:`correlation_length` of
     the :func:`winsorized` values over ``where``, lags up to 8σ."""
     ell = correlation_length(winsorized(values, where), where, math.ceil(8.0 * sigma_px))
-    return robust_sd(values[where]) ** 2 * ell, ell
+    return mad_sd(values[where]) ** 2 * ell, ell
 
 
 def correlation_length(values: np.ndarray, where: np.ndarray, max_lag: int) -> float:

@@ -61,7 +61,9 @@ def immerkaer_residual(image: np.ndarray) -> np.ndarray:
 
 
 def robust_sd(values: np.ndarray) -> float:
-    """sd of Gaussian values from the median absolute value (edges and outliers barely move it)."""
+    """sd of zero-mean Gaussian values (residuals) from their median absolute value, 1.4826 · median |x|
+    (edges and outliers barely move it); :func:`semqa.particles.contacts.mad_sd` is the same scale
+    about the values' own median, for values that are not centred."""
     return float(median(np.abs(values)) * 1.4826)
 
 
