@@ -1,7 +1,8 @@
 """The typical particle diameter of a foreground mask: a particle's, also inside clusters.
 
-Every length of :func:`semqa.particles.segmentation.detect` (denoising, background, ring and
-bright windows, contact gradient) and the learned segmenter's resampling are scaled by one
+The learned segmenter resamples every image so that its typical particle reaches the network
+at its working size (:func:`semqa.particles.segmentation.estimate_particle_diameter`, at
+inference and in training), so that size must be a particle's
 diameter. The ECD of a connected component is a particle's only when the component is one
 particle; on an agglomerated frame the components are clusters and their ECD is several times
 a particle's (125 and 157 px for particles of median ECD 24 and 40 px, issue #14).
@@ -35,9 +36,8 @@ a cluster of particles of width ``T``, read as ``E · T / m``. That is ``T · sq
 compact cluster of round particles (0.94 ``D`` for the three or four discs of diameter ``D``
 above), their ECD ``T·sqrt(r)`` in a cluster of parallel particles of aspect ``r``, and their
 width, ``1/sqrt(r)`` of their ECD, in a compact cluster of elongated particles of random
-orientation. That width is the scale the blur-sized steps need (a Gaussian of sigma σ moves
-the half level of a strip of width ``w`` once σ nears ``w/4``; the edge reach, the ring and
-the contact gradient act across a particle, not along it), within a factor ``sqrt(r)`` (1.9
+orientation. For resampling, that width is what matters (the network resolves a particle
+across it, and a strip of width ``w`` is lost once resampling blurs it by about ``w/4``), within a factor ``sqrt(r)`` (1.9
 at ``r = 3.5``) of the ECD, where the cluster's ECD is ``sqrt(k)`` times it (5–6 on
 agglomerates). A pair or a chain of particles has the thickness of its moments (``T / m`` =
 0.98 for two touching discs) and stays one particle: moments and thickness cannot tell it from
@@ -129,7 +129,7 @@ def _moment_minor_axis(lab: np.ndarray, n: int, areas: np.ndarray) -> np.ndarray
     return 4.0 * np.sqrt(np.maximum(small, 0.0))
 
 
-def particle_scale(mask: np.ndarray, significant: np.ndarray | None = None) -> float | None:
+def particle_scale(mask: np.ndarray) -> float | None:
     """Area-weighted median particle diameter (px) of a foreground ``mask``; None without components.
 
     Parameters
@@ -138,12 +138,6 @@ def particle_scale(mask: np.ndarray, significant: np.ndarray | None = None) -> f
         2-D boolean foreground: particles and clusters of particles. Thickness and moments
         are read with its holes filled (a rimmed particle's darker interior, noise dips inside
         a particle); the ECD and the weights count its own pixels.
-    significant : numpy.ndarray, optional
-        Boolean map of the pixels the detection found significant (its seeds), same shape.
-        Where given, a component of which fewer than half the pixels are significant is not
-        resolved into particles and keeps its ECD: its outline is not particles' outlines
-        (a threshold network of noise holding one false detection has a share near 0.01, the
-        clusters of the agglomerate benchmarks 1.0), and its thickness is the noise's grain.
 
     Returns
     -------
@@ -178,9 +172,6 @@ def particle_scale(mask: np.ndarray, significant: np.ndarray | None = None) -> f
     # one pixel; the moments barely notice it). Below MIN_THICKNESS_PX the test cannot tell.
     test = SINGLE_RATIO * minor - 2.0
     resolved = keep & (test > MIN_THICKNESS_PX)
-    if significant is not None:
-        seeded = np.bincount(lab.ravel(), weights=(significant & mask).ravel(), minlength=n + 1)
-        resolved &= seeded >= 0.5 * pixels
     ratio = np.ones(n + 1)
     if resolved.any():
         cluster = resolved & (_covered_share(dist, lab_thick, areas, np.where(resolved, test, 0.0)) < 0.5)

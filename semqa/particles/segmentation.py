@@ -12,9 +12,11 @@ so one configuration serves high-resolution, low-resolution and super-resolved f
    and the particles' polarity. A dark-particle frame is mirrored about its median (the
    substrate level) so that every later step sees bright particles.
 1. **Look** at a 2 × 2 block mean (smoothed as the noise demands): Otsu's threshold gives a
-   first mask whose seeded components give the particle diameter every later length is
-   scaled by (unless given): :func:`semqa.particles.scale.particle_scale`, the area-weighted
-   median ECD of isolated particles, read from the local thickness inside clusters.
+   first mask whose seeded components' area-weighted median ECD is the particle diameter
+   every later length is scaled by (unless given). On agglomerates that is the clusters'
+   size; the particles' own (:func:`semqa.particles.scale.particle_scale`, which the learned
+   segmenter resamples by) was tried here and helped some agglomerate families while hurting
+   others (README, "the particle scale"), so this pipeline keeps the component ECD.
 2. **Denoise** with a Gaussian whose sigma is a small fraction of the particle diameter, or,
    in a noisy frame, large enough that the particles' contrast is ``contrast_to_noise`` noise
    sds (at most a tenth of the diameter; a symmetric blur leaves the 50 % point of an edge in place).
@@ -109,8 +111,7 @@ class SegmentationConfig(BaseModel):
         gt=0,
         le=MAX_PARTICLE_DIAMETER_PX,
         description="typical particle ECD in pixels; None estimates it from the image "
-        "(area-weighted median ECD of the particles of a first Otsu segmentation, read from the local "
-        "thickness inside clusters: semqa.particles.scale)",
+        "(area-weighted median ECD of a first Otsu segmentation)",
     )
     denoise_sigma_rel: float = Field(
         0.02, ge=0, le=MAX_DENOISE_REL, description="Gaussian denoising sigma as a fraction of the particle diameter"
@@ -229,6 +230,20 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     if not np.isfinite(image).all():
         raise InputError("image holds NaN or infinite values")
     return image
+
+
+def _ecd_scale(mask: np.ndarray) -> float | None:
+    """Area-weighted median ECD (px) of the connected components of ``mask``, None if none."""
+    lab, n = ndimage.label(mask)
+    if n == 0:
+        return None
+    areas = np.sort(np.bincount(lab.ravel())[1:].astype(float))
+    areas = areas[areas >= 4]
+    if areas.size == 0:
+        return None
+    cum = np.cumsum(areas)
+    median_area = areas[np.searchsorted(cum, 0.5 * cum[-1])]
+    return math.sqrt(4.0 * median_area / math.pi)
 
 
 def _background(image: np.ndarray, substrate: np.ndarray, sigma_px: float, shape: tuple[int, int]) -> np.ndarray:
@@ -763,10 +778,9 @@ def detect(image: np.ndarray, config: SegmentationConfig | None = None) -> Detec
     if diameter is None:
         # Only components holding a seed size the field (noise specks of a noisy frame do not).
         lab_c, n_c = ndimage.label(coarse)
-        seed_grid = block_mean(seeds.astype(np.float32), factor) > 0
-        seeded = np.bincount(lab_c.ravel(), weights=seed_grid.ravel(), minlength=n_c + 1) > 0
+        seeded = np.bincount(lab_c.ravel(), weights=block_mean(seeds.astype(np.float32), factor).ravel() > 0, minlength=n_c + 1) > 0
         seeded[0] = False
-        scale = particle_scale(seeded[lab_c], significant=seed_grid)
+        scale = _ecd_scale(seeded[lab_c])
         if scale is None:
             return failed
         diameter = factor * scale
@@ -807,12 +821,13 @@ def detect(image: np.ndarray, config: SegmentationConfig | None = None) -> Detec
 
 
 def estimate_particle_diameter(image: np.ndarray) -> float | None:
-    """Typical particle ECD in pixels: step 0 of :func:`segment` on its own.
+    """Typical particle ECD in pixels, also inside clusters: the scale the learned segmenter
+    (:mod:`semqa.particles.learned`, and its training) resamples images by to its working size.
 
-    :func:`semqa.particles.scale.particle_scale` of the Otsu foreground of a 2 × 2 block mean
-    (a particle's diameter, also inside clusters); None for a flat image or one without
-    foreground components. The learned segmenter
-    (:mod:`semqa.particles.learned`) resamples images by it to its working scale.
+    :func:`semqa.particles.scale.particle_scale` of the Otsu foreground of a 2 × 2 block mean;
+    None for a flat image or one without foreground components. On isolated particles it is
+    the area-weighted median component ECD that step 1 of :func:`detect` reads; on clusters it
+    is the particles' size, where :func:`detect` keeps the clusters' (see its step 1).
     """
     image = _check_image(image)
     factor = 2 if min(image.shape) >= 64 else 1
