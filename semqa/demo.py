@@ -9,16 +9,18 @@ write the report and print the lineage. Like the CLI, this module may call the a
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
-from semqa.analysis import analyze, compare, load_lots
+from semqa.analysis import analyze, analyze_lots, compare_analysed, load_lots
 from semqa.errors import CheckFailed, InputError
 from semqa.io.images import Micrograph, read_image
+from semqa.pool import available_cores
 from semqa.stats.psd import d_values
 
 #: Marks a folder the demo made, so it only ever deletes its own output.
@@ -80,8 +82,42 @@ def _fresh_folder(out: Path) -> Path:
     return out
 
 
-def run_demo(out: str | Path = "demo_out", *, pairs: int = 48, images_per_lot: int = 10, seed: int = 0) -> Path:
-    """Run the demo into ``out`` (remade each run) and the configured MLflow store; returns ``out``."""
+class DemoOptions(BaseModel):
+    """What ``semqa demo`` generates and trains. The defaults are the documented demo; :data:`QUICK`
+    is the same path at a reduced scale (the test of the demo, ``semqa demo --quick``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pairs: int = Field(48, ge=4, description="HR/LR training pairs to generate")
+    images_per_lot: int = Field(10, ge=2, description="units per lot (FDA's PBE guidances ask for at least 10)")
+    size_px: int = Field(768, ge=256, le=2048, description="HR side of every generated frame, px (the LR scan is a quarter)")
+    pretrain_steps: int = Field(500, ge=1, description="generator pre-training steps (training.config.demo_config)")
+    gan_steps: int = Field(30, ge=0, description="adversarial fine-tuning steps after pre-training")
+    seed: int = Field(0, ge=0)
+    workers: int | None = Field(None, ge=1, description="processes for synthesis and segmentation; None: every core")
+
+    @property
+    def steps(self) -> int:
+        return self.pretrain_steps + self.gan_steps
+
+
+#: The demo at a reduced scale: 16 pairs and 3 lots × 4 units per product at 384 px, 250
+#: training steps. The gates and the lineage are the same; with 4 units per lot (PBE needs 10)
+#: every comparison is inconclusive, as it must be, while its statistics still show the shift.
+QUICK = DemoOptions(pairs=16, images_per_lot=4, size_px=384, pretrain_steps=230, gan_steps=20)
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished children (the synthesis and analysis pools)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def run_demo(out: str | Path = "demo_out", options: DemoOptions | None = None, **overrides: object) -> Path:
+    """Run the demo into ``out`` (remade each run) and the configured MLflow store; returns ``out``.
+
+    ``overrides`` are :class:`DemoOptions` fields (``pairs=16``) applied on ``options``.
+    """
     from dashboard.report import render_html, render_pdf, summarize as summarize_report
     from semqa.registry import promotion
     from semqa.registry.lineage import trace_result, trace_version
@@ -93,44 +129,56 @@ def run_demo(out: str | Path = "demo_out", *, pairs: int = 48, images_per_lot: i
     from training.train import train
     from validation.run import validate_pairs
 
+    options = DemoOptions.model_validate({**(options or DemoOptions()).model_dump(), **overrides})
+    workers = options.workers or available_cores()
     out = _fresh_folder(Path(out))
-    started = time.monotonic()
+    started, cpu0 = time.monotonic(), _cpu_seconds()
 
     def step(n: int, text: str) -> None:
-        print(f"\n[{n}/{STEPS}] {text}  (t={time.monotonic() - started:.0f} s)", flush=True)
+        print(f"\n[{n}/{STEPS}] {text}  (t={time.monotonic() - started:.0f} s, CPU {_cpu_seconds() - cpu0:.0f} s)", flush=True)
 
     # Lots at D50 = 2 µm: 5 LR pixels of 0.4 µm, small enough that a low-resolution scan
     # mis-sizes them and super-resolution has something to recover.
-    synth = SynthConfig(d50_um=2.0)
-    step(1, f"synthesizing {pairs} HR/LR training pairs and 3 products × 3 lots × {images_per_lot} images")
-    pair_dir = make_pairs(out / "pairs", pairs, synth, seed=seed, workers=2, progress=_bar("training pairs"))
-    generated = make_lots(out / "lots-generated", lots=3, images_per_lot=images_per_lot, config=synth, seed=seed, workers=2,
-                          progress=_bar("product lots"))
+    synth = SynthConfig(d50_um=2.0, size_px=options.size_px)
+    n_images = 3 * 3 * options.images_per_lot
+    step(1, f"synthesizing {options.pairs} HR/LR training pairs and 3 products × 3 lots × {options.images_per_lot} images")
+    pair_dir = make_pairs(out / "pairs", options.pairs, synth, seed=options.seed, workers=workers, progress=_bar("training pairs"))
+    generated = make_lots(out / "lots-generated", lots=3, images_per_lot=options.images_per_lot, config=synth,
+                          seed=options.seed, workers=workers, progress=_bar("product lots"))
     # The lots as instruments write them: the pixel size only in the vendor's own TIFF tag
     # (Zeiss CZ_SEM for the RLD, FEI [Scan] for the generics) and a data bar under each frame;
     # every analysis below has to find both by itself.
     lots = out / "lots"
+    rewritten, n_rewritten = _bar("instrument TIFFs"), 0
+
+    def one_more(_done: int, _total: int) -> None:
+        nonlocal n_rewritten
+        n_rewritten += 1
+        rewritten(n_rewritten, 2 * n_images)  # each image's HR and LR scans
+
     for product in sorted(d.name for d in generated.iterdir() if d.is_dir()):
-        rewrite_as_instrument(generated / product, lots / product, vendor="zeiss" if product == "rld" else "fei", seed=seed)
+        rewrite_as_instrument(generated / product, lots / product, vendor="zeiss" if product == "rld" else "fei", seed=options.seed,
+                              workers=workers, progress=one_more)
     shutil.rmtree(generated)
     print(f"pairs: {pair_dir}\nlots:  {lots}/<product>/{{hr,lr}}/<lot>/ (Zeiss and FEI TIFFs with data bars)")
 
-    step(2, "validating the pairs with Great Expectations")
+    step(2, f"validating the {options.pairs} pairs with Great Expectations")
     report = validate_pairs(pair_dir, report_dir=out / "validation")
     print(f"{report.n_pairs} pairs, {report.n_failed_pairs} failed; dataset {report.dataset_digest}")
     print(f"data docs: {report.data_docs_index}")
     if not report.success:
         raise CheckFailed(f"demo data failed validation: {sorted(report.failures)}")
 
-    step(3, "training the demo generator (MLflow run, registered version)")
+    step(3, f"training the demo generator, {options.steps} steps (MLflow run, registered version)")
     configure_tracking()
     print(f"tracking store: {shown_tracking_uri()}")
-    trained = train(demo_config(), pair_dir, progress=True)
+    config = demo_config(pretrain_steps=options.pretrain_steps, gan_steps=options.gan_steps, eval_every=options.steps)
+    trained = train(config, pair_dir, progress=True)
     m = trained.metrics
     print(f"run {trained.run_id}: registered semqa-generator v{trained.model_version}; held-out PSNR "
           f"{m.get('val_psnr', float('nan')):.2f} dB vs bicubic {m.get('val_bicubic_psnr', float('nan')):.2f} dB")
 
-    step(4, "promoting through staging to production behind the gates")
+    step(4, "promoting through staging to production behind the gates (evaluation set made on first use)")
     for alias in ("staging", "production"):
         entry = promotion.promote(trained.model_version, alias, "semqa demo")
         for gate in entry.gates:
@@ -138,16 +186,20 @@ def run_demo(out: str | Path = "demo_out", *, pairs: int = 48, images_per_lot: i
         print(f"v{entry.version} → {alias}")
     upscaler = load_upscaler()
 
-    step(5, "analyzing RLD lot1: low resolution directly, super-resolved, and high resolution")
-    lot1 = {res: sorted((lots / "rld" / res / "lot1").glob("*.tif")) for res in ("lr", "hr")}
+    step(5, "analyzing the RLD's lots, LR scans directly and super-resolved (once, for every comparison below), and lot1's HR scans")
+    # Each product is analysed once per way (its images, the generator, the segmenter and the
+    # settings fixed here) and the analysed lots are passed to every comparison that uses them.
+    rld_sr = analyze_lots(_read_lots(lots / "rld" / "lr"), upscaler=upscaler, progress=_bar("RLD, super-resolved"), workers=workers)
+    rld_lr = analyze_lots(_read_lots(lots / "rld" / "lr"), progress=_bar("RLD, LR direct"), workers=workers)
+    hr_lot1 = _read(sorted((lots / "rld" / "hr" / "lot1").glob("*.tif")))
     runs = {
-        "LR direct": analyze(_read(lot1["lr"]), progress=_bar("LR direct"), workers=None),
-        "SR (production model)": analyze(_read(lot1["lr"]), upscaler=upscaler, progress=_bar("super-resolved")),
-        "HR scan": analyze(_read(lot1["hr"]), progress=_bar("HR scan"), workers=None),
+        "LR direct": rld_lr.summary("lot1"),
+        "SR (production model)": rld_sr.summary("lot1"),
+        "HR scan": analyze(hr_lot1, progress=_bar("HR scan"), workers=workers),
     }
     truth = truth_d50(lots / "rld", "lot1")
     first = runs["LR direct"].images[0]
-    print(f"pixel size {first.pixel_size_um:g} µm from {first.pixel_size_source}; analysed region "
+    print(f"RLD lot1: pixel size {first.pixel_size_um:g} µm from {first.pixel_size_source}; analysed region "
           f"{first.roi.width}×{first.roi.height} of {first.width}×{first.height} px ({first.roi.source})")
     print(f"true D50 {truth:.3f} µm")
     for label, res in runs.items():
@@ -158,7 +210,7 @@ def run_demo(out: str | Path = "demo_out", *, pairs: int = 48, images_per_lot: i
     # `semqa segmenter train` command) against the classic pipeline on the same HR scans.
     from semqa.particles.learned import SHIPPED_DIR, load_segmenter
 
-    learned = analyze(_read(lot1["hr"]), segmenter=load_segmenter(str(SHIPPED_DIR)), progress=_bar("HR scan, learned segmenter"))
+    learned = analyze(hr_lot1, segmenter=load_segmenter(str(SHIPPED_DIR)), progress=_bar("HR scan, learned segmenter"))
     for label, res in (("HR scan, classic", runs["HR scan"]), ("HR scan, learned (shipped)", learned)):
         d50 = res.psd.d50_um
         shown = f"{d50:.3g} µm  error {(d50 - truth) / truth:+.1%}" if d50 else "n/a"
@@ -167,17 +219,18 @@ def run_demo(out: str | Path = "demo_out", *, pairs: int = 48, images_per_lot: i
     _write_recorded(runs["SR (production model)"], result_json)
 
     step(6, "comparing each generic with the RLD (super-resolved, PBE on D50 and span), and the shifted one without SR")
-    reference = _read_lots(lots / "rld" / "lr")
     reports = {}
     for generic in ("generic-equivalent", "generic-shifted"):
-        reports[generic] = rep = compare(reference, _read_lots(lots / generic / "lr"), upscaler=upscaler,
-                                         progress=_bar(f"RLD vs {generic}"))
+        test = analyze_lots(_read_lots(lots / generic / "lr"), upscaler=upscaler, progress=_bar(f"{generic}, super-resolved"),
+                            workers=workers, role="test")
+        reports[generic] = rep = compare_analysed(rld_sr, test)
         print(f"  {generic}: {rep.verdict} — {rep.reason}")
         _write_recorded(rep, out / f"compare_rld_vs_{generic}.json")
     # The same shifted generic from the LR scans without SR: at 0.4 µm/px the small half of the
     # distribution sits at the sizing limit, and the verdict must say so rather than pass it.
-    lr_direct = compare(reference, _read_lots(lots / "generic-shifted" / "lr"), progress=_bar("RLD vs generic-shifted, LR direct"),
-                        workers=None)
+    shifted_lr = analyze_lots(_read_lots(lots / "generic-shifted" / "lr"), progress=_bar("generic-shifted, LR direct"), workers=workers,
+                              role="test")
+    reports["generic-shifted, LR direct"] = lr_direct = compare_analysed(rld_lr, shifted_lr)
     print(f"  generic-shifted, LR scans without SR: {lr_direct.verdict} — {lr_direct.reason}")
     _write_recorded(lr_direct, out / "compare_rld_vs_generic-shifted_lr_direct.json")
 
@@ -187,8 +240,10 @@ def run_demo(out: str | Path = "demo_out", *, pairs: int = 48, images_per_lot: i
     summary = summarize_report(rep, runs["SR (production model)"].config, chain)
     title = "RLD vs generic-equivalent (semqa demo)"
     (out / "report.html").write_text(render_html(rep, summary, title))
+    print("rendering report.pdf", flush=True)
     (out / "report.pdf").write_bytes(render_pdf(rep, summary, title))
     print(f"report: {out / 'report.html'} and {out / 'report.pdf'}")
     print(trace_result(result_json).text())
-    print(f"\ndone in {time.monotonic() - started:.0f} s; everything is under {out} and the registry in {shown_tracking_uri()}")
+    print(f"\ndone in {time.monotonic() - started:.0f} s (CPU {_cpu_seconds() - cpu0:.0f} s, load average "
+          f"{os.getloadavg()[0]:.1f}); everything is under {out} and the registry in {shown_tracking_uri()}")
     return out

@@ -16,6 +16,7 @@ os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 #: instead of one running a long file alone at the end. Ranked by their seconds in a loaded CI run
 #: (2026-12-01); files not named follow in their usual order.
 LONGEST_FIRST = (
+    "test_demo.py",  # semqa demo --quick end to end (issue 15): several minutes, most of them training
     "test_validation.py", "test_service.py", "test_training.py", "test_dashboard.py", "test_databar.py",
     "test_cli_analyze.py", "test_blur.py", "test_segmentation.py", "test_agglomerates.py", "test_dashboard_browser.py",
     "test_report_layout.py", "test_censoring.py", "test_server_mode.py", "test_registry.py",

@@ -14,6 +14,7 @@ no semqa metadata; :func:`rewrite_as_instrument` turns a folder of semqa TIFFs i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -261,15 +262,36 @@ def write_instrument_tiff(
     return path
 
 
+def _rewrite_tiff(job: tuple[Path, Path, int, Vendor, str, int]) -> None:
+    """One frame of :func:`rewrite_as_instrument`: ``(source, target, index, vendor, layout, seed)``."""
+    path, target, i, vendor, layout, seed = job
+    mg = read_image(path)
+    if mg.pixel_size_um is None:
+        raise InputError(f"{path}: no pixel size to write into the instrument metadata")
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i,)))
+    frame, _ = add_databar(mg.image, layout, rng, pixel_size_um=mg.pixel_size_um)
+    write_instrument_tiff(target, frame, mg.pixel_size_um, vendor, bit_depth=8 if mg.bit_depth == 8 else 16)
+
+
 def rewrite_as_instrument(
-    src: str | Path, dst: str | Path, *, vendor: Vendor = "zeiss", layout: str = "bottom-appended", seed: int = 0
+    src: str | Path,
+    dst: str | Path,
+    *,
+    vendor: Vendor = "zeiss",
+    layout: str = "bottom-appended",
+    seed: int = 0,
+    workers: int = 1,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Copy every TIFF under ``src`` to ``dst`` (same relative paths) as an instrument writes it.
 
     Each frame gets a data bar in ``layout`` and the vendor's metadata with its pixel size
     (:func:`write_instrument_tiff`); semqa's own metadata and sidecars are not carried, so an
     analysis of ``dst`` must find both the pixel size and the region by itself. Other files
-    (ground-truth CSVs, manifests) are copied unchanged.
+    (ground-truth CSVs, manifests) are copied unchanged. Frames are written in ``workers``
+    processes; each frame's data bar is drawn from a stream fixed by its place in the sorted
+    file list, so the files do not depend on ``workers``. ``progress(done, total)`` is called
+    after each TIFF.
 
     Returns
     -------
@@ -278,19 +300,20 @@ def rewrite_as_instrument(
     """
     import shutil
 
+    from semqa.pool import map_ordered, resolve_workers
+
     src, dst = Path(src), Path(dst)
     if not src.is_dir():
         raise InputError(f"not a folder: {src}")
+    jobs = []
     for i, path in enumerate(sorted(p for p in src.rglob("*") if p.is_file())):
         target = dst / path.relative_to(src)
         if path.suffix.lower() in (".tif", ".tiff"):
-            mg = read_image(path)
-            if mg.pixel_size_um is None:
-                raise InputError(f"{path}: no pixel size to write into the instrument metadata")
-            rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i,)))
-            frame, _ = add_databar(mg.image, layout, rng, pixel_size_um=mg.pixel_size_um)
-            write_instrument_tiff(target, frame, mg.pixel_size_um, vendor, bit_depth=8 if mg.bit_depth == 8 else 16)
+            jobs.append((path, target, i, vendor, layout, seed))
         elif path.suffix.lower() != ".json":  # semqa's pixel-size sidecars are what we leave out
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, target)
+    for done, _ in enumerate(map_ordered(_rewrite_tiff, jobs, resolve_workers(workers, len(jobs))), 1):
+        if progress is not None:
+            progress(done, len(jobs))
     return dst
