@@ -36,7 +36,7 @@ def _read_lots(folder: Path) -> dict[str, list[Micrograph]]:
     return {lot: _read(files) for lot, files in load_lots(folder).items()}
 
 
-def _bar(desc: str) -> Callable[[int, int], None]:
+def _bar(desc: str, unit: str = "image") -> Callable[[int, int], None]:
     """A ``progress(done, total)`` callback drawing a tqdm bar (count, rate, time left)."""
     from tqdm import tqdm
 
@@ -45,7 +45,7 @@ def _bar(desc: str) -> Callable[[int, int], None]:
     def show(done: int, total: int) -> None:
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=total, desc=f"  {desc}", unit="image", dynamic_ncols=True)
+            bar = tqdm(total=total, desc=f"  {desc}", unit=unit, dynamic_ncols=True)
         bar.update(done - bar.n)
         if done >= total:
             bar.close()
@@ -163,7 +163,7 @@ def run_demo(out: str | Path = "demo_out", options: DemoOptions | None = None, *
     print(f"pairs: {pair_dir}\nlots:  {lots}/<product>/{{hr,lr}}/<lot>/ (Zeiss and FEI TIFFs with data bars)")
 
     step(2, f"validating the {options.pairs} pairs with Great Expectations")
-    report = validate_pairs(pair_dir, report_dir=out / "validation")
+    report = validate_pairs(pair_dir, report_dir=out / "validation", progress=_bar("pairs measured", unit="pair"))
     print(f"{report.n_pairs} pairs, {report.n_failed_pairs} failed; dataset {report.dataset_digest}")
     print(f"data docs: {report.data_docs_index}")
     if not report.success:

@@ -58,7 +58,10 @@ def _validate(pair_set: Path, **config) -> object:
 
 
 def test_clean_set_passes_and_writes_the_report_folder(clean_set: Path, tmp_path: Path) -> None:
-    report = validate_pairs(clean_set, report_dir=tmp_path / "report")
+    calls: list[tuple[int, int]] = []
+    report = validate_pairs(clean_set, report_dir=tmp_path / "report", progress=lambda done, total: calls.append((done, total)))
+    # Progress is reported once per pair, in order, up to the whole set.
+    assert calls == [(i, N_PAIRS) for i in range(1, N_PAIRS + 1)]
     assert report.success, report.failures
     assert report.failures == {}
     assert report.n_pairs == N_PAIRS and report.n_failed_pairs == 0

@@ -9,6 +9,7 @@ again by every check downstream of it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -156,11 +157,18 @@ def _table(rows: list[dict], columns: tuple[str, ...]) -> pd.DataFrame:
     return df
 
 
-def pair_table(pair_dir: str | Path, config: ValidationConfig, scale: int) -> pd.DataFrame:
-    """The pair table of ``DIR/hr``, ``DIR/lr``, rows computed on ``config.workers`` threads."""
+def pair_table(
+    pair_dir: str | Path, config: ValidationConfig, scale: int, progress: Callable[[int, int], None] | None = None
+) -> pd.DataFrame:
+    """The pair table of ``DIR/hr``, ``DIR/lr``, rows computed on ``config.workers`` threads;
+    ``progress(done, total)`` is called as each row is done, in order."""
     members = pair_members(pair_dir)
+    rows = []
     with ThreadPoolExecutor(max_workers=config.workers) as pool:
-        rows = list(pool.map(lambda item: pair_row(item[0], *item[1], config, scale), members.items()))
+        for row in pool.map(lambda item: pair_row(item[0], *item[1], config, scale), members.items()):
+            rows.append(row)
+            if progress is not None:
+                progress(len(rows), len(members))
     return _table(rows, PAIR_COLUMNS)
 
 

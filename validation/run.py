@@ -12,6 +12,7 @@ The report folder holds ``suite.json``, ``pairs.csv`` / ``images.csv``,
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 import shutil
 from pathlib import Path
 
@@ -127,7 +128,11 @@ def _save(report: ValidationReport) -> None:
 
 
 def validate_pairs(
-    pair_dir: str | Path, *, config: ValidationConfig | None = None, report_dir: str | Path | None = None
+    pair_dir: str | Path,
+    *,
+    config: ValidationConfig | None = None,
+    report_dir: str | Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> PairValidationReport:
     """Validate a pair set ``DIR/hr/*``, ``DIR/lr/*`` and write the report folder.
 
@@ -140,6 +145,8 @@ def validate_pairs(
         undeclared values come from).
     report_dir : path, optional
         Where the report goes; default ``DIR/validation_report``.
+    progress : callable, optional
+        ``progress(done, total)`` as each pair is measured (before the suite runs).
 
     Raises
     ------
@@ -156,7 +163,7 @@ def validate_pairs(
         scale, scale_source = manifest["scale"], "manifest"
     else:
         scale, scale_source = DEFAULT_SCALE, "default"
-    table = pair_table(pair_dir, config, scale)
+    table = pair_table(pair_dir, config, scale, progress)
     if config.bit_depth is not None:
         bit_depth, depth_source = config.bit_depth, "config"
     elif "bit_depth" in manifest:
