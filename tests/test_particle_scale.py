@@ -12,7 +12,6 @@ from skimage.draw import disk, ellipse, polygon
 from semqa.particles.scale import (
     SINGLE_RATIO,
     _covered_share,
-    _majority3,
     _moment_minor_axis,
     particle_scale,
 )
@@ -139,10 +138,3 @@ def test_empty_and_speck_masks_have_no_scale() -> None:
     specks = np.zeros((32, 32), bool)
     specks[5, 5] = specks[20, 20:22] = True
     assert particle_scale(specks) is None
-
-
-def test_majority_vote_equals_the_median_filter() -> None:
-    rng = np.random.default_rng(0)
-    for shape in [(3, 3), (17, 40), (64, 64)]:
-        mask = rng.random(shape) > 0.5
-        assert np.array_equal(_majority3(mask), ndimage.median_filter(mask.astype(np.uint8), size=3) > 0)

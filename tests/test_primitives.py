@@ -8,8 +8,9 @@ library's behaviour is noticed here.
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
-from semqa.particles.primitives import median, nonnegative_line_fit
+from semqa.particles.primitives import majority3, median, nonnegative_line_fit
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -92,3 +93,10 @@ def test_nonnegative_line_fit_equals_scipy_nnls_on_every_face() -> None:
     assert faces == {(True, True), (True, False), (False, True), (False, False)}
     x, y, w, expected = (np.array(v) for v in zip(*rows))
     np.testing.assert_allclose(np.column_stack(nonnegative_line_fit(x, y, w)), expected, rtol=1e-9, atol=1e-12)
+
+
+def test_majority_vote_equals_the_median_filter() -> None:
+    rng = np.random.default_rng(0)
+    for shape in [(3, 3), (17, 40), (64, 64)]:
+        mask = rng.random(shape) > 0.5
+        assert np.array_equal(majority3(mask), ndimage.median_filter(mask.astype(np.uint8), size=3) > 0)

@@ -18,6 +18,7 @@ They exist because the library versions dominate the segmentation's time on larg
 * :func:`flood` — :func:`skimage.segmentation.watershed` (4-connected, from markers, within a
   mask) on a crop whose mask has a False border, without the padding and setup that cost most
   of a call on a small crop;
+* :func:`majority3` — :func:`scipy.ndimage.median_filter` of a mask, size 3, by nine shifted sums;
 * :func:`nonnegative_line_fit` — :func:`scipy.optimize.nnls` of a weighted straight line
   ``a·x + n`` (the noise model's variance–mean line, the focus fit's many scene-plus-floor
   models), for many rows at once and without importing ``scipy.optimize``.
@@ -262,6 +263,15 @@ def flood(image: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarra
         False,
     )
     return output
+
+
+def majority3(mask: np.ndarray) -> np.ndarray:
+    """3 × 3 majority vote of a boolean mask (:func:`scipy.ndimage.median_filter`, size 3,
+    ``mode='reflect'``), by nine shifted sums."""
+    padded = np.pad(mask.astype(np.uint8), 1, mode="symmetric")
+    h, w = mask.shape
+    votes = sum(padded[i : i + h, j : j + w] for i in range(3) for j in range(3))
+    return votes >= 5
 
 
 def nonnegative_line_fit(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

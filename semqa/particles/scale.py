@@ -61,7 +61,7 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from semqa.particles.primitives import dilate_cross
+from semqa.particles.primitives import dilate_cross, majority3
 
 # Components below this area (px) are digitisation specks, not particles: a 2 × 2 block (as
 # the component-ECD estimate before it).
@@ -100,15 +100,6 @@ def _covered_share(dist: np.ndarray, lab: np.ndarray, areas: np.ndarray, t: np.n
     reach = ndimage.distance_transform_edt(~centres)
     covered = (lab > 0) & (reach <= 0.5 * tmap - 0.5 + 1e-6)
     return np.bincount(lab.ravel(), weights=covered.ravel(), minlength=areas.size) / np.maximum(areas, 1.0)
-
-
-def _majority3(mask: np.ndarray) -> np.ndarray:
-    """3 × 3 majority vote of a boolean mask (:func:`scipy.ndimage.median_filter`, size 3,
-    ``mode='reflect'``), by nine shifted sums."""
-    padded = np.pad(mask.astype(np.uint8), 1, mode="symmetric")
-    h, w = mask.shape
-    votes = sum(padded[i : i + h, j : j + w] for i in range(3) for j in range(3))
-    return votes >= 5
 
 
 def _moment_minor_axis(lab: np.ndarray, n: int, areas: np.ndarray) -> np.ndarray:
@@ -165,7 +156,7 @@ def particle_scale(mask: np.ndarray) -> float | None:
     # The thickness is read after a 3 × 3 majority vote: single noise pixels of a threshold
     # mask on the outline would notch the inscribed discs (the area and moments barely notice
     # them); the components, their ECD and moments stay those of the mask.
-    lab_thick = np.where(_majority3(filled), lab, 0)
+    lab_thick = np.where(majority3(filled), lab, 0)
     dist = ndimage.distance_transform_edt(lab_thick > 0)
     # One particle: at least half its area is as thick as SINGLE_RATIO of its moment width,
     # less a pixel on either side (a noise pixel at the outline notches the inscribed discs by
