@@ -189,8 +189,9 @@ def run_demo(out: str | Path = "demo_out", options: DemoOptions | None = None, *
     step(5, "analyzing the RLD's lots, LR scans directly and super-resolved (once, for every comparison below), and lot1's HR scans")
     # Each product is analysed once per way (its images, the generator, the segmenter and the
     # settings fixed here) and the analysed lots are passed to every comparison that uses them.
-    rld_sr = analyze_lots(_read_lots(lots / "rld" / "lr"), upscaler=upscaler, progress=_bar("RLD, super-resolved"), workers=workers)
-    rld_lr = analyze_lots(_read_lots(lots / "rld" / "lr"), progress=_bar("RLD, LR direct"), workers=workers)
+    rld_scans = _read_lots(lots / "rld" / "lr")
+    rld_sr = analyze_lots(rld_scans, upscaler=upscaler, progress=_bar("RLD, super-resolved"), workers=workers)
+    rld_lr = analyze_lots(rld_scans, progress=_bar("RLD, LR direct"), workers=workers)
     hr_lot1 = _read(sorted((lots / "rld" / "hr" / "lot1").glob("*.tif")))
     runs = {
         "LR direct": rld_lr.summary("lot1"),
