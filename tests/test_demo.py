@@ -126,3 +126,14 @@ def test_lineage_of_every_result_holds(demo_out: Path) -> None:
             assert {"weights", "training_run", "dataset", "validation_report", "code"} <= steps, path
     assert (demo_out / "report.pdf").read_bytes().startswith(b"%PDF")
     assert "RLD vs generic-equivalent" in (demo_out / "report.html").read_text()
+
+
+@pytest.mark.parametrize("option", [["--pairs", "1"], ["--images-per-lot", "0"], ["--workers", "0"]])
+def test_bad_demo_options_are_one_line_errors_and_write_nothing(option: list[str], tmp_path: Path, capsys) -> None:
+    from semqa.cli import main
+
+    out = tmp_path / "demo_out"
+    assert main(["demo", *option, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"semqa: bad demo option {option[0]}") and "\n" not in err, err
+    assert not out.exists()
