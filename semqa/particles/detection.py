@@ -25,8 +25,14 @@ threshold discards every particle of a noisy scan that an area test keeps. The t
    bright substrate in BSE): particles are the minority phase of a dispersion prepared for
    sizing (ISO 13322-1 asks for separated particles), so at each scale the responses have a
    long tail on the particles' side; a blob's centre responds more strongly than the
-   surround lobe the DoG puts around it, and a step edge responds symmetrically. The sign of
-   the sum over scales of the 0.5 % and 99.5 % quantiles of the response decides.
+   surround lobe the DoG puts around it, and a step edge responds symmetrically. Each scale's
+   tilt is the sum of the 0.5 % and 99.5 % quantiles of its response; a quantile of a map whose
+   responses are independent over areas of about s² has a sampling sd proportional to s, so
+   the tilts are combined in units of that sd (a Stouffer sum, weights 1/s) and its sign
+   decides. Unweighted, the coarsest scales — a handful of independent values, reading the
+   field's arrangement and illumination rather than the particles — outvoted the finer ones
+   (4-px faceted particles at 100 e⁻/px, seed 13: tilts +0.85, +1.05, +0.49, −0.44, −2.55 at
+   1–16 px gave the substrate as the particles).
 """
 
 from __future__ import annotations
@@ -351,8 +357,8 @@ def significance_from(responses: DogResponses, model: NoiseModel, false_detectio
         _into_blocks(np.maximum, dark, r_dark, f)
         _into_blocks(np.bitwise_or, dark_bits, hit_dark, f)
     tilt = 0.0
-    for term in tilts:  # in the order of the scales (not sum(): Python 3.12's compensates rounding)
-        tilt += term
+    for term, s in zip(tilts, scales):  # in the order of the scales (not sum(): Python 3.12's compensates rounding)
+        tilt += term / s
     top_bright, top_dark = float(bright.max()), float(dark.max())
     polarity = (1 if tilt >= 0 else -1) if max(top_bright, top_dark) >= k else 0
     return Significance(
