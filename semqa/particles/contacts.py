@@ -160,7 +160,7 @@ def contact_candidates(
     own: np.ndarray,
     grad: np.ndarray,
     noise_sd: float,
-    ridge_lrv: float | None,
+    ridge_lrv: Callable[[], float | None],
     texture_alpha: float,
     sigma_px: float,
     k: float,
@@ -176,9 +176,11 @@ def contact_candidates(
         Gaussian gradient magnitude (scale ``sigma_px``) on the same crop.
     noise_sd : float
         Per-component noise sd of ``grad`` (:func:`gradient_noise_sd`).
-    ridge_lrv : float or None
-        Long-run variance of the ridge on the frame's substrate (:func:`ridge_long_run_variance`);
-        None: no substrate to compare with, every part keeps the substrate's null.
+    ridge_lrv : callable
+        Returns the long-run variance of the ridge on the frame's substrate
+        (:func:`ridge_long_run_variance`), or None: no substrate to compare with, every part keeps
+        the substrate's null. Called only for a part large enough for the texture test, so the
+        caller can compute it on first call (a whole-frame pass that most frames never need).
     texture_alpha : float
         Level at which the part's long-run variance must exceed the substrate's for the part to
         be its own null (:func:`_is_textured`; the caller's per-frame budget over its parts).
@@ -214,7 +216,7 @@ def contact_candidates(
     ra, rb, excess, independent, clear = _line_excess(regions, seeds, n, ridge, local_max, deep, sigma_px)
     substrate_sd = _RAYLEIGH_SD * noise_sd
     bias, sd = 0.0, substrate_sd
-    if ridge_lrv and np.count_nonzero(clear) >= min_area and _is_textured(local_max, clear, ridge_lrv, sigma_px, texture_alpha):
+    if np.count_nonzero(clear) >= min_area and (lrv := ridge_lrv()) and _is_textured(local_max, clear, lrv, sigma_px, texture_alpha):
         null_excess, null_n = _surrogate_lines(grad, own, deep, sigma_px, k * substrate_sd, split_necks)
         if null_excess.size >= 2:
             # A line's mean excess is bias + noise of variance sd² / (its independent samples):

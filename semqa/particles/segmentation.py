@@ -64,6 +64,7 @@ so one configuration serves high-resolution, low-resolution and super-resolved f
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -602,7 +603,8 @@ def _split_contacts(labels: np.ndarray, grad: np.ndarray, noise_sd: float, sigma
     rows, cols = labels.shape
     # Substrate for the ridge's null: beyond the outlines' edge reach (3σ) plus the top-hat's half window (2σ).
     margin = math.ceil(3.0 * sigma_px) + math.ceil(2.0 * sigma_px)
-    ridge_lrv = ridge_long_run_variance(grad, ~max_filter_square(labels > 0, 2 * margin + 1), sigma_px)
+    # Computed once, on the first part that reaches the texture test (many frames have none).
+    ridge_lrv = functools.cache(lambda: ridge_long_run_variance(grad, ~max_filter_square(labels > 0, 2 * margin + 1), sigma_px))
     texture_alpha = config.false_detections / max(int(labels.max()), 1)  # Bonferroni budget over the frame's parts
     found = []
     for c, box in enumerate(ndimage.find_objects(labels), start=1):
