@@ -100,3 +100,22 @@ def test_majority_vote_equals_the_median_filter() -> None:
     for shape in [(3, 3), (17, 40), (64, 64)]:
         mask = rng.random(shape) > 0.5
         assert np.array_equal(majority3(mask), ndimage.median_filter(mask.astype(np.uint8), size=3) > 0)
+
+
+def test_label_sets_give_the_roots_of_scipys_disjoint_set() -> None:
+    """The splitting numbers merged regions by their roots: the same roots as the library's, after
+    merges in any order, of sets of equal and unequal sizes, repeated and redundant ones included."""
+    from scipy.cluster.hierarchy import DisjointSet
+
+    from semqa.particles.primitives import LabelSets
+
+    rng = np.random.default_rng(15)
+    for _ in range(300):
+        n = int(rng.integers(1, 60))
+        ours, theirs = LabelSets(n), DisjointSet(range(1, n + 1))
+        for _ in range(int(rng.integers(0, 3 * n))):
+            a, b = (int(v) for v in rng.integers(1, n + 1, 2))
+            assert ours.merge(a, b) == theirs.merge(a, b)
+            probe = int(rng.integers(1, n + 1))
+            assert ours[probe] == theirs[probe]
+        assert ours.roots() == [theirs[r] for r in range(1, n + 1)]

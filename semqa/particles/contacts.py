@@ -59,11 +59,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
-from scipy.cluster.hierarchy import DisjointSet
 from scipy import special
 from skimage import morphology
 
-from semqa.particles.primitives import flood, median, open_disc
+from semqa.particles.primitives import LabelSets, flood, median, open_disc
 
 # Median of a Rayleigh variable of unit per-component sd: sqrt(2 ln 2). The gradient magnitude
 # of isotropic Gaussian noise is Rayleigh distributed (two independent derivative components).
@@ -111,11 +110,11 @@ class ContactCandidates:
         """Labels of the pieces after merging every line with ``z ≤ z_min`` (one pass, so the
         result does not depend on the order of the lines)."""
         n = int(self.regions.max())
-        groups = DisjointSet(range(1, n + 1))
+        groups = LabelSets(n)
         for a, b, z in zip(self.a, self.b, self.z):
             if z <= z_min:
                 groups.merge(int(a), int(b))
-        _, new_ids = np.unique([groups[r] for r in range(1, n + 1)], return_inverse=True)
+        _, new_ids = np.unique(groups.roots(), return_inverse=True)
         return np.concatenate([[0], new_ids + 1])[self.regions]
 
 

@@ -71,7 +71,6 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
-from scipy.cluster.hierarchy import DisjointSet
 from skimage.filters import threshold_otsu
 
 from semqa.errors import InputError
@@ -89,7 +88,7 @@ from semqa.particles.contacts import contact_candidates, gradient_noise_sd, line
 from semqa.particles.detection import dog_responses, null_sum_inflation, significance_from
 from semqa.particles.holes import open_substrate_holes
 from semqa.particles.measure import outline_hull
-from semqa.particles.primitives import block_mean, dilate_cross, flood, label_median, max_filter_square, median, narrow_labels, upsample_linear
+from semqa.particles.primitives import LabelSets, block_mean, dilate_cross, flood, label_median, max_filter_square, median, narrow_labels, upsample_linear
 from semqa.particles.noise import NoiseModel, fit_noise_model, stabilize
 from semqa.particles.scale import particle_scale
 
@@ -503,7 +502,7 @@ def _split_component(
     inside = regions > 0
     peak = np.zeros(n + 1)
     np.maximum.at(peak, regions[inside], dist[inside])
-    groups = DisjointSet(range(1, n + 1))
+    groups = LabelSets(n)
     group_peak = {r: float(peak[r]) for r in range(1, n + 1)}
     kept = []
     for k in np.argsort(-saddle, kind="stable"):
@@ -518,7 +517,7 @@ def _split_component(
             kept.append(k)
     # Notch test on the cuts kept, between the merged groups.
     if notches and kept:
-        ids = np.array([0] + [groups[r] for r in range(1, n + 1)])
+        ids = np.array([0] + groups.roots())
         merged = ids[regions]
         boxes = ndimage.find_objects(merged)
     for k in kept if notches else ():
@@ -530,7 +529,7 @@ def _split_component(
         if _notch_depth(merged, boxes, a, b, dist, enough) < enough:
             groups.merge(a, b)
             group_peak[groups[a]] = max(group_peak[a], group_peak[b])
-    _, new_ids = np.unique([groups[r] for r in range(1, n + 1)], return_inverse=True)
+    _, new_ids = np.unique(groups.roots(), return_inverse=True)
     return np.concatenate([[0], new_ids + 1])[regions]
 
 
@@ -587,11 +586,11 @@ def _merge_notchless(parts: np.ndarray, digitisation_px: float) -> np.ndarray:
     ra, rb, _ = _saddles(parts, np.ones(parts.shape, dtype=np.float32), n)
     boxes = ndimage.find_objects(parts)
     dist = ndimage.distance_transform_edt(parts > 0)
-    groups = DisjointSet(range(1, n + 1))
+    groups = LabelSets(n)
     for a, b in zip(ra, rb):
         if _notch_depth(parts, boxes, int(a), int(b), dist, 2.0 * digitisation_px) < 2.0 * digitisation_px:
             groups.merge(int(a), int(b))
-    _, new_ids = np.unique([groups[r] for r in range(1, n + 1)], return_inverse=True)
+    _, new_ids = np.unique(groups.roots(), return_inverse=True)
     return np.concatenate([[0], new_ids + 1])[parts]
 
 
