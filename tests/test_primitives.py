@@ -119,3 +119,24 @@ def test_label_sets_give_the_roots_of_scipys_disjoint_set() -> None:
             probe = int(rng.integers(1, n + 1))
             assert ours[probe] == theirs[probe]
         assert ours.roots() == [theirs[r] for r in range(1, n + 1)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_label_median_mean_equals_scipy_to_the_bit(dtype: type) -> None:
+    """The contact test's sides' levels: per label, the library's median (mean of the middle two)."""
+    from semqa.particles.primitives import label_median_mean
+
+    rng = np.random.default_rng(15)
+    for i in range(300):
+        n = int(rng.integers(1, 12))
+        ids = np.concatenate([np.arange(1, n + 1), rng.integers(1, n + 1, int(rng.integers(0, 400)))])
+        rng.shuffle(ids)
+        values = rng.normal(size=ids.size).astype(dtype)
+        if i % 3 == 0:
+            values = np.round(values * 3).astype(dtype)  # ties
+        expected = ndimage.median(values, ids, index=np.arange(1, n + 1))
+        got = label_median_mean(values, ids, n)
+        assert got.dtype == np.asarray(expected).dtype
+        np.testing.assert_array_equal(got, expected)
+    with pytest.raises(ValueError):
+        label_median_mean(np.zeros(3), np.array([1, 1, 3]), 3)

@@ -62,7 +62,7 @@ from scipy import ndimage
 from scipy import special
 from skimage import morphology
 
-from semqa.particles.primitives import LabelSets, flood, median, open_disc
+from semqa.particles.primitives import LabelSets, flood, label_median_mean, median, open_disc
 
 # Median of a Rayleigh variable of unit per-component sd: sqrt(2 ln 2). The gradient magnitude
 # of isotropic Gaussian noise is Rayleigh distributed (two independent derivative components).
@@ -264,24 +264,27 @@ def _seeds(
 
 
 def _line_excess(
-    regions: np.ndarray, seeds: np.ndarray, n: int, ridge: np.ndarray, local_max: np.ndarray, deep: np.ndarray, sigma_px: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    regions: np.ndarray, seeds: np.ndarray, n: int, ridge: np.ndarray, local_max: np.ndarray, deep: np.ndarray, sigma_px: float,
+    with_clear: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """The line statistic of step 3: the neighbouring pieces ``a < b`` of each line, its mean
     ridge over its deep pixels minus the higher of its sides' levels (−inf for a line without
     deep pixels), its number of independent samples, and the part's clear interior (deep pixels
-    farther than 2σ from every line: an edge's ridge is about that wide either side of it)."""
+    farther than 2σ from every line: an edge's ridge is about that wide either side of it; None
+    with ``with_clear=False``, for the surrogates, whose interior is not tested)."""
     lo_parts, hi_parts, g_parts, deep_parts = [], [], [], []
-    on_line = np.zeros(regions.shape, dtype=bool)
+    on_line = np.zeros(regions.shape, dtype=bool) if with_clear else None
     for axis in (0, 1):
         head, tail = np.arange(regions.shape[axis] - 1), np.arange(1, regions.shape[axis])
         a, b = regions.take(head, axis=axis), regions.take(tail, axis=axis)
         cross = (a != b) & (a > 0) & (b > 0)
-        # Both pixels of a crossing are line pixels.
-        lead = [slice(None)] * 2
-        lead[axis] = slice(None, -1)
-        on_line[tuple(lead)] |= cross
-        lead[axis] = slice(1, None)
-        on_line[tuple(lead)] |= cross
+        if with_clear:
+            # Both pixels of a crossing are line pixels.
+            lead = [slice(None)] * 2
+            lead[axis] = slice(None, -1)
+            on_line[tuple(lead)] |= cross
+            lead[axis] = slice(1, None)
+            on_line[tuple(lead)] |= cross
         lo_parts.append(np.minimum(a[cross], b[cross]).astype(np.int64))
         hi_parts.append(np.maximum(a[cross], b[cross]).astype(np.int64))
         g_parts.append(np.maximum(ridge.take(head, axis=axis)[cross], ridge.take(tail, axis=axis)[cross]))
@@ -290,11 +293,11 @@ def _line_excess(
     g, is_deep = np.concatenate(g_parts), np.concatenate(deep_parts)
     codes, inverse = np.unique(lo * (n + 1) + hi, return_inverse=True)
     ra, rb = np.divmod(codes, n + 1)
-    clear = deep & ~ndimage.binary_dilation(on_line, structure=_disc(math.ceil(2.0 * sigma_px)))
+    clear = deep & ~ndimage.binary_dilation(on_line, structure=_disc(math.ceil(2.0 * sigma_px))) if with_clear else None
     # Sides' levels: the median over each seed (its calm interior) of the ridge's local maxima
     # (:func:`ridge_local_max`).
     inside = seeds > 0
-    level = ndimage.median(local_max[inside], seeds[inside], index=np.arange(1, n + 1))
+    level = label_median_mean(local_max[inside], seeds[inside], n)  # ndimage.median of each seed, faster
     level = np.concatenate([[0.0], np.asarray(level, dtype=float)])
     # Each crossing is counted along the axes the line is not parallel to, so a line of L
     # pixels gives about L deep crossings: counts approximate L.
@@ -348,7 +351,7 @@ def _surrogate_lines(
             continue
         regions = flood(surrogate, seeds, own)
         ridge = ridge_of(surrogate, sigma_px)
-        _, _, excess, independent, _ = _line_excess(regions, seeds, n, ridge, ridge_local_max(ridge), deep, sigma_px)
+        _, _, excess, independent, _ = _line_excess(regions, seeds, n, ridge, ridge_local_max(ridge), deep, sigma_px, with_clear=False)
         has = np.isfinite(excess)
         out_e.append(excess[has])
         out_n.append(independent[has])
