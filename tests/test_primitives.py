@@ -140,3 +140,18 @@ def test_label_median_mean_equals_scipy_to_the_bit(dtype: type) -> None:
         np.testing.assert_array_equal(got, expected)
     with pytest.raises(ValueError):
         label_median_mean(np.zeros(3), np.array([1, 1, 3]), 3)
+
+
+@pytest.mark.parametrize("s", [0.5, 1.0, 2.0, 3.0])
+def test_dog_norms_from_border_columns_equal_the_full_filter_matrices(s: float) -> None:
+    """The detection's per-position DoG norms are computed from the border columns and one interior
+    column of the filter matrices: the same values, to the bit, as from the full matrices."""
+    from semqa.particles.detection import SURROUND, _dog_norm_1d
+
+    for n in (1, 2, 7, 24, 48, 77, 96, 200, 385, 768):
+        eye = np.eye(n, dtype=np.float64)
+        ga = ndimage.gaussian_filter1d(eye, s, axis=0, mode="reflect")
+        gb = ndimage.gaussian_filter1d(eye, SURROUND * s, axis=0, mode="reflect")
+        expected = ((ga * ga).sum(0), (gb * gb).sum(0), (ga * gb).sum(0))
+        for got, want in zip(_dog_norm_1d.__wrapped__(n, s), expected):
+            np.testing.assert_array_equal(got, want)
