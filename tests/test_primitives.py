@@ -155,3 +155,17 @@ def test_dog_norms_from_border_columns_equal_the_full_filter_matrices(s: float) 
         expected = ((ga * ga).sum(0), (gb * gb).sum(0), (ga * gb).sum(0))
         for got, want in zip(_dog_norm_1d.__wrapped__(n, s), expected):
             np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_cross_equals_the_library_filter(dtype: type) -> None:
+    from semqa.particles.primitives import max_cross
+
+    rng = np.random.default_rng(15)
+    cross = ndimage.generate_binary_structure(2, 1)
+    for i in range(200):
+        shape = (int(rng.integers(1, 40)), int(rng.integers(1, 40)))
+        image = rng.normal(size=shape).astype(dtype)
+        if i % 4 == 0:
+            image = np.round(image).astype(dtype)  # ties
+        np.testing.assert_array_equal(max_cross(image), ndimage.maximum_filter(image, footprint=cross))

@@ -62,7 +62,7 @@ from scipy import ndimage
 from scipy import special
 from skimage import morphology
 
-from semqa.particles.primitives import LabelSets, flood, label_median_mean, median, open_disc
+from semqa.particles.primitives import LabelSets, flood, label_median_mean, max_cross, median, open_disc
 
 # Median of a Rayleigh variable of unit per-component sd: sqrt(2 ln 2). The gradient magnitude
 # of isotropic Gaussian noise is Rayleigh distributed (two independent derivative components).
@@ -371,7 +371,7 @@ def ridge_local_max(ridge: np.ndarray) -> np.ndarray:
     """The ridge's maximum over a pixel and its 4 neighbours. A watershed line runs through the
     highest of the pixels across it, so in noise alone its values are such local maxima, not
     typical pixels: the maximum filter gives the null that selection."""
-    return ndimage.maximum_filter(ridge, footprint=ndimage.generate_binary_structure(2, 1))
+    return max_cross(ridge)  # ndimage.maximum_filter with the cross footprint, faster
 
 
 def mad_sd(values: np.ndarray) -> float:
