@@ -424,8 +424,9 @@ def _edge_level_map(
     :mod:`semqa.synth.scenes`, D50 7.5 px: matched ECD 1.011 of the truth with it, 1.044 at the depth).
     """
     depth = ndimage.distance_transform_edt(mask)
-    n = int(lab.max())
-    deepest = np.concatenate([[0.0], ndimage.maximum(depth, lab, np.arange(1, n + 1))]) if n else np.zeros(1)
+    # Each component's deepest pixel from one unbuffered ufunc pass (ndimage.maximum sorts the labels).
+    deepest = np.zeros(int(lab.max()) + 1)
+    np.maximum.at(deepest, lab[mask], depth[mask])
     # The distance map counts to the nearest outside pixel centre, half a pixel beyond the outline.
     target = np.minimum(depth_px + 0.5, deepest)[lab]
     band = mask & (depth >= target) & (depth < target + 1.0)
