@@ -8,7 +8,9 @@ Frames are rendered directly on the grid that is segmented, with the median part
   tuned on), HR scan at the dose;
 * ``dome``, ``bse``, ``dark``: :mod:`semqa.synth.families` (SE tilt shading without rims;
   flat BSE contrast; dark particles on a bright substrate), with agglomerates and a fractal
-  substrate texture.
+  substrate texture;
+* ``facets``: :mod:`semqa.synth.facets` (irregular, partly concave polygons with faceted SE tilt
+  shading and a thin rim on carbon tape: a renderer that shares no shape with the others).
 
 For each cell and method it prints the true particles found (a detected object overlaps
 the true one with IoU > 0.5) over the true particles not cut by the border, and the
@@ -40,12 +42,13 @@ from bench_segmentation import baseline_segment  # noqa: E402
 from semqa.particles.measure import DEFAULT_MIN_PIXELS, measure_particles  # noqa: E402
 from semqa.particles.segmentation import segment  # noqa: E402
 from semqa.stats.psd import d_values  # noqa: E402
+from semqa.synth.facets import FacetConfig, render_facets  # noqa: E402
 from semqa.synth.families import FamilyConfig, render_family, scan_family  # noqa: E402
 from semqa.synth.scenes import SynthConfig, render_scene, scan_scene  # noqa: E402
 
 DOSES = (10, 30, 100, 300, 1000)
 DIAMETERS = (4, 6, 8, 12, 30, 100)
-FAMILIES = ("synth", "dome", "bse", "dark")
+FAMILIES = ("synth", "dome", "bse", "dark", "facets")  # appended: the seeds of the others stay
 #: Pixel size of every frame (µm): sizes are compared as ratios, so its value only labels µm.
 PIXEL_UM = 0.1
 
@@ -65,6 +68,10 @@ def render(family: str, d_px: float, dose: float, seed: int) -> tuple[np.ndarray
         hr, _ = scan_scene(scene, config, rng)
         truth = scene.particles[~scene.particles.touches_border]
         return hr, scene.labels, truth.ecd_um.to_numpy() / PIXEL_UM
+    if family == "facets":
+        scene = render_facets(FacetConfig(size_px=size, d50_px=d_px, dose=dose), rng)
+        truth = scene.particles[~scene.particles.touches_border & (scene.particles.area_px > 0)]
+        return scene.image, scene.labels, truth.ecd_px.to_numpy()
     config = FamilyConfig(family=family, size_px=size, pixel_size_um=PIXEL_UM, d50_px=d_px, dose=dose)
     scene = render_family(config, rng)
     hr, _ = scan_family(scene, config, rng)
@@ -175,7 +182,7 @@ def report(results: pd.DataFrame) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 doses × 3 diameters × 4 families, one frame each")
+    parser.add_argument("--quick", action="store_true", help="3 doses × 3 diameters × every family, one frame each")
     parser.add_argument("--images", type=int, default=1, help="frames per cell")
     parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
     parser.add_argument("--doses", nargs="+", type=float, default=None, help="electrons per pixel (default: the full sweep's)")

@@ -103,6 +103,11 @@ def run_family(items: list[Annotated], methods: dict) -> list[dict]:
     return rows
 
 
+def _ratio(learned: float, classic: float) -> str:
+    """learned / classic as ``1.23x``; where classic's error is zero the ratio says nothing, so both are shown."""
+    return f"{learned / classic:.2f}x" if classic > 0 else f"n/a ({learned:.3g} % vs 0 %)"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="learned", help="segmenter: learned (production), models:/ URI or folder")
@@ -134,8 +139,8 @@ def main() -> None:
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     for family in sets:
         sub = table[table.family == family].set_index("method")
-        print(f"{family}: learned / classic count error {sub.loc['learned', 'count_err_%'] / max(sub.loc['classic', 'count_err_%'], 1e-9):.2f}x, "
-              f"D50 error {sub.loc['learned', 'd50_err_%'] / max(sub.loc['classic', 'd50_err_%'], 1e-9):.2f}x, "
+        print(f"{family}: learned / classic count error {_ratio(sub.loc['learned', 'count_err_%'], sub.loc['classic', 'count_err_%'])}, "
+              f"D50 error {_ratio(sub.loc['learned', 'd50_err_%'], sub.loc['classic', 'd50_err_%'])}, "
               f"CPU time {sub.loc['learned', 'cpu_s_per_MP'] / sub.loc['classic', 'cpu_s_per_MP']:.2f}x")
     # A 1024 × 768 HR frame, and a 1024 × 768 LR frame (the fast scan of a 4096-px field).
     config = SynthConfig(size_px=4096)

@@ -217,3 +217,16 @@ def test_correlated_noise_is_measured_and_gives_no_particles(sigma: float) -> No
         detections += int(det.labels.max())
     assert detections == 0
 
+
+
+@pytest.mark.parametrize(("contrast", "seed", "dose", "want"), [("se", 1, 300, 1), ("se", 2, 100, 1), ("se", 3, 30, 1), ("dark", 1, 100, -1), ("dark", 2, 300, -1)])
+def test_polarity_of_dense_small_particles_is_read_at_their_scale(contrast: str, seed: int, dose: float, want: int) -> None:
+    """4-px faceted particles on a textured, unevenly lit field (semqa.synth.facets, not the
+    renderers the detection was developed on): the coarse scales read the field's arrangement
+    and illumination, so each scale's tilt counts in units of its sampling sd (the first two
+    SE cases were read as dark particles when the scales counted alike)."""
+    from semqa.synth.facets import FacetConfig, render_facets
+
+    scene = render_facets(FacetConfig(size_px=256, d50_px=4, dose=dose, contrast=contrast), np.random.default_rng([seed, int(dose)]))
+    noise = fit_noise_model(scene.image)
+    assert significance(stabilize(scene.image, noise), noise).polarity == want

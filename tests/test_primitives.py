@@ -100,3 +100,72 @@ def test_majority_vote_equals_the_median_filter() -> None:
     for shape in [(3, 3), (17, 40), (64, 64)]:
         mask = rng.random(shape) > 0.5
         assert np.array_equal(majority3(mask), ndimage.median_filter(mask.astype(np.uint8), size=3) > 0)
+
+
+def test_label_sets_give_the_roots_of_scipys_disjoint_set() -> None:
+    """The splitting numbers merged regions by their roots: the same roots as the library's, after
+    merges in any order, of sets of equal and unequal sizes, repeated and redundant ones included."""
+    from scipy.cluster.hierarchy import DisjointSet
+
+    from semqa.particles.primitives import LabelSets
+
+    rng = np.random.default_rng(15)
+    for _ in range(300):
+        n = int(rng.integers(1, 60))
+        ours, theirs = LabelSets(n), DisjointSet(range(1, n + 1))
+        for _ in range(int(rng.integers(0, 3 * n))):
+            a, b = (int(v) for v in rng.integers(1, n + 1, 2))
+            assert ours.merge(a, b) == theirs.merge(a, b)
+            probe = int(rng.integers(1, n + 1))
+            assert ours[probe] == theirs[probe]
+        assert ours.roots() == [theirs[r] for r in range(1, n + 1)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_label_median_mean_equals_scipy_to_the_bit(dtype: type) -> None:
+    """The contact test's sides' levels: per label, the library's median (mean of the middle two)."""
+    from semqa.particles.primitives import label_median_mean
+
+    rng = np.random.default_rng(15)
+    for i in range(300):
+        n = int(rng.integers(1, 12))
+        ids = np.concatenate([np.arange(1, n + 1), rng.integers(1, n + 1, int(rng.integers(0, 400)))])
+        rng.shuffle(ids)
+        values = rng.normal(size=ids.size).astype(dtype)
+        if i % 3 == 0:
+            values = np.round(values * 3).astype(dtype)  # ties
+        expected = ndimage.median(values, ids, index=np.arange(1, n + 1))
+        got = label_median_mean(values, ids, n)
+        assert got.dtype == np.asarray(expected).dtype
+        np.testing.assert_array_equal(got, expected)
+    with pytest.raises(ValueError):
+        label_median_mean(np.zeros(3), np.array([1, 1, 3]), 3)
+
+
+@pytest.mark.parametrize("s", [0.5, 1.0, 2.0, 3.0])
+def test_dog_norms_from_border_columns_equal_the_full_filter_matrices(s: float) -> None:
+    """The detection's per-position DoG norms are computed from the border columns and one interior
+    column of the filter matrices: the same values, to the bit, as from the full matrices."""
+    from semqa.particles.detection import SURROUND, _dog_norm_1d
+
+    for n in (1, 2, 7, 24, 48, 77, 96, 200, 385, 768):
+        eye = np.eye(n, dtype=np.float64)
+        ga = ndimage.gaussian_filter1d(eye, s, axis=0, mode="reflect")
+        gb = ndimage.gaussian_filter1d(eye, SURROUND * s, axis=0, mode="reflect")
+        expected = ((ga * ga).sum(0), (gb * gb).sum(0), (ga * gb).sum(0))
+        for got, want in zip(_dog_norm_1d.__wrapped__(n, s), expected):
+            np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_cross_equals_the_library_filter(dtype: type) -> None:
+    from semqa.particles.primitives import max_cross
+
+    rng = np.random.default_rng(15)
+    cross = ndimage.generate_binary_structure(2, 1)
+    for i in range(200):
+        shape = (int(rng.integers(1, 40)), int(rng.integers(1, 40)))
+        image = rng.normal(size=shape).astype(dtype)
+        if i % 4 == 0:
+            image = np.round(image).astype(dtype)  # ties
+        np.testing.assert_array_equal(max_cross(image), ndimage.maximum_filter(image, footprint=cross))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.metadata
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -50,10 +51,28 @@ def environment_text() -> str:
     return "\n".join(f"{n}=={v}" for n, v in sorted(dists.items(), key=lambda kv: kv[0].lower())) + "\n"
 
 
+def training_dataset(manifest: pd.DataFrame, name: str, data_dir: Path | None, generator: str = "semqa.synth") -> mlflow.data.dataset.Dataset:
+    """The run's training data as an MLflow dataset (its digest is computed from ``manifest`` alone).
+
+    The source is given as a typed object: a folder's ``file://`` URI, or, for scenes rendered
+    in the run, the code that renders them. A plain string makes MLflow guess between its two
+    registrations of the local artifact source and warn on every run (mlflow/mlflow#9702).
+    """
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.sources import LocalArtifactDatasetSource
+
+    source = LocalArtifactDatasetSource(data_dir.resolve().as_uri()) if data_dir else CodeDatasetSource({"generator": generator})
+    with warnings.catch_warnings():
+        # The schema MLflow infers for the manifest warns that integer columns cannot hold
+        # missing values at inference time: a manifest is never a model input.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column", category=UserWarning)
+        return mlflow.data.from_pandas(manifest, source=source, name=name)
+
+
 def log_run_context(config: TrainConfig, manifest: pd.DataFrame, data_dir: Path, mode: str, world_size: int, dataset_digest: str) -> None:
     """Log config params, the dataset (its :func:`semqa.io.digests.dataset_digest`), code version and environment."""
     mlflow.log_params(config.flat_params())
-    dataset = mlflow.data.from_pandas(manifest, source=str(data_dir.resolve()), name=f"{data_dir.name}-{mode}")
+    dataset = training_dataset(manifest, f"{data_dir.name}-{mode}", data_dir)
     mlflow.log_input(dataset, context="training")
     mlflow.set_tags(
         {

@@ -59,11 +59,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
-from scipy.cluster.hierarchy import DisjointSet
 from scipy import special
 from skimage import morphology
 
-from semqa.particles.primitives import flood, median, open_disc
+from semqa.particles.primitives import LabelSets, flood, label_median_mean, max_cross, median, open_disc
 
 # Median of a Rayleigh variable of unit per-component sd: sqrt(2 ln 2). The gradient magnitude
 # of isotropic Gaussian noise is Rayleigh distributed (two independent derivative components).
@@ -111,11 +110,11 @@ class ContactCandidates:
         """Labels of the pieces after merging every line with ``z ≤ z_min`` (one pass, so the
         result does not depend on the order of the lines)."""
         n = int(self.regions.max())
-        groups = DisjointSet(range(1, n + 1))
+        groups = LabelSets(n)
         for a, b, z in zip(self.a, self.b, self.z):
             if z <= z_min:
                 groups.merge(int(a), int(b))
-        _, new_ids = np.unique([groups[r] for r in range(1, n + 1)], return_inverse=True)
+        _, new_ids = np.unique(groups.roots(), return_inverse=True)
         return np.concatenate([[0], new_ids + 1])[self.regions]
 
 
@@ -160,7 +159,7 @@ def contact_candidates(
     own: np.ndarray,
     grad: np.ndarray,
     noise_sd: float,
-    ridge_lrv: float | None,
+    ridge_lrv: Callable[[], float | None],
     texture_alpha: float,
     sigma_px: float,
     k: float,
@@ -176,9 +175,11 @@ def contact_candidates(
         Gaussian gradient magnitude (scale ``sigma_px``) on the same crop.
     noise_sd : float
         Per-component noise sd of ``grad`` (:func:`gradient_noise_sd`).
-    ridge_lrv : float or None
-        Long-run variance of the ridge on the frame's substrate (:func:`ridge_long_run_variance`);
-        None: no substrate to compare with, every part keeps the substrate's null.
+    ridge_lrv : callable
+        Returns the long-run variance of the ridge on the frame's substrate
+        (:func:`ridge_long_run_variance`), or None: no substrate to compare with, every part keeps
+        the substrate's null. Called only for a part large enough for the texture test, so the
+        caller can compute it on first call (a whole-frame pass that most frames never need).
     texture_alpha : float
         Level at which the part's long-run variance must exceed the substrate's for the part to
         be its own null (:func:`_is_textured`; the caller's per-frame budget over its parts).
@@ -214,7 +215,7 @@ def contact_candidates(
     ra, rb, excess, independent, clear = _line_excess(regions, seeds, n, ridge, local_max, deep, sigma_px)
     substrate_sd = _RAYLEIGH_SD * noise_sd
     bias, sd = 0.0, substrate_sd
-    if ridge_lrv and np.count_nonzero(clear) >= min_area and _is_textured(local_max, clear, ridge_lrv, sigma_px, texture_alpha):
+    if np.count_nonzero(clear) >= min_area and (lrv := ridge_lrv()) and _is_textured(local_max, clear, lrv, sigma_px, texture_alpha):
         null_excess, null_n = _surrogate_lines(grad, own, deep, sigma_px, k * substrate_sd, split_necks)
         if null_excess.size >= 2:
             # A line's mean excess is bias + noise of variance sd² / (its independent samples):
@@ -263,24 +264,27 @@ def _seeds(
 
 
 def _line_excess(
-    regions: np.ndarray, seeds: np.ndarray, n: int, ridge: np.ndarray, local_max: np.ndarray, deep: np.ndarray, sigma_px: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    regions: np.ndarray, seeds: np.ndarray, n: int, ridge: np.ndarray, local_max: np.ndarray, deep: np.ndarray, sigma_px: float,
+    with_clear: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """The line statistic of step 3: the neighbouring pieces ``a < b`` of each line, its mean
     ridge over its deep pixels minus the higher of its sides' levels (−inf for a line without
     deep pixels), its number of independent samples, and the part's clear interior (deep pixels
-    farther than 2σ from every line: an edge's ridge is about that wide either side of it)."""
+    farther than 2σ from every line: an edge's ridge is about that wide either side of it; None
+    with ``with_clear=False``, for the surrogates, whose interior is not tested)."""
     lo_parts, hi_parts, g_parts, deep_parts = [], [], [], []
-    on_line = np.zeros(regions.shape, dtype=bool)
+    on_line = np.zeros(regions.shape, dtype=bool) if with_clear else None
     for axis in (0, 1):
         head, tail = np.arange(regions.shape[axis] - 1), np.arange(1, regions.shape[axis])
         a, b = regions.take(head, axis=axis), regions.take(tail, axis=axis)
         cross = (a != b) & (a > 0) & (b > 0)
-        # Both pixels of a crossing are line pixels.
-        lead = [slice(None)] * 2
-        lead[axis] = slice(None, -1)
-        on_line[tuple(lead)] |= cross
-        lead[axis] = slice(1, None)
-        on_line[tuple(lead)] |= cross
+        if with_clear:
+            # Both pixels of a crossing are line pixels.
+            lead = [slice(None)] * 2
+            lead[axis] = slice(None, -1)
+            on_line[tuple(lead)] |= cross
+            lead[axis] = slice(1, None)
+            on_line[tuple(lead)] |= cross
         lo_parts.append(np.minimum(a[cross], b[cross]).astype(np.int64))
         hi_parts.append(np.maximum(a[cross], b[cross]).astype(np.int64))
         g_parts.append(np.maximum(ridge.take(head, axis=axis)[cross], ridge.take(tail, axis=axis)[cross]))
@@ -289,11 +293,11 @@ def _line_excess(
     g, is_deep = np.concatenate(g_parts), np.concatenate(deep_parts)
     codes, inverse = np.unique(lo * (n + 1) + hi, return_inverse=True)
     ra, rb = np.divmod(codes, n + 1)
-    clear = deep & ~ndimage.binary_dilation(on_line, structure=_disc(math.ceil(2.0 * sigma_px)))
+    clear = deep & ~ndimage.binary_dilation(on_line, structure=_disc(math.ceil(2.0 * sigma_px))) if with_clear else None
     # Sides' levels: the median over each seed (its calm interior) of the ridge's local maxima
     # (:func:`ridge_local_max`).
     inside = seeds > 0
-    level = ndimage.median(local_max[inside], seeds[inside], index=np.arange(1, n + 1))
+    level = label_median_mean(local_max[inside], seeds[inside], n)  # ndimage.median of each seed, faster
     level = np.concatenate([[0.0], np.asarray(level, dtype=float)])
     # Each crossing is counted along the axes the line is not parallel to, so a line of L
     # pixels gives about L deep crossings: counts approximate L.
@@ -347,7 +351,7 @@ def _surrogate_lines(
             continue
         regions = flood(surrogate, seeds, own)
         ridge = ridge_of(surrogate, sigma_px)
-        _, _, excess, independent, _ = _line_excess(regions, seeds, n, ridge, ridge_local_max(ridge), deep, sigma_px)
+        _, _, excess, independent, _ = _line_excess(regions, seeds, n, ridge, ridge_local_max(ridge), deep, sigma_px, with_clear=False)
         has = np.isfinite(excess)
         out_e.append(excess[has])
         out_n.append(independent[has])
@@ -367,7 +371,7 @@ def ridge_local_max(ridge: np.ndarray) -> np.ndarray:
     """The ridge's maximum over a pixel and its 4 neighbours. A watershed line runs through the
     highest of the pixels across it, so in noise alone its values are such local maxima, not
     typical pixels: the maximum filter gives the null that selection."""
-    return ndimage.maximum_filter(ridge, footprint=ndimage.generate_binary_structure(2, 1))
+    return max_cross(ridge)  # ndimage.maximum_filter with the cross footprint, faster
 
 
 def mad_sd(values: np.ndarray) -> float:

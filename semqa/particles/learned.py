@@ -53,7 +53,7 @@ from semqa.sr.inference import default_device
 #: ``--segmenter learned`` means the registry's production segmenter.
 LEARNED_URI = f"models:/{SEGMENTER_MODEL_NAME}@production"
 #: The segmenter shipped with semqa (weights, architecture, and ``provenance.json``: the
-#: command, seed, config and data digest that re-create it); ``--segmenter`` takes this folder.
+#: command, seed, config, data digest and code commit that re-create it); ``--segmenter`` takes this folder.
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
 #: Resampling factors outside this range would blow an image up or shrink it to nothing;
 #: the estimate is clamped into it (particles 4–240 px across at a 24 px working size).

@@ -149,7 +149,7 @@ def _feret_diameters(hull: np.ndarray) -> tuple[float, float]:
     # as the largest distance; a hull has few vertices, so all pairs are cheap).
     offsets = hull[:, None, :] - hull[None, :, :]
     feret_max = math.sqrt(float((offsets[..., 0] ** 2 + offsets[..., 1] ** 2).max()))
-    edges = np.roll(hull, -1, axis=0) - hull
+    edges = np.concatenate([hull[1:], hull[:1]]) - hull  # each vertex to the next: np.roll(hull, -1, axis=0), without its set-up
     lengths = np.hypot(edges[:, 0], edges[:, 1])
     keep = lengths > 0
     edges, starts, lengths = edges[keep], hull[keep], lengths[keep]

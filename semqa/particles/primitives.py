@@ -5,12 +5,16 @@ They exist because the library versions dominate the segmentation's time on larg
 
 * :func:`max_filter_square` — :func:`scipy.ndimage.maximum_filter` on masks and narrow labels;
 * :func:`label_median` — per-label medians (:func:`scipy.ndimage.median`, lower median);
+* :func:`label_median_mean` — :func:`scipy.ndimage.median` per label (the mean of the two middle
+  values), by grouping and partitioning instead of the library's sort of every value by label and value;
 * :func:`median` — :func:`numpy.median` of an array, from one sort instead of a partition;
 * :func:`perimeter_crofton` — :func:`skimage.measure.perimeter_crofton` (4 directions) by shifted
   sums instead of a generic convolution;
 * :func:`block_mean` — :func:`skimage.measure.block_reduce` with ``np.mean``;
 * :func:`upsample_linear` — bilinear interpolation between cell centres (edges clamped);
 * :func:`narrow_labels` — labels in the narrowest unsigned type;
+* :func:`max_cross` — :func:`scipy.ndimage.maximum_filter` with the 4-connected cross footprint
+  (``mode='reflect'``), by four shifted maxima instead of the library's generic footprint loop;
 * :func:`dilate_cross` — :func:`scipy.ndimage.binary_dilation` with its default cross (one
   iteration), by four shifted ORs;
 * :func:`open_disc` — :func:`scipy.ndimage.binary_opening` by ``skimage.morphology.disk(radius)``,
@@ -18,6 +22,9 @@ They exist because the library versions dominate the segmentation's time on larg
 * :func:`flood` — :func:`skimage.segmentation.watershed` (4-connected, from markers, within a
   mask) on a crop whose mask has a False border, without the padding and setup that cost most
   of a call on a small crop;
+* :class:`LabelSets` — :class:`scipy.cluster.hierarchy.DisjointSet` over the labels 1…n (the same
+  roots after the same merges), on lists instead of dictionaries: the merge trees of the
+  splitting call it tens of thousands of times per frame;
 * :func:`majority3` — :func:`scipy.ndimage.median_filter` of a mask, size 3, by nine shifted sums;
 * :func:`nonnegative_line_fit` — :func:`scipy.optimize.nnls` of a weighted straight line
   ``a·x + n`` (the noise model's variance–mean line, the focus fit's many scene-plus-floor
@@ -52,6 +59,34 @@ def label_median(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
             median[i] = np.partition(grouped[start:end], k)[k]
         start = end
     return median
+
+
+def label_median_mean(values: np.ndarray, ids: np.ndarray, n: int) -> np.ndarray:
+    """``scipy.ndimage.median(values, ids, index=numpy.arange(1, n + 1))`` of matching 1-D ``values``
+    and ``ids`` (labels 1…n, each present): per label the mean of its two middle values (its middle
+    one for an odd count), ``(lo + hi) / 2.0`` in ``values``' float dtype as the library takes it.
+
+    The library sorts every value by label and value (``numpy.lexsort``); the middle values are
+    order statistics, so grouping by label (one stable integer argsort) and partitioning each group
+    at its middle ranks selects the same two values.
+
+    Raises
+    ------
+    ValueError
+        If a label of 1…n has no value (the library returns an arbitrary value there).
+    """
+    counts = np.bincount(ids, minlength=n + 1)[1 : n + 1]
+    if counts.size < n or not counts.all():
+        raise ValueError("label_median_mean needs every label 1…n to hold a value")
+    grouped = values[np.argsort(ids.astype(np.uint16) if n < 2**16 else ids, kind="stable")]
+    out = np.empty(n, dtype=values.dtype)
+    start = 0
+    for i, count in enumerate(counts.tolist()):
+        lo, hi = (count - 1) // 2, count // 2
+        part = np.partition(grouped[start : start + count], (lo, hi) if hi != lo else lo)
+        out[i] = (part[lo] + part[hi]) / 2.0
+        start += count
+    return out
 
 
 def median(values: np.ndarray) -> np.floating:
@@ -181,6 +216,19 @@ def label_counts_means(values: np.ndarray, ids: np.ndarray, n: int) -> tuple[np.
     return counts, means
 
 
+def max_cross(image: np.ndarray) -> np.ndarray:
+    """``scipy.ndimage.maximum_filter(image, footprint=generate_binary_structure(2, 1))``: each
+    pixel's maximum over itself and its 4 neighbours. Under the library's default
+    ``mode='reflect'`` a neighbour beyond the edge is the edge pixel itself, which adds nothing to
+    a maximum, so only the neighbours inside count; a maximum is exact in any order."""
+    out = image.copy()
+    np.maximum(out[1:], image[:-1], out=out[1:])
+    np.maximum(out[:-1], image[1:], out=out[:-1])
+    np.maximum(out[:, 1:], image[:, :-1], out=out[:, 1:])
+    np.maximum(out[:, :-1], image[:, 1:], out=out[:, :-1])
+    return out
+
+
 def dilate_cross(mask: np.ndarray) -> np.ndarray:
     """``scipy.ndimage.binary_dilation(mask)`` (the 4-connected cross, one iteration, pixels
     outside the array False) by four shifted ORs: the library's general loop costs ten times
@@ -263,6 +311,49 @@ def flood(image: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarra
         False,
     )
     return output
+
+
+class LabelSets:
+    """Disjoint sets of the labels ``1…n``: ``DisjointSet(range(1, n + 1))`` of
+    :mod:`scipy.cluster.hierarchy`, with the same root for every label after the same merges.
+
+    scipy's rule, kept here: a merge hangs the smaller set's root under the larger's, and of two
+    sets of one size the root inserted first (the lower label) stays root; finding a root halves
+    the path. Roots decide how the splitting numbers its merged regions, so the labels it returns
+    are those of the library (``tests/test_primitives.py``). Lists indexed by label replace the
+    library's dictionaries and its membership check on every lookup.
+    """
+
+    __slots__ = ("_parent", "_size")
+
+    def __init__(self, n: int) -> None:
+        self._parent = list(range(n + 1))
+        self._size = [1] * (n + 1)
+
+    def __getitem__(self, x: int) -> int:
+        """Root of ``x``'s set (path halving, as the library's)."""
+        parent = self._parent
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def merge(self, x: int, y: int) -> bool:
+        """Merge the sets of ``x`` and ``y``; False when they are one set already."""
+        xr, yr = self[x], self[y]
+        if xr == yr:
+            return False
+        size = self._size
+        # (size, insertion index) as the library compares them; a label's index is its order.
+        if (size[xr], yr) < (size[yr], xr):
+            xr, yr = yr, xr
+        self._parent[yr] = xr
+        size[xr] += size[yr]
+        return True
+
+    def roots(self) -> list[int]:
+        """The root of every label ``1…n``, in label order."""
+        return [self[r] for r in range(1, len(self._parent))]
 
 
 def majority3(mask: np.ndarray) -> np.ndarray:

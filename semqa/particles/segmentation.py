@@ -66,6 +66,7 @@ so one configuration serves high-resolution, low-resolution and super-resolved f
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -73,7 +74,6 @@ from statistics import NormalDist
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
-from scipy.cluster.hierarchy import DisjointSet
 from skimage.filters import threshold_otsu
 
 from semqa.errors import InputError
@@ -91,7 +91,7 @@ from semqa.particles.contacts import contact_candidates, gradient_noise_sd, line
 from semqa.particles.detection import dog_responses, null_sum_inflation, significance_from
 from semqa.particles.holes import open_substrate_holes
 from semqa.particles.measure import outline_hull
-from semqa.particles.primitives import block_mean, dilate_cross, flood, label_median, max_filter_square, median, narrow_labels, upsample_linear
+from semqa.particles.primitives import LabelSets, block_mean, dilate_cross, flood, label_median, max_filter_square, median, narrow_labels, upsample_linear
 from semqa.particles.noise import NoiseModel, fit_noise_model, stabilize
 from semqa.particles.scale import particle_scale
 
@@ -488,7 +488,7 @@ def _notch_depth(regions: np.ndarray, boxes: list, a: int, b: int, dist: np.ndar
     # map its zero border; it counts to the nearest outside pixel centre, half a pixel beyond
     # the outline, so the hull distance gets the same half pixel.
     hull = outline_hull(union)
-    edges = np.roll(hull, -1, axis=0) - hull
+    edges = np.concatenate([hull[1:], hull[:1]]) - hull  # each vertex to the next: np.roll(hull, -1, axis=0), without its set-up
     points = np.column_stack(np.nonzero(cut)).astype(float)
     rel = points[:, None, :] - hull[None, :, :]
     cross = np.abs(edges[None, :, 0] * rel[..., 1] - edges[None, :, 1] * rel[..., 0])
@@ -549,31 +549,37 @@ def _split_component(
     if ra.size == 0:
         return regions
     # Every region holds its marker, so each of 1…n has a maximum: ``ndimage.maximum(dist, regions,
-    # 1…n)`` (a maximum is exact in any order), from one unbuffered ufunc pass rather than the
-    # library's per-label selection, which sorts the crop's labels.
+    # 1…n)`` (a maximum is exact in any order), as a maximum over each label's run after one
+    # stable radix sort of the labels (about 4× faster than ``numpy.maximum.at`` on a crop).
     inside = regions > 0
-    peak = np.zeros(n + 1)
-    np.maximum.at(peak, regions[inside], dist[inside])
-    groups = DisjointSet(range(1, n + 1))
-    group_peak = {r: float(peak[r]) for r in range(1, n + 1)}
+    ids = regions[inside]
+    order = np.argsort(ids.astype(np.uint16) if n < 2**16 else ids, kind="stable")
+    starts = np.flatnonzero(np.concatenate([[True], np.diff(ids[order]) != 0]))
+    peak = np.concatenate([[0.0], np.maximum.reduceat(dist[inside][order], starts)]).astype(np.float64)
+    groups = LabelSets(n)
+    # Python lists and floats in the loop (the same float64 values and comparisons as on numpy
+    # scalars, at a fraction of their per-element cost: a merge tree has tens of saddles per call).
+    group_peak = peak.tolist()
+    pairs_a, pairs_b, saddles = ra.tolist(), rb.tolist(), saddle.tolist()
+    neck_ratio, neck_depth_min = config.neck_ratio, config.neck_depth_min_px
     kept = []
-    for k in np.argsort(-saddle, kind="stable"):
-        a, b = groups[int(ra[k])], groups[int(rb[k])]
+    for k in np.argsort(-saddle, kind="stable").tolist():
+        a, b = groups[pairs_a[k]], groups[pairs_b[k]]
         if a == b:
             continue
         smaller = min(group_peak[a], group_peak[b])
-        if saddle[k] >= config.neck_ratio * smaller or smaller - saddle[k] < config.neck_depth_min_px:
+        if saddles[k] >= neck_ratio * smaller or smaller - saddles[k] < neck_depth_min:
             groups.merge(a, b)
             group_peak[groups[a]] = max(group_peak[a], group_peak[b])
         else:
             kept.append(k)
     # Notch test on the cuts kept, between the merged groups.
     if notches and kept:
-        ids = np.array([0] + [groups[r] for r in range(1, n + 1)])
+        ids = np.array([0] + groups.roots())
         merged = ids[regions]
         boxes = ndimage.find_objects(merged)
     for k in kept if notches else ():
-        a, b = groups[int(ra[k])], groups[int(rb[k])]
+        a, b = groups[pairs_a[k]], groups[pairs_b[k]]
         if a == b:
             continue
         inscribed = min(group_peak[a], group_peak[b])
@@ -581,7 +587,7 @@ def _split_component(
         if _notch_depth(merged, boxes, a, b, dist, enough) < enough:
             groups.merge(a, b)
             group_peak[groups[a]] = max(group_peak[a], group_peak[b])
-    _, new_ids = np.unique([groups[r] for r in range(1, n + 1)], return_inverse=True)
+    _, new_ids = np.unique(groups.roots(), return_inverse=True)
     return np.concatenate([[0], new_ids + 1])[regions]
 
 
@@ -638,11 +644,11 @@ def _merge_notchless(parts: np.ndarray, digitisation_px: float) -> np.ndarray:
     ra, rb, _ = _saddles(parts, np.ones(parts.shape, dtype=np.float32), n)
     boxes = ndimage.find_objects(parts)
     dist = ndimage.distance_transform_edt(parts > 0)
-    groups = DisjointSet(range(1, n + 1))
+    groups = LabelSets(n)
     for a, b in zip(ra, rb):
         if _notch_depth(parts, boxes, int(a), int(b), dist, 2.0 * digitisation_px) < 2.0 * digitisation_px:
             groups.merge(int(a), int(b))
-    _, new_ids = np.unique([groups[r] for r in range(1, n + 1)], return_inverse=True)
+    _, new_ids = np.unique(groups.roots(), return_inverse=True)
     return np.concatenate([[0], new_ids + 1])[parts]
 
 
@@ -654,7 +660,8 @@ def _split_contacts(labels: np.ndarray, grad: np.ndarray, noise_sd: float, sigma
     rows, cols = labels.shape
     # Substrate for the ridge's null: beyond the outlines' edge reach (3σ) plus the top-hat's half window (2σ).
     margin = math.ceil(3.0 * sigma_px) + math.ceil(2.0 * sigma_px)
-    ridge_lrv = ridge_long_run_variance(grad, ~max_filter_square(labels > 0, 2 * margin + 1), sigma_px)
+    # Computed once, on the first part that reaches the texture test (many frames have none).
+    ridge_lrv = functools.cache(lambda: ridge_long_run_variance(grad, ~max_filter_square(labels > 0, 2 * margin + 1), sigma_px))
     texture_alpha = config.false_detections / max(int(labels.max()), 1)  # Bonferroni budget over the frame's parts
     found = []
     for c, box in enumerate(ndimage.find_objects(labels), start=1):

@@ -47,7 +47,7 @@ from semqa.version import code_version
 from training.segmenter.config import SegmenterTrainConfig
 from training.segmenter.data import PatchSampler, annotated_samples, synthetic_samples
 from training.segmenter.scenes import SceneMix, mixed_scene
-from training.tracking import environment_text
+from training.tracking import environment_text, training_dataset
 from training.trainer import CHECKPOINT_FILE, Trainer
 
 
@@ -97,7 +97,7 @@ def loss_terms(out: torch.Tensor, target: torch.Tensor, config: SegmenterTrainCo
 
 
 def _log_data(manifest: pd.DataFrame, config: SegmenterTrainConfig, annotated_dir: Path | None) -> str:
-    dataset = mlflow.data.from_pandas(manifest, source=str(annotated_dir.resolve()) if annotated_dir else "semqa.synth", name="segmenter-training")
+    dataset = training_dataset(manifest, "segmenter-training", annotated_dir)
     mlflow.log_input(dataset, context="training")
     mlflow.log_params(config.flat_params())
     mlflow.set_tags({
