@@ -4,14 +4,25 @@ Prints seconds per HR/LR pair written (TIFFs, truth, manifest) at 768² and 2048
 on the same particle outlines, the time and agreement of :func:`semqa.synth.scenes._fill_polygon`
 (scan lines) against :func:`skimage.draw.polygon` (the baseline it replaces).
 
-    .venv/bin/python benchmarks/synth_speed.py [--pairs 10] [--workers 1]
+With ``--baseline TREE`` (a ``git archive`` of an earlier commit), the demo's 768² scene
+(D50 2 µm) is rendered and scanned in both trees, alternating fresh processes: median CPU
+seconds per scene of each, their ratio, and whether every array and truth table is
+byte-identical (the speed-ups must not change what the scenes are).
+
+    .venv/bin/python benchmarks/synth_speed.py [--pairs 10] [--workers 1] [--baseline TREE --scenes 8]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
+from statistics import median
 
 import numpy as np
 from skimage.draw import polygon as skimage_polygon
@@ -57,11 +68,58 @@ def _rasterisers(n_outlines: int = 200, ss: int = 4) -> None:
           f"{differ} of {total} inside samples differ")
 
 
+#: Renders the demo's scenes in the child (its tree on PYTHONPATH): CPU seconds and a digest per scene.
+_SCENES_CHILD = r"""
+import hashlib, json, sys, time
+import numpy as np
+from semqa.synth.scenes import SynthConfig, _rng, render_scene, scan_scene
+config, out = SynthConfig(d50_um=2.0, size_px=768), []
+for k in range(int(sys.argv[1])):
+    t = time.process_time()
+    rng = _rng(0, k)
+    scene = render_scene(config, rng)
+    hr, lr = scan_scene(scene, config, rng)
+    cpu = time.process_time() - t
+    h = hashlib.sha256()
+    for a in (scene.clean, scene.coverage, scene.labels, hr, lr):
+        h.update(np.ascontiguousarray(a).tobytes())
+    h.update(scene.particles.to_csv(index=False).encode())
+    out.append((cpu, h.hexdigest()))
+print(json.dumps(out))
+"""
+
+
+def _scenes_in(tree: Path, n: int) -> list[tuple[float, str]]:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    run = subprocess.run([sys.executable, "-c", _SCENES_CHILD, str(n)], env=env, capture_output=True, text=True, check=True)
+    return [tuple(x) for x in json.loads(run.stdout)]
+
+
+def _compare_with(baseline: Path, n: int, rounds: int = 2) -> None:
+    tree = Path(__file__).resolve().parents[1]
+    cpu: dict[str, list[float]] = {"baseline": [], "tree": []}
+    digests: dict[str, list[str]] = {}
+    for _ in range(rounds):
+        for which, root in (("baseline", baseline), ("tree", tree)):
+            scenes = _scenes_in(root.resolve(), n)
+            cpu[which] += [c for c, _ in scenes]
+            digests[which] = [d for _, d in scenes]
+    base, new = median(cpu["baseline"]), median(cpu["tree"])
+    same = digests["baseline"] == digests["tree"]
+    print(f"demo scene 768² (render + both scans), median CPU s over {rounds}×{n} scenes: baseline {base:.3f}, "
+          f"this tree {new:.3f}, ratio {new / base:.2f}; arrays and truth byte-identical: {same}; "
+          f"load average {os.getloadavg()[0]:.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=10)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--baseline", type=Path, help="tree of a baseline commit to compare the demo's scenes with")
+    parser.add_argument("--scenes", type=int, default=8, help="scenes per tree and round with --baseline")
     args = parser.parse_args()
+    if args.baseline is not None:
+        _compare_with(args.baseline, args.scenes)
     _rasterisers()
     for size, n in ((768, args.pairs), (2048, max(1, args.pairs // 5))):
         per_pair, per_image = _time_pairs(size, n, args.workers)

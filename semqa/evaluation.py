@@ -18,7 +18,8 @@ Training (held-out metrics of a run), the promotion gates (:func:`evaluate_model
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +29,10 @@ from scipy.stats import wasserstein_distance
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torch import nn
 
-from semqa.analysis import AnalysisConfig, measure_image
+from semqa.analysis import AnalysisConfig, MeasuredImage, measure_image
 from semqa.errors import InputError
 from semqa.particles.measure import match_particles
+from semqa.pool import map_ordered, resolve_workers
 from semqa.results import ModelRef
 from semqa.sr.inference import Upscaler, load_upscaler
 from semqa.sr.pairs import Pair, load_pairs
@@ -92,12 +94,23 @@ def _rel_error(x: np.ndarray, ref: np.ndarray, i: int) -> float | None:
     return float(abs(a - b) / b)
 
 
+#: The analyses of one pair, in this order: the HR scan (the reference), SR, bicubic, LR direct.
+_VIEWS: tuple[str, ...] = ("hr", "sr", "bicubic", "lr")
+
+
+def _measure_view(item: tuple[np.ndarray, float, str, bool], config: AnalysisConfig) -> MeasuredImage:
+    """:func:`semqa.analysis.measure_image` of one ``(image, pixel size, name, upscaled)`` (for the pool)."""
+    image, pixel_size, name, upscaled = item
+    return measure_image(image, pixel_size, config, name=name, upscaled=upscaled)
+
+
 def evaluate_generator(
     model: Upscaler | nn.Module,
     pairs: Sequence[Pair],
     config: AnalysisConfig | None = None,
     *,
     tile_size: int = 256,
+    workers: int | None = 1,
 ) -> EvalMetrics:
     """Super-resolve each pair's LR image and compare its analysis with the HR scan's.
 
@@ -113,6 +126,9 @@ def evaluate_generator(
         does, so LR-direct loses the small particles it would lose in the product.
     tile_size : int
         Tile side for inference, LR pixels.
+    workers : int or None
+        Processes segmenting and measuring the four views of each pair (``None``: every core).
+        Super-resolution stays in this process; the metrics do not depend on ``workers``.
 
     Examples
     --------
@@ -130,27 +146,36 @@ def evaluate_generator(
     s = up.scale
     known = all(p.hr_pixel_size_um for p in pairs)
     psnr, ssim, b_psnr, b_ssim = [], [], [], []
-    ecd: dict[str, list[float]] = {"hr": [], "sr": [], "bicubic": [], "lr": []}
+    ecd: dict[str, list[float]] = {key: [] for key in _VIEWS}
     matched = n_true = n_pred = 0
-    for p in pairs:
-        if p.lr is None:
-            raise InputError(f"{p.name}: no LR image to evaluate on")
-        hr = p.hr
-        sr = up.upscale(p.lr)
-        if sr.shape != hr.shape:
-            raise InputError(f"{p.name}: SR shape {sr.shape} differs from HR {hr.shape} (scale {s})")
-        bic = bicubic_upscale(p.lr, hr.shape)
-        for out, ps, ss in ((sr, psnr, ssim), (bic, b_psnr, b_ssim)):
-            ps.append(peak_signal_noise_ratio(hr, out, data_range=1.0))
-            ss.append(structural_similarity(hr, out, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False))
-        px = p.hr_pixel_size_um if known else 1.0
-        labels = {}
-        for key, img, size in (("hr", hr, px), ("sr", sr, px), ("bicubic", bic, px), ("lr", p.lr, px * s)):
-            measured = measure_image(img, size, config, name=p.name, upscaled=key in ("sr", "bicubic"))
-            labels[key] = measured.labels
-            ecd[key].extend(q.ecd_um for q in measured.particles)
-        match = match_particles(labels["sr"], labels["hr"])
-        matched, n_true, n_pred = matched + match.matched, n_true + match.n_true, n_pred + match.n_pred
+
+    def views() -> Iterator[tuple[np.ndarray, float, str, bool]]:
+        # A generator: the pool draws the next pair's views (super-resolved here) only when it
+        # has room, so at most a few pairs' images are held at once.
+        for p in pairs:
+            if p.lr is None:
+                raise InputError(f"{p.name}: no LR image to evaluate on")
+            hr = p.hr
+            sr = up.upscale(p.lr)
+            if sr.shape != hr.shape:
+                raise InputError(f"{p.name}: SR shape {sr.shape} differs from HR {hr.shape} (scale {s})")
+            bic = bicubic_upscale(p.lr, hr.shape)
+            for out, ps, ss in ((sr, psnr, ssim), (bic, b_psnr, b_ssim)):
+                ps.append(peak_signal_noise_ratio(hr, out, data_range=1.0))
+                ss.append(structural_similarity(hr, out, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False))
+            px = p.hr_pixel_size_um if known else 1.0
+            for key, img, size in zip(_VIEWS, (hr, sr, bic, p.lr), (px, px, px, px * s), strict=True):
+                yield img, size, p.name, key in ("sr", "bicubic")
+
+    n = resolve_workers(workers, len(_VIEWS) * len(pairs))
+    labels: dict[str, np.ndarray] = {}
+    for i, result in enumerate(map_ordered(partial(_measure_view, config=config), views(), n)):
+        key = _VIEWS[i % len(_VIEWS)]
+        labels[key] = result.labels
+        ecd[key].extend(q.ecd_um for q in result.particles)
+        if key == _VIEWS[-1]:  # the pair's four views are in
+            match = match_particles(labels["sr"], labels["hr"])
+            matched, n_true, n_pred = matched + match.matched, n_true + match.n_true, n_pred + match.n_pred
     e = {k: np.asarray(v, dtype=float) for k, v in ecd.items()}
     return EvalMetrics(
         n_images=len(pairs),
@@ -174,9 +199,9 @@ def evaluate_generator(
 
 
 def evaluate_model_uri(model_uri: str, eval_dir: str | Path, config: AnalysisConfig | None = None) -> EvalMetrics:
-    """Evaluate a registered generator (``models:/…``) on a pair folder, on the CPU.
+    """Evaluate a registered generator (``models:/…``) on a pair folder, on the CPU, its analyses on every core.
 
     The :data:`semqa.registry.promotion.Evaluator` the promotion gates use by default.
     """
     upscaler = load_upscaler(model_uri, device="cpu")
-    return evaluate_generator(upscaler, load_pairs(eval_dir, upscaler.scale), config)
+    return evaluate_generator(upscaler, load_pairs(eval_dir, upscaler.scale), config, workers=None)

@@ -237,7 +237,9 @@ class GeneratorTrainer(Trainer):
         if not self.val_pairs:
             return
         module = self.ema.module
-        self.last_metrics = evaluate_generator(module, self.val_pairs, tile_size=self.config.tile_size)
+        # The held-out views are segmented on every core (rank 0 evaluates while the others wait);
+        # the metrics do not depend on the number of workers.
+        self.last_metrics = evaluate_generator(module, self.val_pairs, tile_size=self.config.tile_size, workers=None)
         mlflow.log_metrics(self.last_metrics.mlflow_metrics(), step=step)
         first = self.val_pairs[0]
         sr = as_upscaler(module, self.config.tile_size).upscale(first.lr)

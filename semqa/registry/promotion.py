@@ -158,6 +158,7 @@ def eval_set(eval_data: Path | None = None, config: GateConfig | None = None) ->
     """
     if eval_data is not None:
         return EvalSet(path=Path(eval_data).resolve(), digest=folder_digest(Path(eval_data)))
+    from semqa.pool import available_cores
     from semqa.synth.scenes import SynthConfig, make_pairs
 
     config = config or GateConfig()
@@ -166,7 +167,8 @@ def eval_set(eval_data: Path | None = None, config: GateConfig | None = None) ->
     folder = (store_dir() / "eval_sets" / key.hexdigest()[:16]).resolve()
     if not (folder / "manifest.csv").is_file():
         tmp = folder.with_name(folder.name + ".partial")
-        make_pairs(tmp, config.eval_pairs, synth, seed=config.eval_seed)
+        # On every core: the files do not depend on the number of workers (tests/test_synth.py).
+        make_pairs(tmp, config.eval_pairs, synth, seed=config.eval_seed, workers=available_cores())
         tmp.rename(folder)
     return EvalSet(path=folder, digest=folder_digest(folder))
 
