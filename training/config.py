@@ -115,15 +115,16 @@ def demo_config(**overrides) -> TrainConfig:
 
     A narrower compact generator, shorter pre-training and a brief GAN phase; on the
     synthetic pairs most of the gain over bicubic comes from pre-training (≈ +2.5 dB after
-    500 steps in our runs), so the model is usable although short.
+    500 steps in our runs; the demo runs 440, see ``semqa.demo.DemoOptions``), so the model is
+    usable although short.
     """
     base = dict(
         generator=GeneratorConfig(arch="srvgg", num_feat=24, num_conv=6, scale=4),
         discriminator=DiscriminatorConfig(num_feat=8),
-        pretrain_steps=500,
+        pretrain_steps=440,
         gan_steps=30,
         ema_decay=0.99,
-        eval_every=530,
+        eval_every=470,
         checkpoint_every=100,
         max_val_images=4,
     )
