@@ -150,16 +150,18 @@ def measure_image(
     column) places centroids in the input frame. The product's analyses (:func:`analyze_unit`)
     and the generator's evaluation (:func:`semqa.evaluation.evaluate_generator`) both call this,
     so they cannot drift apart. ``upscaled`` marks a super-resolved or interpolated image, whose
-    noise is not a scan's: the classic contact cuts then follow
-    :attr:`~semqa.particles.segmentation.SegmentationConfig.contact_cuts_upscaled`.
+    noise and edge blur are not a scan's: the classic contact cuts then follow
+    :attr:`~semqa.particles.segmentation.SegmentationConfig.contact_cuts_upscaled`, and the edge
+    level is read as the window maximum (``edge_level_at_depth`` off).
     """
     detection = None
     if segmenter is not None:
         labels = segmenter.segment(image, config.segmentation.particle_diameter_px)
     else:
         seg = config.segmentation
-        if upscaled and not seg.contact_cuts_upscaled:
-            seg = seg.model_copy(update={"contact_k": None})
+        if upscaled:
+            # An upscaled image's edge blur is the generator's (or the interpolation's), not the probe's.
+            seg = seg.model_copy(update={"edge_level_at_depth": False} | ({} if seg.contact_cuts_upscaled else {"contact_k": None}))
         detection = detect(image, seg)
         labels = detection.labels
     particles, excluded, excl = measure_regions(
