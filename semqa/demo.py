@@ -91,7 +91,7 @@ class DemoOptions(BaseModel):
     pairs: int = Field(48, ge=4, description="HR/LR training pairs to generate")
     images_per_lot: int = Field(10, ge=2, description="units per lot (FDA's PBE guidances ask for at least 10)")
     size_px: int = Field(768, ge=256, le=2048, description="HR side of every generated frame, px (the LR scan is a quarter)")
-    pretrain_steps: int = Field(440, ge=1, description="generator pre-training steps (training.config.demo_config)")
+    pretrain_steps: int = Field(370, ge=1, description="generator pre-training steps (training.config.demo_config)")
     gan_steps: int = Field(30, ge=0, description="adversarial fine-tuning steps after pre-training")
     seed: int = Field(0, ge=0)
     workers: int | None = Field(None, ge=1, description="processes for synthesis and segmentation; None: every core")

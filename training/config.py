@@ -115,16 +115,16 @@ def demo_config(**overrides) -> TrainConfig:
 
     A narrower compact generator, shorter pre-training and a brief GAN phase; on the
     synthetic pairs most of the gain over bicubic comes from pre-training (≈ +2.5 dB after
-    500 steps in our runs; the demo runs 440, see ``semqa.demo.DemoOptions``), so the model is
+    500 steps in our runs; the demo runs 370, see ``semqa.demo.DemoOptions``), so the model is
     usable although short.
     """
     base = dict(
         generator=GeneratorConfig(arch="srvgg", num_feat=24, num_conv=6, scale=4),
         discriminator=DiscriminatorConfig(num_feat=8),
-        pretrain_steps=440,
+        pretrain_steps=370,
         gan_steps=30,
         ema_decay=0.99,
-        eval_every=470,
+        eval_every=400,
         checkpoint_every=100,
         max_val_images=4,
     )
