@@ -142,6 +142,26 @@ def test_label_median_mean_equals_scipy_to_the_bit(dtype: type) -> None:
         label_median_mean(np.zeros(3), np.array([1, 1, 3]), 3)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_label_max_equals_scipy_to_the_bit(dtype: type) -> None:
+    """The merge tree's region peaks and the edge rule's deepest pixels: per label, the library's maximum."""
+    from semqa.particles.primitives import label_max
+
+    rng = np.random.default_rng(16)
+    for _ in range(300):
+        n = int(rng.integers(1, 12))
+        ids = rng.integers(0, n + 1, int(rng.integers(0, 400)))
+        values = rng.normal(size=ids.size).astype(dtype)
+        got = label_max(values, ids, n)
+        assert got.dtype == np.float64 and got.shape == (n + 1,)
+        present = np.isin(np.arange(n + 1), ids)
+        expected = np.asarray(ndimage.maximum(values, ids, index=np.arange(n + 1)), dtype=np.float64) if ids.size else np.zeros(n + 1)
+        np.testing.assert_array_equal(got[present], expected[present])
+        assert not got[~present].any()
+    big = np.array([3, 70_000, 3])  # labels past 2**16 sort as themselves
+    np.testing.assert_array_equal(label_max(np.array([1.0, 2.0, 5.0]), big, 70_000)[[3, 70_000]], [5.0, 2.0])
+
+
 @pytest.mark.parametrize("s", [0.5, 1.0, 2.0, 3.0])
 def test_dog_norms_from_border_columns_equal_the_full_filter_matrices(s: float) -> None:
     """The detection's per-position DoG norms are computed from the border columns and one interior

@@ -91,7 +91,7 @@ from semqa.particles.contacts import contact_candidates, gradient_noise_sd, line
 from semqa.particles.detection import dog_responses, null_sum_inflation, significance_from
 from semqa.particles.holes import open_substrate_holes
 from semqa.particles.measure import outline_hull
-from semqa.particles.primitives import LabelSets, block_mean, dilate_cross, flood, label_median, max_filter_square, median, narrow_labels, upsample_linear
+from semqa.particles.primitives import LabelSets, block_mean, dilate_cross, flood, label_max, label_median, max_filter_square, median, narrow_labels, upsample_linear
 from semqa.particles.noise import NoiseModel, fit_noise_model, stabilize
 from semqa.particles.scale import particle_scale
 
@@ -437,9 +437,7 @@ def _edge_level_map(
     if depth_px is None:  # SegmentationConfig.edge_level_at_depth off: the edge blur is not known
         return window_max()
     depth = ndimage.distance_transform_edt(mask)
-    # Each component's deepest pixel from one unbuffered ufunc pass (ndimage.maximum sorts the labels).
-    deepest = np.zeros(int(lab.max()) + 1)
-    np.maximum.at(deepest, lab[mask], depth[mask])
+    deepest = label_max(depth[mask], lab[mask], int(lab.max()))  # each component's deepest pixel
     # The distance map counts to the nearest outside pixel centre, half a pixel beyond the outline.
     target = np.minimum(depth_px + 0.5, deepest)[lab]
     band = mask & (depth >= target) & (depth < target + 1.0)
@@ -561,14 +559,9 @@ def _split_component(
     ra, rb, saddle = _saddles(regions, dist, n)
     if ra.size == 0:
         return regions
-    # Every region holds its marker, so each of 1…n has a maximum: ``ndimage.maximum(dist, regions,
-    # 1…n)`` (a maximum is exact in any order), as a maximum over each label's run after one
-    # stable radix sort of the labels (about 4× faster than ``numpy.maximum.at`` on a crop).
+    # Every region holds its marker, so each of 1…n has a maximum: ``ndimage.maximum(dist, regions, 1…n)``.
     inside = regions > 0
-    ids = regions[inside]
-    order = np.argsort(ids.astype(np.uint16) if n < 2**16 else ids, kind="stable")
-    starts = np.flatnonzero(np.concatenate([[True], np.diff(ids[order]) != 0]))
-    peak = np.concatenate([[0.0], np.maximum.reduceat(dist[inside][order], starts)]).astype(np.float64)
+    peak = label_max(dist[inside], regions[inside], n)
     groups = LabelSets(n)
     # Python lists and floats in the loop (the same float64 values and comparisons as on numpy
     # scalars, at a fraction of their per-element cost: a merge tree has tens of saddles per call).
