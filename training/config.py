@@ -115,16 +115,19 @@ def demo_config(**overrides) -> TrainConfig:
 
     A narrower compact generator, shorter pre-training and a brief GAN phase; on the
     synthetic pairs most of the gain over bicubic comes from pre-training (≈ +2.5 dB after
-    500 steps in our runs; the demo runs 370, see ``semqa.demo.DemoOptions``), so the model is
-    usable although short.
+    500 steps in our runs), so the model is usable although short. The step counts are those
+    ``semqa demo`` trains (:class:`semqa.demo.DemoOptions`), so this preset is the demo's model.
     """
+    from semqa.demo import DemoOptions
+
+    steps = DemoOptions()
     base = dict(
         generator=GeneratorConfig(arch="srvgg", num_feat=24, num_conv=6, scale=4),
         discriminator=DiscriminatorConfig(num_feat=8),
-        pretrain_steps=370,
-        gan_steps=30,
+        pretrain_steps=steps.pretrain_steps,
+        gan_steps=steps.gan_steps,
         ema_decay=0.99,
-        eval_every=400,
+        eval_every=steps.steps,
         checkpoint_every=100,
         max_val_images=4,
     )
