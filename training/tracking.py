@@ -51,17 +51,17 @@ def environment_text() -> str:
     return "\n".join(f"{n}=={v}" for n, v in sorted(dists.items(), key=lambda kv: kv[0].lower())) + "\n"
 
 
-def training_dataset(manifest: pd.DataFrame, name: str, data_dir: Path | None, generator: str = "semqa.synth") -> mlflow.data.dataset.Dataset:
+def training_dataset(manifest: pd.DataFrame, name: str, data_dir: Path | None) -> mlflow.data.dataset.Dataset:
     """The run's training data as an MLflow dataset (its digest is computed from ``manifest`` alone).
 
     The source is given as a typed object: a folder's ``file://`` URI, or, for scenes rendered
-    in the run, the code that renders them. A plain string makes MLflow guess between its two
+    in the run (``data_dir`` None), the code that renders them. A plain string makes MLflow guess between its two
     registrations of the local artifact source and warn on every run (mlflow/mlflow#9702).
     """
     from mlflow.data.code_dataset_source import CodeDatasetSource
     from mlflow.data.sources import LocalArtifactDatasetSource
 
-    source = LocalArtifactDatasetSource(data_dir.resolve().as_uri()) if data_dir else CodeDatasetSource({"generator": generator})
+    source = LocalArtifactDatasetSource(data_dir.resolve().as_uri()) if data_dir else CodeDatasetSource({"generator": "semqa.synth"})
     with warnings.catch_warnings():
         # The schema MLflow infers for the manifest warns that integer columns cannot hold
         # missing values at inference time: a manifest is never a model input.
