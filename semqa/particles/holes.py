@@ -28,8 +28,6 @@ frame's noise model in the stabilised frame (unit noise sd, particles positive):
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from scipy import ndimage
 
@@ -40,6 +38,7 @@ from semqa.particles.primitives import (
     max_filter_square,
     narrow_labels,
 )
+from semqa.sr.degradation import edge_blur_sigma_px
 
 # Smoothing of the candidate map, px: the probe's scale (a scan's probe is about a pixel wide).
 _CANDIDATE_SIGMA_PX = 1.0
@@ -121,7 +120,7 @@ def open_substrate_holes(
     np.maximum.at(level, ids, half[clusters[below]])  # one cluster per patch (patches lie in the mask)
     # Core: patch pixels beyond the reach of the edge blur (2 sigma of the probe and the candidate
     # smoothing combined), where a patch of substrate reads the substrate level itself.
-    edge_sigma = math.hypot(probe_fwhm_px / (2.0 * math.sqrt(2.0 * math.log(2.0))), _CANDIDATE_SIGMA_PX)
+    edge_sigma = edge_blur_sigma_px(probe_fwhm_px, _CANDIDATE_SIGMA_PX)
     core = _patch_cores(patches, enclosed, 2.0 * edge_sigma)  # only enclosed patches are tested
     core_ids = patches[core]
     core_counts, core_means = label_counts_means(z[core], core_ids, n_patches)

@@ -94,6 +94,7 @@ from semqa.particles.measure import outline_hull
 from semqa.particles.primitives import LabelSets, block_mean, dilate_cross, flood, label_max, label_median, max_filter_square, median, narrow_labels, upsample_linear
 from semqa.particles.noise import NoiseModel, fit_noise_model, stabilize
 from semqa.particles.scale import particle_scale
+from semqa.sr.degradation import edge_blur_sigma_px
 
 
 class SegmentationConfig(BaseModel):
@@ -709,9 +710,8 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
 
 
 def _edge_sigma_px(denoise_sigma: float, config: SegmentationConfig) -> float:
-    """Sigma (px) of the blur of a particle's edge: the probe (FWHM / 2.355) and the denoising,
-    ``hypot(probe_fwhm_px / 2.355, denoise_sigma)``."""
-    return math.hypot(config.probe_fwhm_px / (2.0 * math.sqrt(2.0 * math.log(2.0))), denoise_sigma)
+    """Sigma (px) of the blur of a particle's edge: the probe and the denoising (:func:`edge_blur_sigma_px`)."""
+    return edge_blur_sigma_px(config.probe_fwhm_px, denoise_sigma)
 
 
 def _edge_reach_px(denoise_sigma: float, diameter: float, config: SegmentationConfig) -> int:

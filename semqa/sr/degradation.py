@@ -36,6 +36,16 @@ from semqa.errors import InputError
 #: Gaussian FWHM / sigma.
 FWHM_PER_SIGMA: float = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
+def edge_blur_sigma_px(probe_fwhm_px: float, smoothing_sigma_px: float) -> float:
+    """Sigma (px) of a step edge's blur by a Gaussian probe of FWHM ``probe_fwhm_px`` and a Gaussian
+    smoothing of sigma ``smoothing_sigma_px`` (variances add: ``hypot(FWHM / 2.355, sigma)``).
+
+    >>> round(edge_blur_sigma_px(1.0, 0.0), 4)
+    0.4247
+    """
+    return float(np.hypot(probe_fwhm_px / FWHM_PER_SIGMA, smoothing_sigma_px))
+
+
 #: Scale factors the project's generators are built for.
 SUPPORTED_SCALES: tuple[int, ...] = (2, 4)
 
