@@ -126,7 +126,7 @@ def run_demo(out: str | Path = "demo_out", options: DemoOptions | None = None, *
     from semqa.synth.databar import rewrite_as_instrument
     from semqa.synth.scenes import SynthConfig, make_lots, make_pairs
     from training.config import demo_config
-    from training.train import train
+    from training.train import train, validation_config
     from validation.run import validate_pairs
 
     options = DemoOptions.model_validate({**(options or DemoOptions()).model_dump(), **overrides})
@@ -163,7 +163,9 @@ def run_demo(out: str | Path = "demo_out", options: DemoOptions | None = None, *
     print(f"pairs: {pair_dir}\nlots:  {lots}/<product>/{{hr,lr}}/<lot>/ (Zeiss and FEI TIFFs with data bars)")
 
     step(2, f"validating the {options.pairs} pairs with Great Expectations")
-    report = validate_pairs(pair_dir, report_dir=out / "validation", progress=_bar("pairs measured", unit="pair"))
+    config = demo_config(pretrain_steps=options.pretrain_steps, gan_steps=options.gan_steps, eval_every=options.steps)
+    report = validate_pairs(pair_dir, config=validation_config(config), report_dir=out / "validation",
+                            progress=_bar("pairs measured", unit="pair"))
     print(f"{report.n_pairs} pairs, {report.n_failed_pairs} failed; dataset {report.dataset_digest}")
     print(f"data docs: {report.data_docs_index}")
     if not report.success:
@@ -172,8 +174,8 @@ def run_demo(out: str | Path = "demo_out", options: DemoOptions | None = None, *
     step(3, f"training the demo generator, {options.steps} steps (MLflow run, registered version)")
     configure_tracking()
     print(f"tracking store: {shown_tracking_uri()}")
-    config = demo_config(pretrain_steps=options.pretrain_steps, gan_steps=options.gan_steps, eval_every=options.steps)
-    trained = train(config, pair_dir, progress=True)
+    # Training records this validation of the same files with the same configuration, not a second one.
+    trained = train(config, pair_dir, progress=True, validation=report)
     m = trained.metrics
     print(f"run {trained.run_id}: registered semqa-generator v{trained.model_version}; held-out PSNR "
           f"{m.get('val_psnr', float('nan')):.2f} dB vs bicubic {m.get('val_bicubic_psnr', float('nan')):.2f} dB")

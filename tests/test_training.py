@@ -346,3 +346,40 @@ def test_train_takes_the_pair_sets_pixel_sizes(tmp_path, monkeypatch, mlflow_tem
     (run,) = [r for _, r in mlflow.search_runs(search_all_experiments=True).iterrows()]
     assert run["params.hr_pixel_size_um"] == "0.1" and run["params.lr_pixel_size_um"] == "0.4"
     assert run["status"] == "FINISHED"
+
+
+@pytest.mark.slow
+def test_a_callers_validation_is_recorded_not_repeated(tmp_path, monkeypatch, mlflow_template, pair_dir) -> None:
+    # The demo validates its pairs, then trains on them: the run records that report, and the
+    # pairs are not measured again; a report of other files is refused, one of another
+    # configuration is not used.
+    import shutil
+
+    import training.train as train_module
+    from semqa.registry.lineage import RUN_TAG_DATASET_DIGEST
+    from training.train import validation_config
+
+    fresh_store(mlflow_template, tmp_path, monkeypatch)
+    config = _tiny(pretrain_steps=2, gan_steps=0, eval_every=2, register_model=False)
+    report = validate_pairs(pair_dir, config=validation_config(config), report_dir=tmp_path / "report")
+    assert report.success
+    calls = []
+    real = train_module.validate_pairs
+    monkeypatch.setattr(train_module, "validate_pairs", lambda *a, **k: calls.append(a) or real(*a, **k))
+
+    result = train(config, pair_dir, validation=report)
+    assert calls == []
+    run = mlflow.get_run(result.run_id)
+    assert run.data.tags[RUN_TAG_DATASET_DIGEST] == report.dataset_digest
+
+    other = tmp_path / "other"
+    shutil.copytree(pair_dir, other)
+    (other / "hr" / sorted(p.name for p in (other / "hr").iterdir())[0]).unlink()
+    (other / "lr" / sorted(p.name for p in (other / "lr").iterdir())[0]).unlink()
+    stale = report.model_copy(update={"pair_dir": other})
+    with pytest.raises(InputError, match="other files"):
+        train(config, other, validation=stale)
+
+    elsewhere = report.model_copy(update={"config": validation_config(config).model_copy(update={"scale": 2})})
+    train(config, pair_dir, validation=elsewhere, resume=False)
+    assert len(calls) == 1

@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.optim.swa_utils import AveragedModel
 
-from semqa.errors import CheckFailed
+from semqa.errors import CheckFailed, InputError
 from semqa.evaluation import EvalMetrics, as_upscaler, bicubic_upscale, evaluate_generator
 from semqa.io.digests import dataset_digest
 from semqa.registry.store import store_dir
@@ -39,6 +39,7 @@ from training.losses import LOSSES, LossInputs, relativistic_d_loss
 from training.tracking import comparison_grid, log_run_context, register_generator
 from training.trainer import CHECKPOINT_FILE, Trainer
 from validation import ValidationConfig, log_report_to_mlflow, validate_pairs
+from validation.reports import PairValidationReport
 
 __all__ = ["CHECKPOINT_FILE", "GeneratorTrainer", "TrainResult", "train"]
 
@@ -81,6 +82,11 @@ def _lr_factor(config: TrainConfig):
     return factor
 
 
+def validation_config(config: TrainConfig) -> ValidationConfig:
+    """How training validates its pairs: the scale and pixel sizes it declares, every limit the default."""
+    return ValidationConfig(scale=config.scale, hr_pixel_size_um=config.hr_pixel_size_um, lr_pixel_size_um=config.lr_pixel_size_um)
+
+
 def pairs_digest(pairs: list[Pair]) -> str:
     """The data set digest of the files read (``hr/<name>``, ``lr/<name>``), as validation computes it."""
     files = {f"hr/{p.name}": p.hr_digest for p in pairs}
@@ -93,7 +99,10 @@ class GeneratorTrainer(Trainer):
 
     name = "training"
 
-    def __init__(self, config: TrainConfig, data_dir: str | Path, *, hr_only: bool = False, allow_invalid_data: bool = False) -> None:
+    def __init__(
+        self, config: TrainConfig, data_dir: str | Path, *, hr_only: bool = False, allow_invalid_data: bool = False,
+        validation: PairValidationReport | None = None,
+    ) -> None:
         super().__init__(
             device=config.device,
             experiment_name=config.experiment_name,
@@ -105,7 +114,8 @@ class GeneratorTrainer(Trainer):
         self.hr_only, self.allow_invalid_data = hr_only, allow_invalid_data
         self.mode = "hr-only" if hr_only else "paired"
         self.last_metrics: EvalMetrics | None = None
-        self.report = None
+        self.validation = validation
+        self.report: PairValidationReport | None = None
 
     # --- setup -------------------------------------------------------------------------------
 
@@ -113,14 +123,9 @@ class GeneratorTrainer(Trainer):
         """Validation (paired mode) on rank 0; refuse failing data unless allowed; every rank learns the verdict."""
         error = None
         if self.rank == 0 and not self.hr_only:
-            report = validate_pairs(
-                self.data_dir,
-                config=ValidationConfig(
-                    scale=self.config.scale,
-                    hr_pixel_size_um=self.config.hr_pixel_size_um,
-                    lr_pixel_size_um=self.config.lr_pixel_size_um,
-                ),
-                report_dir=self.workdir / "validation_report",
+            config = validation_config(self.config)
+            report = self._reusable_validation(config) or validate_pairs(
+                self.data_dir, config=config, report_dir=self.workdir / "validation_report",
             )
             self.report = report
             if not report.success and not self.allow_invalid_data:
@@ -133,6 +138,13 @@ class GeneratorTrainer(Trainer):
         if error is not None:
             raise error
 
+    def _reusable_validation(self, config: ValidationConfig) -> PairValidationReport | None:
+        """The caller's report when it validated this folder with this configuration (its files are checked in setup)."""
+        v = self.validation
+        if v is None or v.config != config or v.pair_dir.resolve() != self.data_dir.resolve():
+            return None
+        return v
+
     def setup(self) -> None:
         c = self.config
         self._validate()
@@ -144,6 +156,12 @@ class GeneratorTrainer(Trainer):
         self.sampler = PatchSampler(train_pairs, c.scale, c.patch_size, c.lr_degradation() if self.hr_only else None)
         self.manifest = PairData(train_pairs, self.val_pairs, c.scale, self.mode, self.data_dir).manifest()
         self.dataset_digest = pairs_digest(pairs)
+        if self.validation is not None and self.report is self.validation and self.report.dataset_digest != self.dataset_digest:
+            # A reused report must be of the files trained on.
+            raise InputError(
+                f"the validation report passed to train() is of other files than {self.data_dir} holds now "
+                f"({self.report.dataset_digest} vs {self.dataset_digest}); validate again"
+            )
         self._key = c.key(hashlib.sha256(self.manifest.to_csv(index=False).encode()).hexdigest(), self.mode, str(self.world))
 
         torch.manual_seed(c.seed)
@@ -300,6 +318,7 @@ def train(
     hr_only: bool = False,
     allow_invalid_data: bool = False,
     progress: bool = False,
+    validation: PairValidationReport | None = None,
 ) -> TrainResult:
     """Train a generator on ``data_dir``, log everything to MLflow and register the EMA generator.
 
@@ -323,13 +342,20 @@ def train(
         Train even when validation fails (the failure is recorded in the run).
     progress : bool
         Show a tqdm progress bar (rank 0).
+    validation : PairValidationReport, optional
+        The caller's :func:`validation.run.validate_pairs` report of ``data_dir`` made with
+        :func:`validation_config` of ``config``: recorded in the run instead of validating the
+        pairs a second time. A report of another folder or configuration is ignored (the pairs
+        are validated); one whose dataset digest is not that of the files read is refused.
 
     Raises
     ------
     InputError
-        Unusable data or configuration.
+        Unusable data or configuration, or a ``validation`` report of other files.
     CheckFailed
         The data failed validation.
     """
-    trainer = GeneratorTrainer(config, data_dir, hr_only=hr_only, allow_invalid_data=allow_invalid_data)
+    trainer = GeneratorTrainer(
+        config, data_dir, hr_only=hr_only, allow_invalid_data=allow_invalid_data, validation=validation,
+    )
     return trainer.fit(max_steps=max_steps, max_seconds=max_seconds, resume=resume, progress=progress)
