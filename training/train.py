@@ -156,12 +156,17 @@ class GeneratorTrainer(Trainer):
         self.sampler = PatchSampler(train_pairs, c.scale, c.patch_size, c.lr_degradation() if self.hr_only else None)
         self.manifest = PairData(train_pairs, self.val_pairs, c.scale, self.mode, self.data_dir).manifest()
         self.dataset_digest = pairs_digest(pairs)
-        if self.validation is not None and self.report is self.validation and self.report.dataset_digest != self.dataset_digest:
-            # A reused report must be of the files trained on.
-            raise InputError(
+        # A reused report must be of the files trained on; rank 0 holds it, every rank learns the verdict
+        # (one rank raising alone would leave the others waiting in DDP).
+        stale = None
+        if self.report is not None and self.report is self.validation and self.report.dataset_digest != self.dataset_digest:
+            stale = InputError(
                 f"the validation report passed to train() is of other files than {self.data_dir} holds now "
                 f"({self.report.dataset_digest} vs {self.dataset_digest}); validate again"
             )
+        stale = self.broadcast(stale)
+        if stale is not None:
+            raise stale
         self._key = c.key(hashlib.sha256(self.manifest.to_csv(index=False).encode()).hexdigest(), self.mode, str(self.world))
 
         torch.manual_seed(c.seed)
