@@ -39,7 +39,7 @@ import pandas as pd  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_segmentation import baseline_segment  # noqa: E402
 
-from semqa.particles.measure import DEFAULT_MIN_PIXELS, measure_particles  # noqa: E402
+from semqa.particles.measure import DEFAULT_MIN_PIXELS, border_labels, measure_particles  # noqa: E402
 from semqa.particles.segmentation import segment  # noqa: E402
 from semqa.stats.psd import d_values  # noqa: E402
 from semqa.synth.facets import FacetConfig, render_facets  # noqa: E402
@@ -81,7 +81,7 @@ def render(family: str, d_px: float, dose: float, seed: int) -> tuple[np.ndarray
 
 def matched(labels: np.ndarray, true_labels: np.ndarray) -> int:
     """True particles (not cut by the border) overlapped by one detected object with IoU > 0.5."""
-    border = np.unique(np.concatenate([true_labels[0], true_labels[-1], true_labels[:, 0], true_labels[:, -1]]))
+    border = border_labels(true_labels)
     both = (labels > 0) & (true_labels > 0)
     n_det = int(labels.max()) + 1
     pair = true_labels[both].astype(np.int64) * n_det + labels[both]

@@ -39,16 +39,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_agglomerates import FAMILIES, scene, true_median_diameter
 from bench_segmentation import baseline_segment
 
-from semqa.particles.measure import DEFAULT_MIN_PIXELS
+from semqa.particles.measure import DEFAULT_MIN_PIXELS, border_labels
 from semqa.particles.segmentation import segment
 
 
 def _interior_ids(labels: np.ndarray) -> np.ndarray:
     """Reference ids not on the frame's border and of at least DEFAULT_MIN_PIXELS pixels."""
-    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     areas = np.bincount(labels.ravel())
     ids = np.flatnonzero(areas >= DEFAULT_MIN_PIXELS)
-    return ids[(ids > 0) & ~np.isin(ids, border)]
+    return ids[(ids > 0) & ~np.isin(ids, border_labels(labels))]
 
 
 def breakdown(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:

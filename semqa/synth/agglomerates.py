@@ -41,6 +41,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 
+from semqa.particles.measure import border_labels
 from semqa.synth.families import fractal_noise
 
 
@@ -263,7 +264,7 @@ def render_agglomerates(config: AgglomerateConfig, rng: np.random.Generator) -> 
     clean = np.clip((substrate * (1.0 - coverage) + coverage_yield) * illumination, 0.0, 1.0)
     areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
     border = np.zeros(n + 1, dtype=bool)
-    border[np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))] = True
+    border[border_labels(labels)] = True
     rows = [
         {"particle_id": pid, "area_px": int(areas[pid - 1]), "ecd_px": math.sqrt(4.0 * areas[pid - 1] / math.pi),
          "ecd_um": math.sqrt(4.0 * areas[pid - 1] / math.pi) * config.pixel_size_um, "cluster": cid,

@@ -30,6 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 from skimage.draw import polygon
 
+from semqa.particles.measure import border_labels
+
 Contrast = Literal["se", "bse", "dark"]
 #: (substrate, particle) yields per contrast: SE bright particles on carbon, BSE flat (a drug's
 #: organic matrix scatters little more than carbon), dark particles on a bright (metal) stub.
@@ -137,6 +139,5 @@ def render_facets(config: FacetConfig, rng: np.random.Generator) -> FacetScene:
     image = (rng.poisson(np.clip(yield_, 1e-3, None) * config.dose) / config.dose).astype(np.float32)
     ids = np.arange(1, int(labels.max()) + 1)
     area = np.bincount(labels.ravel(), minlength=ids.size + 1)[1:]
-    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    particles = pd.DataFrame({"label": ids, "area_px": area, "ecd_px": np.sqrt(4.0 * area / np.pi), "touches_border": np.isin(ids, edge)})
+    particles = pd.DataFrame({"label": ids, "area_px": area, "ecd_px": np.sqrt(4.0 * area / np.pi), "touches_border": np.isin(ids, border_labels(labels))})
     return FacetScene(image, labels, particles)
