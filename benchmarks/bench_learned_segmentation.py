@@ -16,10 +16,13 @@ Families: ``hr`` — :mod:`semqa.synth.scenes` defaults (0.1 µm/px, D50 3 µm, 
 :mod:`semqa.synth.randomized` from a seed stream training never uses; ``agglo-se``,
 ``agglo-flat``, ``dome-clumps`` — the agglomerate families of ``bench_agglomerates.py``
 (clusters of irregular particles; flat contrast; overlapping domes), also from their own seed
-stream. Training draws its scenes from ``SeedSequence(seed, spawn_key=(i,))`` with the
+stream; ``facets`` — :mod:`semqa.synth.facets` (faceted, partly concave polygons with tilt-lit faces
+on carbon tape, D50 30 px, 100 e⁻/px), a renderer no training mix draws from, so the learned model
+is scored there on a kind of image it has never seen. Training draws its scenes from ``SeedSequence(seed, spawn_key=(i,))`` with the
 training seed (0 for the shipped model); the benchmark's seed (default 4242) is another.
 
-Run: ``.venv/bin/python benchmarks/bench_learned_segmentation.py --model models:/semqa-segmenter/1 [--n 4] [--user DIR]``
+Run: ``.venv/bin/python benchmarks/bench_learned_segmentation.py --model models:/semqa-segmenter/1 [URI ...] [--n 4] [--user DIR]``
+(several ``--model`` values: scored as ``learned1``, ``learned2``, … against the same classic and baseline figures)
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from semqa.particles.annotations import Annotated, load_annotated
 from semqa.particles.learned import load_segmenter
 from semqa.particles.matching import mean_scores, score_image
 from semqa.particles.segmentation import segment
+from semqa.synth.facets import FacetConfig, render_facets
 from semqa.synth.randomized import PIXEL_SIZE_UM, synthetic_scene
 from semqa.synth.scenes import SynthConfig, render_scene, scan_scene
 
@@ -69,6 +73,11 @@ def families(n: int, size: int, seed: int) -> dict[str, list[Annotated]]:
             agglomerate_scene(family, size, np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(8_000_001, k, i))))
             for i in range(n)
         ]
+    # Pixel size 1: the scores are relative errors, and the renderer works in pixels.
+    out["facets"] = []
+    for i in range(n):
+        scene = render_facets(FacetConfig(size_px=size, d50_px=30.0, dose=100.0), np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(9_000_001, i))))
+        out["facets"].append(Annotated(f"facets{i}", scene.image, scene.labels, 1.0))
     return out
 
 
@@ -110,19 +119,20 @@ def _ratio(learned: float, classic: float) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="learned", help="segmenter: learned (production), models:/ URI or folder")
+    ap.add_argument("--model", nargs="+", default=["learned"],
+                    help="segmenter(s): learned (production), models:/ URI or folder; several are scored in the same run")
     ap.add_argument("--n", type=int, default=4, help="images per synthetic family")
     ap.add_argument("--size", type=int, default=768, help="side of the synthetic HR images, px")
     ap.add_argument("--user", metavar="DIR", help="annotated folder: DIR/images + DIR/labels")
     ap.add_argument("--seed", type=int, default=4242)
     args = ap.parse_args()
 
-    learned = load_segmenter(args.model, device="cpu")
-    methods = {
-        "classic": lambda a: segment(a.image),
-        "learned": lambda a: learned.segment(a.image),
-        "baseline": lambda a: baseline_segment(a.image, max(1, round(0.25 * true_median_diameter(a.labels)))),
-    }
+    models = [load_segmenter(uri, device="cpu") for uri in args.model]
+    names = ["learned"] if len(models) == 1 else [f"learned{i}" for i in range(1, len(models) + 1)]
+    methods = {"classic": lambda a: segment(a.image)}
+    for name, model in zip(names, models):
+        methods[name] = lambda a, model=model: model.segment(a.image)
+    methods["baseline"] = lambda a: baseline_segment(a.image, max(1, round(0.25 * true_median_diameter(a.labels))))
     sets = families(args.n, args.size, args.seed)
     if args.user:
         sets["user"] = load_annotated(args.user)
@@ -134,28 +144,31 @@ def main() -> None:
         rows += [{"family": family, **r} for r in run_family(items, methods)]
     table = pd.DataFrame(rows)
     pd.set_option("display.width", 200)
-    print(f"segmenter {learned.ref.model_uri} (version {learned.ref.version}, {learned.ref.weights_digest[:19]}…); "
-          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    for name, model in zip(names, models):
+        print(f"{name}: segmenter {model.ref.model_uri} (version {model.ref.version}, {model.ref.weights_digest[:19]}…)")
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     for family in sets:
         sub = table[table.family == family].set_index("method")
-        print(f"{family}: learned / classic count error {_ratio(sub.loc['learned', 'count_err_%'], sub.loc['classic', 'count_err_%'])}, "
-              f"D50 error {_ratio(sub.loc['learned', 'd50_err_%'], sub.loc['classic', 'd50_err_%'])}, "
-              f"CPU time {sub.loc['learned', 'cpu_s_per_MP'] / sub.loc['classic', 'cpu_s_per_MP']:.2f}x")
+        for name in names:
+            print(f"{family}: {name} / classic count error {_ratio(sub.loc[name, 'count_err_%'], sub.loc['classic', 'count_err_%'])}, "
+                  f"D50 error {_ratio(sub.loc[name, 'd50_err_%'], sub.loc['classic', 'd50_err_%'])}, "
+                  f"CPU time {sub.loc[name, 'cpu_s_per_MP'] / sub.loc['classic', 'cpu_s_per_MP']:.2f}x")
     # A 1024 × 768 HR frame, and a 1024 × 768 LR frame (the fast scan of a 4096-px field).
     config = SynthConfig(size_px=4096)
     hr, lr = scan_scene(render_scene(config, np.random.default_rng(1)), config, np.random.default_rng(2))
-    for name, frame in (("HR", hr[:768, :1024]), ("LR", lr[:768, :1024])):
-        walls, cpus = [], []
-        for _ in range(3):
-            w0, c0 = time.perf_counter(), time.process_time()
-            learned.segment(frame)
-            walls.append(time.perf_counter() - w0)
-            cpus.append(time.process_time() - c0)
-        # CPU seconds over all threads: on 2 idle cores the wall time is about half of it; on a
-        # shared host the wall time also counts waiting for a core (load average above).
-        print(f"learned segmenter on a 1024 × 768 {name} frame: CPU {statistics.median(cpus):.2f} s, wall {statistics.median(walls):.2f} s "
-              f"(medians of 3; torch threads {__import__('torch').get_num_threads()}; load average {os.getloadavg()[0]:.2f})")
+    for name, model in zip(names, models):
+        for frame_name, frame in (("HR", hr[:768, :1024]), ("LR", lr[:768, :1024])):
+            walls, cpus = [], []
+            for _ in range(3):
+                w0, c0 = time.perf_counter(), time.process_time()
+                model.segment(frame)
+                walls.append(time.perf_counter() - w0)
+                cpus.append(time.process_time() - c0)
+            # CPU seconds over all threads: on 2 idle cores the wall time is about half of it; on a
+            # shared host the wall time also counts waiting for a core (load average above).
+            print(f"{name} on a 1024 × 768 {frame_name} frame: CPU {statistics.median(cpus):.2f} s, wall {statistics.median(walls):.2f} s "
+                  f"(medians of 3; torch threads {__import__('torch').get_num_threads()}; load average {os.getloadavg()[0]:.2f})")
 
 
 if __name__ == "__main__":
