@@ -755,7 +755,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    duration = "about 4.5 min (4 min 16 s as a whole process) on an idle 2-core machine, 18 min measured at a load average of 5; see the README"
+    duration = "about 4.5 min (4 min 16–38 s as a whole process) on an idle 2-core machine, 18 min measured at a load average of 5; see the README"
     p = sub.add_parser("demo", help=f"the main job end to end on generated data ({duration})",
                        description=f"The main job end to end on generated data with known ground truth: {duration}.")
     p.add_argument("--out", default="demo_out", metavar="DIR", help="output folder (default demo_out; remade each run)")
