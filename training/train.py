@@ -134,9 +134,7 @@ class GeneratorTrainer(Trainer):
                     f"training data failed validation: {failed}; see {report.data_docs_index} "
                     f"(pass --allow-invalid-data to train anyway)"
                 )
-        error = self.broadcast(error)
-        if error is not None:
-            raise error
+        self.raise_from_rank0(error)
 
     def _reusable_validation(self, config: ValidationConfig) -> PairValidationReport | None:
         """The caller's report when it validated this folder with this configuration (its files are checked in setup)."""
@@ -156,17 +154,14 @@ class GeneratorTrainer(Trainer):
         self.sampler = PatchSampler(train_pairs, c.scale, c.patch_size, c.lr_degradation() if self.hr_only else None)
         self.manifest = PairData(train_pairs, self.val_pairs, c.scale, self.mode, self.data_dir).manifest()
         self.dataset_digest = pairs_digest(pairs)
-        # A reused report must be of the files trained on; rank 0 holds it, every rank learns the verdict
-        # (one rank raising alone would leave the others waiting in DDP).
+        # A reused report must be of the files trained on; rank 0 holds it, every rank learns the verdict.
         stale = None
         if self.report is not None and self.report is self.validation and self.report.dataset_digest != self.dataset_digest:
             stale = InputError(
                 f"the validation report passed to train() is of other files than {self.data_dir} holds now "
                 f"({self.report.dataset_digest} vs {self.dataset_digest}); validate again"
             )
-        stale = self.broadcast(stale)
-        if stale is not None:
-            raise stale
+        self.raise_from_rank0(stale)
         self._key = c.key(hashlib.sha256(self.manifest.to_csv(index=False).encode()).hexdigest(), self.mode, str(self.world))
 
         torch.manual_seed(c.seed)

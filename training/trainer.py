@@ -152,6 +152,13 @@ class Trainer(ABC):
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def raise_from_rank0(self, error: Exception | None) -> None:
+        """Raise rank 0's ``error`` (None: nothing) on every rank: one rank raising alone would
+        leave the others waiting in DDP's next collective."""
+        error = self.broadcast(error)
+        if error is not None:
+            raise error
+
     def resume(self, max_steps: int | None) -> tuple[int, int | None, int]:
         """Load this training's checkpoint if there is one: ``(start step, resumed from, stop step)``."""
         start, resumed_from = 0, None
