@@ -90,7 +90,7 @@ from semqa.particles.limits import (
 from semqa.particles.contacts import contact_candidates, gradient_noise_sd, line_threshold_fdr, ridge_long_run_variance
 from semqa.particles.detection import dog_responses, null_sum_inflation, significance_from
 from semqa.particles.holes import open_substrate_holes
-from semqa.particles.measure import outline_hull
+from semqa.particles.measure import border_labels, outline_hull
 from semqa.particles.primitives import LabelSets, block_mean, dilate_cross, flood, label_max, label_median, max_filter_square, median, narrow_labels, upsample_linear
 from semqa.particles.noise import NoiseModel, fit_noise_model, stabilize
 from semqa.particles.scale import particle_scale
@@ -702,10 +702,8 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
     labelling instead of a binary propagation over the whole frame.
     """
     background, _ = ndimage.label(~mask)
-    edge = np.unique(np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]]))
     outside = np.zeros(int(background.max()) + 1, dtype=bool)
-    outside[edge] = True
-    outside[0] = False
+    outside[border_labels(background)] = True  # label 0 (the mask itself) stays False
     return ~outside[background]
 
 
