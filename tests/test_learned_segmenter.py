@@ -279,3 +279,19 @@ def test_scene_mix_without_sources_is_refused():
         build_config({"scene_mix": {"randomized": 0}})
     with pytest.raises(InputError, match="scene_mix"):
         build_config({"scene_mix": {"bogus": 1}})
+
+
+def test_shipped_segmenter_is_the_one_its_provenance_records():
+    """The weights in semqa/particles/shipped/ are those provenance.json names, made by the config
+    beside them, and load (without unpickling) into the architecture it records."""
+    import yaml
+
+    from semqa.particles.learned import SHIPPED_DIR
+    from training.segmenter.config import build_config
+
+    provenance = json.loads((SHIPPED_DIR / "provenance.json").read_text())
+    segmenter = load_segmenter(str(SHIPPED_DIR), device="cpu")
+    assert segmenter.ref.weights_digest == provenance["weights_digest"]
+    recorded = build_config(provenance["config"])
+    assert build_config(yaml.safe_load((SHIPPED_DIR / "train_config.yaml").read_text())) == recorded
+    assert segmenter.config == recorded.model
