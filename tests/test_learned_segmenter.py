@@ -247,13 +247,13 @@ def test_inference_network_folds_batch_norm_and_matches_the_trained_network():
     assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("source", ["randomized", "agglomerates", "families"])
+@pytest.mark.parametrize("source", ["randomized", "agglomerates", "families", "facets"])
 def test_scene_mix_sources_render_with_exact_labels(source):
     from training.segmenter.scenes import SceneMix, mixed_scene
 
     mix = SceneMix(**{"randomized": 0.0, source: 1.0, "lr_fraction": 1.0, "databar_fraction": 1.0})
     image, labels, what = mixed_scene(mix, 3, (0,), 128, (8.0, 20.0))
-    assert what == {"source": source, "lr": source != "agglomerates", "databar": True}
+    assert what == {"source": source, "lr": source in ("randomized", "families"), "databar": True}
     assert image.shape == labels.shape and image.dtype == np.float32
     assert labels.max() > 0 and np.isfinite(image).all()
     # The data bar's pixels belong to no particle: some whole rows or columns at an edge are background.

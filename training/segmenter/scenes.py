@@ -11,7 +11,11 @@ many renderings rather than one:
   substrate;
 * ``families`` — :mod:`semqa.synth.families` ``dome`` / ``bse`` / ``dark`` contrasts (tilt
   shading, flat atomic-number contrast, dark particles on a bright stub), overlapping placement,
-  charging streaks.
+  charging streaks;
+* ``facets`` — :mod:`semqa.synth.facets`: random, partly concave polygons whose tilt-lit faces
+  meet along ridges inside the particle (milled or crystallised drug substance), SE, BSE or dark
+  contrast, on carbon-tape texture. Without them a network learns that an inner intensity edge
+  is a boundary between particles and cuts crystals along their facets.
 
 Across sources: dose log-uniform 15–800 electrons per pixel at unit yield (SNR ≈ 2–15, the
 range of :func:`semqa.synth.randomized.random_scene_config`), probe sigma 0.4–2 px, median ECD
@@ -38,6 +42,7 @@ from semqa.synth.agglomerates import (
     scan_agglomerates,
 )
 from semqa.synth.databar import LAYOUTS, add_databar
+from semqa.synth.facets import FacetConfig, render_facets
 from semqa.synth.families import FamilyConfig, render_family, scan_family
 from semqa.synth.randomized import (
     DOSE_RANGE,
@@ -62,12 +67,13 @@ class SceneMix(BaseModel):
     randomized: float = Field(1.0, ge=0, description="weight of semqa.synth.randomized scenes")
     agglomerates: float = Field(0.0, ge=0, description="weight of semqa.synth.agglomerates scenes (randomized settings)")
     families: float = Field(0.0, ge=0, description="weight of semqa.synth.families dome/bse/dark scenes (randomized settings)")
+    facets: float = Field(0.0, ge=0, description="weight of semqa.synth.facets scenes (randomized settings)")
     lr_fraction: float = Field(0.0, ge=0, le=1, description="share of randomized and family scenes taken as the 4x coarser fast scan")
     databar_fraction: float = Field(0.0, ge=0, le=1, description="share of scenes carrying a data bar or side panel (background in the labels)")
 
     @model_validator(mode="after")
     def _some_source(self) -> SceneMix:
-        if self.randomized + self.agglomerates + self.families <= 0:
+        if self.randomized + self.agglomerates + self.families + self.facets <= 0:
             raise ValueError("every source weight is 0")
         return self
 
@@ -141,6 +147,28 @@ def _families(rng: np.random.Generator, size_px: int, median_ecd_px: tuple[float
     return (lr_image, truth.lr_labels) if lr else (hr, truth.labels)
 
 
+def _facets(rng: np.random.Generator, size_px: int, median_ecd_px: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    contrast = str(rng.choice(["se", "bse", "dark"]))
+    config = FacetConfig(
+        size_px=size_px,
+        d50_px=min(log_uniform(rng, *median_ecd_px), size_px / 4),
+        gsd=rng.uniform(1.15, 1.6),
+        irregularity=rng.uniform(0.05, 0.4),
+        fill_fraction=rng.uniform(0.1, 0.35),
+        overlap_fraction=rng.uniform(0.0, 0.5),
+        max_overlap=rng.uniform(0.1, 0.3),
+        contrast=contrast,
+        tilt_contrast=rng.uniform(0.1, 0.6),
+        rim=rng.uniform(0.0, 0.5) if contrast == "se" else 0.0,
+        texture=rng.uniform(0.0, 0.12),
+        gradient=rng.uniform(0.0, 0.4),
+        psf_sigma_px=rng.uniform(*PSF_RANGE_PX),
+        dose=log_uniform(rng, *DOSE_RANGE),
+    )
+    scene = render_facets(config, rng)
+    return scene.image, scene.labels
+
+
 def _with_databar(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     layout = str(rng.choice(LAYOUTS))
     frame, (x, y, w, h) = add_databar(
@@ -161,16 +189,19 @@ def mixed_scene(
     """
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
     pick = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(*key, 1)))
-    weights = np.array([mix.randomized, mix.agglomerates, mix.families], dtype=float)
-    source = ("randomized", "agglomerates", "families")[int(pick.choice(3, p=weights / weights.sum()))]
-    lr = source != "agglomerates" and bool(pick.random() < mix.lr_fraction)
+    # A new source is appended with weight 0 by default: the same draw then picks the same source.
+    weights = np.array([mix.randomized, mix.agglomerates, mix.families, mix.facets], dtype=float)
+    source = ("randomized", "agglomerates", "families", "facets")[int(pick.choice(4, p=weights / weights.sum()))]
+    lr = source in ("randomized", "families") and bool(pick.random() < mix.lr_fraction)
     bar = bool(pick.random() < mix.databar_fraction)
     if source == "randomized":
         image, labels = _randomized(rng, size_px, median_ecd_px, lr)
     elif source == "agglomerates":
         image, labels = _agglomerates(rng, size_px, median_ecd_px)
-    else:
+    elif source == "families":
         image, labels = _families(rng, size_px, median_ecd_px, lr)
+    else:
+        image, labels = _facets(rng, size_px, median_ecd_px)
     if bar:
         image, labels = _with_databar(image, labels, rng)
     return image.astype(np.float32), labels.astype(np.int32), {"source": source, "lr": lr, "databar": bar}
