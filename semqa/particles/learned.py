@@ -1,8 +1,8 @@
 """Learned instance segmentation: a U-Net's three maps decoded by marker watershed.
 
 The network (:mod:`semqa.particles.archs`) sees the image resampled so the typical particle
-(the diameter estimated as in step 0 of the classic pipeline,
-:func:`semqa.particles.segmentation.estimate_particle_diameter`) lies within the model's
+(:func:`semqa.particles.segmentation.estimate_particle_diameter`, read from a first look
+that finds dark or bright particles on an unevenly lit substrate, :mod:`semqa.particles.look`) lies within the model's
 working range, ``working_diameter_px`` to ``working_diameter_max_px`` (:func:`working_factor`):
 an image inside the range is used as it is, so one model serves any pixel size and
 magnification without blowing small-particle frames up (the network's cost grows with the

@@ -93,6 +93,7 @@ from semqa.particles.holes import open_substrate_holes
 from semqa.particles.measure import border_labels, outline_hull
 from semqa.particles.primitives import LabelSets, block_mean, dilate_cross, flood, label_max, label_median, max_filter_square, median, narrow_labels, upsample_linear
 from semqa.particles.noise import NoiseModel, fit_noise_model, stabilize
+from semqa.particles.look import particle_mask
 from semqa.particles.scale import particle_scale
 from semqa.sr.degradation import edge_blur_sigma_px
 
@@ -893,13 +894,15 @@ def estimate_particle_diameter(image: np.ndarray) -> float | None:
     """Typical particle ECD in pixels, also inside clusters: the scale the learned segmenter
     (:mod:`semqa.particles.learned`, and its training) resamples images by to its working size.
 
-    :func:`semqa.particles.scale.particle_scale` of the Otsu foreground of a 2 × 2 block mean;
-    None for a flat image or one without foreground components. On isolated particles it is
-    the area-weighted median component ECD that step 1 of :func:`detect` reads; on clusters it
-    is the particles' size, where :func:`detect` keeps the clusters' (see its step 1).
+    :func:`semqa.particles.scale.particle_scale` of the first look's particle mask
+    (:func:`semqa.particles.look.particle_mask`: noise-matched smoothing of the 2 × 2 block
+    mean, the illumination's polynomial surface divided out, Otsu, the particle phase chosen by
+    connectivity, so dark particles and uneven lighting are read as particles); None for a flat
+    image or one without foreground components. On isolated particles it is the area-weighted
+    median component ECD; on clusters it is the particles' size, where :func:`detect` keeps the
+    clusters' (see its step 1).
     """
     image = _check_image(image)
-    factor = 2 if min(image.shape) >= 64 else 1
-    coarse = _otsu_mask(block_mean(image, factor))
-    scale = particle_scale(coarse) if coarse is not None else None
+    mask, factor = particle_mask(image, SegmentationConfig().contrast_to_noise)
+    scale = particle_scale(mask) if mask is not None else None
     return factor * scale if scale is not None else None
