@@ -42,9 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_agglomerates import scene as agglomerate_scene
 
 from semqa.particles.look import particle_mask
-from semqa.particles.primitives import block_mean
+from semqa.particles.primitives import block_mean, otsu_mask
 from semqa.particles.scale import particle_scale
-from semqa.particles.segmentation import SegmentationConfig, _otsu_mask
+from semqa.particles.segmentation import SegmentationConfig
 from semqa.synth.families import FamilyConfig, render_family, scan_family
 from semqa.synth.randomized import MEDIAN_ECD_RANGE_PX, random_scene_config
 from semqa.synth.scenes import render_scene, scan_scene
@@ -101,7 +101,7 @@ def frame(family: str, size: int, rng: np.random.Generator) -> tuple[np.ndarray,
 
 def otsu_mask(image: np.ndarray) -> tuple[np.ndarray | None, int]:
     """The mask the estimate read before: Otsu's brighter class of the 2 × 2 block mean."""
-    return _otsu_mask(block_mean(image.astype(np.float32), 2)), 2
+    return otsu_mask(block_mean(image.astype(np.float32), 2)), 2
 
 
 def look_mask(image: np.ndarray) -> tuple[np.ndarray | None, int]:

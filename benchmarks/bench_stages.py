@@ -38,7 +38,7 @@ HERE = Path(__file__).resolve().parent
 STAGES: dict[str, tuple[str, ...]] = {
     "noise fit": ("fit_noise_model", "stabilize"),
     "significance": ("dog_responses", "significance_from", "null_sum_inflation"),
-    "look (Otsu, background)": ("_otsu_mask", "_background"),
+    "look (Otsu, background)": ("otsu_mask", "_background"),
     "local thresholds": ("_local_threshold_mask",),
     "substrate holes": ("open_substrate_holes",),
     "distance-map split": ("_split",),

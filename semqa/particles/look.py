@@ -44,9 +44,8 @@ import math
 
 import numpy as np
 from scipy import ndimage
-from skimage.filters import threshold_otsu
 
-from semqa.particles.primitives import block_mean
+from semqa.particles.primitives import block_mean, otsu_mask
 
 #: Largest denoising sigma on the 2 × 2 block grid (4 px of the frame): beyond it the gaps
 #: between touching particles of the learned segmenter's smallest working size close.
@@ -57,20 +56,12 @@ FLATTEN_PASSES = 2
 SURFACE_DEGREE = 2
 
 
-def _otsu(image: np.ndarray) -> np.ndarray | None:
-    """Otsu's upper class (threshold from every other row and column); None for a flat image."""
-    sample = image[::2, ::2] if min(image.shape) >= 64 else image
-    if float(sample.max()) <= float(sample.min()):
-        return None
-    return image > threshold_otsu(sample)
-
-
 def denoise_sigma(image: np.ndarray, contrast_to_noise: float) -> float:
     """Gaussian sigma (px) after which the noise sd is ``1 / contrast_to_noise`` of the two
     Otsu classes' contrast, at most :data:`MAX_SIGMA_PX`; 0 when the noise already allows it."""
     d = np.diff(image, axis=1)
     sd = 1.4826 * float(np.median(np.abs(d - np.median(d)))) / math.sqrt(2.0)
-    upper = _otsu(ndimage.gaussian_filter(image, 1.0))
+    upper = otsu_mask(ndimage.gaussian_filter(image, 1.0))
     if upper is None or upper.all() or not upper.any():
         return 0.0
     contrast = abs(float(image[upper].mean() - image[~upper].mean()))
@@ -127,7 +118,7 @@ def particle_mask(image: np.ndarray, contrast_to_noise: float) -> tuple[np.ndarr
     for _ in range(FLATTEN_PASSES):
         surface = polynomial_surface(log_small, substrate)
         flat = small / np.exp(surface) if divide else small - surface
-        upper = _otsu(flat)
+        upper = otsu_mask(flat)
         if upper is None or upper.all() or not upper.any():
             return mask, factor
         mask = particle_phase(upper)

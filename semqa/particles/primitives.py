@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
+from skimage.filters import threshold_otsu
 from skimage.segmentation import _watershed_cy
 
 
@@ -153,6 +154,26 @@ def perimeter_crofton(image: np.ndarray) -> np.floating:
     padded[2 : h + 2, 2 : w + 2] = image > 0
     code = padded[1:, 1:] + 4 * padded[1:, :-1] + 2 * padded[:-1, 1:] + 8 * padded[:-1, :-1]
     return _CROFTON_4 @ np.bincount(code.ravel(), minlength=16)
+
+
+def otsu_mask(image: np.ndarray) -> np.ndarray | None:
+    """Otsu's upper class, the threshold taken from every other row and column (4× fewer pixels).
+
+    The mask only seeds later steps (local thresholds, the first look's substrate), so the
+    subsample's threshold is precise enough. None for a flat image, which has no two classes.
+
+    Examples
+    --------
+    >>> image = np.zeros((8, 8), np.float32); image[2:5, 2:5] = 1.0
+    >>> int(otsu_mask(image).sum())
+    9
+    >>> otsu_mask(np.ones((8, 8))) is None
+    True
+    """
+    sample = image[::2, ::2] if min(image.shape) >= 64 else image
+    if float(sample.max()) <= float(sample.min()):
+        return None
+    return image > threshold_otsu(sample)
 
 
 def block_mean(image: np.ndarray, factor: int) -> np.ndarray:

@@ -74,7 +74,6 @@ from statistics import NormalDist
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
-from skimage.filters import threshold_otsu
 
 from semqa.errors import InputError
 from semqa.particles.limits import (
@@ -91,7 +90,7 @@ from semqa.particles.contacts import contact_candidates, gradient_noise_sd, line
 from semqa.particles.detection import dog_responses, null_sum_inflation, significance_from
 from semqa.particles.holes import open_substrate_holes
 from semqa.particles.measure import border_labels, outline_hull
-from semqa.particles.primitives import LabelSets, block_mean, dilate_cross, flood, label_max, label_median, max_filter_square, median, narrow_labels, upsample_linear
+from semqa.particles.primitives import LabelSets, block_mean, dilate_cross, flood, label_max, label_median, max_filter_square, median, narrow_labels, otsu_mask, upsample_linear
 from semqa.particles.noise import NoiseModel, fit_noise_model, stabilize
 from semqa.particles.look import particle_mask
 from semqa.particles.scale import particle_scale
@@ -282,17 +281,6 @@ def _background(image: np.ndarray, substrate: np.ndarray, sigma_px: float, shape
     bg_s = np.where(den > 1e-3, num / np.maximum(den, 1e-3), fallback)
     bg = upsample_linear(bg_s.astype(np.float32), shape)
     return np.maximum(bg, np.float32(max(1e-6, 1e-3 * abs(fallback))), out=bg)
-
-
-def _otsu_mask(image: np.ndarray) -> np.ndarray | None:
-    """Otsu foreground, the threshold taken from every other row and column (4× fewer pixels).
-
-    The mask only seeds the local thresholds, so the subsample's threshold is precise enough.
-    """
-    sample = image[::2, ::2] if min(image.shape) >= 64 else image
-    if float(sample.max()) <= float(sample.min()):
-        return None
-    return image > threshold_otsu(sample)
 
 
 @dataclass(frozen=True)
@@ -841,7 +829,7 @@ def detect(image: np.ndarray, config: SegmentationConfig | None = None) -> Detec
     look_sigma = min(noise_sigma, config.denoise_sigma_max_px) / factor
     if look_sigma > 0.5:
         small = ndimage.gaussian_filter(small, look_sigma)
-    coarse = _otsu_mask(small)
+    coarse = otsu_mask(small)
     if coarse is None:
         return failed
     diameter = config.particle_diameter_px
@@ -859,7 +847,7 @@ def detect(image: np.ndarray, config: SegmentationConfig | None = None) -> Detec
     bg = _background(small, ~coarse, config.background_sigma_rel * diameter / factor, image.shape)
     # The blurred copy is ours to overwrite (without blur, smooth is the caller's image).
     flat = np.divide(smooth, bg, out=smooth) if sigma > 0 else smooth / bg
-    mask = _otsu_mask(flat)
+    mask = otsu_mask(flat)
     if mask is None:
         return failed
     evidence = _Evidence(z=zp, seeds=seeds, seed_bits=sig.seed_bits, sum_sd=noise.stabilized_sd * noise.sum_inflation, k=sig.threshold)
