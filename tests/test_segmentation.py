@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import ndimage
 from skimage.draw import ellipse
 
 from semqa.errors import InputError
@@ -84,10 +85,15 @@ def test_particle_count_close_to_truth(hr_results: pd.DataFrame) -> None:
 
 
 def test_lr_image_d50_close_to_truth() -> None:
-    """A 4× coarser scan (D50 ≈ 7.5 px) still sizes the population's median within 5 %."""
+    """A 4× coarser scan (D50 ≈ 7.5 px) still sizes the population's median within 5 %.
+
+    Eight scenes (~550 particles): a sample median's standard error is about 1.25 σ/√n
+    (Kendall & Stuart, *The Advanced Theory of Statistics*, vol. 1, §10.10), some 3.5 % of the
+    D50 for the ~200 particles of three scenes — too near the tolerance to judge the sizing by.
+    """
     config = SynthConfig(size_px=768)
     ests, trues = [], []
-    for seed in (11, 12, 13):
+    for seed in range(11, 19):
         scene, _, lr = _scene(seed, config)
         particles, _ = measure_particles(segment(lr), config.lr_pixel_size_um)
         ests += [p.ecd_um for p in particles]
@@ -280,3 +286,49 @@ def test_saddles_equal_the_highest_crossing_per_pair() -> None:
     np.testing.assert_array_equal(saddle, [expected[k] for k in sorted(expected)])
     empty = _saddles(np.zeros((4, 4), dtype=np.int32), np.zeros((4, 4), dtype=np.float32), 0)
     assert all(x.size == 0 for x in empty)
+
+
+def _grid_of_shapes(pairs: bool, seed: int, dose: float = 300.0) -> np.ndarray:
+    """8 × 8 cells of 32 px, one shape each, drawn on a 4× finer grid and block-averaged (edges
+    partly covered, as a scan's are), blurred by a 0.5 px probe, Poisson at ``dose``. ``pairs``:
+    two discs of radius 4 and 3.2–4 px, centres 0.9 of their radii's sum apart (shallow notches
+    and neck, ECD 8 px each); else one ellipse of ECD 8 px and aspect 1–2."""
+    rng = np.random.default_rng(seed)
+    ss, cell, r = 4, 32, 4.0
+    fine = np.full((8 * cell * ss, 8 * cell * ss), 0.2)
+    yy, xx = np.mgrid[0 : cell * ss, 0 : cell * ss] / ss
+    for i in range(8):
+        for j in range(8):
+            cy, cx = cell / 2 + rng.uniform(-1, 1, 2)
+            t = rng.uniform(0, np.pi)
+            if pairs:
+                r2 = r * rng.uniform(0.8, 1.0)
+                dy, dx = 0.45 * (r + r2) * np.sin(t), 0.45 * (r + r2) * np.cos(t)
+                shape = ((yy - cy - dy) ** 2 + (xx - cx - dx) ** 2 <= r**2) | ((yy - cy + dy) ** 2 + (xx - cx + dx) ** 2 <= r2**2)
+            else:
+                aspect = rng.uniform(1, 2)
+                u = ((yy - cy) * np.cos(t) + (xx - cx) * np.sin(t)) / (r * np.sqrt(aspect))
+                v = (-(yy - cy) * np.sin(t) + (xx - cx) * np.cos(t)) / (r / np.sqrt(aspect))
+                shape = u * u + v * v <= 1
+            fine[i * cell * ss : (i + 1) * cell * ss, j * cell * ss : (j + 1) * cell * ss][shape] = 0.6
+    image = ndimage.gaussian_filter(fine.reshape(8 * cell, ss, 8 * cell, ss).mean(axis=(1, 3)), 0.5)
+    return rng.poisson(image * dose) / dose
+
+
+def _parts_per_cell(labels: np.ndarray) -> np.ndarray:
+    return np.array([np.unique(labels[i : i + 32, j : j + 32]).size - 1 for i in range(0, 256, 32) for j in range(0, 256, 32)])
+
+
+def test_small_overlapping_pairs_are_split_on_the_fine_grid() -> None:
+    # On the pixel grid the distance map of 8 px particles takes a few quantised values (3, 3.16,
+    # 3.61, 4 px), of the order of these necks' depth: the fine grid splits what it cannot.
+    image = _grid_of_shapes(pairs=True, seed=1)
+    fine = segment(image)
+    pixel = segment(image, SegmentationConfig(split_subpixel=1))
+    assert np.array_equal(fine > 0, pixel > 0)  # the grid changes the partition, not the measured pixels
+    assert np.mean(_parts_per_cell(fine) == 2) >= 0.95
+    assert np.mean(_parts_per_cell(pixel) == 2) <= 0.85
+
+
+def test_small_convex_particles_stay_whole_on_the_fine_grid() -> None:
+    assert np.all(_parts_per_cell(segment(_grid_of_shapes(pairs=False, seed=2))) == 1)

@@ -52,6 +52,9 @@ so one configuration serves high-resolution, low-resolution and super-resolved f
    maximum) stays whole. Cuts that survive are merged back where the concavities ("notches")
    at their ends are shallow compared with the smaller part's inscribed radius: two touching
    particles meet in notches as deep as their radii; an elongated, bent or faceted particle has none.
+   A component with more than one maximum is split on a grid ``split_subpixel`` times finer
+   (:func:`_subpixel_outline`): a small particle's distance map on the pixel grid takes a few
+   quantised values (3, 3.16, 3.61, 4 px), of the order of the neck depths to be told apart.
 7. **Cut at contact edges** (:mod:`semqa.particles.contacts`): overlapping particles have no
    distance-map maximum of their own, but their contact line is an intensity edge (an
    edge-brightened outline, or a step between two yields). Each part is cut along the ridges of
@@ -220,6 +223,15 @@ class SegmentationConfig(BaseModel):
         description="before splitting, open the enclosed patches of a cluster's mask that lie significantly "
         "below the half level between its substrate and its particles (semqa.particles.holes): substrate "
         "between particles, closed by the blur or the hole filling",
+    )
+    split_subpixel: int = Field(
+        2,
+        ge=1,
+        le=8,
+        description="grid refinement of the distance-map split: each pixel side in this many steps, the "
+        "component's outline the iso-line of the bilinearly interpolated denoised image enclosing the pixel "
+        "mask's area, so the measured pixels stay those of the mask; neck_depth_min_px applies in steps of this "
+        "grid (its quantisation scales with the step). 1: the pixel mask itself",
     )
     merge_notch_ratio: float = Field(
         0.3,
@@ -587,14 +599,54 @@ def _split_component(
     return np.concatenate([[0], new_ids + 1])[regions]
 
 
-def _split(mask: np.ndarray, config: SegmentationConfig, notches: bool = True) -> np.ndarray:
+def _subpixel_outline(own: np.ndarray, field: np.ndarray, factor: int) -> np.ndarray:
+    """The component ``own`` (a crop with a zero border) on a grid ``factor`` times finer.
+
+    Its outline is the iso-line of ``field`` (the flattened, denoised image, particles bright),
+    interpolated bilinearly between pixel centres, that encloses as many fine cells as the pixel
+    mask holds (``own.sum() * factor²``), searched within one pixel of the mask: the area, and so
+    the size measured on the pixel mask, is unchanged, and the shape is read from the grey levels
+    instead of from whole pixels. Holes within a pixel of the mask are filled; the outermost
+    pixel's cells stay empty, the zero border of the distance map.
+    """
+    shape = (own.shape[0] * factor, own.shape[1] * factor)
+    fine = upsample_linear(field.astype(np.float32, copy=False), shape)
+    near = max_filter_square(np.repeat(np.repeat(own, factor, axis=0), factor, axis=1), 2 * factor + 1)
+    near[:factor], near[-factor:], near[:, :factor], near[:, -factor:] = False, False, False, False
+    values = fine[near]
+    k = min(int(np.count_nonzero(own)) * factor * factor, values.size)
+    level = np.partition(values, values.size - k)[values.size - k]
+    # A hole the mask itself has (substrate enclosed by a cluster, opened again) stays open.
+    return near & _fill_holes(near & (fine >= level))
+
+
+def _coarse_labels(parts: np.ndarray, own: np.ndarray, factor: int) -> np.ndarray:
+    """Labels of the fine grid's ``parts`` carried to the pixels of ``own``: each pixel takes the
+    part holding most of its cells; a pixel none of whose cells is in a part, the nearest labelled pixel's."""
+    h, w = own.shape
+    n = int(parts.max())
+    # Pixel index × (n + 1) + part of each cell, counted in one pass.
+    cells = parts.reshape(h, factor, w, factor).astype(np.int64) + (np.arange(h * w).reshape(h, 1, w, 1) * (n + 1))
+    votes = np.bincount(cells.ravel(), minlength=h * w * (n + 1)).reshape(h * w, n + 1)
+    votes[:, 0] = 0
+    labels = (votes.argmax(axis=1) * (votes.max(axis=1) > 0)).reshape(h, w)
+    missing = own & (labels == 0)
+    if missing.any():
+        rows, cols = ndimage.distance_transform_edt(labels == 0, return_distances=False, return_indices=True)
+        labels = np.where(missing, labels[rows, cols], labels)
+    return np.where(own, labels, 0)
+
+
+def _split(mask: np.ndarray, config: SegmentationConfig, notches: bool = True, field: np.ndarray | None = None) -> np.ndarray:
     """Label ``mask``, splitting touching particles (watershed of the distance map).
 
     Each connected component is handled in its own bounding box: markers are the regional
     regional maxima of its distance map (3 × 3), merged back by :func:`_split_component` unless a neck
     lies between them; a component with one marker is one particle. Nothing here depends on
     a particle diameter, so one pass serves particles of every size in the frame. Components
-    touching the image border are not split.
+    touching the image border are not split. With ``field`` (the denoised image the mask was
+    thresholded from), a component with more than one marker is split again on the finer grid of
+    :func:`_subpixel_outline` (``config.split_subpixel``), its parts carried back to its pixels.
     """
     # Split parts are written into the component image itself: only a component's own pixels
     # are rewritten, with new labels above n_comp, so later components still read as before.
@@ -617,7 +669,21 @@ def _split(mask: np.ndarray, config: SegmentationConfig, notches: bool = True) -
         markers, n_markers = ndimage.label(peaks, structure=np.ones((3, 3)))
         if n_markers < 2:
             continue
-        parts = _split_component(own, dist, markers, config, notches)
+        factor = config.split_subpixel
+        # The finer grid pays where the pixel grid's quantisation (sd about neck_depth_min_px) is of
+        # the order of the neck depth the ratio demands of the largest part, (1 - neck_ratio) · r.
+        fine_pays = (1.0 - config.neck_ratio) * float(dist.max()) < 2.0 * config.neck_depth_min_px
+        if field is not None and factor > 1 and fine_pays:
+            fine = _subpixel_outline(own, field[grown], factor)
+            dist = ndimage.distance_transform_edt(fine).astype(np.float32)
+            # The pixel grid's 3 × 3 neighbourhood and 1 px least depth, in fine steps.
+            peaks = (dist >= ndimage.maximum_filter(dist, size=2 * factor + 1)) & (dist >= factor)
+            markers, n_markers = ndimage.label(peaks, structure=np.ones((3, 3)))
+            if n_markers < 2:
+                continue
+            parts = _coarse_labels(_split_component(fine, dist, markers, config, notches), own, factor)
+        else:
+            parts = _split_component(own, dist, markers, config, notches)
         n_parts = int(parts.max())
         if n_parts > 1:
             # Part 1 keeps the component's label; the others get new ones.
@@ -864,7 +930,7 @@ def detect(image: np.ndarray, config: SegmentationConfig | None = None) -> Detec
     if config.split_touching:
         if config.open_holes:
             mask = open_substrate_holes(mask, zp, evidence.sum_sd, config.false_detections, gap, config.probe_fwhm_px)
-        labels = _split(mask, config).astype(np.int32, copy=False)
+        labels = _split(mask, config, field=flat).astype(np.int32, copy=False)
         if config.contact_k is not None:
             # The gradient is taken in the stabilised frame (unit-variance noise, particles
             # positive) at the denoising scale, at least 1 px (below, single-pixel noise dominates).
