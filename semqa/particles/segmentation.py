@@ -52,7 +52,8 @@ so one configuration serves high-resolution, low-resolution and super-resolved f
    maximum) stays whole. Cuts that survive are merged back where the concavities ("notches")
    at their ends are shallow compared with the smaller part's inscribed radius: two touching
    particles meet in notches as deep as their radii; an elongated, bent or faceted particle has none.
-   A component with more than one maximum is split on a grid ``split_subpixel`` times finer
+   A small component with more than one maximum (its inscribed radius such that the neck the
+   ratio demands is within two quantisation sds) is split on a grid ``split_subpixel`` times finer
    (:func:`_subpixel_outline`): a small particle's distance map on the pixel grid takes a few
    quantised values (3, 3.16, 3.61, 4 px), of the order of the neck depths to be told apart.
 7. **Cut at contact edges** (:mod:`semqa.particles.contacts`): overlapping particles have no
@@ -228,7 +229,8 @@ class SegmentationConfig(BaseModel):
         2,
         ge=1,
         le=8,
-        description="grid refinement of the distance-map split: each pixel side in this many steps, the "
+        description="grid refinement of the distance-map split of small components ((1 - neck_ratio) x inscribed "
+        "radius < 2 neck_depth_min_px, where the pixel grid's quantisation matters): each pixel side in this many steps, the "
         "component's outline the iso-line of the bilinearly interpolated denoised image enclosing the pixel "
         "mask's area, so the measured pixels stay those of the mask; neck_depth_min_px applies in steps of this "
         "grid (its quantisation scales with the step). 1: the pixel mask itself",
