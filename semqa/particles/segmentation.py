@@ -647,7 +647,8 @@ def _split(mask: np.ndarray, config: SegmentationConfig, notches: bool = True, f
     lies between them; a component with one marker is one particle. Nothing here depends on
     a particle diameter, so one pass serves particles of every size in the frame. Components
     touching the image border are not split. With ``field`` (the denoised image the mask was
-    thresholded from), a component with more than one marker is split again on the finer grid of
+    thresholded from), a component with more than one marker whose inscribed radius is small enough
+    for the pixel grid's quantisation to matter is split again on the finer grid of
     :func:`_subpixel_outline` (``config.split_subpixel``), its parts carried back to its pixels.
     """
     # Split parts are written into the component image itself: only a component's own pixels
