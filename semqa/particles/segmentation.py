@@ -639,6 +639,20 @@ def _coarse_labels(parts: np.ndarray, own: np.ndarray, factor: int) -> np.ndarra
     return np.where(own, labels, 0)
 
 
+def _markers(own: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(dist, markers, n)``: the distance map of ``own`` and its regional maxima, labelled.
+
+    ``own`` is sampled ``step`` times finer than the pixel grid; the maxima are taken in the pixel
+    grid's 3 × 3 neighbourhood and at least 1 px deep, both in fine steps.
+    """
+    dist = ndimage.distance_transform_edt(own).astype(np.float32)
+    peaks = (dist >= ndimage.maximum_filter(dist, size=2 * step + 1)) & (dist >= step)
+    if np.count_nonzero(peaks) < 2:
+        return dist, peaks, int(peaks.any())  # one marker at most: no labelling needed to know it
+    markers, n = ndimage.label(peaks, structure=np.ones((3, 3)))
+    return dist, markers, n
+
+
 def _split(mask: np.ndarray, config: SegmentationConfig, notches: bool = True, field: np.ndarray | None = None) -> np.ndarray:
     """Label ``mask``, splitting touching particles (watershed of the distance map).
 
@@ -665,11 +679,7 @@ def _split(mask: np.ndarray, config: SegmentationConfig, notches: bool = True, f
         # The box grown by one pixel (inside the frame here) gives the component a zero border.
         grown = tuple(slice(s.start - 1, s.stop + 1) for s in box)
         own = labels[grown] == c
-        dist = ndimage.distance_transform_edt(own).astype(np.float32)
-        peaks = (dist >= ndimage.maximum_filter(dist, size=3)) & (dist >= 1.0)
-        if np.count_nonzero(peaks) < 2:
-            continue  # one marker at most: nothing to split, and no labelling needed to know it
-        markers, n_markers = ndimage.label(peaks, structure=np.ones((3, 3)))
+        dist, markers, n_markers = _markers(own, 1)
         if n_markers < 2:
             continue
         factor = config.split_subpixel
@@ -678,10 +688,7 @@ def _split(mask: np.ndarray, config: SegmentationConfig, notches: bool = True, f
         fine_pays = (1.0 - config.neck_ratio) * float(dist.max()) < 2.0 * config.neck_depth_min_px
         if field is not None and factor > 1 and fine_pays:
             fine = _subpixel_outline(own, field[grown], factor)
-            dist = ndimage.distance_transform_edt(fine).astype(np.float32)
-            # The pixel grid's 3 × 3 neighbourhood and 1 px least depth, in fine steps.
-            peaks = (dist >= ndimage.maximum_filter(dist, size=2 * factor + 1)) & (dist >= factor)
-            markers, n_markers = ndimage.label(peaks, structure=np.ones((3, 3)))
+            dist, markers, n_markers = _markers(fine, factor)
             if n_markers < 2:
                 continue
             parts = _coarse_labels(_split_component(fine, dist, markers, config, notches), own, factor)
