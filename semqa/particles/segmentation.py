@@ -98,6 +98,7 @@ from semqa.particles.primitives import LabelSets, block_mean, dilate_cross, floo
 from semqa.particles.noise import NoiseModel, fit_noise_model, stabilize
 from semqa.particles.look import particle_mask
 from semqa.particles.scale import particle_scale
+from semqa.particles.shading import frame_shading, merge_ridges
 from semqa.sr.degradation import edge_blur_sigma_px
 
 
@@ -760,6 +761,44 @@ def _split_contacts(labels: np.ndarray, grad: np.ndarray, noise_sd: float, sigma
     return labels
 
 
+def _merge_ridge_cuts(labels: np.ndarray, zp: np.ndarray, z_sd: float, sigma_px: float, config: SegmentationConfig) -> np.ndarray:
+    """Where the frame is lit from one side (:func:`semqa.particles.shading.frame_shading`, read on
+    the outlines of the unsplit mask in ``zp``, the stabilised frame with particles bright and
+    per-pixel sd ``z_sd``), merge back every cut, by the distance map or the contact edges, that
+    runs along a ridge of one particle (:func:`semqa.particles.shading.merge_ridges`): a facet edge
+    of a crystal, which a contact of two particles never is. ``sigma_px``: the gradient's scale.
+    Labels stay consecutive (in the order of the lowest label of each merged group)."""
+    shading = frame_shading(labels > 0, zp, 3.0 * sigma_px, config.false_detections)
+    if shading is None:
+        return labels
+    merged_any = False
+    components, _ = ndimage.label(labels > 0, structure=np.ones((3, 3)))
+    rows, cols = labels.shape
+    for k, box in enumerate(ndimage.find_objects(components), start=1):
+        if box is None:
+            continue
+        grown = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, n)) for s, n in zip(box, (rows, cols)))
+        own = components[grown] == k
+        crop = labels[grown]
+        ids = np.unique(crop[own])
+        if ids.size < 2:
+            continue
+        # The component's parts as 1…m in the crop (other components' pixels in the box left out).
+        local = np.where(own, np.searchsorted(ids, crop) + 1, 0)
+        merged = merge_ridges(local, zp[grown], shading, 4.0 * sigma_px + 1.5, z_sd, config.false_detections)
+        if int(merged.max()) == ids.size:
+            continue
+        # Each merged group takes the lowest original label among its parts.
+        first = np.full(int(merged.max()) + 1, np.iinfo(np.int32).max, dtype=np.int64)
+        np.minimum.at(first, merged[own], crop[own].astype(np.int64))
+        labels[grown][own] = first[merged[own]].astype(labels.dtype)
+        merged_any = True
+    if not merged_any:
+        return labels
+    _, consecutive = np.unique(labels, return_inverse=True)
+    return consecutive.reshape(labels.shape).astype(labels.dtype)
+
+
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
     """Fill holes: background components that do not reach the image border.
 
@@ -949,6 +988,7 @@ def detect(image: np.ndarray, config: SegmentationConfig | None = None) -> Detec
             grad_sd = gradient_noise_sd(grad, ~max_filter_square(mask, 2 * gap + 1))
             if grad_sd is not None and grad_sd > 0:
                 labels = _split_contacts(labels, grad, grad_sd, grad_sigma, config)
+        labels = _merge_ridge_cuts(labels, zp, evidence.sum_sd, max(1.0, sigma), config)
     else:
         labels = ndimage.label(mask)[0].astype(np.int32, copy=False)
     return Detection(labels, noise, sig.polarity, sig.has_structure, diameter, sigma)
