@@ -19,7 +19,8 @@ import semqa.particles.segmentation as segmentation
 from semqa.particles.segmentation import segment
 from semqa.particles.shading import frame_shading, merge_ridges
 
-SIZE = 480
+SIZE = 640
+GRID = 4
 
 
 def _polygon(yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, radius: float, sides: int, turn: float) -> np.ndarray:
@@ -33,16 +34,16 @@ def _polygon(yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, radius: float
 
 
 def _scene(seed: int, direction_deg: float, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(image, true labels)``: 3 × 3 particles of radius 40–55 px on a grid; of the domes,
-    particle 5 touches particle 4, its centre along the image's x axis at 0.9 of the sum of their
-    radii (5 lies on top)."""
+    """``(image, true labels)``: 4 × 4 particles of radius 40–55 px on a grid; of the domes,
+    particle 6 touches particle 5, its centre along the image's x axis at 0.9 of the sum of their
+    radii (6 lies on top)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(float)
     height = np.zeros((SIZE, SIZE))
     labels = np.zeros((SIZE, SIZE), dtype=np.int32)
     albedo = np.zeros((SIZE, SIZE))
-    for i in range(3):
-        for j in range(3):
+    for i in range(GRID):
+        for j in range(GRID):
             cy, cx = 80 + 160 * i + rng.uniform(-15, 15), 80 + 160 * j + rng.uniform(-15, 15)
             r = rng.uniform(40, 55)
             if kind == "dome" and (i, j) == (1, 1):
@@ -59,7 +60,7 @@ def _scene(seed: int, direction_deg: float, kind: str) -> tuple[np.ndarray, np.n
             else:
                 own = _polygon(yy, xx, cy, cx, r, int(rng.choice([4, 6])), rng.uniform(0, math.pi))
                 h = np.where(own, ndimage.distance_transform_edt(own), 0.0)
-            labels[own] = 3 * i + j + 1
+            labels[own] = GRID * i + j + 1
             height = np.where(own, h, height)
             albedo[own] = 0.55 * (1.0 + 0.1 * rng.normal()) if kind == "flat" else 0.55
     gy, gx = np.gradient(height)
@@ -99,30 +100,29 @@ def test_flat_rim_lit_particles_have_no_direction(seed: int) -> None:
 
 
 def _faces(labels: np.ndarray, k: int, direction_deg: float = 30.0) -> np.ndarray:
-    """Particle ``k`` cut in two along the line through its centre perpendicular to ``w``."""
-    own = labels == k
-    yy, xx = np.nonzero(own)
-    w = np.radians(direction_deg)
-    side = (xx - xx.mean()) * math.cos(w) + (yy - yy.mean()) * math.sin(w) > 0
+    """Square pyramid ``k`` (the "square" kind) labelled by its four faces: the triangles
+    between its diagonals, which run at 45° to ``w``."""
+    yy, xx = np.nonzero(labels == k)
+    angle = np.arctan2(yy - yy.mean(), xx - xx.mean()) - np.radians(direction_deg) - math.pi / 4
     parts = np.zeros(labels.shape, dtype=np.int32)
-    parts[yy, xx] = np.where(side, 2, 1)
+    parts[yy, xx] = 1 + (np.floor(np.mod(angle, 2 * math.pi) / (math.pi / 2)).astype(int) % 4)
     return parts
 
 
 def test_a_cut_along_a_ridge_is_merged_and_a_contact_is_not() -> None:
     direction = 30.0
-    image, labels = _scene(0, direction, "pyramid")
+    image, labels = _scene(0, direction, "square")
     z = _stabilised(image)
     shading = frame_shading(labels > 0, z, 3.0, 0.05)
     assert shading is not None
-    # A pyramid cut through its apex across w: the faces beyond the apex along w are brighter — a ridge.
-    assert merge_ridges(_faces(labels, 5), z, shading, 5.5, 1.0, 0.05).max() == 1
+    # A square pyramid cut into its four faces: each edge between them is a ridge facing the detector at 45°.
+    assert merge_ridges(_faces(labels, 6), z, shading, 5.5, 1.0, 0.05).max() == 1
     # Two touching domes, cut where they meet: a valley.
     image, labels = _scene(0, direction, "dome")
     z = _stabilised(image)
     shading = frame_shading(labels > 0, z, 3.0, 0.05)
     assert shading is not None
-    pair = np.where(np.isin(labels, [4, 5]), labels - 3, 0)
+    pair = np.where(np.isin(labels, [5, 6]), labels - 4, 0)
     assert merge_ridges(pair, z, shading, 5.5, 1.0, 0.05).max() == 2
 
 
@@ -135,13 +135,13 @@ def test_lit_crystals_are_not_cut_along_their_ridges(seed: int, monkeypatch: pyt
     def whole(detected: np.ndarray) -> int:
         """True particles whose detected pixels lie (≥ 95 %) in one detected object."""
         count = 0
-        for k in range(1, 10):
+        for k in range(1, GRID * GRID + 1):
             ids, n = np.unique(detected[(labels == k) & (detected > 0)], return_counts=True)
             count += bool(n.size) and n.max() >= 0.95 * n.sum()
         return count
 
-    assert whole(segment(image)) >= 6  # 9, 7, 6 of 9 (seeds 0–2)
-    # Without the merge, the contact cuts take the ridges for contacts (0 of 9 whole).
+    assert whole(segment(image)) >= 14  # 16 of 16 in seeds 0–3 and 5, 15 in seed 4
+    # Without the merge, the contact cuts take the ridges for contacts (0 of 16 whole).
     monkeypatch.setattr(segmentation, "_merge_ridge_cuts", lambda labels, *args: labels)
     assert whole(segment(image)) <= 2
 
@@ -150,6 +150,6 @@ def test_lit_crystals_are_not_cut_along_their_ridges(seed: int, monkeypatch: pyt
 def test_touching_lit_domes_stay_apart(seed: int) -> None:
     image, labels = _scene(seed, 30.0, "dome")
     detected = segment(image)
-    a = np.bincount(detected[labels == 4]).argmax()
-    b = np.bincount(detected[labels == 5]).argmax()
+    a = np.bincount(detected[labels == 5]).argmax()
+    b = np.bincount(detected[labels == 6]).argmax()
     assert a and b and a != b

@@ -98,7 +98,7 @@ from semqa.particles.primitives import LabelSets, block_mean, dilate_cross, floo
 from semqa.particles.noise import NoiseModel, fit_noise_model, stabilize
 from semqa.particles.look import particle_mask
 from semqa.particles.scale import particle_scale
-from semqa.particles.shading import frame_shading, merge_ridges
+from semqa.particles.shading import Shading, frame_shading, merge_ridges
 from semqa.sr.degradation import edge_blur_sigma_px
 
 
@@ -236,6 +236,13 @@ class SegmentationConfig(BaseModel):
         "mask's area, so the measured pixels stay those of the mask; neck_depth_min_px applies in steps of this "
         "grid (its quantisation scales with the step). 1: the pixel mask itself",
     )
+    tilt_shading: bool = Field(
+        True,
+        description="where the frame is lit from one side (an SE frame from a side-mounted detector: semqa.particles.shading "
+        "finds a common direction on the particles' outlines), attach the particles' faces turned away from it, dimmer than "
+        "half their level, and merge back cuts along ridges (a facet edge, whose sides step up along the direction, is no "
+        "contact). Off, or in frames without such a direction (BSE, in-lens SE, rim-lit particles): neither",
+    )
     merge_notch_ratio: float = Field(
         0.3,
         gt=0,
@@ -243,6 +250,11 @@ class SegmentationConfig(BaseModel):
         description="neighbouring watershed regions are merged back when the concavities at the ends of "
         "the cut between them are shallower than this fraction of the smaller region's inscribed radius",
     )
+
+
+#: Level, between a particle's substrate (0) and its median (1), above which attached dim faces
+#: are looked for (:func:`_attach_dim_faces`): nearer the half level than the substrate.
+_DIM_FACE_LEVEL = 0.25
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
@@ -394,6 +406,50 @@ def _local_threshold_mask(
     if n_pieces == 0:
         return out
     return np.concatenate([[False], _significant(pieces, n_pieces, ring, evidence)])[pieces]
+
+
+def _attach_dim_faces(flat: np.ndarray, mask: np.ndarray, gap_px: int, ring_px: float, edge_sigma_px: float) -> np.ndarray:
+    """``mask`` with the dim faces of its particles attached, in a frame lit from one side.
+
+    A face turned away from the detector can be dimmer than half its particle's level and so
+    falls outside the half-level mask, which then holds the bright faces only (and the rim along
+    the dim face's outline, in pieces), although the dim face is particle material, brighter than
+    the substrate. Attached here: each connected piece of a particle's zone (:func:`_zones`) above
+    its quarter level (a quarter of the way from its ring's substrate level to its median: nearer
+    the particle's half level than the substrate) that is
+
+    * thicker than the edge blur (deepest pixel more than ``2 · edge_sigma_px + 1`` px inside the
+      piece): the blurred halo around a particle and the bridge between two close ones at that
+      level are narrower;
+    * next to a particle and no larger than the largest particle it touches: a face of it, not
+      the substrate between small particles.
+
+    The caller re-places every boundary on the grown mask (:func:`_local_threshold_mask`), each
+    by the level of its own side, so an attached face keeps its own edge with the substrate.
+    """
+    reach = 2 * int(math.ceil(gap_px + ring_px)) + 1
+    lab, n, zone, ring = _zones(mask, reach, gap_px)
+    if n == 0:
+        return mask
+    substrate = label_median(flat, ring)
+    level = label_median(flat, lab)
+    if substrate.size < n:
+        substrate = np.concatenate([substrate, np.full(n - substrate.size, np.nan)])
+    quarter = np.concatenate([[np.inf], substrate + _DIM_FACE_LEVEL * (level - substrate)])
+    quarter = np.where(np.isfinite(quarter), quarter, np.inf).astype(np.float32)  # no ring: nothing attached
+    low = (zone > 0) & (flat > quarter[zone]) & ~mask
+    pieces, n_pieces = ndimage.label(low)
+    if n_pieces == 0:
+        return mask
+    depth = ndimage.distance_transform_edt(low)
+    thick = label_max(depth[low], pieces[low], n_pieces) > 2.0 * edge_sigma_px + 1.0
+    near = max_filter_square(mask, 3) & low
+    host = np.zeros(n_pieces + 1)
+    np.maximum.at(host, pieces[near], np.bincount(lab.ravel(), minlength=n + 1)[max_filter_square(lab, 3)[near]])
+    area = np.bincount(pieces.ravel(), minlength=n_pieces + 1)
+    keep = thick & (host > 0) & (area <= host)
+    keep[0] = False
+    return mask | keep[pieces] if keep.any() else mask
 
 
 def _zones(mask: np.ndarray, reach: int, gap_px: int) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
@@ -761,16 +817,13 @@ def _split_contacts(labels: np.ndarray, grad: np.ndarray, noise_sd: float, sigma
     return labels
 
 
-def _merge_ridge_cuts(labels: np.ndarray, zp: np.ndarray, z_sd: float, sigma_px: float, config: SegmentationConfig) -> np.ndarray:
-    """Where the frame is lit from one side (:func:`semqa.particles.shading.frame_shading`, read on
-    the outlines of the unsplit mask in ``zp``, the stabilised frame with particles bright and
-    per-pixel sd ``z_sd``), merge back every cut, by the distance map or the contact edges, that
-    runs along a ridge of one particle (:func:`semqa.particles.shading.merge_ridges`): a facet edge
-    of a crystal, which a contact of two particles never is. ``sigma_px``: the gradient's scale.
-    Labels stay consecutive (in the order of the lowest label of each merged group)."""
-    shading = frame_shading(labels > 0, zp, 3.0 * sigma_px, config.false_detections)
-    if shading is None:
-        return labels
+def _merge_ridge_cuts(labels: np.ndarray, zp: np.ndarray, z_sd: float, sigma_px: float, shading: Shading, config: SegmentationConfig) -> np.ndarray:
+    """In a frame lit from one side (``shading``), merge back every cut, by the distance map or
+    the contact edges, that runs along a ridge of one particle
+    (:func:`semqa.particles.shading.merge_ridges`): a facet edge of a crystal, which a contact of
+    two particles never is. ``zp``: the stabilised frame, particles bright, per-pixel sd ``z_sd``;
+    ``sigma_px``: the gradient's scale. Labels stay consecutive (in the order of the lowest label
+    of each merged group)."""
     merged_any = False
     components, _ = ndimage.label(labels > 0, structure=np.ones((3, 3)))
     rows, cols = labels.shape
@@ -969,9 +1022,18 @@ def detect(image: np.ndarray, config: SegmentationConfig | None = None) -> Detec
     gap = max(1, math.ceil(2.0 * sigma))
     ring = max(2.0, config.ring_px_rel * diameter)
     bright = _edge_reach_px(sigma, diameter, config)
-    mask = _local_threshold_mask(flat, mask, gap, ring, bright, 2.0 * _edge_sigma_px(sigma, config), evidence, config)
+    level_depth = 2.0 * _edge_sigma_px(sigma, config)
+    mask = _local_threshold_mask(flat, mask, gap, ring, bright, level_depth, evidence, config)
     if config.fill_holes:
         mask = _fill_holes(mask)
+    # The frame's directional shading, read on the particles' outlines (the gradient's scale, at least 1 px).
+    shading = frame_shading(mask, zp, 3.0 * max(1.0, sigma), config.false_detections) if config.tilt_shading else None
+    if shading is not None:
+        grown = _attach_dim_faces(flat, mask, gap, ring, _edge_sigma_px(sigma, config))
+        if grown is not mask:
+            mask = _local_threshold_mask(flat, grown, gap, ring, bright, level_depth, evidence, config)
+            if config.fill_holes:
+                mask = _fill_holes(mask)
     lab, _ = ndimage.label(mask)
     mask = (np.bincount(lab.ravel()) >= config.min_object_px)[lab] & mask
     if not mask.any():
@@ -988,7 +1050,8 @@ def detect(image: np.ndarray, config: SegmentationConfig | None = None) -> Detec
             grad_sd = gradient_noise_sd(grad, ~max_filter_square(mask, 2 * gap + 1))
             if grad_sd is not None and grad_sd > 0:
                 labels = _split_contacts(labels, grad, grad_sd, grad_sigma, config)
-        labels = _merge_ridge_cuts(labels, zp, evidence.sum_sd, max(1.0, sigma), config)
+        if shading is not None:
+            labels = _merge_ridge_cuts(labels, zp, evidence.sum_sd, max(1.0, sigma), shading, config)
     else:
         labels = ndimage.label(mask)[0].astype(np.int32, copy=False)
     return Detection(labels, noise, sig.polarity, sig.has_structure, diameter, sigma)

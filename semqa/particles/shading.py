@@ -25,7 +25,7 @@ frame moves ``g`` by that gradient times the particle's radius, small beside til
 A step is attributed to tilt only where it cannot be a difference of two particles' yields:
 the frame's shading is used when ``A`` exceeds twice the sd of the difference of two particles'
 levels (``2 · sqrt(2)`` times their spread, a robust sd about a plane across the frame, which
-takes out uneven illumination). BSE, rim-lit SE (in-lens detectors) and
+takes out uneven illumination), measured on at least a dozen particles. BSE, rim-lit SE (in-lens detectors) and
 dark-field frames have no such direction, and nothing here changes their cuts.
 """
 
@@ -44,6 +44,9 @@ from semqa.particles.primitives import LabelSets, max_filter_square, median
 _MAD_SD = 1.4826
 #: Least pixels of a particle's outline band for its shading fit (a 3 px-wide band of a disc of about 2 px radius).
 _MIN_BAND_PX = 20
+#: Least particles for a frame's shading: a direction and a spread of levels from fewer (a plane
+#: of uneven illumination takes three of their degrees of freedom) are not to be relied on.
+_MIN_PARTICLES = 12
 
 
 @dataclass(frozen=True)
@@ -104,14 +107,25 @@ def outline_fits(mask: np.ndarray, values: np.ndarray, band_px: float) -> tuple[
 
 def frame_shading(mask: np.ndarray, values: np.ndarray, band_px: float, alpha: float) -> Shading | None:
     """The frame's directional shading from its particles' outlines (:func:`outline_fits`), or
-    None where there is none to rely on: fewer than 3 particles, no common direction at level
-    ``alpha`` (Rayleigh test, ``p ≈ exp(−n R̄²)``: Mardia & Jupp, *Directional Statistics*,
-    Wiley 2000, § 6.3.1), or an amplitude within twice the sd of two particles' level
-    difference (see the module docstring)."""
+    None where there is none to rely on: fewer than ``_MIN_PARTICLES`` particles, no common
+    direction at level ``alpha`` (Rayleigh test, ``p ≈ exp(−n R̄²)``: Mardia & Jupp,
+    *Directional Statistics*, Wiley 2000, § 6.3.1), or an amplitude within twice the sd of two
+    particles' level difference (see the module docstring).
+
+    Uneven illumination moves the levels smoothly across the frame, and it tilts each particle's
+    fit by its gradient times the particle's radius (an outline's normals point along its
+    positions): a plane fitted to the particles' levels over their positions is removed from
+    ``values`` and the outlines fitted again, so neither the direction nor the spread of the
+    levels holds it."""
     g, level, centre = outline_fits(mask, values, band_px)
     n = int(g.shape[0])
-    if n < 3:
+    if n < _MIN_PARTICLES:
         return None
+    design = np.column_stack([np.ones(n), centre])
+    c0, cx, cy = np.linalg.lstsq(design, level, rcond=None)[0]
+    rows, cols = np.indices(values.shape, dtype=np.float32)
+    g, level, _ = outline_fits(mask, values - (c0 + cx * cols + cy * rows), band_px)
+    n = int(g.shape[0])
     unit = g / np.maximum(np.hypot(g[:, 0], g[:, 1]), 1e-12)[:, None]
     resultant = unit.sum(axis=0)
     r = float(np.hypot(*resultant))
@@ -120,12 +134,8 @@ def frame_shading(mask: np.ndarray, values: np.ndarray, band_px: float, alpha: f
         return None
     u = resultant / r
     amplitude = 2.0 * float(median(g @ u))
-    # Uneven illumination moves every level smoothly across the frame: a plane fitted to the
-    # levels over the particles' positions is removed before their spread is taken.
-    if n >= 6:
-        design = np.column_stack([np.ones(n), centre])
-        level = level - design @ np.linalg.lstsq(design, level, rcond=None)[0]
-    level_sd = _MAD_SD * float(median(np.abs(level - median(level))))
+    # The plane took 3 of the n levels' degrees of freedom.
+    level_sd = _MAD_SD * float(median(np.abs(level - median(level)))) * math.sqrt(n / (n - 3))
     if amplitude <= 2.0 * math.sqrt(2.0) * level_sd:
         return None
     return Shading((float(u[0]), float(u[1])), amplitude, level_sd, n, p)
