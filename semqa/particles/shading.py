@@ -63,31 +63,46 @@ class Shading:
     rayleigh_p: float
 
 
-def outline_fits(mask: np.ndarray, values: np.ndarray, band_px: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per particle of ``mask`` (components not cut by the frame), the least-squares fit of
-    ``values`` over the band up to ``band_px`` px inside its outline on the outline's outward
-    normal: ``(g, level, centre)``, ``g`` and ``centre`` (the band's centroid) of shape ``(m, 2)``
-    (x, y), for the ``m`` particles whose band holds at least 20 pixels and whose normals span
-    both directions.
+@dataclass(frozen=True)
+class OutlineBand:
+    """The pixels just inside the particles' outlines (see :func:`outline_band`): their ``rows``
+    and ``cols``, particle ``ids`` (1…n), outward normals ``ox``, ``oy``, and ``n``."""
 
-    The normal is that of the outline smoothed over 2 px (the digitised outline's steps are
-    noise at that scale)."""
+    rows: np.ndarray
+    cols: np.ndarray
+    ids: np.ndarray
+    ox: np.ndarray
+    oy: np.ndarray
+    n: int
+
+
+def outline_band(mask: np.ndarray, band_px: float) -> OutlineBand:
+    """The band up to ``band_px`` px inside the outlines of ``mask``'s particles (components not
+    cut by the frame), with the outline's outward normal at each pixel: that of the outline
+    smoothed over 2 px (the digitised outline's steps are noise at that scale)."""
     lab, n = ndimage.label(mask)
-    if n == 0:
-        return np.empty((0, 2)), np.empty(0), np.empty((0, 2))
     gy, gx = np.gradient(ndimage.gaussian_filter(mask.astype(np.float32), 2.0))
     norm = np.hypot(gx, gy)
     # Within band_px of the background in a square neighbourhood (separable, a fraction of a
     # distance map's cost): the band's depth varies by up to √2 with the outline's direction,
     # alike on every side of a particle, so the fit on the normal is unbiased.
     band = mask & max_filter_square(~mask, 2 * math.ceil(band_px) + 1) & (norm > 1e-3)
-    ids = lab[band]
+    if n:
+        band &= ~np.isin(lab, border_labels(lab))
     rows, cols = np.nonzero(band)
-    ox, oy = -gx[band] / norm[band], -gy[band] / norm[band]
-    v = values[band].astype(np.float64)
+    return OutlineBand(rows, cols, lab[band], -gx[band] / norm[band], -gy[band] / norm[band], n)
+
+
+def outline_fits(band: OutlineBand, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per particle of ``band``, the least-squares fit of ``values`` (one per band pixel) on the
+    outline's outward normal: ``(g, level, centre)``, ``g`` and ``centre`` (the band's centroid)
+    of shape ``(m, 2)`` (x, y), for the ``m`` particles whose band holds at least 20 pixels and
+    whose normals span both directions."""
+    ids, ox, oy = band.ids, band.ox, band.oy
+    v = values.astype(np.float64)
 
     def total(w: np.ndarray) -> np.ndarray:
-        return np.bincount(ids, weights=w, minlength=n + 1)
+        return np.bincount(ids, weights=w, minlength=band.n + 1)
 
     count = total(np.ones_like(v))
     safe = np.maximum(count, 1.0)
@@ -98,10 +113,9 @@ def outline_fits(mask: np.ndarray, values: np.ndarray, band_px: float) -> tuple[
     # A closed outline's normals cover every direction: det ≈ count² / 4 for a disc.
     good = (count >= _MIN_BAND_PX) & (det > 0.01 * count**2)
     good[0] = False
-    good[border_labels(lab)] = False
     k = np.flatnonzero(good)
     g = np.column_stack([(syy[k] * sxv[k] - sxy[k] * syv[k]) / det[k], (sxx[k] * syv[k] - sxy[k] * sxv[k]) / det[k]])
-    centre = np.column_stack([total(cols.astype(np.float64))[k], total(rows.astype(np.float64))[k]]) / count[k, None]
+    centre = np.column_stack([total(band.cols.astype(np.float64))[k], total(band.rows.astype(np.float64))[k]]) / count[k, None]
     return g, mv[k], centre
 
 
@@ -117,14 +131,15 @@ def frame_shading(mask: np.ndarray, values: np.ndarray, band_px: float, alpha: f
     positions): a plane fitted to the particles' levels over their positions is removed from
     ``values`` and the outlines fitted again, so neither the direction nor the spread of the
     levels holds it."""
-    g, level, centre = outline_fits(mask, values, band_px)
+    band = outline_band(mask, band_px)
+    on_band = values[band.rows, band.cols].astype(np.float64)
+    g, level, centre = outline_fits(band, on_band)
     n = int(g.shape[0])
     if n < _MIN_PARTICLES:
         return None
     design = np.column_stack([np.ones(n), centre])
     c0, cx, cy = np.linalg.lstsq(design, level, rcond=None)[0]
-    rows, cols = np.indices(values.shape, dtype=np.float32)
-    g, level, _ = outline_fits(mask, values - (c0 + cx * cols + cy * rows), band_px)
+    g, level, _ = outline_fits(band, on_band - (c0 + cx * band.cols + cy * band.rows))
     n = int(g.shape[0])
     unit = g / np.maximum(np.hypot(g[:, 0], g[:, 1]), 1e-12)[:, None]
     resultant = unit.sum(axis=0)
