@@ -3,7 +3,8 @@
 With a side-mounted (Everhart–Thornley) detector, a surface facing the detector is brighter than
 one facing away (tilt and shadowing contrast: Reimer, *Scanning Electron Microscopy*, 2nd ed.,
 1998, § 6.2.1), so an SE frame looks lit from one side. That direction tells the two kinds of
-intensity edge the contact cuts (:mod:`semqa.particles.contacts`) find inside a part apart:
+line that the distance-map split and the contact cuts (:mod:`semqa.particles.contacts`) cut a
+part along apart (:func:`merge_ridges`):
 
 * a **ridge** of one particle (the edge between two facets of a crystal, both sloping away from
   it) is brighter on the side that faces the detector: brightness steps *up* along the detector
@@ -20,13 +21,16 @@ inside its outline is fitted as ``level + g · n_out``; the particles' direction
 tested for a common direction (Rayleigh test), and ``A = 2 g · u`` is the brightness difference
 between an edge facing the detector and one facing away. Edge brightening, uniform over the
 normals, and each particle's own yield only move the level; an illumination gradient across the
-frame moves ``g`` by that gradient times the particle's radius, small beside tilt contrast.
+frame moves ``g`` by that gradient times the particle's radius, so a plane fitted to the levels
+over the particles' positions is removed and the outlines fitted again (:func:`frame_shading`).
+The same direction says that a face turned away from the detector may be dimmer than half its
+particle's level: :mod:`semqa.particles.segmentation` attaches such faces in a lit frame.
 
 A step is attributed to tilt only where it cannot be a difference of two particles' yields:
 the frame's shading is used when ``A`` exceeds twice the sd of the difference of two particles'
 levels (``2 · sqrt(2)`` times their spread, a robust sd about a plane across the frame, which
-takes out uneven illumination), measured on at least a dozen particles. BSE, rim-lit SE (in-lens detectors) and
-dark-field frames have no such direction, and nothing here changes their cuts.
+takes out uneven illumination), measured on at least a dozen particles. BSE, rim-lit SE
+(in-lens detectors) and dark-field frames have no such direction, and nothing here changes them.
 """
 
 from __future__ import annotations
