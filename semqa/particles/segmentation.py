@@ -823,8 +823,14 @@ def _merge_ridge_cuts(labels: np.ndarray, zp: np.ndarray, z_sd: float, sigma_px:
     (:func:`semqa.particles.shading.merge_ridges`): a facet edge of a crystal, which a contact of
     two particles never is. ``zp``: the stabilised frame, particles bright, per-pixel sd ``z_sd``;
     ``sigma_px``: the gradient's scale. Labels stay consecutive (in the order of the lowest label
-    of each merged group)."""
+    of each merged group).
+
+    Each line is tested at the frame's false-detection budget shared over its lines (Bonferroni,
+    as the detection's): in a lit frame of touching particles, hundreds of contacts are tested,
+    and a per-line level would merge some of them on chance alone."""
     merged_any = False
+    n_lines = _saddles(labels, np.ones(labels.shape, dtype=np.float32), int(labels.max()))[0].size
+    alpha = config.false_detections / max(n_lines, 1)
     components, _ = ndimage.label(labels > 0, structure=np.ones((3, 3)))
     rows, cols = labels.shape
     for k, box in enumerate(ndimage.find_objects(components), start=1):
@@ -838,7 +844,7 @@ def _merge_ridge_cuts(labels: np.ndarray, zp: np.ndarray, z_sd: float, sigma_px:
             continue
         # The component's parts as 1…m in the crop (other components' pixels in the box left out).
         local = np.where(own, np.searchsorted(ids, crop) + 1, 0)
-        merged = merge_ridges(local, zp[grown], shading, 4.0 * sigma_px + 1.5, z_sd, config.false_detections)
+        merged = merge_ridges(local, zp[grown], shading, 4.0 * sigma_px + 1.5, z_sd, alpha)
         if int(merged.max()) == ids.size:
             continue
         # Each merged group takes the lowest original label among its parts.
