@@ -1028,16 +1028,16 @@ def detect(image: np.ndarray, config: SegmentationConfig | None = None) -> Detec
     gap = max(1, math.ceil(2.0 * sigma))
     ring = max(2.0, config.ring_px_rel * diameter)
     bright = _edge_reach_px(sigma, diameter, config)
-    level_depth = 2.0 * _edge_sigma_px(sigma, config)
-    mask = _local_threshold_mask(flat, mask, gap, ring, bright, level_depth, evidence, config)
+    edge_sigma = _edge_sigma_px(sigma, config)
+    mask = _local_threshold_mask(flat, mask, gap, ring, bright, 2.0 * edge_sigma, evidence, config)
     if config.fill_holes:
         mask = _fill_holes(mask)
     # The frame's directional shading, read on the particles' outlines (the gradient's scale, at least 1 px).
     shading = frame_shading(mask, zp, 3.0 * max(1.0, sigma), config.false_detections) if config.tilt_shading else None
     if shading is not None:
-        grown = _attach_dim_faces(flat, mask, gap, ring, _edge_sigma_px(sigma, config))
+        grown = _attach_dim_faces(flat, mask, gap, ring, edge_sigma)
         if grown is not mask:
-            mask = _local_threshold_mask(flat, grown, gap, ring, bright, level_depth, evidence, config)
+            mask = _local_threshold_mask(flat, grown, gap, ring, bright, 2.0 * edge_sigma, evidence, config)
             if config.fill_holes:
                 mask = _fill_holes(mask)
     lab, _ = ndimage.label(mask)

@@ -41,11 +41,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage, special
 
+from semqa.particles.contacts import mad_sd
 from semqa.particles.measure import border_labels
 from semqa.particles.primitives import LabelSets, max_filter_square, median
 
-#: Robust sd of a Gaussian sample from its median absolute deviation.
-_MAD_SD = 1.4826
 #: Least pixels of a particle's outline band for its shading fit (a 3 px-wide band of a disc of about 2 px radius).
 _MIN_BAND_PX = 20
 #: Least particles for a frame's shading: a direction and a spread of levels from fewer (a plane
@@ -154,7 +153,7 @@ def frame_shading(mask: np.ndarray, values: np.ndarray, band_px: float, alpha: f
     u = resultant / r
     amplitude = 2.0 * float(median(g @ u))
     # The plane took 3 of the n levels' degrees of freedom.
-    level_sd = _MAD_SD * float(median(np.abs(level - median(level)))) * math.sqrt(n / (n - 3))
+    level_sd = mad_sd(level) * math.sqrt(n / (n - 3))
     if amplitude <= 2.0 * math.sqrt(2.0) * level_sd:
         return None
     return Shading((float(u[0]), float(u[1])), amplitude, level_sd, n, p)
