@@ -131,6 +131,7 @@ class MeasuredImage:
     excluded: list[Particle]
     exclusions: Exclusions
     warnings: list[str]
+    detection_um: tuple[float, float] | None = None  # ECDs detected with 50 % / 95 % probability (classic only)
 
 
 def measure_image(
@@ -169,7 +170,9 @@ def measure_image(
         origin_px=origin_px,
     )
     warnings = detection_warnings(detection, len(particles), excl) if detection is not None else []
-    return MeasuredImage(labels, particles, excluded, excl, warnings)
+    limit = detection.limit if detection is not None else None
+    detection_um = None if limit is None else (limit.d50_px * pixel_size_um, limit.d95_px * pixel_size_um)
+    return MeasuredImage(labels, particles, excluded, excl, warnings, detection_um)
 
 
 def analyze_unit(
@@ -238,6 +241,8 @@ def _measure_unit(
         excluded_border=measured.exclusions.border,
         excluded_small=measured.exclusions.too_small,
         roi=roi,
+        detection_d50_um=None if measured.detection_um is None else measured.detection_um[0],
+        detection_d95_um=None if measured.detection_um is None else measured.detection_um[1],
         warnings=[w for w in (mg.pixel_size_warning,) if w] + measured.warnings,
     )
     unit = UnitResult(
@@ -331,10 +336,13 @@ def _lineage(units: Mapping[str, UnitResult], upscaler: Upscaler | None, segment
 
 
 def units_sizing_limit(units: Sequence[UnitResult], config: AnalysisConfig) -> SizingLimit | None:
-    """Sizing limit of a set of units: that of the coarsest analysed pixel, above which all of them measure."""
+    """Sizing limit of a set of units: that of the coarsest analysed pixel and of the noisiest image
+    (its detection limit, :mod:`semqa.particles.completeness`), above which all of them measure."""
     if not units:
         return None
-    return sizing_limit(max(u.summary.analysed_pixel_size_um for u in units), config.min_pixels)
+    detected = [(u.summary.detection_d50_um, u.summary.detection_d95_um) for u in units if u.summary.detection_d95_um is not None]
+    worst = max(detected, key=lambda d: d[1]) if detected else None
+    return sizing_limit(max(u.summary.analysed_pixel_size_um for u in units), config.min_pixels, worst)
 
 
 def summarize(

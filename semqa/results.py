@@ -61,6 +61,12 @@ class ImageSummary(BaseModel):
     roi: AnalysedRegion | None = Field(
         None, description="region of the input image analysed (pixels of the input) and how it was chosen"
     )
+    detection_d50_um: float | None = Field(
+        None,
+        description="ECD a particle of this image's contrast needs to be detected with 50 % probability against its "
+        "noise (semqa.particles.completeness); None with the learned segmenter or without particles",
+    )
+    detection_d95_um: float | None = Field(None, description="the same at 95 % probability")
     warnings: list[str] = Field(
         default_factory=list,
         description="why this image's particles may not be trustworthy, e.g. structure was found but no particle",

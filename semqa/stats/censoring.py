@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -87,22 +88,61 @@ def lognorm_pdf(x: float, sigma: float, scale: float) -> float:
 class SizingLimit(BaseModel):
     """The smallest particle an analysis sizes, in µm, and where it comes from."""
 
-    d_min_um: float = Field(description="ECD of a particle of min_pixels pixels: 2·sqrt(min_pixels/π)·pixel size")
-    band_upper_um: float = Field(description="d_min + one pixel: below this, pixel quantisation decides what is kept")
+    d_min_um: float = Field(
+        description="below this nothing is measured: the ECD of min_pixels pixels, 2·sqrt(min_pixels/π)·pixel size, "
+        "or the size detected with 50 % probability where the images' noise sets a larger one"
+    )
+    band_upper_um: float = Field(
+        description="above this the analysis measures without loss: d_min + one pixel (pixel quantisation), or the size "
+        "detected with 95 % probability where that is larger"
+    )
     pixel_size_um: float = Field(description="pixel size of the analysed image (after SR), the coarsest of the inputs")
     min_pixels: int = Field(description="least segment area measured, pixels")
+    detection_d50_um: float | None = Field(
+        None, description="largest over the images of the ECD detected with 50 % probability (semqa.particles.completeness)"
+    )
+    detection_d95_um: float | None = Field(None, description="the same at 95 % probability")
+    binding: Literal["pixels", "detection"] = Field(
+        "pixels", description="which sets the band: the least pixel count or the images' noise (detection)"
+    )
     source: str = Field(description="how the limit was derived")
 
 
-def sizing_limit(pixel_size_um: float, min_pixels: int) -> SizingLimit:
-    """:class:`SizingLimit` of an analysis at ``pixel_size_um`` (µm/px) keeping ≥ ``min_pixels`` px."""
+def sizing_limit(
+    pixel_size_um: float, min_pixels: int, detection_um: tuple[float, float] | None = None
+) -> SizingLimit:
+    """:class:`SizingLimit` of an analysis at ``pixel_size_um`` (µm/px) keeping ≥ ``min_pixels`` px.
+
+    ``detection_um``: the ECDs (µm) detected with 50 % and 95 % probability in the noisiest of the
+    images (:mod:`semqa.particles.completeness`). Where the 95 % one lies above the pixel band, the
+    images' noise, not their pixel count, truncates the distribution, and the band becomes
+    ``[max(d_min, d50), d95]``: sizes thinned by the detection are censored like those quantisation thins.
+
+    >>> sizing_limit(0.4, 10).d_min_um.__round__(2)
+    1.43
+    >>> sizing_limit(0.4, 10, (2.0, 3.0)).binding
+    'detection'
+    """
     d_min = 2.0 * math.sqrt(min_pixels / math.pi) * pixel_size_um
+    pixels = f"2·sqrt({min_pixels} px/π) × {pixel_size_um:g} µm/px (ISO 13322-1 lower limit from the least pixel count)"
+    d50, d95 = detection_um if detection_um is not None else (None, None)
+    if d95 is None or d50 is None or not d95 > d_min + pixel_size_um:
+        return SizingLimit(
+            d_min_um=d_min, band_upper_um=d_min + pixel_size_um, pixel_size_um=pixel_size_um, min_pixels=int(min_pixels),
+            detection_d50_um=d50, detection_d95_um=d95, source=pixels,
+        )
     return SizingLimit(
-        d_min_um=d_min,
-        band_upper_um=d_min + pixel_size_um,
+        d_min_um=max(d_min, d50),
+        band_upper_um=d95,
         pixel_size_um=pixel_size_um,
         min_pixels=int(min_pixels),
-        source=f"2·sqrt({min_pixels} px/π) × {pixel_size_um:g} µm/px (ISO 13322-1 lower limit from the least pixel count)",
+        detection_d50_um=d50,
+        detection_d95_um=d95,
+        binding="detection",
+        source=(
+            f"the noisiest image's detection limit: a particle of its contrast is found with 50 % probability at "
+            f"{d50:.3g} µm and 95 % at {d95:.3g} µm (semqa.particles.completeness), above the pixel-count limit {pixels}"
+        ),
     )
 
 
@@ -111,7 +151,7 @@ class Censoring(BaseModel):
 
     limit: SizingLimit
     n: int = Field(description="particles measured")
-    fraction_near_limit: float | None = Field(description="share of measured particles in [d_min, d_min + 1 px]")
+    fraction_near_limit: float | None = Field(description="share of measured particles at or below band_upper (in the band or under it)")
     fitted_share_below: float | None = Field(
         None, description="share of the fitted log-normal population below d_min + 1 px (None: too few to fit)"
     )
@@ -203,12 +243,19 @@ def assess_censoring(ecd_um: Sequence[float] | np.ndarray, limit: SizingLimit) -
     out.censored = [name for name in ("D10", "D50", "D90") if name in censored]
     if out.censored:
         share = f"{100 * out.fraction_near_limit:.0f} %"
-        px = f"{limit.pixel_size_um:.3g} µm"
         below = "" if out.fitted_share_below is None else (
             f", and a fitted log-normal puts {100 * out.fitted_share_below:.0f} % of the population below it"
         )
-        out.message = (
-            f"resolution too coarse: {share} of particles within one pixel ({px}) above the {limit.d_min_um:.3g} µm "
-            f"sizing limit{below}; {', '.join(out.censored)} censored; use `--sr` or a finer scan"
-        )
+        if limit.binding == "detection":
+            out.message = (
+                f"scan too noisy for its particles: {share} of particles lie between {limit.d_min_um:.3g} and "
+                f"{limit.band_upper_um:.3g} µm, where a particle of the images' contrast is detected with only 50–95 % "
+                f"probability{below}; {', '.join(out.censored)} censored; use a longer dwell time (more electrons per "
+                "pixel), `--sr`, or a finer scan"
+            )
+        else:
+            out.message = (
+                f"resolution too coarse: {share} of particles within one pixel ({limit.pixel_size_um:.3g} µm) above the "
+                f"{limit.d_min_um:.3g} µm sizing limit{below}; {', '.join(out.censored)} censored; use `--sr` or a finer scan"
+            )
     return out
