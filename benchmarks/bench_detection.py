@@ -127,6 +127,7 @@ def run(doses, diameters, families, n_images: int, seed: int = 13, progress: boo
                 # (pixel count, or the frames' detection limit) censors, making a comparison inconclusive.
                 limit = sizing_limit(1.0, DEFAULT_MIN_PIXELS, max(limits, key=lambda x: x[1]) if limits else None)
                 censored = assess_censoring(est["semqa"], limit).censored if est["semqa"] else ["D10", "D50", "D90"]
+                by_pixels = assess_censoring(est["semqa"], sizing_limit(1.0, DEFAULT_MIN_PIXELS)).censored if est["semqa"] else censored
                 for name in est:
                     errs = (
                         [100 * (e - t) / t for e, t in zip(d_values(est[name]), true_d)] if len(est[name]) >= 2 else [np.nan] * 3
@@ -134,7 +135,8 @@ def run(doses, diameters, families, n_images: int, seed: int = 13, progress: boo
                     rows.append(
                         {"family": family, "d_px": d_px, "dose": dose, "method": name, "found": found[name],
                          "true": len(true_ecd), "n_measured": len(est[name]), "d10": errs[0], "d50": errs[1], "d90": errs[2],
-                         "censored": ",".join(censored) if name == "semqa" else "", "limit": limit.binding}
+                         "censored": ",".join(censored) if name == "semqa" else "", "limit": limit.binding,
+                         "censored_by_pixels": ",".join(by_pixels) if name == "semqa" else ""}
                     )
                 if progress:
                     print(cell_line(pd.DataFrame(rows[-2:])), flush=True)
@@ -164,7 +166,7 @@ def cell_line(cell: pd.DataFrame) -> str:
     ok, target, hit = _judge(cell)
     flag = ("ok" if ok else "WORSE") + ("" if not target else (" D50<=3%" if hit else " D50>3%"))
     if s.censored:
-        flag += f" | flagged: {s.censored} censored ({s.limit} limit)"
+        flag += f" | flagged: {s.censored} censored ({s.limit} limit; by pixels alone: {s.censored_by_pixels or 'none'})"
     return (
         f"{s.family:<7}{s.d_px:>5}{s.dose:>6} | {f'{s.found}/{s.true}':>12}{s.d10:>7.1f}{s.d50:>7.1f}{s.d90:>7.1f} | "
         f"{f'{b.found}/{b.true}':>15}{b.d10:>7.1f}{b.d50:>7.1f}{b.d90:>7.1f} | {flag}"
@@ -175,20 +177,22 @@ def report(results: pd.DataFrame) -> str:
     """Every cell's line, then the counts of cells where semqa is worse than the baseline or
     misses the D50 target, and overall figures."""
     lines = [HEADER]
-    worse, target_miss, worse_unflagged, flagged = 0, 0, 0, 0
+    worse, target_miss, worse_unflagged, flagged, by_pixels = 0, 0, 0, 0, 0
     for _, cell in results.groupby(["family", "d_px", "dose"], sort=False):
         ok, target, hit = _judge(cell)
-        censored = bool(cell[cell.method == "semqa"].iloc[0].censored)
+        s = cell[cell.method == "semqa"].iloc[0]
+        censored = bool(s.censored)
         worse += not ok
         worse_unflagged += not ok and not censored
         flagged += censored
+        by_pixels += bool(s.censored_by_pixels)
         target_miss += target and not hit
         lines.append(cell_line(cell))
     sem = results[results.method == "semqa"]
     base = results[results.method == "skimage-baseline"]
     lines.append(
         f"cells {len(sem)}: semqa worse than the baseline in {worse} ({worse_unflagged} of them not flagged as censored; "
-        f"{flagged} cells flagged in all); D50 beyond 3 % in {target_miss} of "
+        f"{flagged} cells flagged in all, {by_pixels} by the pixel-count limit alone); D50 beyond 3 % in {target_miss} of "
         f"{int(((sem.d_px >= 6) & (sem.dose >= 30)).sum())} target cells (d >= 6 px, >= 30 e-/px); "
         f"found overall semqa {sem.found.sum() / sem.true.sum():.1%}, baseline {base.found.sum() / base.true.sum():.1%}; "
         f"median |D50 error| semqa {sem.d50.abs().median():.2f} %, baseline {base.d50.abs().median():.2f} %"
