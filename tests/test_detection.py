@@ -69,6 +69,26 @@ def test_bright_and_dark_particles(family: str, polarity: int) -> None:
     assert _found(det.labels, scene.labels, ids) >= 0.95 * ids.size
 
 
+@pytest.mark.parametrize("family", ["dome", "bse", "dark"])
+def test_charging_streaks_add_no_particles_and_move_no_size(family: str) -> None:
+    """Charging (scan lines brighter after the beam crossed a particle, some lines jumping as a
+    whole, 20 % of the level): as many particles, matched and sized, as the same field without it."""
+    sizes = {}
+    for streaks in (0.0, 0.2):
+        config = FamilyConfig(family=family, size_px=384, d50_px=12, dose=100.0, streaks=streaks)
+        rng = np.random.default_rng(23)
+        scene = render_family(config, rng)
+        hr, _ = scan_family(scene, config, rng)
+        labels = segment(hr)
+        truth = scene.particles
+        ids = truth.particle_id[~truth.touches_border & ~truth.occluded & (truth.ecd_px >= 6)].to_numpy()
+        assert _found(labels, scene.labels, ids) >= 0.9 * ids.size
+        particles, _ = measure_particles(labels, 1.0)
+        sizes[streaks] = (len(particles), float(np.median([p.ecd_um for p in particles])))
+    (n0, d0), (n1, d1) = sizes[0.0], sizes[0.2]
+    assert abs(n1 - n0) <= 0.05 * n0 and abs(d1 / d0 - 1) <= 0.03
+
+
 @pytest.mark.parametrize("electrons", [0.5, 3.0, 40.0, 1000.0])
 def test_pure_noise_gives_no_particles(electrons: float) -> None:
     """False-detection rate: the test's budget is 0.05 expected false particles per frame; over
