@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
 
+from semqa.particles.completeness import pooled_limit
 from semqa.stats.censoring import Censoring, SizingLimit, assess_censoring, sizing_limit
 from semqa.stats.equivalence import CompareConfig, ComparisonResult, compare_products
 from semqa.errors import InputError
@@ -336,13 +337,19 @@ def _lineage(units: Mapping[str, UnitResult], upscaler: Upscaler | None, segment
 
 
 def units_sizing_limit(units: Sequence[UnitResult], config: AnalysisConfig) -> SizingLimit | None:
-    """Sizing limit of a set of units: that of the coarsest analysed pixel and of the noisiest image
-    (its detection limit, :mod:`semqa.particles.completeness`), above which all of them measure."""
+    """Sizing limit of a set of units: that of the coarsest analysed pixel, and the detection limit
+    of the pooled images (:func:`semqa.particles.completeness.pooled_limit`, each image weighted by
+    the area it images, µm²), above which all of them measure."""
     if not units:
         return None
-    detected = [(u.summary.detection_d50_um, u.summary.detection_d95_um) for u in units if u.summary.detection_d95_um is not None]
-    worst = max(detected, key=lambda d: d[1]) if detected else None
-    return sizing_limit(max(u.summary.analysed_pixel_size_um for u in units), config.min_pixels, worst)
+    detected = [u.summary for u in units if u.summary.detection_d95_um is not None]
+    pooled = None
+    if detected:
+        areas = [
+            (s.roi.width * s.roi.height if s.roi is not None else s.width * s.height) * s.pixel_size_um**2 for s in detected
+        ]
+        pooled = pooled_limit([(s.detection_d50_um, s.detection_d95_um) for s in detected], areas)
+    return sizing_limit(max(u.summary.analysed_pixel_size_um for u in units), config.min_pixels, pooled)
 
 
 def summarize(

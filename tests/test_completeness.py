@@ -11,7 +11,7 @@ from scipy import ndimage
 
 from semqa.analysis import AnalysisConfig, compare
 from semqa.io.images import Micrograph
-from semqa.particles.completeness import detection_limit, detection_probability, disc_response
+from semqa.particles.completeness import detection_limit, detection_probability, disc_response, pooled_limit
 from semqa.particles.detection import dog_responses, significance_from
 from semqa.particles.noise import NoiseModel
 from semqa.particles.segmentation import detect
@@ -93,6 +93,19 @@ def test_sizing_limit_takes_the_detection_limit_only_above_the_pixel_band():
     assert "detection limit" in above.source
 
 
+def test_pooled_limit_weighs_each_image_by_its_area():
+    """One noisy frame among nine clean ones of the same area thins the pool by its share only: the
+    pool is 95 % complete where that tenth is 50 % complete; the pool of identical images is each image's limit."""
+    clean, noisy = (1.0, 1.5), (4.0, 6.0)
+    assert pooled_limit([clean] * 3, [1.0, 1.0, 1.0]) == pytest.approx(clean)
+    d50, d95 = pooled_limit([clean] * 9 + [noisy], [1.0] * 10)
+    assert clean[0] < d50 < 1.1 * clean[0] and d95 == pytest.approx(noisy[0], rel=1e-3)
+    # The pool's probability at its stated sizes is the area-weighted mean of the images'.
+    z95 = 1.6448536269514722
+    p = lambda x, lim: 0.5 * math.erfc(-z95 * math.log(x / lim[0]) / math.log(lim[1] / lim[0]) / math.sqrt(2))
+    assert 0.9 * p(d95, clean) + 0.1 * p(d95, noisy) == pytest.approx(0.95, abs=1e-6)
+
+
 def test_a_truncated_psd_is_censored_with_the_noise_as_reason():
     """Log-normal ECDs (D50 2 µm) of which only those the detection keeps are measured: censored,
     and the message names the noise, not the pixel size."""
@@ -130,8 +143,10 @@ def test_a_noisy_scans_comparison_is_inconclusive_for_its_noise():
     assert noisy.verdict == "inconclusive" and "scan too noisy for its particles" in noisy.reason, noisy.reason
     limit = noisy.statistics.sizing_limit
     assert limit.binding == "detection" and limit.band_upper_um > limit.d_min_um > sizing_limit(0.25, 10).d_min_um
-    image = noisy.reference["lot1"].images[0]
-    assert image.detection_d50_um < image.detection_d95_um <= limit.band_upper_um
+    images = [i for product in (noisy.reference, noisy.test) for lot in product.values() for i in lot.images]
+    assert all(i.detection_d50_um < i.detection_d95_um for i in images)
+    # The pooled limit lies among the images' own (equal areas: their curves averaged).
+    assert min(i.detection_d95_um for i in images) <= limit.band_upper_um <= max(i.detection_d95_um for i in images)
     clean = compare(_lots(300.0, 6.0, 1), _lots(300.0, 6.0, 2), AnalysisConfig(n_bootstrap=0), compare_config=design)
     assert clean.statistics.sizing_limit.binding == "pixels"
     assert "too noisy" not in clean.reason

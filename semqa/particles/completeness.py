@@ -142,6 +142,46 @@ def detection_limit(contrast: float, sum_sd: float, threshold: float, scales: Se
     )
 
 
+def pooled_limit(limits: Sequence[tuple[float, float]], weights: Sequence[float]) -> tuple[float, float]:
+    """The ECDs detected with 50 % and 95 % probability in a pool of images, from each image's
+    ``(d50, d95)`` (any one length unit) and its weight (the area it images: a lot's images sample one
+    population, so each holds particles in proportion to its area, whatever share of them it detects).
+
+    Each image's detection probability is taken as the log-normal CDF through its two stated points,
+    ``Φ(z₀.₉₅ · ln(x/d50) / ln(d95/d50))``, and the pool's is their weighted mean: the share of the
+    pooled population of size x that is measured. A single noisy frame among clean ones thins the
+    pooled PSD by its area's share only, so it does not set the lot's limit.
+
+    >>> d50, d95 = pooled_limit([(2.0, 3.0), (2.0, 3.0)], [1.0, 1.0])
+    >>> round(d50, 6), round(d95, 6)
+    (2.0, 3.0)
+    >>> pooled_limit([(2.0, 3.0), (20.0, 30.0)], [99.0, 1.0])[1] < 3.5
+    True
+    """
+    d50 = np.array([a for a, _ in limits], dtype=float)
+    d95 = np.array([b for _, b in limits], dtype=float)
+    w = np.asarray(weights, dtype=float)
+    w = w / w.sum() if w.sum() > 0 else np.full(w.size, 1.0 / w.size)
+    z95 = float(special.ndtri(0.95))
+    spread = np.log(np.maximum(d95 / d50, 1.0 + 1e-9))
+
+    def probability(x: float) -> float:
+        return float(np.dot(w, special.ndtr(z95 * np.log(x / d50) / spread)))
+
+    def at(p: float) -> float:
+        lo, hi = float(d50.min()) / 16.0, float(d95.max()) * 16.0
+        for _ in range(200):
+            mid = math.sqrt(lo * hi)
+            if mid in (lo, hi):
+                break
+            lo, hi = (mid, hi) if probability(mid) < p else (lo, mid)
+        return hi
+
+    if d50.size == 1:
+        return float(d50[0]), float(d95[0])
+    return at(0.5), at(0.95)
+
+
 def particle_contrast(z: np.ndarray, labels: np.ndarray, substrate: np.ndarray) -> float | None:
     """Median, over the larger half of the labelled particles by area, of each one's mean of ``z``
     less its ``substrate`` level (per label, index 1…n); None without particles."""

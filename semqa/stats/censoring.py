@@ -99,7 +99,7 @@ class SizingLimit(BaseModel):
     pixel_size_um: float = Field(description="pixel size of the analysed image (after SR), the coarsest of the inputs")
     min_pixels: int = Field(description="least segment area measured, pixels")
     detection_d50_um: float | None = Field(
-        None, description="largest over the images of the ECD detected with 50 % probability (semqa.particles.completeness)"
+        None, description="ECD detected with 50 % probability in the pooled images (semqa.particles.completeness.pooled_limit)"
     )
     detection_d95_um: float | None = Field(None, description="the same at 95 % probability")
     binding: Literal["pixels", "detection"] = Field(
@@ -113,8 +113,8 @@ def sizing_limit(
 ) -> SizingLimit:
     """:class:`SizingLimit` of an analysis at ``pixel_size_um`` (µm/px) keeping ≥ ``min_pixels`` px.
 
-    ``detection_um``: the ECDs (µm) detected with 50 % and 95 % probability in the noisiest of the
-    images (:mod:`semqa.particles.completeness`). Where the 95 % one lies above the pixel band, the
+    ``detection_um``: the ECDs (µm) detected with 50 % and 95 % probability in the pooled images
+    (:func:`semqa.particles.completeness.pooled_limit`). Where the 95 % one lies above the pixel band, the
     images' noise, not their pixel count, truncates the distribution, and the band becomes
     ``[max(d_min, d50), d95]``: sizes thinned by the detection are censored like those quantisation thins.
 
@@ -140,7 +140,7 @@ def sizing_limit(
         detection_d95_um=d95,
         binding="detection",
         source=(
-            f"the noisiest image's detection limit: a particle of its contrast is found with 50 % probability at "
+            f"the images' detection limit: a particle of their contrast is found with 50 % probability at "
             f"{d50:.3g} µm and 95 % at {d95:.3g} µm (semqa.particles.completeness), above the pixel-count limit {pixels}"
         ),
     )
