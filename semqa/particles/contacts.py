@@ -310,6 +310,42 @@ def _line_excess(
     return ra, rb, np.where(counts > 0, excess, -np.inf), independent, clear
 
 
+def edge_z(a: np.ndarray, b: np.ndarray, grad: np.ndarray, noise_sd: float, sigma_px: float) -> float:
+    """The line statistic of step 3 for the line between two masks ``a`` and ``b`` (a crop, disjoint,
+    4-adjacent), in sds of a mean of its length: how far its ridge stands above its sides' levels.
+
+    As :func:`_line_excess`, with the sides' levels read over each mask's clear interior (deep and
+    farther than 2σ from the line) instead of a seed's, and the substrate's null sd
+    (``_RAYLEIGH_SD × noise_sd``): the test a line inside one part gets, for two masks that the
+    distance-map split put in different parts. −inf where the line has no deep pixel (no evidence).
+    """
+    union = a | b
+    deep = ndimage.distance_transform_edt(np.pad(union, 1))[1:-1, 1:-1] > 3.0 * sigma_px
+    ridge = ridge_of(grad, sigma_px)
+    line = np.zeros(a.shape, dtype=bool)
+    values = []
+    for axis in (0, 1):
+        head, tail = np.arange(a.shape[axis] - 1), np.arange(1, a.shape[axis])
+        cross = (a.take(head, axis=axis) & b.take(tail, axis=axis)) | (b.take(head, axis=axis) & a.take(tail, axis=axis))
+        both_deep = cross & deep.take(head, axis=axis) & deep.take(tail, axis=axis)
+        values.append(np.maximum(ridge.take(head, axis=axis), ridge.take(tail, axis=axis))[both_deep])
+        lead = [slice(None)] * 2
+        lead[axis] = slice(None, -1)
+        line[tuple(lead)] |= cross
+        lead[axis] = slice(1, None)
+        line[tuple(lead)] |= cross
+    g = np.concatenate(values)
+    if g.size == 0:
+        return -math.inf
+    clear = deep & ~ndimage.binary_dilation(line, structure=_disc(math.ceil(2.0 * sigma_px)))
+    local_max = ridge_local_max(ridge)
+    levels = [float(np.median(local_max[clear & m])) for m in (a, b) if (clear & m).any()]
+    if not levels:
+        return -math.inf
+    independent = max(g.size / (2.0 * sigma_px), 1.0)
+    return (float(g.mean()) - max(levels)) * math.sqrt(independent) / (_RAYLEIGH_SD * noise_sd)
+
+
 def _surrogate_lines(
     grad: np.ndarray, own: np.ndarray, deep: np.ndarray, sigma_px: float, calm_rel: float,
     split_necks: Callable[[np.ndarray], np.ndarray],
