@@ -892,6 +892,22 @@ def _reattach_cut_pieces(
     return np.concatenate([[0], new_ids + 1]).astype(labels.dtype)[labels]
 
 
+def _ridge_lines(labels: np.ndarray, band_px: float) -> int:
+    """How many lines :func:`semqa.particles.shading.merge_ridges` tests in a frame: the 4-adjacent
+    pairs of labels both larger than a disc of radius ``band_px``."""
+    n = int(labels.max())
+    resolved = np.bincount(labels.ravel(), minlength=n + 1) >= math.pi * band_px**2
+    resolved[0] = False
+    codes = []
+    for axis in (0, 1):
+        head = labels.take(np.arange(labels.shape[axis] - 1), axis=axis).astype(np.int64)
+        tail = labels.take(np.arange(1, labels.shape[axis]), axis=axis).astype(np.int64)
+        cross = (head != tail) & resolved[head] & resolved[tail]
+        lo, hi = np.minimum(head[cross], tail[cross]), np.maximum(head[cross], tail[cross])
+        codes.append(lo * (n + 1) + hi)
+    return int(np.unique(np.concatenate(codes)).size)
+
+
 def _merge_ridge_cuts(labels: np.ndarray, zp: np.ndarray, z_sd: float, sigma_px: float, shading: Shading, config: SegmentationConfig) -> np.ndarray:
     """In a frame lit from one side (``shading``), merge back every cut, by the distance map or
     the contact edges, that runs along a ridge of one particle
@@ -900,12 +916,12 @@ def _merge_ridge_cuts(labels: np.ndarray, zp: np.ndarray, z_sd: float, sigma_px:
     ``sigma_px``: the gradient's scale. Labels stay consecutive (in the order of the lowest label
     of each merged group).
 
-    Each line is tested at the frame's false-detection budget shared over its lines (Bonferroni,
-    as the detection's): in a lit frame of touching particles, hundreds of contacts are tested,
-    and a per-line level would merge some of them on chance alone."""
+    Each line is tested at the frame's false-detection budget shared over the lines tested
+    (:func:`_ridge_lines`; Bonferroni, as the detection's): in a lit frame of touching particles,
+    hundreds of contacts are tested, and a per-line level would merge some of them on chance alone."""
     merged_any = False
-    n_lines = _saddles(labels, np.ones(labels.shape, dtype=np.float32), int(labels.max()))[0].size
-    alpha = config.false_detections / max(n_lines, 1)
+    band = 4.0 * sigma_px + 1.5
+    alpha = config.false_detections / max(_ridge_lines(labels, band), 1)
     components, _ = ndimage.label(labels > 0, structure=np.ones((3, 3)))
     rows, cols = labels.shape
     for k, box in enumerate(ndimage.find_objects(components), start=1):
@@ -919,7 +935,7 @@ def _merge_ridge_cuts(labels: np.ndarray, zp: np.ndarray, z_sd: float, sigma_px:
             continue
         # The component's parts as 1…m in the crop (other components' pixels in the box left out).
         local = np.where(own, np.searchsorted(ids, crop) + 1, 0)
-        merged = merge_ridges(local, zp[grown], shading, 4.0 * sigma_px + 1.5, z_sd, alpha)
+        merged = merge_ridges(local, zp[grown], shading, band, z_sd, alpha)
         if int(merged.max()) == ids.size:
             continue
         # Each merged group takes the lowest original label among its parts.
