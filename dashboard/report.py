@@ -30,7 +30,9 @@ from semqa.stats.psd import PSD
 
 WEIGHTINGS = ("number", "volume")
 _VERDICT_COLORS = {"equivalent": "#1a7f37", "not_equivalent": "#cf222e", "inconclusive": "#9a6700"}
-_IMAGE_COLUMNS = ["product", "lot", "name", "digest", "pixel_size_um", "pixel_size_source", "n_particles"]
+#: Columns of the input-image table (page and report): the 95 % detection size says where each
+#: image's noise thins its particles (semqa.particles.completeness; empty with the learned segmenter).
+IMAGE_COLUMNS = ["product", "lot", "name", "digest", "pixel_size_um", "pixel_size_source", "n_particles", "detection_d95_um"]
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,7 @@ figure {{ margin: 1em 0; }} img {{ max-width: 100%; }}
 <h2>D-values per lot</h2>{dvalue_sections}
 <h2>Notes on the statistics</h2><ul>{notes}</ul>
 <h2>Lineage</h2>{_html_table(summary.lineage)}{chain}
-<h2>Input images</h2>{_html_table(summary.images[_IMAGE_COLUMNS])}
+<h2>Input images</h2>{_html_table(summary.images[IMAGE_COLUMNS])}
 </body></html>
 """
 
@@ -391,7 +393,7 @@ def pdf_pages(report: ComparisonReport, summary: Summary, title: str) -> list[Fi
     for w in WEIGHTINGS:
         pages += table_pages(f"D-values per lot, {w}-weighted", summary.dvalues[w].drop(columns="notes"))
     pages += _notes_pages(_notes(report, summary))
-    pages += table_pages("Input images", summary.images[_IMAGE_COLUMNS])
+    pages += table_pages("Input images", summary.images[IMAGE_COLUMNS])
     return pages
 
 

@@ -266,7 +266,7 @@ def results(
             st.caption(f"Lineage chain of model version {options.model.version} (registry, weights, training run, data, code):")
             st.dataframe(summary.chain, hide_index=True, height=_full_height(summary.chain))
         st.caption("Input images (sha256 of each file as received):")
-        st.dataframe(summary.images[["product", "lot", "name", "digest", "pixel_size_um", "pixel_size_source", "n_particles"]],
+        st.dataframe(summary.images[report_export.IMAGE_COLUMNS],
                      hide_index=True)
     with tab_report:
         st.write("A self-contained record of this comparison: verdict, statistics, figures, tables and lineage.")
